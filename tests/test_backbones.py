@@ -1,0 +1,62 @@
+"""The registry and the embedded ImageNet weights, checked on real photographs."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from skimage import data as skdata
+
+from hashlab.backbones import available_backbones, create_backbone
+from hashlab.backbones.efficientnet import checkpoint_path, map_key
+
+
+def photo(array: np.ndarray, size: int = 224) -> torch.Tensor:
+    image = torch.from_numpy(array).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    short = min(image.shape[-2:])
+    scale = 256 / short
+    image = F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=True, align_corners=False)
+    h, w = image.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[..., top:top + size, left:left + size]
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return create_backbone("efficientnet_lite0", pretrained=True).eval()
+
+
+def test_key_map_uses_every_tensor_of_the_checkpoint(lite0):
+    source = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
+    mapped = {map_key(k) for k in source}
+    assert len(mapped) == len(source) == 296  # one-to-one
+    assert map_key("_blocks.3._expand_conv.weight") == "blocks.2.0.conv_pw.weight"
+    assert map_key("_blocks.15._project_conv.weight") == "blocks.6.0.conv_pwl.weight"
+    assert map_key("_bn1.running_var") == "bn2.running_var"
+
+
+@pytest.mark.parametrize("image,classes", [(skdata.chelsea, range(281, 286)), (skdata.coffee, [967])])
+def test_embedded_weights_classify_real_photos(lite0, image, classes):
+    top5 = lite0.imagenet_logits(photo(image())).topk(5).indices[0].tolist()
+    assert set(top5) & set(classes), f"top-5 {top5} misses {list(classes)}"
+
+
+def test_feature_shapes_and_stage_channels(lite0):
+    images = torch.rand(2, 3, 128, 128)
+    assert lite0(images).shape == (2, 1280)
+    x = lite0.normalize(images)
+    for stage, channels in zip(lite0.stages, lite0.stage_channels, strict=True):
+        x = stage(x)
+        assert x.shape[1] == channels
+    assert x.shape[-1] == 4  # stride 32
+
+
+def test_registry_lists_the_torchvision_backbones_and_names_unknown_ones():
+    assert {"efficientnet_lite0", "googlenet", "alexnet", "vgg16", "resnet18", "resnet50"} <= set(available_backbones())
+    with pytest.raises(ValueError, match="unknown backbone 'resnet7'.*efficientnet_lite0"):
+        create_backbone("resnet7")
+
+
+@pytest.mark.parametrize("name,dim", [("googlenet", 1024), ("resnet18", 512), ("alexnet", 4096)])
+def test_torchvision_backbones_build_without_weights(name, dim):
+    backbone = create_backbone(name, pretrained=False).eval()
+    assert backbone(torch.rand(1, 3, 112 if name != "alexnet" else 224, 112 if name != "alexnet" else 224)).shape == (1, dim)
