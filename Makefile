@@ -1,0 +1,39 @@
+# Every target depends on `setup`, which builds .venv only when it is missing or pyproject.toml changed.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+HASHLAB := $(VENV)/bin/hashlab
+STAMP   := $(VENV)/.installed
+TABLE   ?= demo
+PROFILE ?=
+DATASETS ?=
+
+.PHONY: setup test demo reproduce report bench lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@test -x $(PY) || uv venv --quiet $(VENV)
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(HASHLAB) reproduce --table demo
+
+reproduce: setup
+	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
+
+report: setup
+	$(HASHLAB) report --table $(TABLE)
+
+bench: setup
+	$(PY) benchmarks/evaluation.py
+
+lint: setup
+	$(VENV)/bin/ruff check hashlab tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,176 @@
+"""Command line: ``hashlab fit`` (LightningCLI) and the toolkit's own commands.
+
+    hashlab fit --config experiments/methods/dpsh_googlenet.yaml --data.root DIR --model.bits 32
+    hashlab reproduce --table demo
+    hashlab report --table demo
+    hashlab data describe cifar10 --root DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from hashlab.data import HashingDataModule
+from hashlab.methods import HashingModule
+from hashlab.records.record import RECORD_NAME, config_hash, environment, read_record, write_json_atomic
+
+
+def _class_of(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+class HashlabCLI(LightningCLI):
+    parse_only = False  # set on a subclass to resolve the config and run directory without building anything
+
+    def instantiate_classes(self):
+        if not self.parse_only:
+            super().instantiate_classes()
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_argument("--runs_dir", default="runs", help="where run folders and records go")
+        parser.add_argument("--force", type=bool, default=False, help="rerun even when a finished record exists")
+
+    def before_instantiate_classes(self):
+        config = self.config
+        self.resolved = config.clone().as_dict()
+        self.run_dir = run_directory(self.resolved)
+        config.trainer.default_root_dir = str(self.run_dir)
+
+
+def run_directory(config: dict) -> Path:
+    model, data = config["model"], config["data"]
+    method = _class_of(model["class_path"]).method_id
+    dataset = _class_of(data["class_path"])
+    protocol = data["init_args"].get("protocol") or dataset.default_protocol
+    args = model["init_args"]
+    cell = f"{args['backbone']}-{args['mode']}-{args['bits']}b-seed{config['seed_everything']}-{config_hash(config)}"
+    return Path(config["runs_dir"]) / method / f"{dataset.name}-{protocol}" / cell
+
+
+class _ParseOnlyCLI(HashlabCLI):
+    parse_only = True
+
+
+def resolve_run_dir(args: list[str]) -> Path:
+    """The run directory a `hashlab fit` command line would use, without building model or data."""
+    return build_cli(args, cli_class=_ParseOnlyCLI).run_dir
+
+
+def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> HashlabCLI:
+    # args come from our own dispatcher, not from a Python caller mixing them with sys.argv
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+    return cli_class(
+        HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
+        seed_everything_default=0, save_config_callback=None,
+        trainer_defaults={"logger": False, "enable_model_summary": False, "log_every_n_steps": 10,
+                          "callbacks": [ModelCheckpoint(filename="last-epoch{epoch}", save_last=True, save_top_k=0)]},
+        parser_kwargs={"description": "Train a hashing method and write its run record."},
+    )
+
+
+def run_fit(args: list[str]) -> Path:
+    """Fit, evaluate on query vs database, write the run record; return its path."""
+    cli = build_cli(args)
+    record_path = cli.run_dir / RECORD_NAME
+    if record_path.exists() and not cli.config.force:
+        print(f"finished record exists, not rerunning (pass --force true to rerun): {record_path}", file=sys.stderr)
+        return record_path
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    last = cli.run_dir / "checkpoints" / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() and not cli.config.force else None)
+    fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    report = model.test_report
+    metrics = report.summary()
+    metrics["map_at_1000"] = report.extras.get("map_at_1000") or _map_at(model, 1000)
+    describe = datamodule.describe()
+    record = {
+        "status": "finished",
+        "method": type(model).method_id, "dataset": datamodule.name, "protocol": datamodule.protocol,
+        "backbone": model.hparams.backbone, "mode": model.hparams.mode, "bits": model.bits,
+        "seed": cli.config.seed_everything, "config_hash": config_hash(cli.resolved),
+        "metrics": {**metrics, **model.extra_metrics()},
+        "curves": {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
+                   "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}},
+        "evaluated_checkpoint": "last epoch",
+        "split": describe,
+        "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
+                    "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s")},
+        "feature_cache": model.feature_cache,
+        "epochs": trainer.current_epoch,
+        "world_size": trainer.world_size,
+        "config": cli.resolved,
+        "environment": environment(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if trainer.is_global_zero:
+        write_json_atomic(record_path, record)
+    return record_path
+
+
+def _map_at(model: HashingModule, k: int) -> float:
+    from hashlab.evaluation import evaluate_retrieval
+    q_codes, q_labels, _ = model.retrieval.gathered("query")
+    db_codes, db_labels, _ = model.retrieval.gathered("database")
+    return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=k, curve_ns=(1,)).mean_average_precision()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "fit":
+        path = run_fit(argv[1:])
+        print(path)
+        return
+    parser = argparse.ArgumentParser(prog="hashlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("fit", help="train one run (LightningCLI; see `hashlab fit --help`)")
+    reproduce = commands.add_parser("reproduce", help="run a table's missing cells, then render it")
+    report = commands.add_parser("report", help="render a table from existing run records")
+    for sub in (reproduce, report):
+        sub.add_argument("--table", required=True, help="name of experiments/tables/<name>.yaml (or its path)")
+        sub.add_argument("--runs-dir", default="runs")
+        sub.add_argument("--reports-dir", default="reports")
+    reproduce.add_argument("--profile", default=None, help="profile to use (default: the table's)")
+    reproduce.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
+    data = commands.add_parser("data", help="data set tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    describe = data_commands.add_parser("describe", help="print a data set's protocol split as JSON")
+    describe.add_argument("dataset")
+    describe.add_argument("--root", default=None)
+    describe.add_argument("--protocol", default=None)
+    describe.add_argument("--split-seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.command == "data":
+        from hashlab.data import DATASETS
+        if args.dataset not in DATASETS:
+            parser.error(f"unknown data set {args.dataset!r}; available: {', '.join(sorted(DATASETS))}")
+        module = DATASETS[args.dataset](root=args.root, protocol=args.protocol, split_seed=args.split_seed)
+        print(json.dumps(module.describe()))
+    elif args.command in ("reproduce", "report"):
+        from hashlab.records.tables import render_table, reproduce_table
+        if args.command == "reproduce":
+            reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run)
+            if args.dry_run:
+                return
+        out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+        print(out["markdown"])
+        print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["main", "run_fit", "read_record"]

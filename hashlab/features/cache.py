@@ -1,0 +1,57 @@
+"""Backbone features computed once per (data, backbone, input size, preprocessing) and reused by
+every run in frozen mode. Files are written beside, then renamed: a killed caching pass leaves
+no half-written cache behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from hashlab.backbones import Backbone
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HASHLAB_CACHE", Path.home() / ".cache" / "hashlab")) / "features"
+
+
+def cache_key(datamodule, backbone: Backbone, pretrained: bool) -> dict:
+    return {"data": datamodule.source.fingerprint(), "dataset": datamodule.name, "backbone": backbone.name,
+            "pretrained": pretrained, "input": datamodule.transform_description(), "version": 1}
+
+
+@torch.no_grad()
+def cached_features(datamodule, backbone: Backbone, pretrained: bool, cache_dir: str | Path | None = None,
+                    device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
+    """(features of every item in source order as float16, info with path / hit / seconds)."""
+    import time
+    datamodule.prepare()
+    key = cache_key(datamodule, backbone, pretrained)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    path = folder / f"{datamodule.name}-{backbone.name}-{digest}.npy"
+    if path.exists():
+        return torch.from_numpy(np.load(path)), {"path": str(path), "hit": True, "seconds": 0.0}
+    start = time.perf_counter()
+    backbone = backbone.to(device).eval().to(memory_format=torch.channels_last)
+    dataset = datamodule.all_items()
+    loader = DataLoader(dataset, batch_size=128, num_workers=datamodule.num_workers, shuffle=False)
+    out = np.empty((len(dataset), backbone.feature_dim), dtype=np.float16)
+    done = 0
+    for images, _, _ in tqdm(loader, desc=f"caching {backbone.name} features of {datamodule.name}", unit="batch"):
+        images = images.to(device).contiguous(memory_format=torch.channels_last)
+        feats = backbone(images).float().cpu().numpy()
+        out[done:done + len(feats)] = feats
+        done += len(feats)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, out)
+    tmp.replace(path)
+    path.with_suffix(".json").write_text(json.dumps(key, indent=1))
+    return torch.from_numpy(out), {"path": str(path), "hit": False, "seconds": time.perf_counter() - start}

@@ -1,0 +1,137 @@
+"""HashingModule: everything a hashing method needs that is not the method itself.
+
+A method subclasses it and writes only :meth:`hash_loss` (and, when it needs one, its own
+``build_head``). This class owns the backbone (frozen with cached features, or fine-tuned),
+the optimiser, encoding of queries and database, evaluation and the metrics the run record
+keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from hashlab.backbones import create_backbone
+from hashlab.evaluation import HashingRetrievalMetric, RetrievalReport
+
+MIN_BITS, MAX_BITS = 4, 127
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class HashingModule(L.LightningModule):
+    def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
+                 mode: Literal["frozen", "finetune"] = "frozen", optimizer: Literal["sgd", "adamw"] = "sgd",
+                 lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
+                 schedule: Literal["cosine", "constant"] = "cosine", feature_cache_dir: str | None = None):
+        super().__init__()
+        if not MIN_BITS <= bits <= MAX_BITS:
+            raise ValueError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
+                             "(the literature uses 12, 16, 24, 32, 48, 64)")
+        self.save_hyperparameters()
+        self.bits = bits
+        self.backbone = create_backbone(backbone, pretrained=backbone_pretrained)
+        self.head = self.build_head(self.backbone.feature_dim)
+        self.retrieval = HashingRetrievalMetric()
+        self.timings: dict[str, float] = {}
+        self.feature_cache: dict = {}
+        self.test_report: RetrievalReport | None = None
+
+    # -- what a method may override -------------------------------------------------------------
+    def build_head(self, feature_dim: int) -> nn.Module:
+        """Feature vector -> real-valued code. BatchNorm first: pooled CNN features are all
+        non-negative, and fed raw to a hash layer they give every image nearly the same code."""
+        return nn.Sequential(nn.BatchNorm1d(feature_dim), nn.Linear(feature_dim, self.bits))
+
+    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named parts for logging). The only thing every method must write."""
+        raise NotImplementedError
+
+    # -- shared machinery ------------------------------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        return self.hparams.mode == "frozen"
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        datamodule.prepare()
+        if self.frozen and datamodule.features is None:
+            from hashlab.features import cached_features
+            features, info = cached_features(datamodule, self.backbone, self.hparams.backbone_pretrained,
+                                             self.hparams.feature_cache_dir, device=self.trainer.strategy.root_device)
+            datamodule.use_features(features)
+            self.feature_cache = info
+            self.timings["feature_caching_s"] = info["seconds"]
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images (finetune) or cached features (frozen) -> real-valued codes."""
+        features = inputs.float() if self.frozen else self.backbone(inputs)
+        return self.head(features)
+
+    @staticmethod
+    def binarize(codes: torch.Tensor) -> torch.Tensor:
+        return torch.where(codes >= 0, 1.0, -1.0)
+
+    def training_step(self, batch, batch_idx):
+        inputs, labels, _ = batch
+        loss, parts = self.hash_loss(self(inputs), labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"{type(self).__name__}: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx} "
+                f"(parts: { {k: float(v) for k, v in parts.items()} }). Lower model.lr (now {self.hparams.lr}).")
+        self.log("train/loss", loss, prog_bar=True, on_epoch=True, on_step=False)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, on_epoch=True, on_step=False)
+        return loss
+
+    def on_test_epoch_start(self):
+        self.retrieval.reset()
+        self._encode_start = time.perf_counter()
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        inputs, labels, index = batch
+        role = "query" if dataloader_idx == 0 else "database"
+        self.retrieval.update(self(inputs), labels, index, role)
+
+    def on_test_epoch_end(self):
+        self.timings["encode_s"] = time.perf_counter() - self._encode_start
+        start = time.perf_counter()
+        self.test_report = self.retrieval.compute()
+        self.timings["evaluation_s"] = time.perf_counter() - start
+        for name, value in self.test_report.summary().items():
+            self.log(f"test/{name}", value, sync_dist=False)
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Method-specific numbers for the run record (bit balance, proxy distances, ...)."""
+        return {}
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = [{"params": self.head.parameters(), "lr": hp.lr}]
+        if not self.frozen:
+            groups.append({"params": self.backbone.parameters(), "lr": hp.backbone_lr})
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
+        if hp.schedule == "constant":
+            return optimizer
+        steps = max(1, self.trainer.estimated_stepping_batches)
+        warmup = min(100, steps // 10)
+
+        def factor(step):  # linear warm-up, then cosine to zero
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

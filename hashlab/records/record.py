@@ -1,0 +1,82 @@
+"""Run records: one JSON per run, written atomically, the source of truth for every table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+RECORD_NAME = "record.json"
+# config fields that say where things are or how the run looks, not what it computes
+NOT_IN_HASH = {
+    "config", "runs_dir", "force", "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.logger",
+    "trainer.enable_model_summary", "data.init_args.root", "data.init_args.num_workers",
+    "data.init_args.eval_batch_size", "model.init_args.feature_cache_dir", "trainer.callbacks",
+}
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> Path:
+    """Write beside the target and rename over it: readers see the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+    return path
+
+
+def read_record(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_NAME
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"run record {path} is not valid JSON ({error}); delete it to rerun that cell") from error
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_hash(config: dict) -> str:
+    """Hash of the resolved config without the fields that do not change the result."""
+    kept = {k: v for k, v in flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NOT_IN_HASH)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def git_commit() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return {"commit": sha.stdout.strip() or "unknown", "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "dirty": None}
+
+
+def environment() -> dict:
+    packages = {}
+    for name in ("hashlab", "torch", "torchvision", "lightning", "numpy", "numba", "timm", "torchmetrics"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+            "packages": packages, **git_commit()}

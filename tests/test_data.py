@@ -1,0 +1,126 @@
+"""CIFAR-10 in both on-disk formats, the protocols, and the errors users see."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hashlab.cli import main
+from hashlab.data import CIFAR10, DatasetError, Digits
+from hashlab.data.cifar10 import CLASSES
+from tests.conftest import SHARED_CIFAR10
+
+
+def write_batches(folder, per_class_train=60, per_class_test=10, seed=0):
+    """The official python format: pickled dicts with 'data' (n, 3072) uint8 and 'labels'."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    labels_train = np.repeat(np.arange(10), per_class_train)
+    rng.shuffle(labels_train)
+    chunks = np.array_split(labels_train, 5)
+    for i, chunk in enumerate(chunks, 1):
+        data = rng.integers(0, 256, (len(chunk), 3072), dtype=np.uint8)
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": data, "labels": chunk.tolist(), "batch_label": f"training batch {i} of 5"}, f)
+    labels_test = np.repeat(np.arange(10), per_class_test)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": rng.integers(0, 256, (len(labels_test), 3072), dtype=np.uint8),
+                     "labels": labels_test.tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CLASSES}, f)
+    return labels_train, labels_test
+
+
+def write_image_folder(root, per_class=3):
+    rng = np.random.default_rng(1)
+    for part in ("train", "test"):
+        for name in CLASSES:
+            (root / part / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / part / name / f"{i:04d}.jpg")
+
+
+def test_official_batches_are_read_with_their_labels_and_split(tmp_path):
+    labels_train, labels_test = write_batches(tmp_path / "cifar-10-batches-py")
+    module = CIFAR10(root=str(tmp_path), protocol="cifar10-2")
+    module.prepare()
+    source = module.source
+    assert len(source.items) == 700 and source.items[0].shape == (32, 32, 3)
+    np.testing.assert_array_equal(source.labels.argmax(1), np.concatenate([labels_train, labels_test]))
+    assert module.describe()["query"] == 100 and module.describe()["database"] == 600
+    image, label, index = module.dataset("query")[0]
+    assert image.shape == (3, 128, 128) and 0 <= image.min() and image.max() <= 1 and index == 600
+
+
+def test_image_folder_uses_the_official_label_order(tmp_path):
+    write_image_folder(tmp_path)
+    module = CIFAR10(root=str(tmp_path), protocol="cifar10-2", image_size=32)
+    module.prepare()
+    assert module.source.labels.argmax(1).tolist()[:6] == [0, 0, 0, 1, 1, 1]  # airplane, then automobile
+    assert module.source.official_split.tolist().count("test") == 30
+
+
+def test_cifar10_1_sizes_and_determinism(tmp_path):
+    write_batches(tmp_path / "cifar-10-batches-py", per_class_train=590, per_class_test=10)
+    a, b = CIFAR10(root=str(tmp_path)), CIFAR10(root=str(tmp_path))
+    described = a.describe()
+    assert (described["query"], described["train"], described["database"]) == (1000, 5000, 5000)
+    assert described["split_fingerprint"] == b.describe()["split_fingerprint"]
+    assert set(a.split.query).isdisjoint(a.split.database) and set(a.split.train) <= set(a.split.database)
+    labels = a.source.labels.argmax(1)
+    assert np.bincount(labels[a.split.query]).tolist() == [100] * 10
+    assert np.bincount(labels[a.split.train]).tolist() == [500] * 10
+    other_seed = CIFAR10(root=str(tmp_path), split_seed=1).describe()["split_fingerprint"]
+    assert other_seed != described["split_fingerprint"]
+
+
+@pytest.mark.skipif(not SHARED_CIFAR10.exists(), reason="../shared/data/cifar10 is not beside the project")
+def test_describe_on_the_real_cifar10(capsys, monkeypatch):
+    monkeypatch.setenv("HASHLAB_DATA", str(SHARED_CIFAR10.parent))
+    main(["data", "describe", "cifar10"])
+    described = json.loads(capsys.readouterr().out)
+    assert (described["query"], described["train"], described["database"]) == (1000, 5000, 59000)
+    assert described["num_classes"] == 10 and described["multi_label"] is False
+
+
+def test_missing_folder_says_how_to_point_at_the_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("HASHLAB_DATA", raising=False)
+    with pytest.raises(DatasetError, match="--data.root"):
+        CIFAR10().prepare()
+    with pytest.raises(DatasetError, match=f"{tmp_path / 'nope'} does not exist"):
+        CIFAR10(root=str(tmp_path / "nope")).prepare()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="neither cifar-10-batches-py"):
+        CIFAR10(root=str(tmp_path / "empty")).prepare()
+
+
+def test_wrong_class_folders_are_named(tmp_path):
+    write_image_folder(tmp_path)
+    (tmp_path / "train" / "dog").rename(tmp_path / "train" / "doggo")
+    with pytest.raises(DatasetError, match=r"unexpected: \['doggo'\]; missing: \['dog'\]"):
+        CIFAR10(root=str(tmp_path)).prepare()
+
+
+def test_missing_batch_file_is_named(tmp_path):
+    write_batches(tmp_path / "cifar-10-batches-py")
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DatasetError, match="test_batch is missing"):
+        CIFAR10(root=str(tmp_path)).prepare()
+
+
+def test_unreadable_image_is_named(tmp_path):
+    write_image_folder(tmp_path)
+    broken = tmp_path / "test" / "cat" / "0001.jpg"
+    broken.write_bytes(b"not a jpeg")
+    module = CIFAR10(root=str(tmp_path), protocol="cifar10-2")
+    module.prepare()
+    position = module.source.items.index(str(broken))
+    with pytest.raises(DatasetError, match=f"cannot decode image {broken}"):
+        module.all_items()[position]
+
+
+def test_digits_is_embedded():
+    described = Digits().describe()
+    assert (described["query"], described["database"], described["num_classes"]) == (300, 1497, 10)

@@ -1,0 +1,73 @@
+"""Real Lightning fits on real data: the digits set, frozen and fine-tuned EfficientNet-Lite0."""
+
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from hashlab.cli import resolve_run_dir, run_fit
+from hashlab.data import Digits
+from hashlab.methods import DPSHGoogLeNet
+from hashlab.methods.base import NonFiniteLossError
+
+DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+
+
+class EpochLosses(L.Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_epoch_end(self, trainer, module):
+        self.losses.append(float(trainer.callback_metrics["train/loss"]))
+
+
+def test_frozen_fit_lowers_the_loss_and_retrieves():
+    torch.manual_seed(0)
+    model = DPSHGoogLeNet(bits=16, lr=0.05)
+    data = Digits(batch_size=50)
+    losses = EpochLosses()
+    trainer = L.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        callbacks=[losses])
+    trainer.fit(model, datamodule=data)
+    assert losses.losses[-1] < 0.7 * losses.losses[0]
+    trainer.test(model, datamodule=data, verbose=False)
+    assert model.test_report.mean_average_precision() > 0.5  # chance is about 0.1
+
+
+def test_finetune_mode_trains_the_backbone():
+    model = DPSHGoogLeNet(bits=16, mode="finetune")
+    data = Digits(image_size=32, batch_size=8)
+    data.prepare()
+    images, labels, _ = next(iter(data.loader(data.dataset("train", train=True), train=True)))
+    loss, _ = model.hash_loss(model(images), labels)
+    loss.backward()
+    grads = [p.grad for p in model.backbone.stages[0].parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_bad_bits_and_nan_loss_get_clear_errors():
+    with pytest.raises(ValueError, match="model.bits = 2"):
+        DPSHGoogLeNet(bits=2)
+    model = DPSHGoogLeNet(bits=8)
+    batch = (torch.full((4, 1280), float("nan")), torch.eye(4, dtype=torch.uint8), torch.arange(4))
+    with pytest.raises(NonFiniteLossError, match="Lower model.lr"):
+        model.training_step(batch, 0)
+
+
+def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
+    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16"]
+    path = run_fit(args)
+    assert path == resolve_run_dir(args) / "record.json"
+    record = json.loads(path.read_text())
+    for key in ("method", "dataset", "protocol", "backbone", "mode", "bits", "seed", "metrics", "timings",
+                "config", "environment", "split"):
+        assert key in record
+    assert record["bits"] == 16 and record["method"] == "dpsh_googlenet" and record["epochs"] == 2
+    assert set(record["metrics"]) >= {"map", "map_at_1000", "precision_h2", "map_tie_aware"}
+    assert record["environment"]["packages"]["torch"]
+    assert not list(path.parent.glob(".*tmp*"))  # the atomic write left nothing behind
+    stamp = path.stat().st_mtime_ns
+    assert run_fit(args) == path and path.stat().st_mtime_ns == stamp
+    # a changed config is a different cell
+    assert resolve_run_dir([*args, "--model.init_args.margin=0.3"]) != resolve_run_dir(args)
