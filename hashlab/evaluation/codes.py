@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ArrayLike = "np.ndarray | torch.Tensor"  # noqa: F821 - documentation only
-
 
 def _to_numpy(array) -> np.ndarray:
     if hasattr(array, "detach"):  # torch tensor, without importing torch here

@@ -30,7 +30,9 @@ class HashingModule(L.LightningModule):
     def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
                  mode: Literal["frozen", "finetune"] = "frozen", optimizer: Literal["sgd", "adamw"] = "sgd",
                  lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
-                 schedule: Literal["cosine", "constant"] = "cosine", feature_cache_dir: str | None = None):
+                 schedule: Literal["cosine", "constant"] = "cosine", head_hidden: int = 0, head_dropout: float = 0.0,
+                 feature_cache_dir: str | None = None):
+        """head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer."""
         super().__init__()
         if not MIN_BITS <= bits <= MAX_BITS:
             raise ValueError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
@@ -48,7 +50,13 @@ class HashingModule(L.LightningModule):
     def build_head(self, feature_dim: int) -> nn.Module:
         """Feature vector -> real-valued code. BatchNorm first: pooled CNN features are all
         non-negative, and fed raw to a hash layer they give every image nearly the same code."""
-        return nn.Sequential(nn.BatchNorm1d(feature_dim), nn.Linear(feature_dim, self.bits))
+        layers: list[nn.Module] = [nn.BatchNorm1d(feature_dim)]
+        width = feature_dim
+        if self.hparams.head_hidden:
+            layers += [nn.Dropout(self.hparams.head_dropout), nn.Linear(feature_dim, self.hparams.head_hidden),
+                       nn.ReLU(inplace=True)]
+            width = self.hparams.head_hidden
+        return nn.Sequential(*layers, nn.Dropout(self.hparams.head_dropout), nn.Linear(width, self.bits))
 
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(total loss, named parts for logging). The only thing every method must write."""

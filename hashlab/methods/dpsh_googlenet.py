@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from hashlab.losses import bit_balance_loss, contrastive_hamming_loss, label_overlap_similarity, quantization_loss
+from hashlab.losses import (
+    bit_balance_loss,
+    contrastive_hamming_loss,
+    label_overlap_similarity,
+    quantization_loss,
+)
 from hashlab.methods.base import HashingModule
 
 
