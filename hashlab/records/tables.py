@@ -139,7 +139,7 @@ def render_table(table: str, runs_dir: str = "runs", reports_dir: str = "reports
     files.append(out_dir / "table.md")
 
     commits = sorted({c[:10] for c in frame.get("commit", pd.Series(dtype=str)).dropna()}) or ["none"]
-    caption = (f"{label} of {spec['name']}: {spec.get('caption', '')} Backbone(s): "
+    caption = (f"{label} of {spec['name']}: {spec.get('caption', '').rstrip('.')}. Backbone(s): "
                f"{', '.join(sorted(frame.get('backbone', pd.Series(dtype=str)).dropna().unique())) or 'n/a'}; "
                f"protocol(s): {', '.join(d['protocol'] for d in spec['datasets'])}; commit {', '.join(commits)}.")
     (out_dir / "table.tex").write_text(_latex(text, means, caption, spec["name"]))
