@@ -38,10 +38,7 @@ class PackedCodes:
 
     def words(self) -> np.ndarray:
         """The codes as (n, ceil(bits/64)) uint64 words, zero-padded (padding bits never differ)."""
-        n, nbytes = self.bytes.shape
-        padded = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
-        padded[:, :nbytes] = self.bytes
-        return padded.view(np.uint64)
+        return _as_words(self.bytes)
 
     def unpack(self) -> np.ndarray:
         """The codes as a (n, bits) array of +-1 int8 values."""
@@ -92,7 +89,11 @@ def pack_labels(labels, num_classes: int | None = None, name: str = "labels") ->
         array = onehot
     if array.ndim != 2:
         raise ValueError(f"{name}: expected (n, num_classes) multi-hot labels, got shape {array.shape}")
-    packed = np.packbits(array != 0, axis=1)
+    return _as_words(np.packbits(array != 0, axis=1))
+
+
+def _as_words(packed: np.ndarray) -> np.ndarray:
+    """(n, nbytes) uint8 -> (n, ceil(nbytes/8)) uint64, zero-padded."""
     n, nbytes = packed.shape
     padded = np.zeros((n, -(-nbytes // 8) * 8), dtype=np.uint8)
     padded[:, :nbytes] = packed
