@@ -15,7 +15,6 @@ import time
 import warnings
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from hashlab.data import HashingDataModule
@@ -71,8 +70,9 @@ def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> Hash
     return cli_class(
         HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
         seed_everything_default=0, save_config_callback=None,
+        # checkpointing (last, and best by validation mAP) comes from HashingModule.configure_callbacks
         trainer_defaults={"logger": False, "enable_model_summary": False, "log_every_n_steps": 10,
-                          "callbacks": [ModelCheckpoint(filename="last-epoch{epoch}", save_last=True, save_top_k=0)]},
+                          "num_sanity_val_steps": 0},
         parser_kwargs={"description": "Train a hashing method and write its run record."},
     )
 
@@ -89,10 +89,17 @@ def run_fit(args: list[str]) -> Path:
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() and not cli.config.force else None)
     fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
-    trainer.test(model, datamodule=datamodule, verbose=False)
+    evaluated = {"selection": "last epoch", "epoch": trainer.current_epoch - 1}
+    best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
+    if best:
+        epoch, score = max(model.val_history, key=lambda item: item[1])
+        evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
+                     "val_map": score, "checkpoint": str(Path(best).relative_to(cli.run_dir))}
+    trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
     report = model.test_report
     metrics = report.summary()
-    metrics["map_at_1000"] = report.extras.get("map_at_1000") or _map_at(model, 1000)
+    for k in (1000, *datamodule.report_topk):
+        metrics[f"map_at_{k}"] = _map_at(model, k)
     describe = datamodule.describe()
     record = {
         "status": "finished",
@@ -102,7 +109,8 @@ def run_fit(args: list[str]) -> Path:
         "metrics": {**metrics, **model.extra_metrics()},
         "curves": {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
                    "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}},
-        "evaluated_checkpoint": "last epoch",
+        "evaluated_checkpoint": evaluated,
+        "val_map_by_epoch": [value for _, value in model.val_history],
         "split": describe,
         "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
                     "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s")},
@@ -125,6 +133,11 @@ def _map_at(model: HashingModule, k: int) -> float:
     return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=k, curve_ns=(1,)).mean_average_precision()
 
 
+def _dataset_names() -> list[str]:
+    from hashlab.data import DATASETS
+    return list(DATASETS)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "fit":
@@ -145,19 +158,30 @@ def main(argv: list[str] | None = None) -> None:
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    describe = data_commands.add_parser("describe", help="print a data set's protocol split as JSON")
-    describe.add_argument("dataset")
-    describe.add_argument("--root", default=None)
+    describe = data_commands.add_parser("describe", help="print a data set's split as JSON, or with --all the "
+                                        "Table 1 of every data set present as Markdown")
+    describe.add_argument("dataset", nargs="?", help=f"one of: {', '.join(_dataset_names())}")
+    describe.add_argument("--all", action="store_true", help="every paper data set found under --root")
+    describe.add_argument("--root", default=None, help="the data set's folder (with --all: the folder holding "
+                          "cifar10/, flickr25k/, cub200/, stanford_cars/; default $HASHLAB_DATA)")
     describe.add_argument("--protocol", default=None)
     describe.add_argument("--split-seed", type=int, default=0)
+    describe.add_argument("--val-fraction", type=float, default=0.1)
     args = parser.parse_args(argv)
 
     if args.command == "data":
-        from hashlab.data import DATASETS
-        if args.dataset not in DATASETS:
-            parser.error(f"unknown data set {args.dataset!r}; available: {', '.join(sorted(DATASETS))}")
-        module = DATASETS[args.dataset](root=args.root, protocol=args.protocol, split_seed=args.split_seed)
-        print(json.dumps(module.describe()))
+        from hashlab.data import DatasetError
+        from hashlab.data.describe import describe_dataset, table1
+        if args.all:
+            print(table1(args.root))
+            return
+        if not args.dataset:
+            parser.error("name a data set, or pass --all")
+        try:
+            print(json.dumps(describe_dataset(args.dataset, args.root, args.protocol, args.split_seed,
+                                              val_fraction=args.val_fraction)))
+        except DatasetError as error:
+            sys.exit(f"error: {error}")
     elif args.command in ("reproduce", "report"):
         from hashlab.records.tables import render_table, reproduce_table
         if args.command == "reproduce":

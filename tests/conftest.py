@@ -18,3 +18,11 @@ def feature_cache(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def in_repository_root(monkeypatch):
     monkeypatch.chdir(ROOT)  # configs are referenced relative to the project
+
+
+@pytest.fixture(autouse=True)
+def split_files(tmp_path_factory, monkeypatch):
+    """Each test writes its split files to its own folder, never into the repository."""
+    path = tmp_path_factory.mktemp("splits")
+    monkeypatch.setenv("HASHLAB_SPLITS", str(path))
+    return path

@@ -66,12 +66,21 @@ def test_cifar10_1_sizes_and_determinism(tmp_path):
     write_batches(tmp_path / "cifar-10-batches-py", per_class_train=590, per_class_test=10)
     a, b = CIFAR10(root=str(tmp_path)), CIFAR10(root=str(tmp_path))
     described = a.describe()
-    assert (described["query"], described["train"], described["database"]) == (1000, 5000, 5000)
+    sizes = [described[k] for k in ("query", "train", "validation", "database")]
+    assert sizes == [1000, 4500, 500, 5000]
     assert described["split_fingerprint"] == b.describe()["split_fingerprint"]
-    assert set(a.split.query).isdisjoint(a.split.database) and set(a.split.train) <= set(a.split.database)
+    split = a.split
+    assert set(split.query).isdisjoint(split.database) and set(split.train) <= set(split.database)
+    assert set(split.val) <= set(split.database) and set(split.val).isdisjoint(split.train)
     labels = a.source.labels.argmax(1)
-    assert np.bincount(labels[a.split.query]).tolist() == [100] * 10
-    assert np.bincount(labels[a.split.train]).tolist() == [500] * 10
+    assert np.bincount(labels[split.query]).tolist() == [100] * 10
+    assert np.bincount(labels[split.train]).tolist() == [450] * 10
+    assert np.bincount(labels[split.val]).tolist() == [50] * 10  # every class in the validation set
+    # without a validation set, the protocol's full training set; the queries do not move
+    whole = CIFAR10(root=str(tmp_path), val_fraction=0)
+    whole.prepare()
+    np.testing.assert_array_equal(whole.split.train, np.union1d(split.train, split.val))
+    np.testing.assert_array_equal(whole.split.query, split.query)
     other_seed = CIFAR10(root=str(tmp_path), split_seed=1).describe()["split_fingerprint"]
     assert other_seed != described["split_fingerprint"]
 
@@ -81,7 +90,8 @@ def test_describe_on_the_real_cifar10(capsys, monkeypatch):
     monkeypatch.setenv("HASHLAB_DATA", str(SHARED_CIFAR10.parent))
     main(["data", "describe", "cifar10"])
     described = json.loads(capsys.readouterr().out)
-    assert (described["query"], described["train"], described["database"]) == (1000, 5000, 59000)
+    sizes = [described[k] for k in ("query", "train", "validation", "database")]
+    assert sizes == [1000, 4500, 500, 59000]
     assert described["num_classes"] == 10 and described["multi_label"] is False
 
 

@@ -71,3 +71,16 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
     assert run_fit(args) == path and path.stat().st_mtime_ns == stamp
     # a changed config is a different cell
     assert resolve_run_dir([*args, "--model.init_args.margin=0.3"]) != resolve_run_dir(args)
+
+
+def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path):
+    args = ["--config", DEMO, "--trainer.max_epochs=3", f"--runs_dir={tmp_path}", "--model.bits=16"]
+    record = json.loads(run_fit(args).read_text())
+    chosen, history = record["evaluated_checkpoint"], record["val_map_by_epoch"]
+    assert chosen["selection"].startswith("best validation mAP") and len(history) == 3
+    assert chosen["val_map"] == max(history) and history[chosen["epoch"]] == max(history)
+    assert (resolve_run_dir(args) / chosen["checkpoint"]).is_file()
+    assert record["split"]["validation"] == 149 and record["split"]["split_file"].endswith(".json")
+    # without a validation set there is nothing to select on: the last epoch is evaluated, and says so
+    record = json.loads(run_fit([*args, "--data.init_args.val_fraction=0"]).read_text())
+    assert record["evaluated_checkpoint"]["selection"] == "last epoch" and record["val_map_by_epoch"] == []

@@ -1,5 +1,6 @@
-"""What every data set shares: the source (items + multi-hot labels), the protocol split, the
-transforms, the loaders, and the switch to cached backbone features in frozen mode.
+"""What every data set shares: the source (items + multi-hot labels), the protocol split with its
+validation set and split file, the transforms of its family, the loaders, and the switch to
+cached backbone features in frozen mode.
 
 A data set module only says how to read its files into a :class:`Source`.
 """
@@ -7,8 +8,9 @@ A data set module only says how to read its files into a :class:`Source`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -17,7 +19,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from hashlab.data.protocols import Split, make_split
+from hashlab.data.protocols import Split, get_protocol, make_split
+from hashlab.data.splits import default_splits_dir, load_split, save_split, split_file_name
 
 
 class DatasetError(ValueError):
@@ -26,14 +29,29 @@ class DatasetError(ValueError):
 
 @dataclass
 class Source:
-    """All items of a data set: image paths or in-memory HxWx3 uint8 arrays, and multi-hot labels."""
+    """All items of a data set: image paths, in-memory HxWx3 uint8 arrays or lazy items with a
+    ``load()`` method (Hugging Face rows), and multi-hot labels."""
 
     name: str
-    items: list  # str paths or np.ndarray images
+    items: list  # str paths, np.ndarray images, or objects with load() -> PIL image
     labels: np.ndarray  # (n, num_classes) uint8 multi-hot
     class_names: list[str]
     official_split: np.ndarray | None = None  # "train"/"test" per item, where the data set defines one
     root: str = ""  # paths are fingerprinted relative to it, so a moved data set keeps its identity
+    given_split: dict[str, np.ndarray] | None = None  # list files: item indices of train / query / database
+    boxes: np.ndarray | None = None  # (n, 4) object bounding boxes x1, y1, x2, y2 in pixels, where annotated
+    notes: dict = field(default_factory=dict)  # what loading dropped or chose, for describe() and run records
+
+    def subset(self, keep: np.ndarray) -> Source:
+        """The source without the items not in ``keep`` (sorted indices); given splits are re-indexed."""
+        position = np.full(len(self.items), -1)
+        position[keep] = np.arange(len(keep))
+        given = None
+        if self.given_split is not None:
+            given = {k: position[v][position[v] >= 0] for k, v in self.given_split.items()}
+        return Source(self.name, [self.items[i] for i in keep], self.labels[keep], self.class_names,
+                      None if self.official_split is None else self.official_split[keep], self.root, given,
+                      None if self.boxes is None else self.boxes[keep], dict(self.notes))
 
     def fingerprint(self) -> str:
         """Identity of the data (items and labels), for cache keys and split files."""
@@ -43,8 +61,10 @@ class Source:
         for item in self.items[:: max(1, len(self.items) // 1000)]:
             if isinstance(item, str):
                 digest.update(os.path.relpath(item, self.root or "/").encode())
-            else:
+            elif isinstance(item, np.ndarray):
                 digest.update(np.ascontiguousarray(item).tobytes())
+            else:
+                digest.update(str(item).encode())
         digest.update(np.ascontiguousarray(self.labels).tobytes())
         return digest.hexdigest()[:16]
 
@@ -55,8 +75,24 @@ def load_image(item) -> Image.Image:
             with Image.open(item) as image:
                 return image.convert("RGB")
         except (OSError, SyntaxError) as error:
-            raise DatasetError(f"cannot decode image {item}: {error}. Replace or delete the file.") from error
-    return Image.fromarray(item)
+            raise DatasetError(f"cannot decode image {item}: {error}. Replace the file, or pass "
+                               "--data.skip_corrupt true to leave undecodable images out (counted in the record).") \
+                from error
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item)
+    return item.load().convert("RGB")
+
+
+def is_decodable(path: str) -> bool:
+    """Whether the image decodes to the end. JPEG draft mode decodes at 1/8 scale: it reads the whole
+    file (so truncated files fail) at a fraction of the cost of a full decode."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
 
 
 class ImageItems(Dataset):
@@ -88,7 +124,7 @@ class FeatureItems(Dataset):
         return self.features[index], self.labels[index], index
 
 
-def resolve_root(root: str | None, folder: str, dataset: str) -> Path:
+def resolve_root(root: str | None, folder: str, dataset: str, how_to_get: str = "") -> Path:
     """``root`` names the data set's own folder; else $HASHLAB_DATA/<folder>."""
     if root:
         path = Path(root).expanduser()
@@ -96,32 +132,70 @@ def resolve_root(root: str | None, folder: str, dataset: str) -> Path:
         path = Path(os.environ["HASHLAB_DATA"]).expanduser() / folder
     else:
         raise DatasetError(f"{dataset}: no data location given. Pass --data.root DIR (the data set's own folder) "
-                           f"or set HASHLAB_DATA to a folder that holds {folder}/.")
+                           f"or set HASHLAB_DATA to a folder that holds {folder}/. {how_to_get}".rstrip())
     if not path.is_dir():
         raise DatasetError(f"{dataset}: folder {path} does not exist. Pass --data.root with the data set's folder "
-                           f"or set HASHLAB_DATA to the folder that holds {folder}/.")
+                           f"or set HASHLAB_DATA to the folder that holds {folder}/. {how_to_get}".rstrip())
     return path
 
 
+def require_file(path: Path, dataset: str, how_to_get: str) -> Path:
+    if not path.is_file():
+        raise DatasetError(f"{dataset}: {path} is missing. {how_to_get}")
+    return path
+
+
+def read_table(path: Path, dataset: str, columns: int, kinds: tuple = ()) -> list[list]:
+    """Whitespace-separated annotation lines; a malformed line names the file and line number.
+    ``kinds`` converts the leading columns (e.g. (int, str) or (int, float, float, float, float))."""
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            fields = line.split()
+            if len(fields) != columns:
+                raise DatasetError(f"{dataset}: {path}, line {number}: expected {columns} fields, found "
+                                   f"{len(fields)}: {line.strip()!r}")
+            try:
+                rows.append([kind(value) for kind, value in zip(kinds, fields, strict=False)] + fields[len(kinds):])
+            except ValueError as error:
+                raise DatasetError(f"{dataset}: {path}, line {number}: {error}: {line.strip()!r}") from error
+    return rows
+
+
+TransformFamily = Literal["small", "photo", "finegrained"]
+
+
 class HashingDataModule(L.LightningDataModule):
-    """Base DataModule. Subclasses implement :meth:`load_source` (and set ``default_protocol``)."""
+    """Base DataModule. Subclasses implement :meth:`load_source` (and set ``default_protocol``).
+
+    ``val_fraction`` of the training set is held out for model selection (0 = train on the
+    protocol's whole training set and evaluate the last epoch). Splits go to
+    ``splits_dir`` (default $HASHLAB_SPLITS or ./splits) and are reused from there.
+    """
 
     name = "dataset"
     default_protocol = ""
     default_image_size = 224
+    family: TransformFamily = "small"
     flip = True  # horizontal flips are label-preserving for photos (not for digits)
 
     def __init__(self, root: str | None = None, protocol: str | None = None, split_seed: int = 0,
-                 image_size: int | None = None, batch_size: int = 64, eval_batch_size: int = 256,
-                 num_workers: int = 2):
+                 val_fraction: float = 0.1, image_size: int | None = None, batch_size: int = 64,
+                 eval_batch_size: int = 256, num_workers: int = 2, skip_corrupt: bool = False,
+                 splits_dir: str | None = None):
         super().__init__()
         self.root = root
         self.protocol = protocol or self.default_protocol
-        self.split_seed = split_seed
+        self.split_seed, self.val_fraction = split_seed, val_fraction
         self.image_size = image_size or self.default_image_size
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.skip_corrupt = skip_corrupt
+        self.splits_dir = Path(splits_dir) if splits_dir else default_splits_dir()
         self.source: Source | None = None
         self.split: Split | None = None
+        self.split_file: Path | None = None
         self.features: torch.Tensor | None = None
 
     # -- what a data set module provides ------------------------------------------------------
@@ -130,10 +204,40 @@ class HashingDataModule(L.LightningDataModule):
 
     # -- shared machinery -----------------------------------------------------------------------
     def prepare(self) -> None:
-        """Read the data set and draw the split (idempotent; cheap after the first call)."""
-        if self.source is None:
-            self.source = self.load_source()
-            self.split = make_split(self.protocol, self.source.labels, self.source.official_split, self.split_seed)
+        """Read the data set and draw (or read back) the split; idempotent, cheap after the first call."""
+        if self.source is not None:
+            return
+        get_protocol(self.protocol)  # an unknown protocol fails before any file is read
+        source = self.load_source()
+        if self.skip_corrupt:
+            source = self._without_corrupt(source)
+        self.split_file = self.splits_dir / split_file_name(source.name, self.protocol, self.split_seed,
+                                                            self.val_fraction)
+        fingerprint = source.fingerprint()
+        if self.split_file.exists():
+            split = load_split(self.split_file, fingerprint, len(source.items), source.root or self.name)
+        else:
+            try:
+                split = make_split(self.protocol, source, self.split_seed, self.val_fraction)
+            except ValueError as error:
+                raise DatasetError(f"{self.name}: {error}") from error
+            save_split(self.split_file, split, fingerprint, len(source.items),
+                       {"dataset": self.name, "source": source.name, "protocol": self.protocol,
+                        "split_seed": self.split_seed, "val_fraction": self.val_fraction})
+        self.source, self.split = source, split
+
+    def _without_corrupt(self, source: Source) -> Source:
+        from tqdm.auto import tqdm
+        paths = [(i, item) for i, item in enumerate(source.items) if isinstance(item, str)]
+        bad = [i for i, path in tqdm(paths, desc=f"checking {self.name} images decode", unit="img")
+               if not is_decodable(path)]
+        if not bad:
+            return source
+        keep = np.setdiff1d(np.arange(len(source.items)), bad)
+        out = source.subset(keep)
+        out.notes["skipped_corrupt"] = len(bad)
+        out.notes["skipped_corrupt_files"] = [os.path.relpath(source.items[i], source.root or "/") for i in bad[:20]]
+        return out
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -143,17 +247,41 @@ class HashingDataModule(L.LightningDataModule):
         self.prepare()
         return self.source.labels.shape[1]
 
+    # Transforms by family. small: CIFAR-style, the whole image resized. photo / finegrained: the
+    # ImageNet recipe scaled to image_size (resize the short side to image_size * 256/224, then a
+    # crop of image_size: random for training, central for evaluation and cached features).
+    @property
+    def resize_size(self) -> int:
+        return int(round(self.image_size * 256 / 224))
+
     def eval_transform(self):
-        return v2.Compose([v2.ToImage(), v2.Resize((self.image_size, self.image_size), antialias=True),
-                           v2.ToDtype(torch.float32, scale=True)])
+        size = self.image_size
+        if self.family == "small":
+            geometry = [v2.Resize((size, size), antialias=True)]
+        else:
+            geometry = [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(size)]
+        return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True)])
 
     def train_transform(self):
-        if not self.flip:
-            return self.eval_transform()
-        return v2.Compose([self.eval_transform(), v2.RandomHorizontalFlip()])
+        size = self.image_size
+        flip = [v2.RandomHorizontalFlip()] if self.flip else []
+        if self.family == "small":
+            return v2.Compose([self.eval_transform(), *flip])
+        if self.family == "photo":
+            geometry = [v2.Resize(self.resize_size, antialias=True), v2.RandomCrop(size)]
+        else:
+            geometry = [v2.Resize(self.resize_size, antialias=True), v2.RandomResizedCrop(size, antialias=True)]
+        return v2.Compose([v2.ToImage(), *geometry, *flip, v2.ToDtype(torch.float32, scale=True)])
 
     def transform_description(self) -> str:
-        return f"resize {self.image_size}x{self.image_size}, to [0,1]"
+        """The evaluation transform (what cached features see), for cache keys and records."""
+        if self.family == "small":
+            return f"resize {self.image_size}x{self.image_size}, to [0,1]"
+        return f"resize short side {self.resize_size}, center crop {self.image_size}, to [0,1]"
+
+    @property
+    def report_topk(self) -> tuple[int, ...]:
+        return get_protocol(self.protocol).report_topk
 
     def use_features(self, features: torch.Tensor) -> None:
         """Frozen mode: every loader serves cached backbone features instead of images."""
@@ -180,6 +308,14 @@ class HashingDataModule(L.LightningDataModule):
     def train_dataloader(self):
         return self.loader(self.dataset("train", train=True), train=True)
 
+    def val_dataloader(self):
+        """Model selection: validation items as queries against the training set as database, so the
+        query set is never looked at before the final test. No loaders without a validation set."""
+        self.prepare()
+        if len(self.split.val) == 0:
+            return []
+        return [self.loader(self.dataset("val")), self.loader(self.dataset("train"))]
+
     def test_dataloader(self):
         """Two loaders: 0 = queries, 1 = database."""
         return [self.loader(self.dataset("query")), self.loader(self.dataset("database"))]
@@ -188,5 +324,6 @@ class HashingDataModule(L.LightningDataModule):
         self.prepare()
         return {"dataset": self.name, "protocol": self.protocol, "num_classes": self.num_classes,
                 "multi_label": bool((self.source.labels.sum(1) > 1).any()), **self.split.sizes(),
-                "split_seed": self.split_seed, "split_fingerprint": self.split.fingerprint(),
-                "data_fingerprint": self.source.fingerprint()}
+                "split_seed": self.split_seed, "val_fraction": self.val_fraction,
+                "split_fingerprint": self.split.fingerprint(), "data_fingerprint": self.source.fingerprint(),
+                "split_file": str(self.split_file), **self.source.notes}

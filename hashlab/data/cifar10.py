@@ -36,7 +36,7 @@ class CIFAR10(HashingDataModule):
             torchvision.datasets.CIFAR10(str(root), train=True, download=True)
             torchvision.datasets.CIFAR10(str(root), train=False, download=True)
             return read_batches(root / "cifar-10-batches-py")
-        root = resolve_root(self.root, "cifar10", "cifar10")
+        root = resolve_root(self.root, "cifar10", "cifar10", HOW_TO_GET)
         for candidate in (root, root / "cifar-10-batches-py"):
             if (candidate / "data_batch_1").exists():
                 return read_batches(candidate)

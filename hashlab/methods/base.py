@@ -14,6 +14,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from hashlab.backbones import create_backbone
@@ -42,6 +43,8 @@ class HashingModule(L.LightningModule):
         self.backbone = create_backbone(backbone, pretrained=backbone_pretrained)
         self.head = self.build_head(self.backbone.feature_dim)
         self.retrieval = HashingRetrievalMetric()
+        self.validation_retrieval = HashingRetrievalMetric()
+        self.val_history: list[tuple[int, float]] = []  # (epoch, validation mAP@all)
         self.timings: dict[str, float] = {}
         self.feature_cache: dict = {}
         self.test_report: RetrievalReport | None = None
@@ -100,6 +103,41 @@ class HashingModule(L.LightningModule):
         for name, value in parts.items():
             self.log(f"train/{name}", value, on_epoch=True, on_step=False)
         return loss
+
+    # -- model selection on the validation set (never on the queries) ------------------------------
+    def has_validation(self) -> bool:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return False
+        datamodule.prepare()  # configure_callbacks runs before setup
+        return len(datamodule.split.val) > 0
+
+    def configure_callbacks(self):
+        """Keep last.ckpt for resuming; with a validation set also the best epoch by validation mAP."""
+        if self.has_validation():
+            return [ModelCheckpoint(monitor="val/map", mode="max", save_top_k=1, save_last=True,
+                                    filename="best-{epoch}")]
+        return [ModelCheckpoint(save_last=True, save_top_k=0)]
+
+    def on_validation_epoch_start(self):
+        self.validation_retrieval.reset()
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        inputs, labels, index = batch
+        role = "query" if dataloader_idx == 0 else "database"  # validation items vs the training set
+        self.validation_retrieval.update(self(inputs), labels, index, role)
+
+    def on_validation_epoch_end(self):
+        value = self.validation_retrieval.compute().mean_average_precision()
+        self.log("val/map", value, prog_bar=True)
+        if not self.trainer.sanity_checking:
+            self.val_history.append((self.current_epoch, value))
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["val_history"] = self.val_history
+
+    def on_load_checkpoint(self, checkpoint):
+        self.val_history = checkpoint.get("val_history", [])
 
     def on_test_epoch_start(self):
         self.retrieval.reset()

@@ -1,0 +1,37 @@
+"""`hashlab data describe`: one data set's split as JSON, or the Table 1 that papers open with."""
+
+from __future__ import annotations
+
+import os
+
+from hashlab.data import DATASETS, DatasetError
+
+TABLE1_DATASETS = ("cifar10", "flickr25k", "cub200", "stanford_cars")
+
+
+def describe_dataset(name: str, root: str | None = None, protocol: str | None = None, split_seed: int = 0,
+                     **options) -> dict:
+    if name not in DATASETS:
+        raise DatasetError(f"unknown data set {name!r}; available: {', '.join(DATASETS)}")
+    return DATASETS[name](root=root, protocol=protocol, split_seed=split_seed, **options).describe()
+
+
+def table1(data_root: str | None = None) -> str:
+    """Markdown table of every paper data set found under ``data_root`` (default $HASHLAB_DATA), each
+    in its usual folder (cifar10/, flickr25k/, cub200/, stanford_cars/); a line for each one absent."""
+    if data_root:
+        os.environ["HASHLAB_DATA"] = str(data_root)
+    rows, absent = [], []
+    for name in TABLE1_DATASETS:
+        try:
+            d = describe_dataset(name)
+        except DatasetError as error:
+            reason = str(error).removeprefix(f"{name}: ").split(". ")[0]
+            absent.append(f"- {name}: skipped, {reason}.")
+            continue
+        rows.append(f"| {name} | {d['protocol']} | {d['num_classes']} | {'yes' if d['multi_label'] else 'no'} | "
+                    f"{d['train']:,} | {d['validation']:,} | {d['query']:,} | {d['database']:,} | "
+                    f"`{d['split_fingerprint']}` |")
+    header = ["| Data set | Protocol | Classes | Multi-label | Train | Validation | Query | Database | Split |",
+              "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    return "\n".join(header + rows + ([""] + absent if absent else []))
