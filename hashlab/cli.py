@@ -89,10 +89,11 @@ def run_fit(args: list[str]) -> Path:
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() and not cli.config.force else None)
     fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
+    history = list(model.val_history)  # loading the best checkpoint below brings back its shorter history
     evaluated = {"selection": "last epoch", "epoch": trainer.current_epoch - 1}
     best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
     if best:
-        epoch, score = max(model.val_history, key=lambda item: item[1])
+        epoch, score = max(history, key=lambda item: item[1])
         evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
                      "val_map": score, "checkpoint": str(Path(best).relative_to(cli.run_dir))}
     trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
@@ -110,7 +111,7 @@ def run_fit(args: list[str]) -> Path:
         "curves": {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
                    "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}},
         "evaluated_checkpoint": evaluated,
-        "val_map_by_epoch": [value for _, value in model.val_history],
+        "val_map_by_epoch": [value for _, value in history],
         "split": describe,
         "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
                     "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s")},
