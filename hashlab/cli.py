@@ -52,7 +52,8 @@ def run_directory(config: dict) -> Path:
     protocol = data["init_args"].get("protocol") or dataset.default_protocol
     args = model["init_args"]
     cell = f"{args['backbone']}-{args['mode']}-{args['bits']}b-seed{config['seed_everything']}-{config_hash(config)}"
-    return Path(config["runs_dir"]) / method / f"{dataset.name}-{protocol}" / cell
+    name = data["init_args"].get("dataset_name") or dataset.name  # list files carry their own name
+    return Path(config["runs_dir"]) / method / f"{name}-{protocol}" / cell
 
 
 class _ParseOnlyCLI(HashlabCLI):
@@ -102,6 +103,8 @@ def run_fit(args: list[str]) -> Path:
     for k in (1000, *datamodule.report_topk):
         metrics[f"map_at_{k}"] = _map_at(model, k)
     describe = datamodule.describe()
+    if describe["multi_label"]:
+        metrics["ndcg_at_100"] = _ndcg_at(model, 100)
     record = {
         "status": "finished",
         "method": type(model).method_id, "dataset": datamodule.name, "protocol": datamodule.protocol,
@@ -139,6 +142,13 @@ def _dataset_names() -> list[str]:
     return list(DATASETS)
 
 
+def _ndcg_at(model: HashingModule, k: int) -> float:
+    from hashlab.evaluation.graded import ndcg_at_k
+    q_codes, q_labels, _ = model.retrieval.gathered("query")
+    db_codes, db_labels, _ = model.retrieval.gathered("database")
+    return ndcg_at_k(q_codes, db_codes, q_labels.numpy(), db_labels.numpy(), k)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "fit":
@@ -168,11 +178,23 @@ def main(argv: list[str] | None = None) -> None:
     describe.add_argument("--protocol", default=None)
     describe.add_argument("--split-seed", type=int, default=0)
     describe.add_argument("--val-fraction", type=float, default=0.1)
+    mosaics = data_commands.add_parser("mosaics", help="write a multi-label list-file data set of digit mosaics "
+                                       "(embedded data, no download)")
+    mosaics.add_argument("--out", required=True, help="folder to write images/ and the list files to")
+    mosaics.add_argument("--images", type=int, default=2000)
+    mosaics.add_argument("--cells", type=int, default=2, help="digit scans per image")
+    mosaics.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     if args.command == "data":
         from hashlab.data import DatasetError
         from hashlab.data.describe import describe_dataset, table1
+        if args.data_command == "mosaics":
+            from hashlab.data.mosaics import write_digit_mosaics
+            root = write_digit_mosaics(args.out, args.images, args.cells, seed=args.seed)
+            print(f"wrote {root}/images and train.txt / test.txt / database.txt; fit with --data "
+                  f"hashlab.data.ListFile --data.root {root} --data.family small")
+            return
         if args.all:
             print(table1(args.root))
             return

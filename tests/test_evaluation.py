@@ -146,3 +146,25 @@ def test_torchmetric_restores_dataset_order_and_drops_sampler_padding():
                       torch.tensor(chunk), "database")
     metric.update(torch.tensor(q, dtype=torch.float32), torch.tensor(ql), torch.arange(12), "query")
     assert metric.compute().mean_average_precision() == expected
+
+
+def test_graded_ndcg_matches_a_direct_computation():
+    import math
+
+    from hashlab.evaluation.graded import ndcg_at_k
+    rng = np.random.default_rng(0)
+    q, db = rng.choice([-1, 1], (7, 8)), rng.choice([-1, 1], (50, 8))
+    q_labels, db_labels = rng.integers(0, 2, (7, 5)), rng.integers(0, 2, (50, 5))
+
+    def direct(k):
+        scores = []
+        for i in range(len(q)):
+            order = sorted(range(len(db)), key=lambda j: (int(8 - q[i] @ db[j]) // 2, j))[:k]
+            rel = [int(q_labels[i] @ db_labels[j]) for j in range(len(db))]
+            dcg = sum((2 ** rel[j] - 1) / math.log2(r + 2) for r, j in enumerate(order))
+            ideal = sum((2 ** g - 1) / math.log2(t + 2) for t, g in enumerate(sorted(rel, reverse=True)[:k]))
+            scores.append(dcg / ideal if ideal else 0.0)
+        return float(np.mean(scores))
+
+    for k in (1, 5, 50, 100):
+        assert ndcg_at_k(q, db, q_labels, db_labels, k) == pytest.approx(direct(k), abs=1e-12)

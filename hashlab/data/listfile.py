@@ -10,6 +10,7 @@ item; its label vectors must agree.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -24,16 +25,20 @@ class ListFile(HashingDataModule):
     family = "photo"
 
     def __init__(self, *args, train_list: str = "train.txt", query_list: str = "test.txt",
-                 database_list: str = "database.txt", dataset_name: str = "listfile", **kwargs):
+                 database_list: str = "database.txt", dataset_name: str = "listfile",
+                 family: Literal["small", "photo", "finegrained"] = "photo", **kwargs):
         """Image paths in the lists are relative to data.root. A list's own path is taken as given,
         else relative to data.root. dataset_name names the split files and cache entries
-        (e.g. nuswide, coco, imagenet100)."""
+        (e.g. nuswide, coco, imagenet100). family picks the transforms (docs/datasets.md): photo
+        crops the centre for evaluation, small resizes the whole image (for non-square images
+        whose edges matter, such as `hashlab data mosaics`)."""
         super().__init__(*args, **kwargs)
+        self.family = family
         self.lists = {"train": train_list, "query": query_list, "database": database_list}
-        self.dataset_name = dataset_name
+        self.dataset_name = self.name = dataset_name  # records, run folders and caches use this name
 
     def load_source(self) -> Source:
-        root = resolve_root(self.root, self.dataset_name, self.name)
+        root = resolve_root(self.root, self.dataset_name, "listfile")
         paths = {}
         for role, given in self.lists.items():
             path = Path(given).expanduser()

@@ -61,8 +61,10 @@ class HashingModule(L.LightningModule):
             width = self.hparams.head_hidden
         return nn.Sequential(*layers, nn.Dropout(self.hparams.head_dropout), nn.Linear(width, self.bits))
 
-    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total loss, named parts for logging). The only thing every method must write."""
+    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor,
+                  features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named parts for logging) from the batch's real-valued codes, multi-hot labels and
+        the backbone features the codes came from. The only thing every method must write."""
         raise NotImplementedError
 
     # -- shared machinery ------------------------------------------------------------------------
@@ -83,10 +85,17 @@ class HashingModule(L.LightningModule):
         if self.frozen:
             self.backbone.requires_grad_(False)
 
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images (finetune) or cached features (frozen) -> backbone feature vectors."""
+        return inputs.float() if self.frozen else self.backbone(inputs)
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images (finetune) or cached features (frozen) -> real-valued codes."""
-        features = inputs.float() if self.frozen else self.backbone(inputs)
-        return self.head(features)
+        return self.head(self.embed(inputs))
+
+    def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor):
+        features = self.embed(inputs)
+        return self.hash_loss(self.head(features), labels, features)
 
     @staticmethod
     def binarize(codes: torch.Tensor) -> torch.Tensor:
@@ -94,7 +103,7 @@ class HashingModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         inputs, labels, _ = batch
-        loss, parts = self.hash_loss(self(inputs), labels)
+        loss, parts = self.training_loss(inputs, labels)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"{type(self).__name__}: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx} "
@@ -113,7 +122,10 @@ class HashingModule(L.LightningModule):
         return len(datamodule.split.val) > 0
 
     def configure_callbacks(self):
-        """Keep last.ckpt for resuming; with a validation set also the best epoch by validation mAP."""
+        """Keep last.ckpt for resuming; with a validation set also the best epoch by validation mAP.
+        A Trainer built with enable_checkpointing=False gets none."""
+        if not self.trainer.checkpoint_callbacks:
+            return []
         if self.has_validation():
             return [ModelCheckpoint(monitor="val/map", mode="max", save_top_k=1, save_last=True,
                                     filename="best-{epoch}")]
