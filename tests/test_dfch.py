@@ -117,13 +117,13 @@ def mosaics(tmp_path_factory):
     return write_digit_mosaics(tmp_path_factory.mktemp("mosaics"), num_images=600, num_queries=100, num_train=300)
 
 
-def test_dfch_trains_on_multi_label_list_files_without_changes(mosaics):
+def test_dfch_trains_on_multi_label_list_files_without_changes(mosaics, tmp_path):
     data = ListFile(root=str(mosaics), family="small", image_size=32, batch_size=50)
     assert data.describe()["multi_label"]
     model = DFCH(bits=16, lr=0.2, head_hidden=256)
     losses = EpochLosses()
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        callbacks=[losses])
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, callbacks=[losses],
+                        default_root_dir=tmp_path)
     trainer.fit(model, datamodule=data)
     assert float(trainer.callback_metrics["train/weak_pairs"]) > 0.05  # the weak term is in play
     assert losses.losses[-1] < losses.losses[0]
