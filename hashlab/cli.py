@@ -167,6 +167,14 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--reports-dir", default="reports")
     reproduce.add_argument("--profile", default=None, help="profile to use (default: the table's)")
     reproduce.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
+    explain = commands.add_parser("explain", help="a PNG grid of images with what a trained method looks at")
+    explain.add_argument("method", help="e.g. fdh_mfe")
+    explain.add_argument("--checkpoint", required=True, help="a checkpoint of a finished run (<run>/checkpoints/*.ckpt)")
+    explain.add_argument("--images", nargs="+", help="fdh_mfe: images to draw masks on")
+    explain.add_argument("--data", default=None, help="attribute_hash: the run's data set folder (--data.root)")
+    explain.add_argument("--bits", type=int, nargs="+", default=None, help="attribute_hash: bits to show (default 0-3)")
+    explain.add_argument("--out", default="explain.png")
+    explain.add_argument("--image-size", type=int, default=None, help="default: the run's")
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     describe = data_commands.add_parser("describe", help="print a data set's split as JSON, or with --all the "
@@ -186,6 +194,17 @@ def main(argv: list[str] | None = None) -> None:
     mosaics.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    if args.command == "explain":
+        from hashlab.explain import explain as write_explanation
+        from hashlab.explain import explain_bits
+        if args.method == "attribute_hash":
+            for path in explain_bits(args.checkpoint, args.data, args.out, args.bits):
+                print(path)
+            return
+        if not args.images:
+            parser.error(f"explain {args.method} needs --images")
+        print(write_explanation(args.method, args.checkpoint, args.images, args.out, args.image_size))
+        return
     if args.command == "data":
         from hashlab.data import DatasetError
         from hashlab.data.describe import describe_dataset, table1

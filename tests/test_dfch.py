@@ -20,6 +20,7 @@ from hashlab.losses import (
 from hashlab.methods import DFCH
 from tests.test_training import EpochLosses
 
+NO_INDICES = torch.full((5,), -1)
 LABELS = torch.tensor([
     [1, 1, 0, 0],  # a
     [1, 1, 0, 0],  # b: the same labels as a
@@ -77,15 +78,15 @@ def test_ablation_switches_change_what_the_loss_sees():
     torch.manual_seed(0)
     codes, features = torch.randn(5, 16).tanh(), torch.randn(5, 32)
     full = DFCH(bits=16, backbone_pretrained=False)
-    _, parts = full.hash_loss(codes, LABELS, features)
+    _, parts = full.hash_loss(codes, LABELS, features, NO_INDICES)
     assert parts["weak_pairs"] > 0 and parts["weak"] > 0
     plain = DFCH(bits=16, backbone_pretrained=False, weak_similarity=False)
-    _, plain_parts = plain.hash_loss(codes, LABELS, features)
+    _, plain_parts = plain.hash_loss(codes, LABELS, features, NO_INDICES)
     assert plain_parts["weak_pairs"] == 0  # 0/1 similarity: every pair is hard
     regress = DFCH(bits=16, backbone_pretrained=False, weak_form="regress_centred")
-    assert regress.hash_loss(codes, LABELS, features)[1]["weak"] != parts["weak"]
+    assert regress.hash_loss(codes, LABELS, features, NO_INDICES)[1]["weak"] != parts["weak"]
     bare = DFCH(bits=16, backbone_pretrained=False, weak_weight=0, consistency_weight=0, quantization_weight=0)
-    total, bare_parts = bare.hash_loss(codes, LABELS, features)
+    total, bare_parts = bare.hash_loss(codes, LABELS, features, NO_INDICES)
     torch.testing.assert_close(total, bare_parts["likelihood"])
 
 

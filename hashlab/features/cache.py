@@ -1,6 +1,7 @@
-"""Backbone features computed once per (data, backbone, input size, preprocessing) and reused by
-every run in frozen mode. Files are written beside, then renamed: a killed caching pass leaves
-no half-written cache behind."""
+"""Backbone features computed once per (data, extractor, input size, preprocessing) and reused by
+every run in frozen mode. The extractor is a backbone (pooled vectors) or any module with a
+``cache_name`` (e.g. :class:`hashlab.backbones.taps.StageGrids`, multi-level grids). Files are
+written beside, then renamed: a killed caching pass leaves no half-written cache behind."""
 
 from __future__ import annotations
 
@@ -11,42 +12,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-
-from hashlab.backbones import Backbone
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("HASHLAB_CACHE", Path.home() / ".cache" / "hashlab")) / "features"
 
 
-def cache_key(datamodule, backbone: Backbone, pretrained: bool) -> dict:
-    return {"data": datamodule.source.fingerprint(), "dataset": datamodule.name, "backbone": backbone.name,
+def cache_key(datamodule, extractor: nn.Module, pretrained: bool) -> dict:
+    return {"data": datamodule.source.fingerprint(), "dataset": datamodule.name, "backbone": extractor.cache_name,
             "pretrained": pretrained, "input": datamodule.transform_description(), "version": 1}
 
 
 @torch.no_grad()
-def cached_features(datamodule, backbone: Backbone, pretrained: bool, cache_dir: str | Path | None = None,
+def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_dir: str | Path | None = None,
                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
-    """(features of every item in source order as float16, info with path / hit / seconds)."""
+    """(extractor outputs of every item in source order as float16, info with path / hit / seconds)."""
     import time
     datamodule.prepare()
-    key = cache_key(datamodule, backbone, pretrained)
+    key = cache_key(datamodule, extractor, pretrained)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
-    path = folder / f"{datamodule.name}-{backbone.name}-{digest}.npy"
+    path = folder / f"{datamodule.name}-{extractor.cache_name}-{digest}.npy"
     if path.exists():
         return torch.from_numpy(np.load(path)), {"path": str(path), "hit": True, "seconds": 0.0}
     start = time.perf_counter()
-    backbone = backbone.to(device).eval().to(memory_format=torch.channels_last)
+    extractor = extractor.to(device).eval().to(memory_format=torch.channels_last)
     dataset = datamodule.all_items()
     loader = DataLoader(dataset, batch_size=128, num_workers=datamodule.num_workers, shuffle=False)
-    out = np.empty((len(dataset), backbone.feature_dim), dtype=np.float16)
-    done = 0
-    for images, _, _ in tqdm(loader, desc=f"caching {backbone.name} features of {datamodule.name}", unit="batch"):
+    out, done = None, 0
+    for images, _, _ in tqdm(loader, desc=f"caching {extractor.cache_name} features of {datamodule.name}",
+                             unit="batch"):
         images = images.to(device).contiguous(memory_format=torch.channels_last)
-        feats = backbone(images).float().cpu().numpy()
+        feats = extractor(images).float().cpu().numpy()
+        if out is None:  # the output shape is the extractor's business: vectors or grids
+            out = np.empty((len(dataset), *feats.shape[1:]), dtype=np.float16)
         out[done:done + len(feats)] = feats
         done += len(feats)
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,18 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def code_statistics(codes: torch.Tensor) -> dict[str, float]:
+    """bit_balance: mean over bits of |mean of the bit| (0 = each bit is +1 on half the codes).
+    bit_correlation: mean |Pearson correlation| between distinct bits (0 = no redundant bits)."""
+    balance = float(codes.mean(0).abs().mean())
+    bits = codes.shape[1]
+    if len(codes) < 2 or bits < 2:
+        return {"bit_balance": balance, "bit_correlation": 0.0}
+    correlation = torch.nan_to_num(torch.corrcoef(codes.T))  # a constant bit correlates with nothing
+    off_diagonal = ~torch.eye(bits, dtype=torch.bool)
+    return {"bit_balance": balance, "bit_correlation": float(correlation[off_diagonal].abs().mean())}
+
+
 class HashingModule(L.LightningModule):
     def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
                  mode: Literal["frozen", "finetune"] = "frozen", optimizer: Literal["sgd", "adamw"] = "sgd",
@@ -41,6 +53,7 @@ class HashingModule(L.LightningModule):
         self.save_hyperparameters()
         self.bits = bits
         self.backbone = create_backbone(backbone, pretrained=backbone_pretrained)
+        self.extractor = self.build_extractor()
         self.head = self.build_head(self.backbone.feature_dim)
         self.retrieval = HashingRetrievalMetric()
         self.validation_retrieval = HashingRetrievalMetric()
@@ -50,6 +63,11 @@ class HashingModule(L.LightningModule):
         self.test_report: RetrievalReport | None = None
 
     # -- what a method may override -------------------------------------------------------------
+    def build_extractor(self) -> nn.Module:
+        """Images -> what the head reads, and what frozen mode caches: the pooled backbone vector
+        by default; multi-level methods return stage taps (hashlab.backbones.taps)."""
+        return self.backbone
+
     def build_head(self, feature_dim: int) -> nn.Module:
         """Feature vector -> real-valued code. BatchNorm first: pooled CNN features are all
         non-negative, and fed raw to a hash layer they give every image nearly the same code."""
@@ -61,10 +79,11 @@ class HashingModule(L.LightningModule):
             width = self.hparams.head_hidden
         return nn.Sequential(*layers, nn.Dropout(self.hparams.head_dropout), nn.Linear(width, self.bits))
 
-    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor,
-                  features: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(total loss, named parts for logging) from the batch's real-valued codes, multi-hot labels and
-        the backbone features the codes came from. The only thing every method must write."""
+    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
+                  indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, named parts for logging) from the batch's real-valued codes, multi-hot labels,
+        the extractor output the codes came from and the items' dataset indices. The only thing
+        every method must write."""
         raise NotImplementedError
 
     # -- shared machinery ------------------------------------------------------------------------
@@ -77,7 +96,7 @@ class HashingModule(L.LightningModule):
         datamodule.prepare()
         if self.frozen and datamodule.features is None:
             from hashlab.features import cached_features
-            features, info = cached_features(datamodule, self.backbone, self.hparams.backbone_pretrained,
+            features, info = cached_features(datamodule, self.extractor, self.hparams.backbone_pretrained,
                                              self.hparams.feature_cache_dir, device=self.trainer.strategy.root_device)
             datamodule.use_features(features)
             self.feature_cache = info
@@ -86,24 +105,26 @@ class HashingModule(L.LightningModule):
             self.backbone.requires_grad_(False)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Images (finetune) or cached features (frozen) -> backbone feature vectors."""
-        return inputs.float() if self.frozen else self.backbone(inputs)
+        """Images (finetune) or cached features (frozen) -> the extractor's output."""
+        return inputs.float() if self.frozen else self.extractor(inputs)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images (finetune) or cached features (frozen) -> real-valued codes."""
         return self.head(self.embed(inputs))
 
-    def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor):
+    def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None):
         features = self.embed(inputs)
-        return self.hash_loss(self.head(features), labels, features)
+        if indices is None:
+            indices = torch.full((len(inputs),), -1, dtype=torch.long, device=inputs.device)
+        return self.hash_loss(self.head(features), labels, features, indices)
 
     @staticmethod
     def binarize(codes: torch.Tensor) -> torch.Tensor:
         return torch.where(codes >= 0, 1.0, -1.0)
 
     def training_step(self, batch, batch_idx):
-        inputs, labels, _ = batch
-        loss, parts = self.training_loss(inputs, labels)
+        inputs, labels, indices = batch
+        loss, parts = self.training_loss(inputs, labels, indices)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"{type(self).__name__}: loss is {loss.item()} at epoch {self.current_epoch}, step {batch_idx} "
@@ -158,7 +179,12 @@ class HashingModule(L.LightningModule):
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         inputs, labels, index = batch
         role = "query" if dataloader_idx == 0 else "database"
-        self.retrieval.update(self(inputs), labels, index, role)
+        self.retrieval.update(self.test_codes(inputs, index, role), labels, index, role)
+
+    def test_codes(self, inputs: torch.Tensor, indices: torch.Tensor, role: str) -> torch.Tensor:
+        """The codes evaluated for a test batch: the network's; asymmetric methods may substitute
+        their learned database codes."""
+        return self(inputs)
 
     def on_test_epoch_end(self):
         self.timings["encode_s"] = time.perf_counter() - self._encode_start
@@ -169,14 +195,22 @@ class HashingModule(L.LightningModule):
             self.log(f"test/{name}", value, sync_dist=False)
 
     def extra_metrics(self) -> dict[str, float]:
-        """Method-specific numbers for the run record (bit balance, proxy distances, ...)."""
-        return {}
+        """Numbers for the run record besides retrieval: how the database codes use their bits.
+        Methods add their own (proxy distances, ...)."""
+        codes = self.retrieval.gathered("database")[0].float()
+        return code_statistics(codes)
+
+    def parameter_groups(self) -> list[dict]:
+        """What the optimiser trains, with learning rates; a method with its own parameters
+        (proxies, learned codes) adds a group here."""
+        groups = [{"params": self.head.parameters(), "lr": self.hparams.lr}]
+        if not self.frozen:
+            groups.append({"params": self.backbone.parameters(), "lr": self.hparams.backbone_lr})
+        return groups
 
     def configure_optimizers(self):
         hp = self.hparams
-        groups = [{"params": self.head.parameters(), "lr": hp.lr}]
-        if not self.frozen:
-            groups.append({"params": self.backbone.parameters(), "lr": hp.backbone_lr})
+        groups = self.parameter_groups()
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:

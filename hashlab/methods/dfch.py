@@ -61,7 +61,8 @@ class DFCH(HashingModule):
             return cosine_label_similarity(labels, labels)
         return label_overlap_similarity(labels, labels)  # ablation: any shared label counts as similar
 
-    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor):
+    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
+                  indices: torch.Tensor):
         similarity = self.label_similarity(labels)
         hard, weak = similarity_kinds(similarity)
         likelihood = pairwise_likelihood_loss(codes, similarity, hard, self.likelihood_scale)

@@ -31,7 +31,8 @@ class DPSHGoogLeNet(HashingModule):
         self.uniformity_weight = uniformity_weight
         self.quantization_weight = quantization_weight
 
-    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor):
+    def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
+                  indices: torch.Tensor):
         pairwise = contrastive_hamming_loss(codes, label_overlap_similarity(labels, labels), self.margin)
         uniformity = bit_balance_loss(codes)
         quantization = quantization_loss(codes)

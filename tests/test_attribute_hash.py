@@ -1,0 +1,109 @@
+"""attribute_hash and the asymmetric mechanism: tied decoder, orthogonality, the learned database
+codes' closed-form update, ablation switches and a real asymmetric fit."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hashlab.cli import main, resolve_run_dir, run_fit
+from hashlab.methods import AttributeHash
+from hashlab.methods.asymmetric import LearnedDatabaseCodes
+from hashlab.methods.attribute_hash import orthogonality_loss
+
+DEMO = "experiments/methods/attribute_hash-demo.yaml"
+CHANNELS = 40 + 112 + 1280  # efficientnet_lite0's three tapped stages
+
+
+def test_the_decoder_is_the_hash_layer_transposed():
+    model = AttributeHash(bits=8, grid=2, backbone_pretrained=False)
+    head = model.head
+    matrices = [p for p in head.parameters() if p.shape == (8, 2 * 1280)]
+    assert len(matrices) == 1  # W exists once: the decoder owns no weights of its own
+    codes = torch.randn(3, 8)
+    before = head.reconstruct(codes)
+    with torch.no_grad():
+        head.hash.weight[0].add_(1.0)  # changing W changes the decoder
+    torch.testing.assert_close(head.reconstruct(codes) - before, codes[:, :1].expand(3, 2 * 1280))
+
+
+def test_orthogonality_loss_is_zero_exactly_for_orthonormal_bits():
+    q, _ = torch.linalg.qr(torch.randn(16, 8))
+    orthonormal = q * 16 ** 0.5  # V^T V / n = I
+    assert orthogonality_loss(orthonormal) < 1e-10
+    redundant = orthonormal.clone()
+    redundant[:, 1] = redundant[:, 0]
+    assert orthogonality_loss(redundant) > 0.01
+
+
+def objective(database: LearnedDatabaseCodes, queries: torch.Tensor, query_positions: torch.Tensor) -> float:
+    similarity = (database.labels[query_positions] @ database.labels.T > 0).float()
+    fit = (queries @ database.codes.T - database.bits * similarity).pow(2).sum()
+    return float(fit + database.gamma * (database.codes[query_positions] - queries).pow(2).sum())
+
+
+def test_learned_database_codes_update_lowers_adsh_objective():
+    torch.manual_seed(0)
+    labels = torch.eye(4)[torch.arange(40) % 4]
+    database = LearnedDatabaseCodes(torch.arange(100, 140), labels, bits=12, gamma=2.0)
+    queries = torch.tanh(torch.randn(40, 12) + 2 * torch.randn(4, 12)[torch.arange(40) % 4])
+    database.loss(queries, labels, torch.arange(100, 140))  # one epoch sees every pool item
+    before = objective(database, queries, torch.arange(40))
+    old_codes = database.codes.clone()
+    database.update()
+    assert objective(database, queries, torch.arange(40)) < before
+    assert not torch.equal(database.codes, old_codes) and database.updates == 1
+    assert database.positions(torch.tensor([105, 7, 139])).tolist() == [5, -1, 39]
+
+
+def test_every_ablation_switch_changes_the_loss():
+    torch.manual_seed(0)
+    grids, labels = torch.rand(8, CHANNELS, 2, 2), torch.eye(4)[torch.arange(8) % 4]
+    indices = torch.arange(8)
+
+    def parts(**switches):
+        torch.manual_seed(0)
+        model = AttributeHash(bits=8, grid=2, backbone_pretrained=False, **switches)
+        model.database = LearnedDatabaseCodes(indices, labels, 8)
+        return model.hash_loss(model.head(grids), labels, grids, indices)[1]
+
+    full = parts()
+    assert set(full) == {"hash", "reconstruction", "orthogonality"}
+    assert "reconstruction" not in parts(reconstruction_weight=0.0)
+    assert "orthogonality" not in parts(orthogonality_weight=0.0)
+    assert parts(local_attention=False)["hash"] != full["hash"]
+
+
+@pytest.mark.parametrize("database_codes", ["encoded", "learned"])
+def test_asymmetric_fit_lowers_the_loss_and_learns_database_codes(tmp_path, database_codes):
+    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
+            f"--model.init_args.database_codes={database_codes}"]
+    record = json.loads(run_fit(args).read_text())
+    metrics = record["metrics"]
+    assert metrics["learned_code_updates"] == 2 and metrics["map"] > 0.3
+    assert 0 <= metrics["bit_correlation"] < 1
+    learned_share = record["split"]["train"] / record["split"]["database"]
+    expected = learned_share if database_codes == "learned" else 0.0
+    assert metrics["database_codes_learned_fraction"] == pytest.approx(expected)
+    if database_codes == "encoded":  # what each bit means: images setting / clearing it, and bit correlations
+        checkpoint = resolve_run_dir(args) / record["evaluated_checkpoint"]["checkpoint"]
+        out = tmp_path / "bits.png"
+        main(["explain", "attribute_hash", "--checkpoint", str(checkpoint), "--out", str(out), "--bits", "0", "5"])
+        grid, heat = np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "bits-correlation.png"))
+        assert grid.shape[0] > grid.shape[1] > 200 and heat.shape[0] > 200  # 4 rows of 6 images; a heat map
+
+
+def test_asymmetric_fit_lowers_the_loss(tmp_path):
+    import lightning as L
+
+    from hashlab.data import Digits
+    from tests.test_training import EpochLosses
+    torch.manual_seed(0)
+    model = AttributeHash(bits=16, grid=2, optimizer="adamw", lr=1e-3, weight_decay=1e-4)
+    losses = EpochLosses()
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, callbacks=[losses],
+                        default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=Digits(batch_size=64))
+    assert losses.losses[-1] < 0.8 * losses.losses[0]
