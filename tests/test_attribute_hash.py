@@ -92,7 +92,7 @@ def test_asymmetric_fit_lowers_the_loss_and_learns_database_codes(tmp_path, data
         out = tmp_path / "bits.png"
         main(["explain", "attribute_hash", "--checkpoint", str(checkpoint), "--out", str(out), "--bits", "0", "5"])
         grid, heat = np.asarray(Image.open(out)), np.asarray(Image.open(tmp_path / "bits-correlation.png"))
-        assert grid.shape[0] > grid.shape[1] > 200 and heat.shape[0] > 200  # 4 rows of 6 images; a heat map
+        assert grid.shape[1] > grid.shape[0] > 200 and heat.shape[0] > 200  # 4 rows of 6 images (wider than tall); a heat map
 
 
 def test_asymmetric_fit_lowers_the_loss(tmp_path):

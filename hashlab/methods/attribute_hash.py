@@ -108,6 +108,13 @@ class AttributeHash(HashingModule):
                                                  self.bits, self.hparams.gamma,
                                                  self.hparams.sampled_database).to(self.device)
 
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        if self.database is None and "database.codes" in state:  # a bare model (load_from_checkpoint)
+            self.database = LearnedDatabaseCodes(state["database.indices"], state["database.labels"], self.bits,
+                                                 self.hparams.gamma, self.hparams.sampled_database)
+
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):
         parts = {"hash": self.database.loss(codes, labels, indices)}
