@@ -6,6 +6,7 @@ STAMP   := $(VENV)/.installed
 TABLE   ?= demo
 PROFILE ?=
 DATASETS ?=
+SEEDS   ?=
 
 .PHONY: setup test demo reproduce report bench lint clean-venv
 
@@ -24,10 +25,10 @@ demo: setup
 	$(HASHLAB) reproduce --table demo
 
 reproduce: setup
-	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
+	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(SEEDS),--seeds $(SEEDS))
 
 report: setup
-	$(HASHLAB) report --table $(TABLE)
+	$(HASHLAB) report --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
 
 bench: setup
 	$(PY) benchmarks/evaluation.py

@@ -90,6 +90,7 @@ def run_fit(args: list[str]) -> Path:
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() and not cli.config.force else None)
     fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
+    wall_start = start
     history = list(model.val_history)  # loading the best checkpoint below brings back its shorter history
     evaluated = {"selection": "last epoch", "epoch": trainer.current_epoch - 1}
     best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
@@ -117,7 +118,8 @@ def run_fit(args: list[str]) -> Path:
         "val_map_by_epoch": [value for _, value in history],
         "split": describe,
         "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
-                    "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s")},
+                    "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s"),
+                    "wall_s": time.perf_counter() - wall_start},
         "feature_cache": model.feature_cache,
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,
@@ -165,8 +167,15 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--table", required=True, help="name of experiments/tables/<name>.yaml (or its path)")
         sub.add_argument("--runs-dir", default="runs")
         sub.add_argument("--reports-dir", default="reports")
-    reproduce.add_argument("--profile", default=None, help="profile to use (default: the table's)")
-    reproduce.add_argument("--dry-run", action="store_true", help="list the cells and which are done")
+        sub.add_argument("--profile", default=None, help="cpu or paper (default: the table's default_profile)")
+        sub.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr25k/, ... "
+                         "(default $HASHLAB_DATA)")
+    reproduce.add_argument("--dry-run", action="store_true",
+                           help="list the cells, which are done, and the estimated time of the rest")
+    reproduce.add_argument("--datasets", nargs="+", default=None, help="run only these data sets' cells")
+    reproduce.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the table's")
+    reproduce.add_argument("--wandb", action="store_true", help="log every run to W&B (offline without an API "
+                           "key; `wandb sync runs/wandb/offline-run-*` later)")
     explain = commands.add_parser("explain", help="a PNG grid of images with what a trained method looks at")
     explain.add_argument("method", help="e.g. fdh_mfe")
     explain.add_argument("--checkpoint", required=True, help="a checkpoint of a finished run (<run>/checkpoints/*.ckpt)")
@@ -225,12 +234,17 @@ def main(argv: list[str] | None = None) -> None:
         except DatasetError as error:
             sys.exit(f"error: {error}")
     elif args.command in ("reproduce", "report"):
-        from hashlab.records.tables import render_table, reproduce_table
-        if args.command == "reproduce":
-            reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run)
-            if args.dry_run:
-                return
-        out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir)
+        from hashlab.records.tables import TableSpecError, render_table, reproduce_table
+        try:
+            if args.command == "reproduce":
+                reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
+                                datasets=args.datasets, seeds=args.seeds, data_root=args.data_root, wandb=args.wandb)
+                if args.dry_run:
+                    return
+            out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,
+                               data_root=args.data_root)
+        except TableSpecError as error:
+            sys.exit(f"error: {error}")
         print(out["markdown"])
         print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
 

@@ -16,9 +16,10 @@ def describe_dataset(name: str, root: str | None = None, protocol: str | None = 
     return DATASETS[name](root=root, protocol=protocol, split_seed=split_seed, **options).describe()
 
 
-def table1(data_root: str | None = None) -> str:
-    """Markdown table of every paper data set found under ``data_root`` (default $HASHLAB_DATA), each
-    in its usual folder (cifar10/, flickr25k/, cub200/, stanford_cars/); a line for each one absent."""
+def table1_frame(data_root: str | None = None):
+    """(one row per paper data set found under ``data_root`` (default $HASHLAB_DATA), each in its
+    usual folder (cifar10/, flickr25k/, cub200/, stanford_cars/); a line for each one absent)."""
+    import pandas as pd
     if data_root:
         os.environ["HASHLAB_DATA"] = str(data_root)
     rows, absent = [], []
@@ -27,11 +28,22 @@ def table1(data_root: str | None = None) -> str:
             d = describe_dataset(name)
         except DatasetError as error:
             reason = str(error).removeprefix(f"{name}: ").split(". ")[0]
-            absent.append(f"- {name}: skipped, {reason}.")
+            absent.append(f"{name}: skipped, {reason}.")
             continue
-        rows.append(f"| {name} | {d['protocol']} | {d['num_classes']} | {'yes' if d['multi_label'] else 'no'} | "
-                    f"{d['train']:,} | {d['validation']:,} | {d['query']:,} | {d['database']:,} | "
-                    f"`{d['split_fingerprint']}` |")
+        rows.append({"Data set": name, "Protocol": d["protocol"], "Classes": d["num_classes"],
+                     "Multi-label": "yes" if d["multi_label"] else "no", "Train": d["train"],
+                     "Validation": d["validation"], "Query": d["query"], "Database": d["database"],
+                     "Split": d["split_fingerprint"], "root": d.get("root", "")})
+    columns = ["Data set", "Protocol", "Classes", "Multi-label", "Train", "Validation", "Query", "Database", "Split",
+               "root"]
+    return pd.DataFrame(rows, columns=columns), absent
+
+
+def table1(data_root: str | None = None) -> str:
+    """Markdown Table 1 of the paper data sets present, and a line for each one absent."""
+    frame, absent = table1_frame(data_root)
     header = ["| Data set | Protocol | Classes | Multi-label | Train | Validation | Query | Database | Split |",
               "|---|---|---:|---|---:|---:|---:|---:|---|"]
-    return "\n".join(header + rows + ([""] + absent if absent else []))
+    rows = [f"| {r['Data set']} | {r['Protocol']} | {r['Classes']} | {r['Multi-label']} | {r['Train']:,} | "
+            f"{r['Validation']:,} | {r['Query']:,} | {r['Database']:,} | `{r['Split']}` |" for _, r in frame.iterrows()]
+    return "\n".join(header + rows + ([""] + [f"- {line}" for line in absent] if absent else []))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -39,13 +40,57 @@ def code_statistics(codes: torch.Tensor) -> dict[str, float]:
     return {"bit_balance": balance, "bit_correlation": float(correlation[off_diagonal].abs().mean())}
 
 
+class EarlyStages(nn.Module):
+    """Images in [0, 1] -> the output of the first ``count`` stages: what partial mode caches."""
+
+    def __init__(self, backbone, count: int):
+        super().__init__()
+        self.backbone, self.count = backbone, count
+        self.cache_name = f"{backbone.name}-stages0-{count - 1}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.backbone.normalize(images)
+        for stage in self.backbone.stages[: self.count]:
+            x = stage(x)
+        return x
+
+
+class LateStages(nn.Module):
+    """Cached early-stage maps -> the remaining stages -> the pooled vector; trained in partial mode.
+    Holds no parameters of its own: its stages are the backbone's (state dict keys stay the same)."""
+
+    def __init__(self, backbone, first: int):
+        super().__init__()
+        self._backbone = [backbone]  # a plain list: not registered twice as a submodule
+        self.first = first
+
+    def parameters(self, recurse: bool = True):
+        return (p for stage in self._backbone[0].stages[self.first:] for p in stage.parameters(recurse))
+
+    def requires_grad_(self, requires_grad: bool = True):
+        for stage in self._backbone[0].stages[self.first:]:
+            stage.requires_grad_(requires_grad)
+        return self
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        backbone = self._backbone[0]
+        x = maps
+        for stage in backbone.stages[self.first:]:
+            x = stage(x)
+        return backbone.embed(x)
+
+
 class HashingModule(L.LightningModule):
     def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
-                 mode: Literal["frozen", "finetune"] = "frozen", optimizer: Literal["sgd", "adamw"] = "sgd",
+                 mode: Literal["frozen", "partial", "finetune"] = "frozen", frozen_stages: int = 6,
+                 optimizer: Literal["sgd", "adamw"] = "sgd",
                  lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
                  schedule: Literal["cosine", "constant"] = "cosine", head_hidden: int = 0, head_dropout: float = 0.0,
                  feature_cache_dir: str | None = None):
-        """head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer."""
+        """mode: ``frozen`` trains the head on cached pooled features; ``partial`` caches the output of
+        the first ``frozen_stages`` backbone stages once and fine-tunes the rest with the head (the
+        CPU profile: the early stages dominate the cost); ``finetune`` trains everything from images.
+        head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer."""
         super().__init__()
         if not MIN_BITS <= bits <= MAX_BITS:
             raise ValueError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
@@ -53,7 +98,18 @@ class HashingModule(L.LightningModule):
         self.save_hyperparameters()
         self.bits = bits
         self.backbone = create_backbone(backbone, pretrained=backbone_pretrained)
+        self.late_stages: LateStages | None = None
+        if mode == "partial":
+            if not 0 < frozen_stages < len(self.backbone.stages):
+                raise ValueError(f"model.frozen_stages = {frozen_stages}: {backbone} has stages 0.."
+                                 f"{len(self.backbone.stages) - 1}; cache between 1 and {len(self.backbone.stages) - 1}")
+            self.late_stages = LateStages(self.backbone, frozen_stages)
         self.extractor = self.build_extractor()
+        if mode == "partial" and self.extractor is not self.backbone:
+            raise ValueError(f"{type(self).__name__} reads its own backbone taps, so model.mode partial does not "
+                             "apply to it: use frozen (cached taps) or finetune")
+        if mode == "partial":
+            self.extractor = EarlyStages(self.backbone, frozen_stages)
         self.head = self.build_head(self.backbone.feature_dim)
         self.retrieval = HashingRetrievalMetric()
         self.validation_retrieval = HashingRetrievalMetric()
@@ -89,7 +145,8 @@ class HashingModule(L.LightningModule):
     # -- shared machinery ------------------------------------------------------------------------
     @property
     def frozen(self) -> bool:
-        return self.hparams.mode == "frozen"
+        """Whether the data loaders serve cached extractor outputs instead of images."""
+        return self.hparams.mode in ("frozen", "partial")
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -103,9 +160,14 @@ class HashingModule(L.LightningModule):
             self.timings["feature_caching_s"] = info["seconds"]
         if self.frozen:
             self.backbone.requires_grad_(False)
+        if self.late_stages is not None:
+            self.late_stages.requires_grad_(True)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Images (finetune) or cached features (frozen) -> the extractor's output."""
+        """Images (finetune), cached features (frozen) or cached early-stage maps (partial) -> the
+        vector the head reads."""
+        if self.late_stages is not None:
+            return self.late_stages(inputs.float())
         return inputs.float() if self.frozen else self.extractor(inputs)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -147,10 +209,12 @@ class HashingModule(L.LightningModule):
         A Trainer built with enable_checkpointing=False gets none."""
         if not self.trainer.checkpoint_callbacks:
             return []
+        # in the run folder even when a logger (W&B) would put them in its own
+        folder = Path(self.trainer.default_root_dir) / "checkpoints"
         if self.has_validation():
-            return [ModelCheckpoint(monitor="val/map", mode="max", save_top_k=1, save_last=True,
+            return [ModelCheckpoint(dirpath=folder, monitor="val/map", mode="max", save_top_k=1, save_last=True,
                                     filename="best-{epoch}")]
-        return [ModelCheckpoint(save_last=True, save_top_k=0)]
+        return [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0)]
 
     def on_validation_epoch_start(self):
         self.validation_retrieval.reset()
@@ -204,7 +268,9 @@ class HashingModule(L.LightningModule):
         """What the optimiser trains, with learning rates; a method with its own parameters
         (proxies, learned codes) adds a group here."""
         groups = [{"params": self.head.parameters(), "lr": self.hparams.lr}]
-        if not self.frozen:
+        if self.late_stages is not None:
+            groups.append({"params": self.late_stages.parameters(), "lr": self.hparams.backbone_lr})
+        elif not self.frozen:
             groups.append({"params": self.backbone.parameters(), "lr": self.hparams.backbone_lr})
         return groups
 

@@ -1,0 +1,147 @@
+"""Tables: spec -> cells, missing data, resumable reproduction, rendering (LaTeX/CSV/Markdown/figures)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from hashlab.cli import main
+from hashlab.records.tables import TableSpecError, cells, load_spec, render_table, reproduce_table
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = sorted((ROOT / "experiments" / "tables").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TABLES, ids=[p.stem for p in TABLES])
+def test_every_table_spec_loads_and_its_configs_exist(path):
+    spec = load_spec(str(path))
+    if spec.get("kind") == "datasets":
+        return
+    for method in spec["methods"]:
+        configs = method["config"].values() if isinstance(method["config"], dict) else [method["config"]]
+        for config in configs:
+            assert (ROOT / config).exists(), f"{path.name}: {method['name']} names a missing config {config}"
+
+
+def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
+    (tmp_path / "cifar10").mkdir()
+    spec = load_spec("2")
+    table = cells(spec, tmp_path / "runs", "cpu", data_root=str(tmp_path))
+    assert len(table) == 4 * 2 * 4  # methods x data sets x bits, one seed
+    flickr = [c for c in table if c.dataset == "flickr25k"]
+    assert all("no flickr25k data at" in c.missing for c in flickr)
+    cifar = [c for c in table if c.dataset == "cifar10"]
+    assert not any(c.missing for c in cifar)
+    assert f"--data.root={tmp_path / 'cifar10'}" in cifar[0].args
+    # every cell is its own run directory; the config hash is part of it
+    assert len({c.record for c in cifar}) == len(cifar)
+    with pytest.raises(TableSpecError, match="no profile 'gpu'"):
+        cells(spec, tmp_path / "runs", "gpu", data_root=str(tmp_path))
+
+
+def tiny_table(tmp_path: Path) -> Path:
+    """The demo table, shortened to two quick cells, with a published reference to compare against."""
+    spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
+    spec["bits"] = [8, 16]
+    spec["curves_at_bits"] = 16
+    spec["methods"][0]["args"] = ["--trainer.max_epochs=3"]
+    spec["references"] = [{"method": "dpsh_googlenet", "dataset": "digits", "label": "made-up paper",
+                           "source": "a test", "bits": {8: 0.5, 16: 0.6}}]
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path):
+    table, runs = tiny_table(tmp_path), tmp_path / "runs"
+    command = [sys.executable, "-m", "hashlab.cli", "reproduce", "--table", str(table), "--runs-dir", str(runs),
+               "--reports-dir", str(tmp_path / "reports")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 240
+    while not list(runs.rglob("record.json")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # as a dead machine or a Ctrl-C would: mid-way through the table
+    process.wait()
+    finished = list(runs.rglob("record.json"))
+    assert len(finished) == 1, "the kill should land while the second cell runs"
+    first_written = finished[0].stat().st_mtime_ns
+
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "2 cells, 1 done, 1 to run" in resumed.stdout
+    assert finished[0].stat().st_mtime_ns == first_written  # the finished cell was not redone
+    assert len(list(runs.rglob("record.json"))) == 2
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "2 cells, 2 done, 0 to run" in again.stdout
+
+    out = tmp_path / "reports" / "demo"
+    frame = pd.read_csv(out / "table.csv")
+    for column in ("method", "dataset", "protocol", "backbone", "profile", "mode", "bits", "seed", "map", "record"):
+        assert column in frame.columns
+    assert len(frame) == 2 and frame["map"].between(0, 1).all()
+    tex = (out / "table.tex").read_text()
+    assert r"\toprule" in tex and r"\textbf{" in tex and "profile cpu" in tex and "made-up paper" in tex
+    markdown = (out / "table.md").read_text()
+    assert "ours − published" in markdown
+    best = frame.set_index("bits")["map"]
+    assert f"{best[16] - 0.6:+.3f}" in markdown  # the difference to the published figure
+    for figure in ("map_vs_bits", "pr_curve_16b", "precision_at_n_16b"):
+        assert (out / f"{figure}.png").stat().st_size > 10_000 and (out / f"{figure}.pdf").exists()
+
+
+def test_missing_data_is_rendered_with_its_reason_and_dry_run_lists_cells(tmp_path, capsys):
+    spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
+    spec["datasets"].append({"name": "cifar10", "protocol": "cifar10-1", "data": "hashlab.data.CIFAR10",
+                             "folder": "cifar10"})
+    spec["bits"] = [16]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    todo = reproduce_table(str(path), runs_dir=tmp_path / "runs", dry_run=True, data_root=str(tmp_path),
+                           datasets=["cifar10"])
+    printed = capsys.readouterr().out
+    assert todo == [] and "missing" in printed and f"no cifar10 data at {tmp_path / 'cifar10'}" in printed
+    assert "digits" not in printed.split("\n", 1)[1]  # --datasets narrows the run to cifar10
+    out = render_table(str(path), runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports",
+                       data_root=str(tmp_path))
+    assert "no cifar10 data at" in out["markdown"] and "n/a" in out["markdown"]
+    with pytest.raises(TableSpecError, match="--datasets"):
+        reproduce_table(str(path), runs_dir=tmp_path / "runs", dry_run=True, datasets=["nus_wide"])
+
+
+def test_table1_lists_present_data_sets_and_names_the_absent(tmp_path, capsys):
+    root = ROOT.parent / "shared" / "data"
+    if not (root / "cifar10").exists():
+        pytest.skip("../shared/data/cifar10 is not here")
+    main(["report", "--table", "1", "--reports-dir", str(tmp_path), "--data-root", str(root)])
+    frame = pd.read_csv(tmp_path / "table1" / "table.csv")
+    cifar = frame.set_index("Data set").loc["cifar10"]
+    assert (cifar["Query"], cifar["Database"], cifar["Train"] + cifar["Validation"]) == (1000, 59000, 5000)
+    markdown = (tmp_path / "table1" / "table.md").read_text()
+    assert "flickr25k: skipped" in markdown and r"\begin{tabular}" in (tmp_path / "table1" / "table.tex").read_text()
+
+
+def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    spec = yaml.safe_load(tiny_table(tmp_path).read_text())
+    spec["bits"] = [8]
+    spec["methods"][0]["args"] = ["--trainer.max_epochs=1"]
+    path = tmp_path / "one.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runs = tmp_path / "runs"
+    ran = reproduce_table(str(path), runs_dir=runs, wandb=True)
+    assert len(ran) == 1 and ran[0].record.exists()  # the record sits where the cell without W&B expects it
+    offline = list((runs / "wandb").glob("offline-run-*"))
+    assert offline, "W&B should have written an offline run to sync later"
+    record = json.loads(ran[0].record.read_text())
+    assert record["config"]["trainer"]["logger"]["class_path"].endswith("WandbLogger")
