@@ -6,6 +6,7 @@ STAMP   := $(VENV)/.installed
 TABLE   ?= demo
 PROFILE ?=
 DATASETS ?=
+METHODS ?=
 SEEDS   ?=
 
 .PHONY: setup test demo reproduce report bench lint clean-venv
@@ -25,7 +26,7 @@ demo: setup
 	$(HASHLAB) reproduce --table demo
 
 reproduce: setup
-	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))
 
 report: setup
 	$(HASHLAB) report --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))

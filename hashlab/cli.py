@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     reproduce.add_argument("--dry-run", action="store_true",
                            help="list the cells, which are done, and the estimated time of the rest")
     reproduce.add_argument("--datasets", nargs="+", default=None, help="run only these data sets' cells")
+    reproduce.add_argument("--methods", nargs="+", default=None, help="run only these methods' cells")
     reproduce.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the table's")
     reproduce.add_argument("--wandb", action="store_true", help="log every run to W&B (offline without an API "
                            "key; `wandb sync runs/wandb/offline-run-*` later)")
@@ -238,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
         try:
             if args.command == "reproduce":
                 reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
-                                datasets=args.datasets, seeds=args.seeds, data_root=args.data_root, wandb=args.wandb)
+                                datasets=args.datasets, methods=args.methods, seeds=args.seeds,
+                                data_root=args.data_root, wandb=args.wandb)
                 if args.dry_run:
                     return
             out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,

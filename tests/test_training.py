@@ -84,3 +84,26 @@ def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path):
     # without a validation set there is nothing to select on: the last epoch is evaluated, and says so
     record = json.loads(run_fit([*args, "--data.init_args.val_fraction=0"]).read_text())
     assert record["evaluated_checkpoint"]["selection"] == "last epoch" and record["val_map_by_epoch"] == []
+
+
+def test_partial_mode_caches_early_stages_and_trains_only_the_late_ones(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
+            "--model.init_args.mode=partial", "--model.init_args.frozen_stages=7", "--data.image_size=64"]
+    record = json.loads(run_fit(args).read_text())
+    assert record["mode"] == "partial" and record["metrics"]["map"] > 0.3
+    assert "stages0-6" in record["feature_cache"]["path"]  # the cache holds stage-6 maps, not pooled vectors
+    trained = torch.load(resolve_run_dir(args) / record["evaluated_checkpoint"]["checkpoint"], weights_only=False)
+    fresh = DPSHGoogLeNet(bits=16).backbone.state_dict()
+    changed = {k.removeprefix("backbone.") for k, v in trained["state_dict"].items()
+               if k.startswith("backbone.") and "running" not in k and "num_batches" not in k
+               and not torch.equal(v, fresh[k.removeprefix("backbone.")])}
+    assert changed and all(k.startswith(("stages.7.", "stages.8.")) for k in changed), sorted(changed)[:5]
+
+
+def test_partial_mode_is_refused_where_a_method_reads_its_own_taps():
+    from hashlab.methods import FDHMFE
+    with pytest.raises(ValueError, match="mode partial does not apply"):
+        FDHMFE(bits=16, mode="partial", num_classes=10)
+    with pytest.raises(ValueError, match="frozen_stages = 9"):
+        DPSHGoogLeNet(bits=16, mode="partial", frozen_stages=9)

@@ -182,7 +182,7 @@ def wandb_logger_args(table: str, cell: Cell, runs_dir: str | Path) -> list[str]
 
 def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | None = None, dry_run: bool = False,
                     datasets: list[str] | None = None, seeds: int | None = None, data_root: str | None = None,
-                    wandb: bool = False) -> list[Cell]:
+                    wandb: bool = False, methods: list[str] | None = None) -> list[Cell]:
     """Run the cells without a finished record, one after another, with a progress bar over cells.
     Returns the cells that were run (or, with dry_run, would be)."""
     from hashlab.cli import run_fit
@@ -194,8 +194,13 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
         if unknown:
             raise TableSpecError(f"--datasets {sorted(unknown)}: table {spec['name']} has "
                                  f"{[d['name'] for d in spec['datasets']]}")
+    if methods:
+        unknown = set(methods) - {m["name"] for m in spec["methods"]}
+        if unknown:
+            raise TableSpecError(f"--methods {sorted(unknown)}: table {spec['name']} has "
+                                 f"{[m['name'] for m in spec['methods']]}")
     all_cells = cells(spec, runs_dir, profile, data_root, list(range(seeds)) if seeds else None)
-    chosen = [c for c in all_cells if not datasets or c.dataset in datasets]
+    chosen = [c for c in all_cells if (not datasets or c.dataset in datasets) and (not methods or c.method in methods)]
     todo = [c for c in chosen if not c.missing and not c.done]
     missing = [c for c in chosen if c.missing]
     estimates = _estimates(all_cells)
