@@ -97,7 +97,7 @@ def run_fit(args: list[str]) -> Path:
     if best:
         epoch, score = max(history, key=lambda item: item[1])
         evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
-                     "val_map": score, "checkpoint": str(Path(best).relative_to(cli.run_dir))}
+                     "val_map": score, "checkpoint": str(Path(best).resolve().relative_to(cli.run_dir.resolve()))}
     trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
     report = model.test_report
     metrics = report.summary()
