@@ -1,6 +1,7 @@
 """Real Lightning fits on real data: the digits set, frozen and fine-tuned EfficientNet-Lite0."""
 
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -12,6 +13,7 @@ from hashlab.methods import DPSHGoogLeNet
 from hashlab.methods.base import NonFiniteLossError
 
 DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class EpochLosses(L.Callback):
@@ -73,8 +75,9 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
     assert resolve_run_dir([*args, "--model.init_args.margin=0.3"]) != resolve_run_dir(args)
 
 
-def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path):
-    args = ["--config", DEMO, "--trainer.max_epochs=3", f"--runs_dir={tmp_path}", "--model.bits=16"]
+def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative runs_dir, as `make reproduce` uses
+    args = ["--config", str(ROOT / DEMO), "--trainer.max_epochs=3", "--runs_dir=runs", "--model.bits=16"]
     record = json.loads(run_fit(args).read_text())
     chosen, history = record["evaluated_checkpoint"], record["val_map_by_epoch"]
     assert chosen["selection"].startswith("best validation mAP") and len(history) == 3
