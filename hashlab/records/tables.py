@@ -219,7 +219,9 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
             remaining = sum(estimates[c.method] for c in todo[index:])
             bar.set_postfix_str(f"{cell.label}, ~{_minutes(remaining)} left")
             start = time.perf_counter()
-            run_fit(cell.args + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
+            # the bar over cells is the one progress display; Lightning's own would overwrite it
+            quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+            run_fit(cell.args + quiet + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
             # later estimates for this method follow what it really took
             estimates[cell.method] = (time.perf_counter() - start) / 60
             bar.update(1)
