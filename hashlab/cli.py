@@ -177,6 +177,22 @@ def main(argv: list[str] | None = None) -> None:
     reproduce.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the table's")
     reproduce.add_argument("--wandb", action="store_true", help="log every run to W&B (offline without an API "
                            "key; `wandb sync runs/wandb/offline-run-*` later)")
+    cell = commands.add_parser("cell", help="run one cell of a table (what a W&B sweep agent calls)")
+    cell.add_argument("--table", required=True)
+    cell.add_argument("--method", required=True)
+    cell.add_argument("--dataset", required=True)
+    cell.add_argument("--bits", type=int, required=True)
+    cell.add_argument("--seed", type=int, default=0)
+    cell.add_argument("--profile", default=None)
+    cell.add_argument("--runs-dir", default="runs")
+    cell.add_argument("--data-root", default=None)
+    cell.add_argument("--wandb", action="store_true", help="log to W&B (offline without an API key)")
+    sweep = commands.add_parser("sweep", help="W&B sweeps generated from the table specs")
+    sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True)
+    export = sweep_commands.add_parser("export", help="write sweeps/<table>.yaml from experiments/tables/<table>.yaml")
+    export.add_argument("--table", nargs="+", required=True)
+    export.add_argument("--profile", default=None)
+    export.add_argument("--out", default="sweeps")
     explain = commands.add_parser("explain", help="a PNG grid of images with what a trained method looks at")
     explain.add_argument("method", help="e.g. fdh_mfe")
     explain.add_argument("--checkpoint", required=True, help="a checkpoint of a finished run (<run>/checkpoints/*.ckpt)")
@@ -204,6 +220,19 @@ def main(argv: list[str] | None = None) -> None:
     mosaics.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    if args.command in ("cell", "sweep"):
+        from hashlab.records.tables import TableSpecError
+        from hashlab.sweeps import run_cell, write_sweep
+        try:
+            if args.command == "cell":
+                print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
+                               args.runs_dir, args.data_root, args.wandb))
+            else:
+                for table in args.table:
+                    print(write_sweep(table, args.out, args.profile))
+        except TableSpecError as error:
+            sys.exit(f"error: {error}")
+        return
     if args.command == "explain":
         from hashlab.explain import explain as write_explanation
         from hashlab.explain import explain_bits

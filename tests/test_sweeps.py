@@ -1,0 +1,55 @@
+"""Sweeps are generated from the table specs and reach the same cells as `hashlab reproduce`."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hashlab.cli import main
+from hashlab.records.tables import TableSpecError, cells, load_spec
+from hashlab.sweeps import export_sweep, sweep_text
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKED_IN = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+def test_every_sweep_table_is_checked_in():
+    tables = {p.stem for p in (ROOT / "experiments" / "tables").glob("*.yaml")} - {"table1"}
+    assert {p.stem for p in CHECKED_IN} >= tables
+
+
+@pytest.mark.parametrize("path", CHECKED_IN, ids=[p.stem for p in CHECKED_IN])
+def test_a_checked_in_sweep_equals_its_export(path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert path.read_text() == sweep_text(export_sweep(path.stem)), (
+        f"{path.name} differs from its table spec: run `hashlab sweep export --table {path.stem}`")
+
+
+def test_a_sweep_is_a_grid_over_the_cells_on_validation_map(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sweep = yaml.safe_load((ROOT / "sweeps" / "table2.yaml").read_text())
+    spec = load_spec("2")
+    grid = sweep["parameters"]
+    size = 1
+    for name in ("method", "dataset", "bits", "seed"):
+        size *= len(grid[name]["values"])
+    assert size == len(cells(spec, "runs", "cpu")) and sweep["method"] == "grid"
+    assert sweep["metric"] == {"name": "val/map", "goal": "maximize"}  # never the query set
+    assert sweep["command"][-1] == "${args}" and "cell" in sweep["command"]
+
+
+def test_hashlab_cell_runs_the_cell_reproduce_would_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
+    spec["methods"][0]["args"] = ["--trainer.max_epochs=2"]  # the demo table, quicker
+    table = tmp_path / "demo.yaml"
+    table.write_text(yaml.safe_dump(spec))
+    args = {"table": table, "profile": "cpu", "method": "dpsh_googlenet", "dataset": "digits", "bits": 16, "seed": 0}
+    # what an agent builds from ${args}
+    main(["cell", *[f"--{k}={v}" for k, v in args.items()], f"--runs-dir={tmp_path}"])
+    record = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    expected = [c for c in cells(load_spec(str(table)), tmp_path, "cpu") if c.bits == 16][0]
+    assert record == expected.record and record.exists()
+    with pytest.raises(TableSpecError, match="no cell"):
+        from hashlab.sweeps import run_cell
+        run_cell(str(table), "dpsh_googlenet", "digits", 12, 0, runs_dir=str(tmp_path))
