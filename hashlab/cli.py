@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--table", nargs="+", required=True)
     export.add_argument("--profile", default=None)
     export.add_argument("--out", default="sweeps")
+    local = sweep_commands.add_parser("local", help="run a sweep offline with W&B's sweep engine, no server")
+    local.add_argument("sweep_file")
+    local.add_argument("--max-runs", type=int, default=None)
+    local.add_argument("--runs-dir", default="runs")
     explain = commands.add_parser("explain", help="a PNG grid of images with what a trained method looks at")
     explain.add_argument("method", help="e.g. fdh_mfe")
     explain.add_argument("--checkpoint", required=True, help="a checkpoint of a finished run (<run>/checkpoints/*.ckpt)")
@@ -227,9 +231,18 @@ def main(argv: list[str] | None = None) -> None:
             if args.command == "cell":
                 print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
                                args.runs_dir, args.data_root, args.wandb))
-            else:
+            elif args.sweep_command == "export":
                 for table in args.table:
                     print(write_sweep(table, args.out, args.profile))
+            else:
+                from hashlab.sweeps import run_local_sweep
+                results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir)
+                failed = [r for r in results if r["returncode"]]
+                for result in failed:
+                    print(f"failed: {result['params']}\n{result['stderr_tail']}", file=sys.stderr)
+                print(f"{len(results)} runs, {len(failed)} failed; records under {args.runs_dir}/")
+                if failed:
+                    sys.exit(1)
         except TableSpecError as error:
             sys.exit(f"error: {error}")
         return

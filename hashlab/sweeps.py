@@ -70,4 +70,76 @@ def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profil
     return run_fit(cell.args + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
 
 
-__all__ = ["export_sweep", "write_sweep", "sweep_text", "run_cell", "SWEEPS_DIR"]
+def agent_command(sweep: dict, params: dict) -> list[str]:
+    """The command line a W&B agent builds for one proposed run: the sweep's ``command`` with
+    ``${env}`` and ``${args}`` filled in (``--name=value`` per parameter)."""
+    import shutil
+    import sys
+    args = [f"--{name}={value}" for name, value in params.items()]
+    program = shutil.which("hashlab") or str(Path(sys.executable).parent / "hashlab")
+    out = []
+    for part in sweep["command"]:
+        if part == "${env}":
+            out.append("/usr/bin/env")
+        elif part == "${args}":
+            out.extend(args)
+        elif part == "hashlab":
+            out.append(program)
+        else:
+            out.append(part)
+    return out
+
+
+def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str = "runs") -> list[dict]:
+    """Run a sweep without a W&B server: W&B's own engine (the ``sweeps`` package) proposes the runs,
+    each runs as the agent's command line with W&B offline. Cells with a record are not rerun, so a
+    killed local sweep resumes. Returns one entry per proposed run: params, exit code, record."""
+    import os
+    import subprocess
+
+    import sweeps
+    from tqdm.auto import tqdm
+
+    sweep = yaml.safe_load(Path(path).read_text())
+    problems = sweeps.schema_violations_from_proposed_config(sweep)
+    if problems:
+        raise TableSpecError(f"{path}: not a valid W&B sweep: {'; '.join(problems)}")
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done: list = []
+    results: list[dict] = []
+    total = _grid_size(sweep) if sweep["method"] == "grid" else max_runs
+    with tqdm(total=min(filter(None, [total, max_runs])) if total or max_runs else None,
+              desc=f"sweep {sweep.get('name', Path(path).stem)}", unit="run") as bar:
+        while max_runs is None or len(results) < max_runs:
+            proposal = sweeps.next_run(sweep, done)
+            if proposal is None:
+                break
+            params = {name: value["value"] for name, value in proposal.config.items()}
+            bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in params.items() if k not in ("table", "profile")))
+            command = agent_command(sweep, params)
+            if "cell" in command and "--runs-dir" not in " ".join(command):
+                command.append(f"--runs-dir={runs_dir}")
+            finished = subprocess.run(command, env=env, capture_output=True, text=True)
+            lines = finished.stdout.strip().splitlines()
+            record = Path(lines[-1]) if finished.returncode == 0 and lines else None
+            summary = {}
+            if record is not None and record.exists():
+                from hashlab.records.record import read_record
+                summary = {VALIDATION_METRIC: read_record(record).get("evaluated_checkpoint", {}).get("val_map")}
+            proposal.state = sweeps.RunState.finished if finished.returncode == 0 else sweeps.RunState.failed
+            proposal.summary_metrics = summary
+            done.append(proposal)
+            results.append({"params": params, "returncode": finished.returncode, "record": str(record or ""),
+                            "stderr_tail": finished.stderr[-1500:] if finished.returncode else ""})
+            bar.update(1)
+    return results
+
+
+def _grid_size(sweep: dict) -> int:
+    size = 1
+    for value in sweep["parameters"].values():
+        size *= len(value.get("values", [None]))
+    return size
+
+
+__all__ = ["export_sweep", "write_sweep", "sweep_text", "run_cell", "run_local_sweep", "agent_command", "SWEEPS_DIR"]
