@@ -97,8 +97,9 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
     import os
     import subprocess
 
-    import sweeps
     from tqdm.auto import tqdm
+
+    import sweeps
 
     sweep = yaml.safe_load(Path(path).read_text())
     problems = sweeps.schema_violations_from_proposed_config(sweep)
