@@ -19,6 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from hashlab.data import HashingDataModule
 from hashlab.methods import HashingModule
+from hashlab.records.codes import CODES_NAME, write_codes
 from hashlab.records.record import RECORD_NAME, config_hash, environment, read_record, write_json_atomic
 
 
@@ -126,16 +127,18 @@ def run_fit(args: list[str]) -> Path:
         "config": cli.resolved,
         "environment": environment(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "codes_file": CODES_NAME,
     }
     if trainer.is_global_zero:
+        write_codes(cli.run_dir / CODES_NAME, model)  # before the record: a record always has its codes
         write_json_atomic(record_path, record)
     return record_path
 
 
 def _map_at(model: HashingModule, k: int) -> float:
     from hashlab.evaluation import evaluate_retrieval
-    q_codes, q_labels, _ = model.retrieval.gathered("query")
-    db_codes, db_labels, _ = model.retrieval.gathered("database")
+    q_codes, q_labels, _ = model.evaluated_codes["query"]
+    db_codes, db_labels, _ = model.evaluated_codes["database"]
     return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=k, curve_ns=(1,)).mean_average_precision()
 
 
@@ -146,8 +149,8 @@ def _dataset_names() -> list[str]:
 
 def _ndcg_at(model: HashingModule, k: int) -> float:
     from hashlab.evaluation.graded import ndcg_at_k
-    q_codes, q_labels, _ = model.retrieval.gathered("query")
-    db_codes, db_labels, _ = model.retrieval.gathered("database")
+    q_codes, q_labels, _ = model.evaluated_codes["query"]
+    db_codes, db_labels, _ = model.evaluated_codes["database"]
     return ndcg_at_k(q_codes, db_codes, q_labels.numpy(), db_labels.numpy(), k)
 
 
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     local.add_argument("sweep_file")
     local.add_argument("--max-runs", type=int, default=None)
     local.add_argument("--runs-dir", default="runs")
+    local.add_argument("--worker", default=None, help="a name for this worker: runs are claimed in "
+                       "RUNS_DIR/.claims so workers sharing RUNS_DIR never run the same cell")
     explain = commands.add_parser("explain", help="a PNG grid of images with what a trained method looks at")
     explain.add_argument("method", help="e.g. fdh_mfe")
     explain.add_argument("--checkpoint", required=True, help="a checkpoint of a finished run (<run>/checkpoints/*.ckpt)")
@@ -236,11 +241,13 @@ def main(argv: list[str] | None = None) -> None:
                     print(write_sweep(table, args.out, args.profile))
             else:
                 from hashlab.sweeps import run_local_sweep
-                results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir)
+                results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir, args.worker)
                 failed = [r for r in results if r["returncode"]]
                 for result in failed:
                     print(f"failed: {result['params']}\n{result['stderr_tail']}", file=sys.stderr)
-                print(f"{len(results)} runs, {len(failed)} failed; records under {args.runs_dir}/")
+                elsewhere = sum(r["returncode"] is None for r in results)
+                print(f"{len(results) - elsewhere} runs here, {elsewhere} claimed by other workers, {len(failed)} "
+                      f"failed; records under {args.runs_dir}/")
                 if failed:
                     sys.exit(1)
         except TableSpecError as error:

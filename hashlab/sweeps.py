@@ -90,10 +90,31 @@ def agent_command(sweep: dict, params: dict) -> list[str]:
     return out
 
 
-def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str = "runs") -> list[dict]:
+def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
+    """Claim a proposed run for this worker, atomically (O_EXCL) on the shared runs directory. A worker
+    may take back its own claim (a requeued task); a claim by another worker means: not ours."""
+    import hashlib
+    import json
+    import os
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(runs_dir) / ".claims" / key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return path.read_text().split("\n", 1)[0] == worker
+    with os.fdopen(handle, "w") as out:
+        out.write(f"{worker}\n{json.dumps(params, default=str)}\n")
+    return True
+
+
+def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str = "runs",
+                    worker: str | None = None) -> list[dict]:
     """Run a sweep without a W&B server: W&B's own engine (the ``sweeps`` package) proposes the runs,
     each runs as the agent's command line with W&B offline. Cells with a record are not rerun, so a
-    killed local sweep resumes. Returns one entry per proposed run: params, exit code, record."""
+    killed local sweep resumes. With ``worker`` set (SLURM array tasks sharing ``runs_dir``), each run
+    is claimed first and runs claimed by another worker are left to it. Returns one entry per proposed
+    run: params, exit code, record (claimed elsewhere: exit code None)."""
     import os
     import subprocess
 
@@ -117,6 +138,12 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
                 break
             params = {name: value["value"] for name, value in proposal.config.items()}
             bar.set_postfix_str(" ".join(f"{k}={v}" for k, v in params.items() if k not in ("table", "profile")))
+            if worker is not None and not claim(runs_dir, params, worker):
+                proposal.state = sweeps.RunState.finished  # someone else's: move on to the next proposal
+                done.append(proposal)
+                results.append({"params": params, "returncode": None, "record": "", "stderr_tail": ""})
+                bar.update(1)
+                continue
             command = agent_command(sweep, params)
             if "cell" in command and "--runs-dir" not in " ".join(command):
                 command.append(f"--runs-dir={runs_dir}")

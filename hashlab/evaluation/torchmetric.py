@@ -47,6 +47,12 @@ class HashingRetrievalMetric(Metric):
         keep[1:] = index[1:] != index[:-1]
         return codes[keep], labels[keep], index[keep]
 
+    def gathered_everywhere(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`gathered` for both roles over every process (under DDP each process holds only its
+        shard until the states are synced, as compute() does). Call it while the processes still run."""
+        with self.sync_context(should_sync=True, should_unsync=True):
+            return {role: self.gathered(role) for role in ("query", "database")}
+
     def compute(self) -> RetrievalReport:
         q_codes, q_labels, _ = self.gathered("query")
         db_codes, db_labels, _ = self.gathered("database")

@@ -141,7 +141,7 @@ class AttributeHash(HashingModule):
         return codes
 
     def extra_metrics(self) -> dict[str, float]:
-        total = len(self.retrieval.gathered("database")[0])
+        total = len(self.evaluated_codes["database"][0])
         learned = getattr(self, "_learned_used", 0) if self.hparams.database_codes == "learned" else 0
         return {**super().extra_metrics(), "database_codes_learned_fraction": learned / max(1, total),
                 "learned_code_updates": float(self.database.updates if self.database else 0)}

@@ -117,6 +117,7 @@ class HashingModule(L.LightningModule):
         self.timings: dict[str, float] = {}
         self.feature_cache: dict = {}
         self.test_report: RetrievalReport | None = None
+        self.evaluated_codes: dict = {}
 
     # -- what a method may override -------------------------------------------------------------
     def build_extractor(self) -> nn.Module:
@@ -254,6 +255,7 @@ class HashingModule(L.LightningModule):
         self.timings["encode_s"] = time.perf_counter() - self._encode_start
         start = time.perf_counter()
         self.test_report = self.retrieval.compute()
+        self.evaluated_codes = self.retrieval.gathered_everywhere()  # {role: (codes, labels, indices)}
         self.timings["evaluation_s"] = time.perf_counter() - start
         for name, value in self.test_report.summary().items():
             self.log(f"test/{name}", value, sync_dist=False)
@@ -261,7 +263,7 @@ class HashingModule(L.LightningModule):
     def extra_metrics(self) -> dict[str, float]:
         """Numbers for the run record besides retrieval: how the database codes use their bits.
         Methods add their own (proxy distances, ...)."""
-        codes = self.retrieval.gathered("database")[0].float()
+        codes = self.evaluated_codes["database"][0].float()
         return code_statistics(codes)
 
     def parameter_groups(self) -> list[dict]:

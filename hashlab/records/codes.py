@@ -1,0 +1,41 @@
+"""codes.npz beside each run record: the evaluated codes, so a run can be re-evaluated or indexed
+without its model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CODES_NAME = "codes.npz"
+
+
+def write_codes(path: Path, model) -> Path:
+    """The evaluated query and database codes (bits packed, as sign >= 0), labels and dataset indices,
+    gathered over every process: what re-evaluation and indexing read without the model."""
+    import os
+
+    import numpy as np
+    arrays = {}
+    for role in ("query", "database"):
+        codes, labels, index = model.evaluated_codes[role]
+        arrays[f"{role}_codes"] = np.packbits(codes.cpu().numpy() >= 0, axis=1)
+        arrays[f"{role}_labels"] = labels.cpu().numpy().astype(np.uint8)
+        arrays[f"{role}_index"] = index.cpu().numpy()
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+    np.savez_compressed(tmp, bits=np.array(model.bits), **arrays)
+    tmp.replace(path)
+    return path
+
+
+def read_codes(path: str | Path) -> dict:
+    """codes.npz -> {role_codes: float tensors of +-1, role_labels, role_index, bits}."""
+    import numpy as np
+    import torch
+    data = np.load(path)
+    bits = int(data["bits"])
+    out = {"bits": bits}
+    for role in ("query", "database"):
+        unpacked = np.unpackbits(data[f"{role}_codes"], axis=1)[:, :bits].astype(np.float32) * 2 - 1
+        out[f"{role}_codes"] = torch.from_numpy(unpacked)
+        out[f"{role}_labels"] = torch.from_numpy(data[f"{role}_labels"])
+        out[f"{role}_index"] = torch.from_numpy(data[f"{role}_index"])
+    return out
