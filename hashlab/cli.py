@@ -21,6 +21,7 @@ from hashlab.data import HashingDataModule
 from hashlab.methods import HashingModule
 from hashlab.records.codes import CODES_NAME, write_codes
 from hashlab.records.record import RECORD_NAME, config_hash, environment, read_record, write_json_atomic
+from hashlab.records.wandb_runs import log_record
 
 
 def _class_of(class_path: str):
@@ -132,6 +133,7 @@ def run_fit(args: list[str]) -> Path:
     if trainer.is_global_zero:
         write_codes(cli.run_dir / CODES_NAME, model)  # before the record: a record always has its codes
         write_json_atomic(record_path, record)
+        log_record(trainer.loggers, record, record_path)
     return record_path
 
 
@@ -173,6 +175,11 @@ def main(argv: list[str] | None = None) -> None:
         sub.add_argument("--profile", default=None, help="cpu or paper (default: the table's default_profile)")
         sub.add_argument("--data-root", default=None, help="folder holding cifar10/, flickr25k/, ... "
                          "(default $HASHLAB_DATA)")
+    report.add_argument("--records", nargs="+", default=None, metavar="DIR",
+                        help="also take records from these folders, in any layout (a shared file system, "
+                        "W&B offline run folders); matched to cells by config hash")
+    report.add_argument("--wandb", default=None, metavar="ENTITY/PROJECT[/SWEEP_ID]",
+                        help="download the finished runs' records from W&B (wandb.Api) and build the table from them")
     reproduce.add_argument("--dry-run", action="store_true",
                            help="list the cells, which are done, and the estimated time of the rest")
     reproduce.add_argument("--datasets", nargs="+", default=None, help="run only these data sets' cells")
@@ -227,7 +234,14 @@ def main(argv: list[str] | None = None) -> None:
     mosaics.add_argument("--images", type=int, default=2000)
     mosaics.add_argument("--cells", type=int, default=2, help="digit scans per image")
     mosaics.add_argument("--seed", type=int, default=0)
+    from hashlab.search.cli import add_commands as add_search_commands
+    add_search_commands(commands)
     args = parser.parse_args(argv)
+
+    if args.command in ("index", "search", "serve"):
+        from hashlab.search.cli import run as run_search
+        run_search(args)
+        return
 
     if args.command in ("cell", "sweep"):
         from hashlab.records.tables import TableSpecError
@@ -292,8 +306,13 @@ def main(argv: list[str] | None = None) -> None:
                                 data_root=args.data_root, wandb=args.wandb)
                 if args.dry_run:
                     return
+            records = list(getattr(args, "records", None) or [])
+            if getattr(args, "wandb", None) and args.command == "report":
+                from hashlab.records.wandb_runs import records_from_wandb
+                records.append(records_from_wandb(args.wandb, Path(args.runs_dir) / "wandb-records" /
+                                                  args.wandb.replace("/", "_")))
             out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,
-                               data_root=args.data_root)
+                               data_root=args.data_root, records=records)
         except TableSpecError as error:
             sys.exit(f"error: {error}")
         print(out["markdown"])

@@ -112,7 +112,9 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
                     worker: str | None = None) -> list[dict]:
     """Run a sweep without a W&B server: W&B's own engine (the ``sweeps`` package) proposes the runs,
     each runs as the agent's command line with W&B offline. Cells with a record are not rerun, so a
-    killed local sweep resumes. With ``worker`` set (SLURM array tasks sharing ``runs_dir``), each run
+    killed local sweep resumes. Bayes and random sweeps get each finished run's validation mAP back, so
+    the engine's next proposal learns from it; hyperband early termination needs a W&B server (a local
+    run always runs to its last epoch). With ``worker`` set (SLURM array tasks sharing ``runs_dir``), each run
     is claimed first and runs claimed by another worker are left to it. Returns one entry per proposed
     run: params, exit code, record (claimed elsewhere: exit code None)."""
     import os
@@ -147,6 +149,8 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
             command = agent_command(sweep, params)
             if "cell" in command and "--runs-dir" not in " ".join(command):
                 command.append(f"--runs-dir={runs_dir}")
+            elif "fit" in command and "--runs_dir" not in " ".join(command):  # a tuning sweep's runs
+                command.append(f"--runs_dir={runs_dir}")
             finished = subprocess.run(command, env=env, capture_output=True, text=True)
             lines = finished.stdout.strip().splitlines()
             record = Path(lines[-1]) if finished.returncode == 0 and lines else None

@@ -38,6 +38,56 @@ def test_two_process_ddp_fit_evaluates_all_codes_exactly_once(tmp_path):
     assert single.mean_average_precision() == record["metrics"]["map"]
 
 
+def _learned_codes(pool: int = 40, bits: int = 8):
+    import torch
+
+    from hashlab.methods.asymmetric import LearnedDatabaseCodes
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.nn.functional.one_hot(torch.randint(0, 4, (pool,), generator=generator), 4)
+    database = LearnedDatabaseCodes(torch.arange(pool) * 3, labels, bits)
+    database.codes.copy_(torch.where(torch.randn(pool, bits, generator=generator) >= 0, 1.0, -1.0))
+    network_codes = torch.tanh(torch.randn(pool, bits, generator=generator))
+    return database, network_codes
+
+
+def _ddp_update(rank: int, world: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    database, network_codes = _learned_codes()
+    if rank == 1:
+        database.codes.mul_(-1)  # a process that started elsewhere: broadcast must align it
+    database.broadcast()
+    shard = torch.arange(len(network_codes))[rank::world]  # what DistributedSampler gives this process
+    shard = torch.cat([shard, shard[:1]])  # padded: one item seen twice
+    database.epoch_codes[shard] = network_codes[shard]
+    database.seen[shard] = True
+    database.update()
+    torch.save(database.codes, f"{out}/codes{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_learned_database_codes_update_identically_under_ddp(tmp_path):
+    """Each process sees half the pool; after the epoch's update every process holds the codes a single
+    process that saw the whole pool would compute."""
+    import socket
+
+    import torch
+    import torch.multiprocessing as mp
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_ddp_update, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    single, network_codes = _learned_codes()
+    single.epoch_codes.copy_(network_codes)
+    single.seen.fill_(True)
+    single.update()
+    first, second = torch.load(tmp_path / "codes0.pt"), torch.load(tmp_path / "codes1.pt")
+    assert torch.equal(first, second)
+    assert torch.equal(first, single.codes)
+
+
 # -- a real one-node SLURM cluster ------------------------------------------------------------------
 
 def _cluster_or_skip():
@@ -72,6 +122,17 @@ def _wait(job: str, timeout: float = 900) -> str:
     pytest.fail(f"SLURM job {job} did not finish in {timeout} s")
 
 
+def _start_now(job: str, timeout: float = 30) -> None:
+    """SLURM holds a requeued job back for a while (reason BeginTime); let it start at once."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        reason = subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True, text=True).stdout
+        if "BeginTime" in reason:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+            return
+        time.sleep(0.5)
+
+
 def _submit(args: list[str], cwd: Path) -> str:
     out = subprocess.run(["sbatch", "--parsable", *args], cwd=cwd, capture_output=True, text=True, check=True)
     return out.stdout.strip().split(";")[0]
@@ -94,21 +155,26 @@ def test_ddp_sbatch_trains_across_two_tasks(slurm_cluster, tmp_path):
 
 @pytest.mark.slurm
 def test_requeued_job_resumes_and_finishes(slurm_cluster, tmp_path):
-    args = ["--config", str(ROOT / DEMO), "--trainer.max_epochs=6", f"--runs_dir={tmp_path / 'runs'}",
+    epochs = 20  # long enough (about 40 s) for the requeue to land mid-fit
+    args = ["--config", str(ROOT / DEMO), f"--trainer.max_epochs={epochs}", f"--runs_dir={tmp_path / 'runs'}",
             "--model.bits=16"]
     job = _submit(["--ntasks-per-node=1", f"--output={tmp_path}/job.out",
                    f"--export=ALL,HASHLAB={HASHLAB},ACCELERATOR=cpu", str(ROOT / "sweeps/slurm/ddp.sbatch"), *args],
                   ROOT)
-    run_dir = resolve_run_dir(args)
+    # the run folder as the job's command line names it (ddp.sbatch adds the trainer's device arguments)
+    run_dir = resolve_run_dir(args + ["--trainer.accelerator=cpu", "--trainer.num_nodes=1", "--trainer.devices=1",
+                                      "--trainer.strategy=ddp"])
     deadline = time.time() + 600
     while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.5)
+    assert not (run_dir / "record.json").exists(), "the fit ended before it could be requeued"
     subprocess.run(["scontrol", "requeue", job], check=True)  # as a preemption would, mid-fit
+    _start_now(job)
     _wait(job)
     output = (tmp_path / "job.out").read_text()
     assert "restart 1" in output, output[-3000:]
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["epochs"] == 6 and len(record["val_map_by_epoch"]) == 6  # no epoch lost, none repeated
+    assert record["epochs"] == epochs and len(record["val_map_by_epoch"]) == epochs  # no epoch lost, none repeated
 
 
 @pytest.mark.slurm
@@ -129,8 +195,8 @@ def test_local_agent_array_runs_every_cell_exactly_once(slurm_cluster, tmp_path)
                    f"--export=ALL,HASHLAB={HASHLAB},RUNS_DIR={runs}", str(ROOT / "sweeps/slurm/local-agent.sbatch"),
                    str(sweep_file)], ROOT)
     _wait(job)
-    records = sorted(runs.rglob("record.json"))
-    assert len(records) == 3
+    records = sorted(r for r in runs.rglob("record.json") if "wandb" not in r.relative_to(runs).parts)
+    assert len(records) == 3  # (each W&B offline run folder holds a copy of its record too)
     claims = sorted((runs / ".claims").iterdir())
     owners = [c.read_text().split("\n", 1)[0] for c in claims]
     assert len(claims) == 3 and len(set(owners)) >= 1  # each cell claimed once, by one task

@@ -10,7 +10,9 @@ from hashlab.records.tables import TableSpecError, cells, load_spec
 from hashlab.sweeps import export_sweep, sweep_text
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED_IN = sorted((ROOT / "sweeps").glob("*.yaml"))
+CHECKED_IN = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if not p.stem.startswith("tune-"))
+TUNING = sorted((ROOT / "sweeps").glob("tune-*.yaml"))
+METHODS = ["dpsh_googlenet", "dfch", "fdh_mfe", "attribute_hash"]
 
 
 def test_every_sweep_table_is_checked_in():
@@ -23,6 +25,33 @@ def test_a_checked_in_sweep_equals_its_export(path, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert path.read_text() == sweep_text(export_sweep(path.stem)), (
         f"{path.name} differs from its table spec: run `hashlab sweep export --table {path.stem}`")
+
+
+@pytest.mark.parametrize("path", CHECKED_IN + TUNING, ids=[p.stem for p in CHECKED_IN + TUNING])
+def test_every_sweep_passes_the_wandb_schema(path):
+    import sweeps
+    assert sweeps.schema_violations_from_proposed_config(yaml.safe_load(path.read_text())) == []
+
+
+def test_each_method_has_a_bayes_tuning_sweep_whose_runs_reach_its_config(monkeypatch):
+    """A proposed run's ${args} parse as the method's config with the proposed values in it."""
+    import sweeps
+    from hashlab.cli import _ParseOnlyCLI, build_cli
+    from hashlab.sweeps import agent_command
+    monkeypatch.chdir(ROOT)
+    assert [p.stem for p in TUNING] == sorted(f"tune-{m}" for m in METHODS)
+    for path in TUNING:
+        sweep = yaml.safe_load(path.read_text())
+        assert sweep["method"] == "bayes" and sweep["early_terminate"]["type"] == "hyperband"
+        assert sweep["metric"] == {"name": "val/map", "goal": "maximize"}
+        proposal = sweeps.next_run(sweep, [])
+        params = {name: value["value"] for name, value in proposal.config.items()}
+        command = agent_command(sweep, params)
+        cli = build_cli(command[command.index("fit") + 1:], cli_class=_ParseOnlyCLI)
+        module, _, name = cli.resolved["model"]["class_path"].rpartition(".")
+        assert getattr(__import__(module, fromlist=[name]), name).method_id == path.stem.removeprefix("tune-")
+        for name, value in params.items():
+            assert cli.resolved["model"]["init_args"][name.removeprefix("model.")] == pytest.approx(value)
 
 
 def test_a_sweep_is_a_grid_over_the_cells_on_validation_map(monkeypatch):
@@ -71,7 +100,7 @@ def test_a_local_sweep_runs_every_cell_once_offline_and_resumes(tmp_path, monkey
 
     results = run_local_sweep(sweep_file, runs_dir=str(runs))
     assert [r["returncode"] for r in results] == [0, 0], [r["stderr_tail"] for r in results]
-    records = sorted(runs.rglob("record.json"))
+    records = sorted(r for r in runs.rglob("record.json") if "wandb" not in r.relative_to(runs).parts)
     assert len(records) == 2 and {Path(r["record"]) for r in results} == set(records)
     assert list((runs / "wandb").glob("offline-run-*"))  # W&B ran, offline
     stamps = [r.stat().st_mtime_ns for r in records]

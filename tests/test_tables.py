@@ -145,3 +145,24 @@ def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, mon
     assert offline, "W&B should have written an offline run to sync later"
     record = json.loads(ran[0].record.read_text())
     assert record["config"]["trainer"]["logger"]["class_path"].endswith("WandbLogger")
+    run_dir = offline[0]
+    saved = run_dir / "files" / "record.json"
+    assert json.loads(saved.read_text()) == record, "the run's record file should be among its W&B files"
+    assert (run_dir / "files" / "codes.npz").exists()
+    [pr_table] = (run_dir / "files" / "media" / "table").rglob("pr_curve*.table.json")
+    assert len(json.loads(pr_table.read_text())["data"]) == record["bits"] + 1  # one point per Hamming radius
+    # summary and config live in the run's binary log (synced by `wandb sync`); their keys and values are
+    # stored as plain strings there
+    log = next(run_dir.glob("run-*.wandb")).read_bytes()
+    for text in ("test/map", "record/config_hash", record["config_hash"], "resolved"):
+        assert text.encode() in log, f"{text} should reach the W&B run"
+
+    # the table from W&B's own run folders (what `report --wandb` downloads), with no runs/ layout at all
+    ran[0].record.unlink()
+    reports = tmp_path / "reports"
+    missing = render_table(str(path), runs_dir=runs, reports_dir=reports)
+    assert "n/a" in missing["markdown"]
+    rendered = render_table(str(path), runs_dir=runs, reports_dir=reports, records=[runs / "wandb"])
+    frame = pd.read_csv(next(reports.glob("*/table.csv")))
+    assert frame["map"].iloc[0] == pytest.approx(record["metrics"]["map"])
+    assert str(saved) in frame["record"].iloc[0] and "n/a" not in rendered["markdown"].split("\n\n")[1]

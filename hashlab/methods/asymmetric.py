@@ -11,7 +11,12 @@ the epoch (discrete cyclic coordinate descent).
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class LearnedDatabaseCodes(nn.Module):
@@ -27,6 +32,25 @@ class LearnedDatabaseCodes(nn.Module):
         self.register_buffer("epoch_codes", torch.zeros(len(pool_indices), bits))  # V seen this epoch
         self.register_buffer("seen", torch.zeros(len(pool_indices), dtype=torch.bool))
         self.updates = 0
+
+    @torch.no_grad()
+    def broadcast(self) -> None:
+        """Under DDP every process starts from process 0's codes."""
+        if _distributed():
+            dist.broadcast(self.codes, src=0)
+
+    @torch.no_grad()
+    def gather_epoch(self) -> None:
+        """Under DDP each process saw its shard of the pool this epoch: combine what all of them saw
+        (averaging items a padded sampler gave twice), so every process makes the same update."""
+        if not _distributed():
+            return
+        count = self.seen.float()
+        total = self.epoch_codes * count[:, None]
+        dist.all_reduce(total)
+        dist.all_reduce(count)
+        self.seen.copy_(count > 0)
+        self.epoch_codes.copy_(total / count.clamp(min=1)[:, None])
 
     def positions(self, dataset_indices: torch.Tensor) -> torch.Tensor:
         """Pool positions of dataset indices (-1 where the item is not in the pool)."""
@@ -55,6 +79,7 @@ class LearnedDatabaseCodes(nn.Module):
     def update(self) -> None:
         """Bit-by-bit closed-form update of B from the codes V of the items seen this epoch:
         minimise |V B^T - bits S|^2 + gamma |B_seen - V|^2 over B in {-1, +1}."""
+        self.gather_epoch()
         if not self.seen.any():
             return
         queries = self.epoch_codes[self.seen]  # (n, bits)

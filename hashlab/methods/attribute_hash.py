@@ -107,6 +107,7 @@ class AttributeHash(HashingModule):
             self.database = LearnedDatabaseCodes(pool, torch.as_tensor(data.source.labels[data.split.train]),
                                                  self.bits, self.hparams.gamma,
                                                  self.hparams.sampled_database).to(self.device)
+            self.database.broadcast()
 
     def on_load_checkpoint(self, checkpoint):
         super().on_load_checkpoint(checkpoint)

@@ -175,6 +175,14 @@ class HashingModule(L.LightningModule):
         """Images (finetune) or cached features (frozen) -> real-valued codes."""
         return self.head(self.embed(inputs))
 
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> real-valued codes, in any mode (what indexing new images needs: frozen and
+        partial runs were trained on cached extractor outputs, which the extractor computes here)."""
+        x = self.extractor(images)
+        if self.late_stages is not None:
+            x = self.late_stages(x)
+        return self.head(x.float())
+
     def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None):
         features = self.embed(inputs)
         if indices is None:

@@ -171,13 +171,12 @@ def _minutes(value: float) -> str:
 def wandb_logger_args(table: str, cell: Cell, runs_dir: str | Path) -> list[str]:
     """LightningCLI arguments that log a cell to W&B; offline (sync later) when no API key is set.
     The logger is not part of the config hash, so logging never changes a cell's identity."""
-    netrc = Path.home() / ".netrc"
-    online = bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    from hashlab.records.wandb_runs import online
     return ["--trainer.logger=lightning.pytorch.loggers.WandbLogger",
             f"--trainer.logger.init_args.project={os.environ.get('WANDB_PROJECT', 'hashlab')}",
             f"--trainer.logger.init_args.group={table}", f"--trainer.logger.init_args.name={cell.label}",
             f"--trainer.logger.init_args.save_dir={runs_dir}",
-            f"--trainer.logger.init_args.offline={str(not online).lower()}"]
+            f"--trainer.logger.init_args.offline={str(not online()).lower()}"]
 
 
 def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | None = None, dry_run: bool = False,
@@ -235,15 +234,20 @@ CSV_COLUMNS = ["method", "dataset", "protocol", "backbone", "profile", "mode", "
 
 
 def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
-            data_root: str | None = None) -> pd.DataFrame:
-    """Long format, one row per cell; cells without a record have NaN metrics and a reason."""
+            data_root: str | None = None, records: list | None = None) -> pd.DataFrame:
+    """Long format, one row per cell; cells without a record have NaN metrics and a reason. ``records``:
+    more folders to take records from (any layout), matched to cells by config hash."""
+    from hashlab.records.wandb_runs import index_records
     profile = profile or default_profile(spec)
+    elsewhere = index_records(records)
     rows = []
     for cell in cells(spec, runs_dir, profile, data_root):
         row = {"method": cell.method, "dataset": cell.dataset, "protocol": cell.protocol, "bits": cell.bits,
                "seed": cell.seed, "profile": profile}
         # a record made elsewhere still counts even where the data is absent now
         record_path = cell.record if not cell.missing or _record_exists(cell) else None
+        if (record_path is None or not record_path.exists()) and elsewhere:
+            record_path = elsewhere.get(_cell_hash(cell), record_path)
         if record_path is not None and record_path.exists():
             record = read_record(record_path)
             metrics, timings = record["metrics"], record.get("timings", {})
@@ -257,6 +261,13 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
                        record="" if cell.missing else str(cell.record))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cell_hash(cell: Cell) -> str | None:
+    try:
+        return cell.record.parent.name.rsplit("-", 1)[-1]  # run folders end with the config hash
+    except Exception:  # noqa: BLE001 - see _record_exists
+        return None
 
 
 def _record_exists(cell: Cell) -> bool:
@@ -290,12 +301,12 @@ def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, di
 
 
 def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
-                 profile: str | None = None, data_root: str | None = None) -> dict:
+                 profile: str | None = None, data_root: str | None = None, records: list | None = None) -> dict:
     spec = load_spec(table)
     if spec.get("kind") == "datasets":
         return render_datasets_table(spec, reports_dir, data_root)
     profile = profile or default_profile(spec)
-    frame = collect(spec, runs_dir, profile, data_root)
+    frame = collect(spec, runs_dir, profile, data_root, records)
     out_dir = report_dir(spec, profile, reports_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex"]

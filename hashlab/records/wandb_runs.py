@@ -1,0 +1,92 @@
+"""Run records and W&B: what a finished run sends to its W&B run, and how a table gets its records back.
+
+A run logged with Lightning's ``WandbLogger`` gets the resolved config, the training curves (logged by
+the module as usual), the final metrics in the run summary, ``record.json`` (and ``codes.npz``) as run
+files and the precision-recall curve as a W&B plot. Reading back, the record file is the source of truth,
+so a table built from W&B is built by the same renderer from the same records as a local one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from hashlab.records.record import RECORD_NAME
+
+SUMMARY_PREFIX = "test/"  # the query-vs-database evaluation; validation metrics live under val/
+
+
+def wandb_loggers(loggers) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def log_record(loggers, record: dict, record_path: Path) -> None:
+    """Send a finished record to every W&B logger of the trainer (no-op without one)."""
+    for logger in wandb_loggers(loggers):
+        import wandb
+        run = logger.experiment
+        run.config.update({"resolved": record["config"], "config_hash": record["config_hash"]}, allow_val_change=True)
+        numbers = {f"{SUMMARY_PREFIX}{k}": v for k, v in record["metrics"].items() if isinstance(v, (int, float))}
+        run.summary.update({**numbers, "record/method": record["method"], "record/dataset": record["dataset"],
+                            "record/protocol": record["protocol"], "record/bits": record["bits"],
+                            "record/seed": record["seed"], "record/config_hash": record["config_hash"],
+                            "record/world_size": record["world_size"], "record/wall_s": record["timings"]["wall_s"]})
+        for name in (RECORD_NAME, record.get("codes_file")):
+            if name and (record_path.parent / name).exists():
+                # a copy in the run's own folder: run.save of an outside file only links to it (offline)
+                shutil.copy2(record_path.parent / name, Path(run.dir) / name)
+                run.save(str(Path(run.dir) / name), base_path=run.dir, policy="now")
+        curves = record.get("curves", {}).get("pr_by_radius", {})
+        if curves:
+            table = wandb.Table(columns=["recall", "precision", "hamming_radius"],
+                                data=[[r, p, radius] for radius, (p, r) in
+                                      enumerate(zip(curves["precision"], curves["recall"], strict=True))])
+            run.log({"test/pr_curve": wandb.plot.line(table, "recall", "precision",
+                                                      title=f"{record['method']} {record['bits']} bits: PR by Hamming radius")})
+        run.finish()  # the run is complete: its offline folder is whole now, and the next cell starts a new run
+
+
+def records_from_wandb(path: str, out_dir: str | Path) -> Path:
+    """Download the record files of the finished runs of ENTITY/PROJECT[/SWEEP_ID] into ``out_dir``
+    (one folder per run) and return it, for the renderer's ``records`` lookup."""
+    import wandb
+    parts = path.strip("/").split("/")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--wandb {path!r}: expected ENTITY/PROJECT or ENTITY/PROJECT/SWEEP_ID")
+    api = wandb.Api()
+    runs = api.sweep("/".join(parts)).runs if len(parts) == 3 else api.runs("/".join(parts[:2]))
+    out_dir = Path(out_dir)
+    for run in runs:
+        if run.state != "finished":
+            continue
+        target = out_dir / run.id
+        if (target / RECORD_NAME).exists():
+            continue
+        try:
+            run.file(RECORD_NAME).download(root=str(target), replace=True)
+        except Exception as error:  # noqa: BLE001 - a run without the file: say which and go on
+            print(f"W&B run {run.path}: no {RECORD_NAME} ({error}); left out", flush=True)
+    return out_dir
+
+
+def index_records(folders) -> dict[str, Path]:
+    """config_hash -> record path, for every record.json found under the folders (any layout: a shared
+    runs directory, W&B offline run folders, downloads from W&B)."""
+    found: dict[str, Path] = {}
+    for folder in folders or []:
+        for path in sorted(Path(folder).rglob(RECORD_NAME)):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if record.get("status") == "finished" and record.get("config_hash"):
+                found.setdefault(record["config_hash"], path)
+    return found
+
+
+def online() -> bool:
+    netrc = Path.home() / ".netrc"
+    return bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
