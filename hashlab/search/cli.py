@@ -1,0 +1,113 @@
+"""`hashlab index build`, `hashlab search` and `hashlab serve`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_commands(commands) -> None:
+    index = commands.add_parser("index", help="image search: build or update an index of a folder of images")
+    index_commands = index.add_subparsers(dest="index_command", required=True)
+    build = index_commands.add_parser("build", help="encode every image under --images into --out (incremental)")
+    build.add_argument("--images", required=True, help="folder of images (jpg, png, webp, bmp; nested folders; "
+                       "a parent folder name is kept as the image's label)")
+    build.add_argument("--out", required=True, help="the index folder (created, or updated in place)")
+    build.add_argument("--run", default=None, help="codes of a finished run (its folder or record.json)")
+    build.add_argument("--features", default=None, help="unsupervised pooling: spoc, gem, crow, pwa, cam "
+                       "(default crow for a new index)")
+    build.add_argument("--bits", type=int, default=64)
+    build.add_argument("--quantizer", default="itq", choices=["itq", "lsh"])
+    build.add_argument("--backbone", default="efficientnet_lite0")
+    build.add_argument("--image-size", type=int, default=224)
+    build.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"],
+                       help="flat: exact; hnsw / ivf: approximate, for millions of images")
+    build.add_argument("--refit", action="store_true", help="fit PCA whitening and ITQ again on the collection")
+    search = commands.add_parser("search", help="query an index with images (or an indexed image's id)")
+    search.add_argument("images", nargs="*")
+    search.add_argument("--index", required=True)
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--rerank", default="none", choices=["none", "cosine", "qe", "kreciprocal"])
+    search.add_argument("--shortlist", type=int, default=100, help="Hamming shortlist that re-ranking reorders")
+    search.add_argument("--id", type=int, nargs="+", default=None, help="query with indexed images by id")
+    search.add_argument("--json", action="store_true", help="one JSON object per query")
+    serve = commands.add_parser("serve", help="the search web page and its JSON API (FastAPI + uvicorn)")
+    serve.add_argument("--index", required=True)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-upload-mb", type=float, default=10.0)
+    serve.add_argument("--max-pixels", type=int, default=40_000_000)
+
+
+def run(args) -> None:
+    if args.command == "index":
+        build(args)
+    elif args.command == "search":
+        search(args)
+    else:
+        import uvicorn
+
+        from hashlab.search.server import create_app
+        app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+def build(args) -> None:
+    from hashlab.search.encoders import RunEncoder, UnsupervisedEncoder
+    from hashlab.search.index import build_index
+    exists = (Path(args.out) / "current").exists()
+    if args.run and args.features:
+        sys.exit("error: pass --run (a trained run's codes) or --features (unsupervised), not both")
+    if args.run:
+        encoder = RunEncoder(args.run)
+    elif args.features or not exists or args.refit:
+        encoder = UnsupervisedEncoder(args.features or "crow", args.bits, args.backbone, args.image_size,
+                                      args.quantizer)
+    else:
+        encoder = None  # update with the index's own encoder
+    try:
+        report = build_index(args.images, args.out, encoder, args.index_type, refit=args.refit)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    for path, error in report.skipped:
+        print(f"skipped unreadable image {path}: {error}", file=sys.stderr)
+    print(f"{report.index}: {report.images} images ({report.encoded} encoded, {report.reused} reused, "
+          f"{report.dropped} dropped, {len(report.skipped)} unreadable skipped) in {report.seconds:.1f} s")
+
+
+def search(args) -> None:
+    import time
+
+    from hashlab.search.encoders import open_image
+    from hashlab.search.index import SearchIndex
+    if not args.images and args.id is None:
+        sys.exit("error: name query images, or --id N for an indexed image")
+    try:
+        index = SearchIndex.open(args.index)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
+    if args.id is not None:
+        names, answers = [f"id:{i}" for i in args.id], index.query(ids=args.id, k=args.k, rerank=args.rerank,
+                                                                   shortlist=args.shortlist)
+    else:
+        start = time.perf_counter()
+        images = []
+        for path in args.images:
+            try:
+                images.append(open_image(path))
+            except Exception as error:  # noqa: BLE001
+                sys.exit(f"error: cannot decode query image {path}: {error}")
+        decode_ms = 1000 * (time.perf_counter() - start) / len(images)
+        names, answers = args.images, index.query(images, k=args.k, rerank=args.rerank, shortlist=args.shortlist)
+        for answer in answers:
+            answer["timing_ms"] = {"decode_ms": round(decode_ms, 3), **answer["timing_ms"]}
+    for name, answer in zip(names, answers, strict=True):
+        if args.json:
+            print(json.dumps({"query": name, **answer}))
+            continue
+        timing = ", ".join(f"{k.removesuffix('_ms')} {v:.1f}" for k, v in answer["timing_ms"].items())
+        print(f"{name}  ({timing} ms)")
+        for rank, hit in enumerate(answer["results"], 1):
+            score = "" if hit["score"] is None else f"  score {hit['score']:.3f}"
+            print(f"  {rank:2d}. {hit['path']}  distance {hit['distance']}{score}")

@@ -1,0 +1,149 @@
+"""Image -> (float features for re-ranking, +-1 codes): unsupervised pooled descriptors with PCA
+whitening and ITQ/LSH, or the hash head of a finished hashlab run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from hashlab.search.pooling import pool, select_part_channels
+from hashlab.search.quantize import Quantizer, fit_quantizer
+
+PWA_PARTS = 8          # part detectors (channels) for pwa
+PWA_SAMPLE = 512       # images the part channels are chosen on
+
+
+def eval_transform(size: int, family: str = "photo"):
+    """The evaluation transform of hashlab's data modules: CIFAR-style images resized whole, photos
+    resized (short side size * 256/224) and centre-cropped."""
+    if family == "small":
+        geometry = [v2.Resize((size, size), antialias=True)]
+    else:
+        geometry = [v2.Resize(int(round(size * 256 / 224)), antialias=True), v2.CenterCrop(size)]
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True)])
+
+
+class UnsupervisedEncoder:
+    kind = "unsupervised"
+
+    def __init__(self, pooling: str = "crow", bits: int = 64, backbone: str = "efficientnet_lite0",
+                 image_size: int = 224, quantizer: str = "itq", device: str = "cpu"):
+        from hashlab.backbones import create_backbone
+        self.pooling, self.bits, self.backbone_name, self.image_size = pooling, bits, backbone, image_size
+        self.quantizer_method = quantizer
+        self.backbone = create_backbone(backbone).eval().to(device)
+        self.device = device
+        self.transform = eval_transform(image_size)
+        self.part_channels: torch.Tensor | None = None
+        self.quantizer: Quantizer | None = None
+
+    @torch.no_grad()
+    def describe(self, images: torch.Tensor) -> np.ndarray:
+        """Images in [0, 1] -> L2-normalised pooled descriptors (before whitening)."""
+        maps = self.backbone.feature_map(images.to(self.device))
+        if self.pooling == "pwa" and self.part_channels is None:
+            self.part_channels = select_part_channels(maps.clamp_min(0).sum(dim=(2, 3)), PWA_PARTS)
+        return pool(maps, self.pooling, self.part_channels, self.backbone.classifier).cpu().numpy()
+
+    def fit(self, descriptors: np.ndarray) -> None:
+        self.quantizer = fit_quantizer(descriptors, self.bits, self.quantizer_method)
+
+    def finish(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Descriptors -> (features for re-ranking, +-1 codes)."""
+        whitened = self.quantizer.whiten(descriptors)
+        return whitened, self.quantizer.codes(whitened)
+
+    def metadata(self) -> dict:
+        return {"encoder": "unsupervised", "features": self.pooling, "quantizer": self.quantizer_method,
+                "bits": self.bits, "backbone": self.backbone_name, "image_size": self.image_size,
+                "transform": f"resize short side {int(round(self.image_size * 256 / 224))}, "
+                             f"center crop {self.image_size}"}
+
+    def save(self, folder: Path) -> None:
+        arrays = self.quantizer.save()
+        if self.part_channels is not None:
+            arrays["part_channels"] = self.part_channels.numpy()
+        np.savez(folder / "encoder.npz", **arrays)
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, device: str = "cpu") -> UnsupervisedEncoder:
+        encoder = cls(meta["features"], int(meta["bits"]), meta["backbone"], int(meta["image_size"]),
+                      meta["quantizer"], device)
+        with np.load(folder / "encoder.npz") as arrays:
+            encoder.quantizer = Quantizer.load(arrays)
+            if "part_channels" in arrays:
+                encoder.part_channels = torch.as_tensor(arrays["part_channels"])
+        return encoder
+
+
+class RunEncoder:
+    """The codes of a finished run: its backbone, evaluation transform and hash head (best checkpoint)."""
+    kind = "supervised"
+
+    def __init__(self, run: str | Path, device: str = "cpu"):
+        from hashlab.records.record import RECORD_NAME, read_record
+        path = Path(run)
+        self.record_path = path if path.is_file() else path / RECORD_NAME
+        if not self.record_path.exists():
+            raise FileNotFoundError(f"--run {run}: no {RECORD_NAME} there; pass a finished run's folder or record")
+        record = read_record(self.record_path)
+        self.record = record
+        checkpoint = record["evaluated_checkpoint"].get("checkpoint")
+        if not checkpoint:
+            raise ValueError(f"{self.record_path}: the run kept no checkpoint (evaluated_checkpoint.checkpoint); "
+                             "rerun it with validation so its best checkpoint is saved")
+        module_path, _, name = record["config"]["model"]["class_path"].rpartition(".")
+        cls = getattr(__import__(module_path, fromlist=[name]), name)
+        self.model = cls.load_from_checkpoint(self.record_path.parent / checkpoint, map_location=device).eval()
+        data = record["config"]["data"]
+        data_module, _, data_name = data["class_path"].rpartition(".")
+        family = getattr(getattr(__import__(data_module, fromlist=[data_name]), data_name), "family", "photo")
+        self.image_size = int(data["init_args"].get("image_size") or 224)
+        self.transform = eval_transform(self.image_size, family)
+        self.family = family
+        self.bits = int(record["bits"])
+        self.device = device
+
+    @torch.no_grad()
+    def describe(self, images: torch.Tensor) -> np.ndarray:
+        return self.model.encode_images(images.to(self.device)).float().cpu().numpy()
+
+    def fit(self, descriptors: np.ndarray) -> None:  # nothing to fit: the run learned its codes
+        pass
+
+    def finish(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return descriptors, np.where(descriptors >= 0, 1, -1).astype(np.int8)
+
+    def metadata(self) -> dict:
+        r = self.record
+        return {"encoder": "supervised", "features": f"{r['method']} codes", "bits": self.bits,
+                "backbone": r["backbone"], "image_size": self.image_size, "run": str(self.record_path.resolve()),
+                "method": r["method"], "trained_on": f"{r['dataset']} ({r['protocol']})", "map": r["metrics"]["map"],
+                "transform": self.family}
+
+    def save(self, folder: Path) -> None:
+        (folder / "encoder.json").write_text(json.dumps({"run": str(self.record_path.resolve())}))
+
+    @classmethod
+    def load(cls, folder: Path, meta: dict, device: str = "cpu") -> RunEncoder:
+        return cls(meta["run"], device)
+
+
+def load_encoder(folder: Path, meta: dict, device: str = "cpu"):
+    return (RunEncoder if meta["encoder"] == "supervised" else UnsupervisedEncoder).load(folder, meta, device)
+
+
+def open_image(path_or_file, max_pixels: int | None = None) -> Image.Image:
+    with Image.open(path_or_file) as image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise ImageTooLarge(f"{image.width}x{image.height} pixels is over the limit of {max_pixels}")
+        return image.convert("RGB")
+
+
+class ImageTooLarge(ValueError):
+    pass

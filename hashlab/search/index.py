@@ -1,0 +1,328 @@
+"""A searchable index of a folder of images: FAISS binary index + SQLite catalog + float16 features.
+
+INDEX/ holds build folders and a ``current`` symlink to the live one. A build writes a new folder
+beside the live one and swaps the link atomically, so an interrupted build leaves the previous index
+intact and a running server picks up the new one on its next request. Building again into the same
+INDEX encodes only new or changed files (by content hash) and drops deleted ones.
+
+Ranking: Hamming distance, ties broken by catalog id, which is what the evaluation engine does with
+database order; ``search`` returns exactly that ranking for a flat index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hashlab.search.encoders import load_encoder, open_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+BATCH = 64
+
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def walk_images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _label_of(relative: Path) -> str | None:
+    """The folder layout's label: the image's parent folder, when it is not the collection root."""
+    return relative.parent.name if relative.parent != Path(".") else None
+
+
+def _binary_index(kind: str, bits: int, codes: np.ndarray):
+    if kind == "flat":
+        index = faiss.IndexBinaryFlat(bits)
+    elif kind == "hnsw":
+        index = faiss.IndexBinaryHNSW(bits, 16)
+    elif kind == "ivf":
+        lists = max(1, min(4096, int(np.sqrt(max(1, len(codes))))))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
+        index.train(codes)
+        index.nprobe = max(1, lists // 8)
+    else:
+        raise ValueError(f"unknown index type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
+    if len(codes):
+        index.add(codes)
+    return index
+
+
+def pack(codes: np.ndarray) -> np.ndarray:
+    """+-1 codes -> bytes, first bit most significant (FAISS and the evaluation engine agree on this)."""
+    return np.packbits(np.asarray(codes) > 0, axis=1)
+
+
+@dataclass
+class BuildReport:
+    index: Path
+    images: int
+    encoded: int
+    reused: int
+    dropped: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+
+
+def build_index(images: str | Path, out: str | Path, encoder=None, index_type: str = "flat",
+                refit: bool = False, device: str = "cpu", progress: bool = True) -> BuildReport:
+    """Index (or update the index of) every image under ``images``. ``encoder``: an encoder for a new
+    index; for an existing one, None reuses its encoder (``refit``: fit PCA/ITQ again on the collection)."""
+    start = time.perf_counter()
+    root, out = Path(images).resolve(), Path(out)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images {images}: not a folder")
+    previous = SearchIndex.open(out) if (out / "current").exists() else None
+    if encoder is None:
+        if previous is None:
+            raise ValueError(f"{out} holds no index yet: name how to encode (--features crow --bits 64, or --run R)")
+        encoder = previous.encoder
+    elif previous is not None and previous.meta.get("encoder_key") != _encoder_key(encoder):
+        previous = None  # another encoder: nothing can be reused
+    files = walk_images(root)
+    known = previous.catalog_by_path() if previous is not None else {}
+    rows, to_encode, skipped = [], [], []
+    for path in files:
+        relative = path.relative_to(root)
+        stat = path.stat()
+        old = known.get(str(relative))
+        # same size and mtime: trust the stored hash; otherwise read the file again
+        digest = old["sha256"] if old and old["size"] == stat.st_size and old["mtime"] == stat.st_mtime \
+            else file_digest(path)
+        row = {"path": str(relative), "sha256": digest, "size": stat.st_size, "mtime": stat.st_mtime,
+               "label": _label_of(relative)}
+        if old is not None and old["sha256"] == digest:
+            row["previous_id"] = old["id"]
+        else:
+            to_encode.append(len(rows))
+        rows.append(row)
+    fitted = previous is not None and not refit
+    raw = _encode(encoder, root, rows, to_encode if fitted else range(len(rows)), skipped, progress)
+    if not fitted:
+        kept = [i for i in range(len(rows)) if i in raw]
+        if not kept:
+            raise ValueError(f"no decodable image under {root}")
+        encoder.fit(np.stack([raw[i] for i in kept]))
+    if fitted:
+        old_features = previous.features
+    rows_out, features, codes = [], [], []
+    for i, row in enumerate(rows):
+        if i in raw:
+            feature, code = encoder.finish(raw[i][None])
+            feature, code = feature[0], code[0]
+        elif "previous_id" in row and fitted:
+            feature = old_features[row["previous_id"]].astype(np.float32)
+            code = None
+        else:
+            continue  # undecodable
+        rows_out.append(row)
+        features.append(feature)
+        codes.append(code)
+    if not rows_out:
+        raise ValueError(f"no decodable image under {root}")
+    features = np.stack(features).astype(np.float32)
+    packed = np.zeros((len(rows_out), (encoder.bits + 7) // 8), np.uint8)
+    for i, (row, code) in enumerate(zip(rows_out, codes, strict=True)):
+        packed[i] = pack(code[None])[0] if code is not None else previous.packed[row["previous_id"]]
+    dropped = len(set(known) - {row["path"] for row in rows})  # files gone from the folder
+    folder = out / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    folder.mkdir(parents=True)
+    try:
+        _write(folder, root, rows_out, features, packed, encoder, index_type, skipped)
+        _swap(out, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    _remove_old_builds(out)
+    return BuildReport(out, len(rows_out), len(raw), len(rows_out) - len(raw), dropped, skipped,
+                       time.perf_counter() - start)
+
+
+def _encoder_key(encoder) -> str:
+    meta = encoder.metadata()
+    return json.dumps({k: meta.get(k) for k in ("encoder", "features", "quantizer", "bits", "backbone",
+                                                 "image_size", "run")}, sort_keys=True)
+
+
+def _encode(encoder, root: Path, rows: list[dict], which, skipped: list, progress: bool) -> dict[int, np.ndarray]:
+    which = list(which)
+    out: dict[int, np.ndarray] = {}
+    bar = tqdm(total=len(which), desc="encoding images", unit="img", disable=not progress)
+    for start in range(0, len(which), BATCH):
+        batch, tensors = [], []
+        for i in which[start:start + BATCH]:
+            try:
+                tensors.append(encoder.transform(open_image(root / rows[i]["path"])))
+                batch.append(i)
+            except Exception as error:  # noqa: BLE001 - an unreadable image is named and skipped
+                skipped.append((rows[i]["path"], f"{type(error).__name__}: {error}"))
+        if tensors:
+            for i, descriptor in zip(batch, encoder.describe(torch.stack(tensors)), strict=True):
+                out[i] = descriptor
+        bar.update(len(which[start:start + BATCH]))
+    bar.close()
+    return out
+
+
+def _write(folder: Path, root: Path, rows, features, packed, encoder, index_type, skipped) -> None:
+    faiss.write_index_binary(_binary_index(index_type, encoder.bits, packed), str(folder / "codes.faiss"))
+    np.save(folder / "codes.npy", packed)
+    np.save(folder / "features.npy", features.astype(np.float16))
+    encoder.save(folder)
+    import hashlab
+    meta = {**encoder.metadata(), "encoder_key": _encoder_key(encoder), "index_type": index_type,
+            "images_root": str(root), "count": len(rows), "skipped_unreadable": len(skipped),
+            "hashlab_version": getattr(hashlab, "__version__", "unknown"),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with sqlite3.connect(folder / "catalog.sqlite") as db:
+        db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL, "
+                   "size INTEGER, mtime REAL, label TEXT)")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("CREATE TABLE skipped (path TEXT, error TEXT)")
+        db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
+                       [(i, r["path"], r["sha256"], r["size"], r["mtime"], r["label"]) for i, r in enumerate(rows)])
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+        db.executemany("INSERT INTO skipped VALUES (?, ?)", skipped)
+    db.close()
+
+
+def _swap(out: Path, folder: Path) -> None:
+    link = out / f".current-{os.getpid()}"
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(folder.name)
+    os.replace(link, out / "current")  # atomic: a reader sees the old build or the new one
+
+
+def _remove_old_builds(out: Path) -> None:
+    live = os.readlink(out / "current")
+    for folder in out.glob("build-*"):
+        if folder.name != live:
+            shutil.rmtree(folder, ignore_errors=True)  # open files of a reader stay readable (POSIX)
+
+
+@dataclass
+class Hit:
+    id: int
+    path: str
+    distance: int
+    score: float | None = None
+    label: str | None = None
+
+
+class SearchIndex:
+    """A read-only view of one build of an index."""
+
+    def __init__(self, folder: Path, device: str = "cpu"):
+        self.folder = folder
+        self.db = sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        self.meta = {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+        self.index = faiss.read_index_binary(str(folder / "codes.faiss"))
+        self.packed = np.load(folder / "codes.npy")
+        self.features = np.load(folder / "features.npy", mmap_mode="r")
+        self.bits = int(self.meta["bits"])
+        self.device = device
+        self._encoder = None
+        rows = self.db.execute("SELECT id, path, label FROM images ORDER BY id").fetchall()
+        self.paths = [r[1] for r in rows]
+        self.labels = [r[2] for r in rows]
+
+    @classmethod
+    def open(cls, out: str | Path, device: str = "cpu") -> SearchIndex:
+        out = Path(out)
+        current = out / "current"
+        if not current.exists():
+            raise FileNotFoundError(f"{out}: no index here (build one with `hashlab index build --images DIR --out {out}`)")
+        return cls(out / os.readlink(current), device)
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            self._encoder = load_encoder(self.folder, self.meta, self.device)
+        return self._encoder
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def catalog_by_path(self) -> dict[str, dict]:
+        rows = self.db.execute("SELECT id, path, sha256, size, mtime FROM images").fetchall()
+        return {r[1]: {"id": r[0], "sha256": r[2], "size": r[3], "mtime": r[4]} for r in rows}
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT path, error FROM skipped").fetchall()
+
+    def encode(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """PIL images -> (features, packed codes)."""
+        encoder = self.encoder
+        descriptors = encoder.describe(torch.stack([encoder.transform(image) for image in images]))
+        features, codes = encoder.finish(descriptors)
+        return features, pack(codes)
+
+    def hamming_search(self, packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, ids), each (queries, k): nearest by Hamming distance, ties by id (stable)."""
+        k = min(k, len(self))
+        distances, ids = self.index.search(packed, k)
+        if self.meta["index_type"] != "flat":
+            order = np.lexsort((ids, distances), axis=1)
+            return np.take_along_axis(distances, order, 1), np.take_along_axis(ids, order, 1)
+        out_d, out_i = np.empty_like(distances), np.empty_like(ids)
+        for q in range(len(packed)):
+            # FAISS keeps an arbitrary subset of the items tied at the k-th distance: take all of them
+            radius = int(distances[q, -1]) + 1
+            _, found_d, found_i = self.index.range_search(packed[q:q + 1], radius)
+            order = np.lexsort((found_i, found_d))[:k]
+            out_d[q], out_i[q] = found_d[order], found_i[order]
+        return out_d, out_i
+
+    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = 100,
+              ids: list[int] | None = None) -> list[dict]:
+        """Top k for each query image (PIL images) or indexed id: one dict per query with its results
+        (id, path, label, Hamming distance, re-ranked score) and timings in ms."""
+        from hashlab.search.rerank import rerank as rerank_scores
+        start = time.perf_counter()
+        if ids is not None:
+            bad = [i for i in ids if not 0 <= int(i) < len(self)]
+            if bad:
+                raise KeyError(f"no indexed image with id {bad[0]} (ids are 0..{len(self) - 1})")
+            features, packed = np.asarray(self.features[ids], np.float32), self.packed[ids]
+        else:
+            features, packed = self.encode(images)
+        encoded = time.perf_counter()
+        depth = max(k, shortlist) if rerank != "none" else k
+        distances, found = self.hamming_search(packed, depth)
+        searched = time.perf_counter()
+        out = []
+        for q in range(len(packed)):
+            order, scores = np.arange(len(found[q])), None
+            if rerank != "none":
+                scores = rerank_scores(rerank, features[q], np.asarray(self.features[found[q]], np.float32))
+                order = np.argsort(-scores, kind="stable")  # ties keep the Hamming order
+            results = [{"id": int(found[q][j]), "path": self.paths[found[q][j]], "label": self.labels[found[q][j]],
+                        "distance": int(distances[q][j]),
+                        "score": None if scores is None else round(float(scores[j]), 6)} for j in order[:k]]
+            out.append({"results": results})
+        done = time.perf_counter()
+        timing = {"encode_ms": 1000 * (encoded - start), "search_ms": 1000 * (searched - encoded),
+                  "rerank_ms": 1000 * (done - searched)}
+        for item in out:
+            item["timing_ms"] = {name: round(value / len(out), 3) for name, value in timing.items()}
+        return out

@@ -1,0 +1,121 @@
+"""`hashlab serve`: the search page and its JSON API.
+
+POST /api/search (multipart: image, k, rerank) or GET /api/search?id=N -> the `hashlab search --json` object;
+GET /api/image/{id}[?thumb=1] serves an indexed image by catalog id only (never a path from the request);
+GET /api/meta -> the index's metadata. The index is opened read-only and re-opened when `index build`
+swaps in a new build, so the server keeps serving while an index is rebuilt.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import time
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from PIL import Image
+
+from hashlab.search.encoders import ImageTooLarge, open_image
+from hashlab.search.index import SearchIndex
+from hashlab.search.rerank import RERANKERS
+
+PAGE = Path(__file__).with_name("page.html")
+MAX_K = 100
+
+
+class LiveIndex:
+    """The index behind INDEX/current, re-opened when the link moves to a new build."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._lock = threading.Lock()
+        self._build, self._index = None, None
+        self.get()
+
+    def get(self) -> SearchIndex:
+        build = os.readlink(self.root / "current")
+        if build != self._build:
+            with self._lock:
+                if build != self._build:
+                    self._index, self._build = SearchIndex.open(self.root), build
+        return self._index
+
+
+def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_pixels: int = 40_000_000) -> FastAPI:
+    live = LiveIndex(index_root)
+    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses bigger images (decompression bombs) before decoding
+    app = FastAPI(title="hashlab search", docs_url=None, redoc_url=None)
+    search_lock = threading.Lock()  # one encoder, one query at a time (torch on CPU is already parallel)
+
+    def answer(index, images=None, ids=None, k=10, rerank="none"):
+        with search_lock:
+            return index.query(images, k=k, rerank=rerank, ids=ids)[0]
+
+    def check(k: int, rerank: str) -> None:
+        if not 1 <= k <= MAX_K:
+            raise HTTPException(422, f"k must be between 1 and {MAX_K}")
+        if rerank not in RERANKERS:
+            raise HTTPException(422, f"rerank must be one of {', '.join(RERANKERS)}")
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> str:
+        return PAGE.read_text()
+
+    @app.get("/api/meta")
+    def meta() -> dict:
+        index = live.get()
+        return {**{k: v for k, v in index.meta.items() if k not in ("encoder_key", "images_root", "run")},
+                "count": len(index)}
+
+    @app.post("/api/search")
+    async def search_upload(request: Request, image: UploadFile = File(...), k: int = Form(10),  # noqa: B008
+                            rerank: str = Form("none")):
+        check(k, rerank)
+        start = time.perf_counter()
+        data = await image.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload over {max_upload_bytes / 1e6:g} MB")
+        try:
+            decoded = open_image(io.BytesIO(data), max_pixels)
+        except (ImageTooLarge, Image.DecompressionBombError) as error:
+            raise HTTPException(413, f"image too large: {error}") from error
+        except Exception as error:  # noqa: BLE001 - whatever PIL cannot read
+            raise HTTPException(415, f"{image.filename or 'the upload'} is not a decodable image "
+                                     f"(jpg, png, webp, bmp): {type(error).__name__}") from error
+        decode_ms = 1000 * (time.perf_counter() - start)
+        result = answer(live.get(), images=[decoded], k=k, rerank=rerank)
+        result["timing_ms"] = {"decode_ms": round(decode_ms, 3), **result["timing_ms"]}
+        return {"query": image.filename, **result}
+
+    @app.get("/api/search")
+    def search_id(id: int = Query(...), k: int = Query(10), rerank: str = Query("none")):
+        check(k, rerank)
+        index = live.get()
+        if not 0 <= id < len(index):
+            raise HTTPException(404, f"no indexed image with id {id}")
+        return {"query": f"id:{id}", **answer(index, ids=[id], k=k, rerank=rerank)}
+
+    @app.get("/api/image/{image_id}")
+    def image(image_id: int, thumb: bool = False):
+        index = live.get()
+        if not 0 <= image_id < len(index):
+            raise HTTPException(404, f"no indexed image with id {image_id}")
+        path = Path(index.meta["images_root"]) / index.paths[image_id]  # by id only: the catalog names the file
+        try:
+            picture = open_image(path)
+        except Exception as error:  # noqa: BLE001
+            raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
+        if thumb:
+            picture.thumbnail((160, 160))
+        out = io.BytesIO()
+        picture.save(out, format="JPEG", quality=85)
+        return Response(out.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+
+    @app.exception_handler(HTTPException)
+    async def errors(request: Request, error: HTTPException):
+        return JSONResponse({"error": error.detail}, status_code=error.status_code)
+
+    return app

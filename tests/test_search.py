@@ -1,0 +1,199 @@
+"""Image search: real folders of images (scikit-learn's digit scans written as PNG files in class
+folders), the real backbone, FAISS, SQLite; the index's ranking against the evaluation engine."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hashlab.evaluation import evaluate_retrieval
+from hashlab.search.encoders import UnsupervisedEncoder
+from hashlab.search.index import SearchIndex, build_index
+from hashlab.search.rerank import rerank
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 64
+
+
+def write_digits(folder: Path, count: int, start: int = 0) -> list[Path]:
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    paths = []
+    for i in range(start, start + count):
+        path = folder / str(digits.target[i]) / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = (digits.images[i] / 16 * 255).astype(np.uint8)
+        Image.fromarray(pixels).resize((32, 32), Image.NEAREST).convert("RGB").save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search")
+    images = folder / "images"
+    write_digits(images, 300)
+    out = folder / "index"
+    report = build_index(images, out, UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
+    return images, out, report
+
+
+def test_build_writes_faiss_sqlite_and_features(collection):
+    images, out, report = collection
+    index = SearchIndex.open(out)
+    assert report.images == len(index) == 300 and report.encoded == 300
+    assert index.index.ntotal == 300 and index.features.dtype == np.float16
+    assert index.meta["features"] == "crow" and index.meta["bits"] == 32 and index.meta["index_type"] == "flat"
+    assert index.paths[0] == "0/0000.png" and index.labels[0] == "0"  # the folder layout's label
+    codes = index.packed
+    assert codes.shape == (300, 4) and len(np.unique(codes, axis=0)) > 100  # not a constant code
+
+
+def test_index_ranking_equals_the_evaluation_engines(collection):
+    _, out, _ = collection
+    index = SearchIndex.open(out)
+    signs = np.where(np.unpackbits(index.packed, axis=1)[:, :32] > 0, 1, -1)
+    queries = np.arange(0, 300, 7)
+    distances, found = index.hamming_search(index.packed[queries], 10)
+    # the engine's order: Hamming distance, ties by database order
+    dist = (signs[queries, None, :] != signs[None, :, :]).sum(2)
+    expected = np.argsort(dist, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_array_equal(distances, np.take_along_axis(dist, expected, 1))
+    labels = np.array([int(label) for label in index.labels])
+    report = evaluate_retrieval(signs[queries], signs, labels[queries], labels, curve_ns=(10,))
+    precision = (labels[found] == labels[queries, None]).mean()
+    assert precision == pytest.approx(report.precision_at_n()["precision"][0])
+
+
+def test_search_finds_the_image_itself_and_same_class_neighbours(collection):
+    images, out, _ = collection
+    index = SearchIndex.open(out)
+    query = Image.open(images / "3" / "0003.png").convert("RGB")
+    for method in ("none", "cosine", "qe", "kreciprocal"):
+        [answer] = index.query([query], k=10, rerank=method)
+        results = answer["results"]
+        assert len(results) == 10 and results[0]["path"] == "3/0003.png" and results[0]["distance"] == 0
+        assert set(answer["timing_ms"]) == {"encode_ms", "search_ms", "rerank_ms"}
+    answers = index.query(ids=list(range(0, 300, 15)), k=10)
+    precision = np.mean([[hit["label"] == index.labels[q] for hit in a["results"]]
+                         for q, a in zip(range(0, 300, 15), answers, strict=True)])
+    assert precision > 0.3, precision  # unsupervised CroW codes, 10 classes: chance is 0.1
+
+
+def test_rerankers_reorder_the_shortlist():
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((30, 16)).astype(np.float32)
+    query = items[4] + 0.01 * rng.standard_normal(16).astype(np.float32)
+    for method in ("cosine", "qe", "kreciprocal"):
+        scores = rerank(method, query, items)
+        assert scores.shape == (30,) and int(np.argmax(scores)) == 4, method
+    assert rerank("none", query, items) is None
+    with pytest.raises(ValueError, match="kreciprocal"):
+        rerank("bm25", query, items)
+
+
+def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path):
+    images, out, _ = collection
+    copy, index_dir = tmp_path / "images", tmp_path / "index"
+    shutil.copytree(images, copy)
+    shutil.copytree(out, index_dir, symlinks=True)
+    before = SearchIndex.open(index_dir)
+    kept_code = before.packed[before.paths.index("5/0005.png")].copy()
+    write_digits(copy, 2, start=400)                        # two new
+    changed = copy / "0" / "0000.png"
+    Image.open(copy / "1" / "0001.png").save(changed)       # one changed
+    (copy / "2" / "0002.png").unlink()                      # one deleted
+    (copy / "broken.jpg").write_bytes(b"not a jpeg")        # one unreadable
+    report = build_index(copy, index_dir, None, progress=False)
+    assert (report.encoded, report.dropped, report.images) == (3, 1, 301)
+    assert report.skipped and report.skipped[0][0] == "broken.jpg"
+    after = SearchIndex.open(index_dir)
+    assert after.meta["skipped_unreadable"] == 1 and after.skipped()[0][0] == "broken.jpg"
+    assert "2/0002.png" not in after.paths
+    assert sum(path.endswith(("0400.png", "0401.png")) for path in after.paths) == 2
+    np.testing.assert_array_equal(after.packed[after.paths.index("5/0005.png")], kept_code)
+    changed_id = after.paths.index("0/0000.png")
+    np.testing.assert_array_equal(after.packed[changed_id], after.packed[after.paths.index("1/0001.png")])
+    assert len(list(index_dir.glob("build-*"))) == 1  # the old build is gone once the new one is live
+
+
+def test_an_interrupted_build_leaves_the_previous_index_intact(collection, tmp_path):
+    images, out, _ = collection
+    index_dir = tmp_path / "index"
+    shutil.copytree(out, index_dir, symlinks=True)
+    live = os.readlink(index_dir / "current")
+    big = tmp_path / "big"
+    write_digits(big, 1500)
+    command = [sys.executable, "-m", "hashlab.cli", "index", "build", "--images", str(big), "--out", str(index_dir),
+               "--features", "crow", "--bits", "32", "--image-size", str(SIZE)]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    seen = ""
+    while "encoding images" not in seen and time.time() < deadline:
+        seen += process.stderr.read(64)
+    time.sleep(1.0)
+    os.killpg(process.pid, signal.SIGKILL)  # mid-encoding
+    process.wait()
+    assert os.readlink(index_dir / "current") == live
+    assert len(SearchIndex.open(index_dir)) == 300
+
+
+def test_cli_build_and_search_json(collection, tmp_path):
+    images, _, _ = collection
+    out = tmp_path / "index"
+    built = subprocess.run([sys.executable, "-m", "hashlab.cli", "index", "build", "--images", str(images), "--out",
+                            str(out), "--features", "gem", "--bits", "16", "--image-size", str(SIZE),
+                            "--quantizer", "lsh", "--index-type", "hnsw"], cwd=ROOT, capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "300 images (300 encoded" in built.stdout
+    found = subprocess.run([sys.executable, "-m", "hashlab.cli", "search", "--index", str(out), "--json", "-k", "4",
+                            "--rerank", "cosine", str(images / "7" / "0007.png")], cwd=ROOT, capture_output=True,
+                           text=True)
+    assert found.returncode == 0, found.stderr[-2000:]
+    answer = json.loads(found.stdout.strip().splitlines()[-1])
+    assert answer["query"].endswith("0007.png") and len(answer["results"]) == 4
+    assert {"path", "distance", "score", "id"} <= set(answer["results"][0]) and "decode_ms" in answer["timing_ms"]
+    missing = subprocess.run([sys.executable, "-m", "hashlab.cli", "search", "--index", str(tmp_path / "nothing"),
+                              "--id", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode != 0 and "hashlab index build" in missing.stderr
+
+
+def test_pwa_and_spoc_pooling_index(collection, tmp_path):
+    images, _, _ = collection
+    for pooling in ("pwa", "spoc"):
+        report = build_index(images, tmp_path / pooling, UnsupervisedEncoder(pooling, 16, image_size=SIZE),
+                             progress=False)
+        index = SearchIndex.open(tmp_path / pooling)
+        [answer] = index.query(ids=[10], k=5)
+        assert report.images == 300 and answer["results"][0]["id"] == 10
+    with np.load(next((tmp_path / "pwa").glob("build-*")) / "encoder.npz") as saved:
+        assert len(saved["part_channels"]) == 8  # PWA's part detectors, kept for query images
+
+
+def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
+    import torch
+
+    from hashlab.cli import run_fit
+    from hashlab.search.encoders import RunEncoder
+    images, _, _ = collection
+    record = run_fit(["--config", str(ROOT / "experiments/methods/dpsh_googlenet-demo.yaml"),
+                      "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
+                      "--trainer.enable_progress_bar=false"])
+    encoder = RunEncoder(record.parent)
+    report = build_index(images, tmp_path / "index", encoder, progress=False)
+    index = SearchIndex.open(tmp_path / "index")
+    assert report.images == 300 and index.meta["encoder"] == "supervised" and index.meta["bits"] == 16
+    image = Image.open(images / "4" / "0004.png").convert("RGB")
+    with torch.no_grad():
+        expected = np.where(encoder.model.encode_images(encoder.transform(image)[None]).numpy() >= 0, 1, 0)
+    np.testing.assert_array_equal(np.unpackbits(index.packed[index.paths.index("4/0004.png")])[:16], expected[0])

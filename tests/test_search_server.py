@@ -1,0 +1,149 @@
+"""`hashlab serve` as a real server process: the JSON API's answers and refusals, a rebuild picked up
+while serving, and the page driven in a real browser (Debian's chromium through playwright)."""
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hashlab.search.encoders import UnsupervisedEncoder
+from hashlab.search.index import build_index
+from test_search import SIZE, write_digits
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    images = folder / "images"
+    write_digits(images, 200)
+    build_index(images, folder / "index", UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", "--index", str(folder / "index"),
+                                "--port", str(port), "--max-upload-mb", "0.2", "--max-pixels", "1000000"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url + "/api/meta", timeout=2)
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None:
+                pytest.fail(process.stdout.read())
+            time.sleep(0.3)
+    yield url, folder, images
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def post_image(url: str, data: bytes, filename: str = "q.png", **fields) -> tuple[int, dict]:
+    boundary = uuid.uuid4().hex
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n'
+                 f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "/api/search", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_api_answers_and_refuses(server):
+    url, _, images = server
+    status, answer = post_image(url, (images / "6" / "0006.png").read_bytes(), k="5", rerank="cosine")
+    assert status == 200 and len(answer["results"]) == 5 and answer["results"][0]["path"] == "6/0006.png"
+    assert set(answer["timing_ms"]) == {"decode_ms", "encode_ms", "search_ms", "rerank_ms"}
+    status, by_id = get(url + f"/api/search?id={answer['results'][1]['id']}&k=3")
+    assert status == 200 and len(json.loads(by_id)["results"]) == 3
+    status, picture = get(url + f"/api/image/{answer['results'][0]['id']}?thumb=1")
+    assert status == 200 and picture[:2] == b"\xff\xd8"  # a JPEG
+    assert get(url + "/api/image/100000")[0] == 404
+    assert get(url + "/api/image/..%2F..%2Fetc%2Fpasswd")[0] == 404  # ids only, never paths
+    assert get(url + "/api/image/passwd")[0] == 422
+    assert post_image(url, b"%PDF-1.4 not an image")[0] == 415
+    assert post_image(url, b"\0" * 300_000)[0] == 413  # over --max-upload-mb 0.2
+    big = Path(server[1]) / "big.png"
+    Image.new("RGB", (1500, 1000)).save(big)  # 1.5 Mpx over --max-pixels 1e6, a small file
+    status, refused = post_image(url, big.read_bytes())
+    assert status == 413 and "pixels" in refused["error"]
+    assert post_image(url, (images / "6" / "0006.png").read_bytes(), k="0")[0] == 422
+    assert post_image(url, (images / "6" / "0006.png").read_bytes(), rerank="magic")[0] == 422
+    meta = json.loads(get(url + "/api/meta")[1])
+    assert meta["count"] == 200 and meta["features"] == "crow" and "images_root" not in meta
+
+
+def test_a_rebuild_is_picked_up_while_serving(server, tmp_path):
+    url, folder, images = server
+    write_digits(images, 5, start=600)
+    build_index(images, folder / "index", None, progress=False)
+    assert json.loads(get(url + "/api/meta")[1])["count"] == 205
+    status, answer = post_image(url, (images / "6" / "0006.png").read_bytes(), k="3")
+    assert status == 200 and answer["results"][0]["path"] == "6/0006.png"
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium")
+    if path is None:
+        installed = subprocess.run([str(ROOT / "scripts" / "install-chromium.sh")], capture_output=True, text=True)
+        assert installed.returncode == 0, f"could not install chromium: {installed.stderr[-2000:]}"
+        path = shutil.which("chromium")
+    return path
+
+
+def test_the_page_in_a_real_browser(server, chromium):
+    from playwright.sync_api import sync_playwright
+    url, _, images = server
+    shots = ROOT / "reports" / "search"
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        page.goto(url)
+        page.wait_for_function("document.getElementById('meta').textContent.includes('images')")
+        page.select_option("#k", "10")
+        page.set_input_files("#file", str(images / "3" / "0003.png"))
+        page.wait_for_function("document.body.dataset.searches === '1'")
+        hits = page.locator(".hit")
+        assert hits.count() == 10
+        assert "3/0003.png" in hits.nth(0).inner_text()
+        page.wait_for_function("[...document.querySelectorAll('.hit img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=str(shots / "browser-test.png"), full_page=True)
+        second = hits.nth(3).get_attribute("data-id")
+        hits.nth(3).click()  # search with a result
+        page.wait_for_function("document.body.dataset.searches === '2'")
+        assert f"id:{second}" in page.locator("#status").inner_text()
+        assert page.locator(".hit").count() == 10
+        assert page.locator(".hit").nth(0).get_attribute("data-id") == second  # itself first
+        browser.close()
+    assert np.asarray(Image.open(shots / "browser-test.png")).std() > 10
