@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_search import SIZE, write_digits
 
 from hashlab.search.encoders import UnsupervisedEncoder
 from hashlab.search.index import build_index
-from test_search import SIZE, write_digits
 
 ROOT = Path(__file__).resolve().parents[1]
 
