@@ -24,6 +24,9 @@ test: setup
 
 demo: setup
 	$(HASHLAB) reproduce --table demo
+	$(HASHLAB) data digits --out runs/demo-images
+	$(HASHLAB) index build --images runs/demo-images --out runs/demo-index --features crow --bits 32 --image-size 64
+	$(HASHLAB) search --index runs/demo-index runs/demo-images/3/0003.png -k 5 --rerank cosine
 
 reproduce: setup
 	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))

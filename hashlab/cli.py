@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> None:
     mosaics.add_argument("--images", type=int, default=2000)
     mosaics.add_argument("--cells", type=int, default=2, help="digit scans per image")
     mosaics.add_argument("--seed", type=int, default=0)
+    digit_images = data_commands.add_parser("digits", help="write the embedded digit scans as PNG files in class "
+                                            "folders (an image collection for `hashlab index build`)")
+    digit_images.add_argument("--out", required=True)
     from hashlab.search.cli import add_commands as add_search_commands
     add_search_commands(commands)
     args = parser.parse_args(argv)
@@ -281,6 +284,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "data":
         from hashlab.data import DatasetError
         from hashlab.data.describe import describe_dataset, table1
+        if args.data_command == "digits":
+            from hashlab.data.digits import write_digit_images
+            print(f"wrote {len(write_digit_images(args.out))} images under {args.out}/<digit>/")
+            return
         if args.data_command == "mosaics":
             from hashlab.data.mosaics import write_digit_mosaics
             root = write_digit_mosaics(args.out, args.images, args.cells, seed=args.seed)

@@ -87,6 +87,10 @@ def search(args) -> None:
         index = SearchIndex.open(args.index)
     except FileNotFoundError as error:
         sys.exit(f"error: {error}")
+    if args.id is None:
+        loading = time.perf_counter()
+        index.encoder  # load the backbone once, outside the per-query timings
+        print(f"encoder loaded in {1000 * (time.perf_counter() - loading):.0f} ms", file=sys.stderr)
     if args.id is not None:
         names, answers = [f"id:{i}" for i in args.id], index.query(ids=args.id, k=args.k, rerank=args.rerank,
                                                                    shortlist=args.shortlist)

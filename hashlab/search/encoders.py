@@ -55,8 +55,7 @@ class UnsupervisedEncoder:
 
     def finish(self, descriptors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Descriptors -> (features for re-ranking, +-1 codes)."""
-        whitened = self.quantizer.whiten(descriptors)
-        return whitened, self.quantizer.codes(whitened)
+        return self.quantizer.whiten(descriptors), self.quantizer.codes(descriptors)
 
     def metadata(self) -> dict:
         return {"encoder": "unsupervised", "features": self.pooling, "quantizer": self.quantizer_method,

@@ -55,6 +55,7 @@ def _binary_index(kind: str, bits: int, codes: np.ndarray):
         index = faiss.IndexBinaryFlat(bits)
     elif kind == "hnsw":
         index = faiss.IndexBinaryHNSW(bits, 16)
+        index.hnsw.efSearch = 128  # recall over speed: the default (16) misses most neighbours of 64-bit codes
     elif kind == "ivf":
         lists = max(1, min(4096, int(np.sqrt(max(1, len(codes))))))
         index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
@@ -98,6 +99,8 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
         encoder = previous.encoder
     elif previous is not None and previous.meta.get("encoder_key") != _encoder_key(encoder):
         previous = None  # another encoder: nothing can be reused
+    elif previous is not None and not refit:
+        encoder = previous.encoder  # the same encoder, with the PCA/ITQ already fitted on the collection
     files = walk_images(root)
     known = previous.catalog_by_path() if previous is not None else {}
     rows, to_encode, skipped = [], [], []

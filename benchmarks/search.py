@@ -1,0 +1,172 @@
+"""Speed and quality of image search, measured side by side in one run.
+
+1. codes: FAISS IndexBinaryFlat against a numpy brute-force Hamming scan (packed bytes, XOR, popcount,
+   argpartition) on random 64-bit codes, 100k and 1M items: time per query and the ratio; then
+   IndexBinaryHNSW and IndexBinaryIVF recall@10 against flat, with their time per query.
+2. latency (with --index and --queries-dir): end-to-end query latency through the HTTP API
+   (decode + encode + search + re-rank), p50/p95, with 8 concurrent clients, against a running
+   `hashlab serve` started here.
+3. quality (with --index and --queries-dir whose sub-folders are labels): precision@10 by label for
+   each re-ranking, and the time re-ranking adds.
+
+    .venv/bin/python benchmarks/search.py codes [--sizes 100000 1000000]
+    .venv/bin/python benchmarks/search.py quality --index INDEX --queries-dir ../shared/data/cifar10/test --queries 200
+    .venv/bin/python benchmarks/search.py latency --index INDEX --queries-dir ../shared/data/cifar10/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+
+def brute_force(database: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """The simple implementation: XOR + popcount over packed bytes, then argpartition per query."""
+    out = np.empty((len(queries), k), np.int64)
+    for i, query in enumerate(queries):
+        distances = np.bitwise_count(database ^ query).sum(1, dtype=np.int32)
+        top = np.argpartition(distances, k)[:k]
+        out[i] = top[np.lexsort((top, distances[top]))]
+    return out
+
+
+def per_query_ms(fn, queries: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return 1000 * (time.perf_counter() - start) / queries
+
+
+def codes_benchmark(sizes: list[int], bits: int = 64, queries: int = 100, k: int = 10) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in sizes:
+        database = rng.integers(0, 256, (size, bits // 8), dtype=np.uint8)
+        query = rng.integers(0, 256, (queries, bits // 8), dtype=np.uint8)
+        flat = faiss.IndexBinaryFlat(bits)
+        flat.add(database)
+        numpy_ms = per_query_ms(lambda: brute_force(database, query, k), queries)
+        flat_ms = per_query_ms(lambda: flat.search(query, k), queries)
+        flat_d, _ = flat.search(query, k)
+        rows.append({"size": size, "index": "numpy brute force", "ms_per_query": numpy_ms})
+        rows.append({"size": size, "index": "faiss flat", "ms_per_query": flat_ms,
+                     "speed-up vs numpy": numpy_ms / flat_ms, "recall@10": 1.0})
+        hnsw = faiss.IndexBinaryHNSW(bits, 16)
+        hnsw.hnsw.efSearch = 128
+        build = time.perf_counter()
+        hnsw.add(database)
+        hnsw_build = time.perf_counter() - build
+        lists = int(np.sqrt(size))
+        ivf = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
+        build = time.perf_counter()
+        ivf.train(database)
+        ivf.add(database)
+        ivf_build = time.perf_counter() - build
+        ivf.nprobe = max(1, lists // 8)
+        for name, index, built in (("faiss hnsw (M=16, efSearch 128)", hnsw, hnsw_build), (f"faiss ivf ({lists} lists, nprobe "
+                                                                           f"{ivf.nprobe})", ivf, ivf_build)):
+            ms = per_query_ms(lambda index=index: index.search(query, k), queries)
+            found_d, _ = index.search(query, k)
+            # recall by distance: ties at the k-th distance make id sets ambiguous
+            recall = np.mean(found_d <= flat_d[:, -1:])  # found within the exact k-th distance
+            rows.append({"size": size, "index": name, "ms_per_query": ms, "speed-up vs numpy": numpy_ms / ms,
+                         "recall@10": float(recall), "build_s": built})
+    return rows
+
+
+def query_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+    picked = np.random.default_rng(seed).choice(len(files), size=min(count, len(files)), replace=False)
+    return [files[i] for i in sorted(picked)]
+
+
+def quality_benchmark(index_dir: str, queries_dir: str, count: int, k: int = 10) -> list[dict]:
+    from hashlab.search.encoders import open_image
+    from hashlab.search.index import SearchIndex
+    index = SearchIndex.open(index_dir)
+    paths = query_images(Path(queries_dir), count)
+    labels = [p.parent.name for p in paths]
+    images = [open_image(p) for p in paths]
+    index.encoder  # loaded once, outside the timings
+    rows = []
+    for method in ("none", "cosine", "qe", "kreciprocal"):
+        start = time.perf_counter()
+        answers = []
+        for begin in range(0, len(images), 50):
+            answers += index.query(images[begin:begin + 50], k=k, rerank=method, shortlist=100)
+        seconds = time.perf_counter() - start
+        precision = np.mean([[hit["label"] == label for hit in answer["results"]]
+                             for answer, label in zip(answers, labels, strict=True)])
+        rerank_ms = np.mean([answer["timing_ms"]["rerank_ms"] for answer in answers])
+        rows.append({"rerank": method, f"precision@{k}": float(precision), "rerank_ms_per_query": float(rerank_ms),
+                     "total_ms_per_query": 1000 * seconds / len(images)})
+    return rows
+
+
+def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int = 8, port: int = 8765) -> dict:
+    import urllib.request
+    import uuid
+    server = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", "--index", index_dir, "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/api/meta", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        payloads = [p.read_bytes() for p in query_images(Path(queries_dir), count)]
+
+        def one(data: bytes) -> float:
+            boundary = uuid.uuid4().hex
+            body = (f'--{boundary}\r\nContent-Disposition: form-data; name="rerank"\r\n\r\ncosine\r\n'
+                    f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
+                    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+            request = urllib.request.Request(url + "/api/search", data=body, method="POST",
+                                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            start = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=120) as response:
+                json.loads(response.read())
+            return 1000 * (time.perf_counter() - start)
+
+        one(payloads[0])  # warm-up: the first request loads the encoder
+        start = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            latencies = sorted(pool.map(one, payloads))
+        wall = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"clients": clients, "queries": len(latencies), "p50_ms": statistics.median(latencies),
+            "p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "queries_per_s": len(latencies) / wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["codes", "quality", "latency"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--index")
+    parser.add_argument("--queries-dir")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    import pandas as pd
+    if args.what == "codes":
+        print(pd.DataFrame(codes_benchmark(args.sizes)).to_markdown(index=False, floatfmt=".3f"))
+    elif args.what == "quality":
+        print(pd.DataFrame(quality_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
+            index=False, floatfmt=".3f"))
+    else:
+        print(json.dumps(latency_benchmark(args.index, args.queries_dir, args.queries), indent=1))
+
+
+if __name__ == "__main__":
+    main()
