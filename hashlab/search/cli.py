@@ -89,7 +89,7 @@ def search(args) -> None:
         sys.exit(f"error: {error}")
     if args.id is None:
         loading = time.perf_counter()
-        index.encoder  # load the backbone once, outside the per-query timings
+        _ = index.encoder  # load the backbone once, outside the per-query timings
         print(f"encoder loaded in {1000 * (time.perf_counter() - loading):.0f} ms", file=sys.stderr)
     if args.id is not None:
         names, answers = [f"id:{i}" for i in args.id], index.query(ids=args.id, k=args.k, rerank=args.rerank,
