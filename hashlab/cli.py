@@ -94,7 +94,8 @@ def run_fit(args: list[str]) -> Path:
     fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
     wall_start = start
     history = list(model.val_history)  # loading the best checkpoint below brings back its shorter history
-    evaluated = {"selection": "last epoch", "epoch": trainer.current_epoch - 1}
+    evaluated = ({"selection": "last epoch", "epoch": trainer.current_epoch - 1} if trainer.current_epoch else
+                 {"selection": "no epochs (a closed-form fit)", "epoch": None})
     best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
     if best:
         epoch, score = max(history, key=lambda item: item[1])

@@ -67,7 +67,7 @@ def explain_bits(checkpoint: str, data_root: str | None, out: str, bits: list[in
     transform = datamodule.eval_transform()
     images = torch.stack([transform(load_image(datamodule.source.items[i])) for i in items])
     with torch.no_grad():
-        soft = torch.cat([model.head(model.extractor(chunk)) for chunk in images.split(64)])
+        soft = torch.cat([model.encode_images(chunk) for chunk in images.split(64)])
     chosen = bits if bits is not None else list(range(min(4, soft.shape[1])))
     figure, axes = plt.subplots(2 * len(chosen), per_bit, figsize=(1.3 * per_bit, 2.7 * len(chosen)), squeeze=False)
     for row, bit in enumerate(chosen):

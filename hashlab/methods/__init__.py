@@ -5,7 +5,9 @@ from hashlab.methods.base import HashingModule
 from hashlab.methods.dfch import DFCH
 from hashlab.methods.dpsh_googlenet import DPSHGoogLeNet
 from hashlab.methods.fdh_mfe import FDHMFE
+from hashlab.methods.pooled_itq import CrowITQ, PwaITQ
 
-METHODS = {"dpsh_googlenet": DPSHGoogLeNet, "dfch": DFCH, "fdh_mfe": FDHMFE, "attribute_hash": AttributeHash}
+METHODS = {"dpsh_googlenet": DPSHGoogLeNet, "dfch": DFCH, "fdh_mfe": FDHMFE, "attribute_hash": AttributeHash,
+           "crow_itq": CrowITQ, "pwa_itq": PwaITQ}  # the last two: unsupervised baselines, no training
 
-__all__ = ["HashingModule", "AttributeHash", "DFCH", "DPSHGoogLeNet", "FDHMFE", "METHODS"]
+__all__ = ["HashingModule", "AttributeHash", "CrowITQ", "DFCH", "DPSHGoogLeNet", "FDHMFE", "PwaITQ", "METHODS"]

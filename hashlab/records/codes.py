@@ -14,6 +14,7 @@ def write_codes(path: Path, model) -> Path:
     import os
 
     import numpy as np
+    path.parent.mkdir(parents=True, exist_ok=True)  # a run without epochs has written nothing yet
     arrays = {}
     for role in ("query", "database"):
         codes, labels, index = model.evaluated_codes[role]
