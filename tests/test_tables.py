@@ -34,7 +34,7 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     (tmp_path / "cifar10").mkdir()
     spec = load_spec("2")
     table = cells(spec, tmp_path / "runs", "cpu", data_root=str(tmp_path))
-    assert len(table) == 4 * 2 * 4  # methods x data sets x bits, one seed
+    assert len(table) == 6 * 2 * 4  # methods (4 + the 2 unsupervised baselines) x data sets x bits, one seed
     flickr = [c for c in table if c.dataset == "flickr25k"]
     assert all("no flickr25k data at" in c.missing for c in flickr)
     cifar = [c for c in table if c.dataset == "cifar10"]
