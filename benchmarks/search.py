@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,19 +109,12 @@ def quality_benchmark(index_dir: str, queries_dir: str, count: int, k: int = 10)
     return rows
 
 
-def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int = 8, port: int = 8765) -> dict:
+def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int = 8) -> dict:
     import urllib.request
     import uuid
-    server = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", "--index", index_dir, "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "/api/meta", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.2)
+
+    from hashlab.search.server import serving
+    with serving(index_dir) as url:
         payloads = [p.read_bytes() for p in query_images(Path(queries_dir), count)]
 
         def one(data: bytes) -> float:
@@ -138,14 +129,11 @@ def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int
                 json.loads(response.read())
             return 1000 * (time.perf_counter() - start)
 
-        one(payloads[0])  # warm-up: the first request loads the encoder
+        one(payloads[0])  # warm-up
         start = time.perf_counter()
         with ThreadPoolExecutor(clients) as pool:
             latencies = sorted(pool.map(one, payloads))
         wall = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     return {"clients": clients, "queries": len(latencies), "p50_ms": statistics.median(latencies),
             "p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "queries_per_s": len(latencies) / wall}
 

@@ -3,10 +3,7 @@ while serving, and the page driven in a real browser (Debian's chromium through 
 
 import json
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -19,14 +16,9 @@ from test_search import SIZE, write_digits
 
 from hashlab.search.encoders import UnsupervisedEncoder
 from hashlab.search.index import build_index
+from hashlab.search.server import serving
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +27,8 @@ def server(tmp_path_factory):
     images = folder / "images"
     write_digits(images, 200)
     build_index(images, folder / "index", UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", "--index", str(folder / "index"),
-                                "--port", str(port), "--max-upload-mb", "0.2", "--max-pixels", "1000000"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/api/meta", timeout=2)
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None:
-                pytest.fail(process.stdout.read())
-            time.sleep(0.3)
-    yield url, folder, images
-    process.terminate()
-    process.wait(timeout=30)
+    with serving(folder / "index", "--max-upload-mb", "0.2", "--max-pixels", "1000000") as url:
+        yield url, folder, images
 
 
 def post_image(url: str, data: bytes, filename: str = "q.png", **fields) -> tuple[int, dict]:

@@ -167,6 +167,21 @@ def read_table(path: Path, dataset: str, columns: int, kinds: tuple = ()) -> lis
 TransformFamily = Literal["small", "photo", "finegrained"]
 
 
+def resize_size(image_size: int) -> int:
+    """The ImageNet recipe's short side before the crop, scaled to the crop size (256 for 224)."""
+    return int(round(image_size * 256 / 224))
+
+
+def eval_transform(image_size: int, family: TransformFamily = "small"):
+    """The evaluation transform of a family (what cached features, tests and search indexes see):
+    CIFAR-style images resized whole; photos resized on the short side and centre-cropped."""
+    if family == "small":
+        geometry = [v2.Resize((image_size, image_size), antialias=True)]
+    else:
+        geometry = [v2.Resize(resize_size(image_size), antialias=True), v2.CenterCrop(image_size)]
+    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True)])
+
+
 class HashingDataModule(L.LightningDataModule):
     """Base DataModule. Subclasses implement :meth:`load_source` (and set ``default_protocol``).
 
@@ -252,15 +267,10 @@ class HashingDataModule(L.LightningDataModule):
     # crop of image_size: random for training, central for evaluation and cached features).
     @property
     def resize_size(self) -> int:
-        return int(round(self.image_size * 256 / 224))
+        return resize_size(self.image_size)
 
     def eval_transform(self):
-        size = self.image_size
-        if self.family == "small":
-            geometry = [v2.Resize((size, size), antialias=True)]
-        else:
-            geometry = [v2.Resize(self.resize_size, antialias=True), v2.CenterCrop(size)]
-        return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True)])
+        return eval_transform(self.image_size, self.family)
 
     def train_transform(self):
         size = self.image_size

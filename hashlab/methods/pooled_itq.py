@@ -8,29 +8,13 @@ to select). Run them with ``--trainer.max_epochs 0``: the fit is a closed-form P
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from hashlab.methods.base import HashingModule
-from hashlab.search.pooling import pool, select_part_channels
+from hashlab.search.pooling import PooledMap
 from hashlab.search.quantize import fit_quantizer
-
-
-class PooledMap(nn.Module):
-    """Images -> the pooled descriptor of the backbone's last map (what frozen mode caches)."""
-
-    def __init__(self, backbone, pooling: str, parts: int = 8):
-        super().__init__()
-        self.backbone, self.pooling, self.parts = backbone, pooling, parts
-        self.cache_name = f"{backbone.name}-{pooling}" + (f"{parts}" if pooling == "pwa" else "")
-        self.register_buffer("part_channels", torch.empty(0, dtype=torch.long))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        maps = self.backbone.feature_map(images)
-        if self.pooling == "pwa" and not len(self.part_channels):
-            self.part_channels = select_part_channels(maps.clamp_min(0).sum(dim=(2, 3)), self.parts).to(maps.device)
-        return pool(maps, self.pooling, self.part_channels if self.pooling == "pwa" else None,
-                    self.backbone.classifier)
 
 
 class ITQProjection(nn.Module):
@@ -40,6 +24,12 @@ class ITQProjection(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(0))
         self.register_buffer("projection", torch.zeros(0, bits))
+
+    def fit(self, features: np.ndarray) -> None:
+        """PCA + ITQ on these features: the search index's quantizer, folded into one projection."""
+        quantizer = fit_quantizer(features, self.projection.shape[1], "itq")
+        self.mean = torch.as_tensor(quantizer.mean, device=self.mean.device)
+        self.projection = torch.as_tensor(quantizer.components.T @ quantizer.projection, device=self.mean.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not len(self.mean):
@@ -63,11 +53,7 @@ class PooledITQ(HashingModule):
         data = self.trainer.datamodule
         if data.features is None:
             raise ValueError(f"{self.method_id} fits PCA + ITQ on cached features: use model.mode frozen")
-        train = data.features[torch.as_tensor(data.split.train)].float().numpy()
-        quantizer = fit_quantizer(train, self.bits, "itq")
-        projection = quantizer.components.T @ quantizer.projection  # (D, bits)
-        self.head.mean = torch.as_tensor(quantizer.mean, device=self.device)
-        self.head.projection = torch.as_tensor(projection, device=self.device)
+        self.head.fit(data.features[torch.as_tensor(data.split.train)].float().numpy())
 
     def on_load_checkpoint(self, checkpoint):
         super().on_load_checkpoint(checkpoint)

@@ -61,11 +61,11 @@ def build(args) -> None:
         sys.exit("error: pass --run (a trained run's codes) or --features (unsupervised), not both")
     if args.run:
         encoder = RunEncoder(args.run)
-    elif args.features or not exists or args.refit:
+    elif args.features or not exists:
         encoder = UnsupervisedEncoder(args.features or "crow", args.bits, args.backbone, args.image_size,
                                       args.quantizer)
     else:
-        encoder = None  # update with the index's own encoder
+        encoder = None  # update (or with --refit, refit) with the index's own encoder
     try:
         report = build_index(args.images, args.out, encoder, args.index_type, refit=args.refit)
     except (FileNotFoundError, ValueError) as error:

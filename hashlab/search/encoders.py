@@ -9,23 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
-from hashlab.search.pooling import pool, select_part_channels
+from hashlab.data.base import eval_transform, resize_size
+from hashlab.search.pooling import PooledMap
 from hashlab.search.quantize import Quantizer, fit_quantizer
 
-PWA_PARTS = 8          # part detectors (channels) for pwa
-PWA_SAMPLE = 512       # images the part channels are chosen on
-
-
-def eval_transform(size: int, family: str = "photo"):
-    """The evaluation transform of hashlab's data modules: CIFAR-style images resized whole, photos
-    resized (short side size * 256/224) and centre-cropped."""
-    if family == "small":
-        geometry = [v2.Resize((size, size), antialias=True)]
-    else:
-        geometry = [v2.Resize(int(round(size * 256 / 224)), antialias=True), v2.CenterCrop(size)]
-    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True)])
+PWA_PARTS = 8  # part detectors (channels) for pwa, chosen on the first batch of the collection
 
 
 class UnsupervisedEncoder:
@@ -36,19 +25,15 @@ class UnsupervisedEncoder:
         from hashlab.backbones import create_backbone
         self.pooling, self.bits, self.backbone_name, self.image_size = pooling, bits, backbone, image_size
         self.quantizer_method = quantizer
-        self.backbone = create_backbone(backbone).eval().to(device)
+        self.pooled = PooledMap(create_backbone(backbone), pooling, PWA_PARTS).eval().to(device)
         self.device = device
-        self.transform = eval_transform(image_size)
-        self.part_channels: torch.Tensor | None = None
+        self.transform = eval_transform(image_size, "photo")
         self.quantizer: Quantizer | None = None
 
     @torch.no_grad()
     def describe(self, images: torch.Tensor) -> np.ndarray:
         """Images in [0, 1] -> L2-normalised pooled descriptors (before whitening)."""
-        maps = self.backbone.feature_map(images.to(self.device))
-        if self.pooling == "pwa" and self.part_channels is None:
-            self.part_channels = select_part_channels(maps.clamp_min(0).sum(dim=(2, 3)), PWA_PARTS)
-        return pool(maps, self.pooling, self.part_channels, self.backbone.classifier).cpu().numpy()
+        return self.pooled(images.to(self.device)).cpu().numpy()
 
     def fit(self, descriptors: np.ndarray) -> None:
         self.quantizer = fit_quantizer(descriptors, self.bits, self.quantizer_method)
@@ -60,13 +45,12 @@ class UnsupervisedEncoder:
     def metadata(self) -> dict:
         return {"encoder": "unsupervised", "features": self.pooling, "quantizer": self.quantizer_method,
                 "bits": self.bits, "backbone": self.backbone_name, "image_size": self.image_size,
-                "transform": f"resize short side {int(round(self.image_size * 256 / 224))}, "
-                             f"center crop {self.image_size}"}
+                "transform": f"resize short side {resize_size(self.image_size)}, center crop {self.image_size}"}
 
     def save(self, folder: Path) -> None:
         arrays = self.quantizer.save()
-        if self.part_channels is not None:
-            arrays["part_channels"] = self.part_channels.numpy()
+        if len(self.pooled.part_channels):
+            arrays["part_channels"] = self.pooled.part_channels.cpu().numpy()
         np.savez(folder / "encoder.npz", **arrays)
 
     @classmethod
@@ -74,9 +58,13 @@ class UnsupervisedEncoder:
         encoder = cls(meta["features"], int(meta["bits"]), meta["backbone"], int(meta["image_size"]),
                       meta["quantizer"], device)
         with np.load(folder / "encoder.npz") as arrays:
+            missing = {"mean", "components", "scale", "projection", "method"} - set(arrays.files)
+            if missing:
+                raise ValueError(f"{folder / 'encoder.npz'} lacks {', '.join(sorted(missing))}: it was written by "
+                                 f"an older hashlab; delete {folder.parent} and build the index again")
             encoder.quantizer = Quantizer.load(arrays)
             if "part_channels" in arrays:
-                encoder.part_channels = torch.as_tensor(arrays["part_channels"])
+                encoder.pooled.part_channels = torch.as_tensor(arrays["part_channels"], device=device)
         return encoder
 
 

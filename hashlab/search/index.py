@@ -85,7 +85,7 @@ class BuildReport:
 
 
 def build_index(images: str | Path, out: str | Path, encoder=None, index_type: str = "flat",
-                refit: bool = False, device: str = "cpu", progress: bool = True) -> BuildReport:
+                refit: bool = False, progress: bool = True) -> BuildReport:
     """Index (or update the index of) every image under ``images``. ``encoder``: an encoder for a new
     index; for an existing one, None reuses its encoder (``refit``: fit PCA/ITQ again on the collection)."""
     start = time.perf_counter()
@@ -120,32 +120,20 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
         rows.append(row)
     fitted = previous is not None and not refit
     raw = _encode(encoder, root, rows, to_encode if fitted else range(len(rows)), skipped, progress)
-    if not fitted:
-        kept = [i for i in range(len(rows)) if i in raw]
-        if not kept:
-            raise ValueError(f"no decodable image under {root}")
-        encoder.fit(np.stack([raw[i] for i in kept]))
-    if fitted:
-        old_features = previous.features
-    rows_out, features, codes = [], [], []
-    for i, row in enumerate(rows):
-        if i in raw:
-            feature, code = encoder.finish(raw[i][None])
-            feature, code = feature[0], code[0]
-        elif "previous_id" in row and fitted:
-            feature = old_features[row["previous_id"]].astype(np.float32)
-            code = None
-        else:
-            continue  # undecodable
-        rows_out.append(row)
-        features.append(feature)
-        codes.append(code)
-    if not rows_out:
+    encoded = sorted(raw)
+    if not fitted and encoded:
+        encoder.fit(np.stack([raw[i] for i in encoded]))
+    kept = [i for i, row in enumerate(rows) if i in raw or (fitted and "previous_id" in row)]
+    if not kept:
         raise ValueError(f"no decodable image under {root}")
-    features = np.stack(features).astype(np.float32)
-    packed = np.zeros((len(rows_out), (encoder.bits + 7) // 8), np.uint8)
-    for i, (row, code) in enumerate(zip(rows_out, codes, strict=True)):
-        packed[i] = pack(code[None])[0] if code is not None else previous.packed[row["previous_id"]]
+    if encoded:  # one batched projection for every newly encoded image
+        new_features, new_codes = encoder.finish(np.stack([raw[i] for i in encoded]))
+        new_packed, position = pack(new_codes), {i: j for j, i in enumerate(encoded)}
+    rows_out = [rows[i] for i in kept]
+    features = np.stack([new_features[position[i]] if i in raw else previous.features[rows[i]["previous_id"]]
+                         for i in kept]).astype(np.float32)
+    packed = np.stack([new_packed[position[i]] if i in raw else previous.packed[rows[i]["previous_id"]]
+                       for i in kept])
     dropped = len(set(known) - {row["path"] for row in rows})  # files gone from the folder
     folder = out / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     folder.mkdir(parents=True)

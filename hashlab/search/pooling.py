@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 POOLINGS = ("spoc", "gem", "crow", "pwa", "cam")
 
@@ -88,3 +89,23 @@ def pool(maps: torch.Tensor, method: str, part_channels: torch.Tensor | None = N
     else:
         raise ValueError(f"unknown pooling {method!r}; choose one of {', '.join(POOLINGS)}")
     return F.normalize(out.float(), dim=1)
+
+
+class PooledMap(nn.Module):
+    """Images in [0, 1] -> the pooled descriptor of the backbone's last map. For pwa, the part
+    channels are chosen on the first batch it sees and kept (a buffer: saved with the model)."""
+
+    def __init__(self, backbone, pooling: str, parts: int = 8):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.backbone, self.pooling, self.parts = backbone, pooling, parts
+        self.cache_name = f"{backbone.name}-{pooling}" + (f"{parts}" if pooling == "pwa" else "")
+        self.register_buffer("part_channels", torch.empty(0, dtype=torch.long))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.backbone.feature_map(images)
+        if self.pooling == "pwa" and not len(self.part_channels):
+            self.part_channels = select_part_channels(maps.clamp_min(0).sum(dim=(2, 3)), self.parts).to(maps.device)
+        return pool(maps, self.pooling, self.part_channels if self.pooling == "pwa" else None,
+                    self.backbone.classifier)

@@ -12,6 +12,7 @@ import io
 import os
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
@@ -121,3 +122,36 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
         return JSONResponse({"error": error.detail}, status_code=error.status_code)
 
     return app
+
+
+@contextmanager
+def serving(index_root: str | Path, *options: str, timeout: float = 120):
+    """`hashlab serve --index INDEX OPTIONS` as a child process on a free local port; yields its URL once
+    it answers, stops it afterwards. For benchmarks, screenshots and tests."""
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a long run cannot fill and block it
+        process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", "--index", str(index_root),
+                                    "--port", str(port), *options], stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + timeout
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/api/meta", timeout=2)
+                    break
+                except OSError:
+                    if process.poll() is not None or time.time() > deadline:
+                        log.seek(0)
+                        raise RuntimeError(f"hashlab serve did not start at {url}:\n{log.read()[-3000:]}") from None
+                    time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
