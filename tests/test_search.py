@@ -164,7 +164,7 @@ def test_cli_build_and_search_json(collection, tmp_path):
 
 def test_pwa_and_spoc_pooling_index(collection, tmp_path):
     images, _, _ = collection
-    for pooling in ("pwa", "spoc"):
+    for pooling in ("pwa", "spoc", "cam"):
         report = build_index(images, tmp_path / pooling, UnsupervisedEncoder(pooling, 16, image_size=SIZE),
                              progress=False)
         index = SearchIndex.open(tmp_path / pooling)
