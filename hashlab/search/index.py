@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,8 +136,10 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     packed = np.stack([new_packed[position[i]] if i in raw else previous.packed[rows[i]["previous_id"]]
                        for i in kept])
     dropped = len(set(known) - {row["path"] for row in rows})  # files gone from the folder
-    folder = out / f"build-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    folder.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    # unique even for two builds in one second from one process (the name never repeats a live build's)
+    folder = Path(tempfile.mkdtemp(prefix=f"build-{time.strftime('%Y%m%d-%H%M%S')}-", dir=out))
+    folder.chmod(0o755)  # mkdtemp's 0700 would hide the index from a server running as another user
     try:
         _write(folder, root, rows_out, features, packed, encoder, index_type, skipped)
         _swap(out, folder)
