@@ -60,3 +60,42 @@ def test_registry_lists_the_torchvision_backbones_and_names_unknown_ones():
 def test_torchvision_backbones_build_without_weights(name, dim):
     backbone = create_backbone(name, pretrained=False).eval()
     assert backbone(torch.rand(1, 3, 112 if name != "alexnet" else 224, 112 if name != "alexnet" else 224)).shape == (1, dim)
+
+
+def _torchvision_pairs():
+    """(name, torchvision model with random weights as torchvision's own pipeline runs it, wrapper
+    that turns such a model into hashlab's Backbone)."""
+    import torchvision
+
+    from hashlab.backbones import torchvision_models as tv
+    return [
+        # the pretrained builder sets transform_input=True: the weights expect (x - 0.5) / 0.5
+        ("googlenet", lambda: torchvision.models.googlenet(weights=None, transform_input=True, aux_logits=False,
+                                                           init_weights=True), tv.googlenet_backbone),
+        ("alexnet", lambda: torchvision.models.alexnet(weights=None),
+         lambda m: tv.fc_backbone("alexnet", m, tv.ALEXNET_STAGES)),
+        ("vgg16", lambda: torchvision.models.vgg16(weights=None),
+         lambda m: tv.fc_backbone("vgg16", m, tv.VGG16_STAGES)),
+        ("resnet18", lambda: torchvision.models.resnet18(weights=None),
+         lambda m: tv.resnet_backbone("resnet18", m, [64, 64, 128, 256, 512])),
+        ("resnet50", lambda: torchvision.models.resnet50(weights=None),
+         lambda m: tv.resnet_backbone("resnet50", m, [64, 256, 512, 1024, 2048])),
+    ]
+
+
+@pytest.mark.parametrize("name,build,wrap", _torchvision_pairs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_torchvision_backbones_give_torchvisions_own_logits(name, build, wrap):
+    """The same weights and the same photo: torchvision's model fed as torchvision documents it
+    (ImageNet-normalised input) and hashlab's Backbone fed the image in [0, 1] give the same logits."""
+    import copy
+
+    from torchvision.transforms import v2
+    torch.manual_seed(0)
+    reference = build().eval()
+    image = photo(skdata.chelsea())
+    normalized = v2.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))(image)
+    with torch.no_grad():
+        expected = reference(normalized)
+    backbone = wrap(copy.deepcopy(reference)).eval()
+    got = backbone.imagenet_logits(image)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

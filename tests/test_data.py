@@ -63,23 +63,25 @@ def test_image_folder_uses_the_official_label_order(tmp_path):
 
 
 def test_cifar10_1_sizes_and_determinism(tmp_path):
-    write_batches(tmp_path / "cifar-10-batches-py", per_class_train=590, per_class_test=10)
+    write_batches(tmp_path / "cifar-10-batches-py", per_class_train=640, per_class_test=10)
     a, b = CIFAR10(root=str(tmp_path)), CIFAR10(root=str(tmp_path))
     described = a.describe()
     sizes = [described[k] for k in ("query", "train", "validation", "database")]
-    assert sizes == [1000, 4500, 500, 5000]
+    assert sizes == [1000, 5000, 500, 5500]  # the paper's 5,000 training images, all of them fitted on
+    assert described["validation_from"] == "outside the training set"
     assert described["split_fingerprint"] == b.describe()["split_fingerprint"]
     split = a.split
     assert set(split.query).isdisjoint(split.database) and set(split.train) <= set(split.database)
     assert set(split.val) <= set(split.database) and set(split.val).isdisjoint(split.train)
+    assert set(split.val).isdisjoint(split.query)
     labels = a.source.labels.argmax(1)
     assert np.bincount(labels[split.query]).tolist() == [100] * 10
-    assert np.bincount(labels[split.train]).tolist() == [450] * 10
+    assert np.bincount(labels[split.train]).tolist() == [500] * 10
     assert np.bincount(labels[split.val]).tolist() == [50] * 10  # every class in the validation set
-    # without a validation set, the protocol's full training set; the queries do not move
+    # without a validation set the same training set; the queries do not move
     whole = CIFAR10(root=str(tmp_path), val_fraction=0)
     whole.prepare()
-    np.testing.assert_array_equal(whole.split.train, np.union1d(split.train, split.val))
+    np.testing.assert_array_equal(whole.split.train, split.train)
     np.testing.assert_array_equal(whole.split.query, split.query)
     other_seed = CIFAR10(root=str(tmp_path), split_seed=1).describe()["split_fingerprint"]
     assert other_seed != described["split_fingerprint"]
@@ -91,7 +93,7 @@ def test_describe_on_the_real_cifar10(capsys, monkeypatch):
     main(["data", "describe", "cifar10"])
     described = json.loads(capsys.readouterr().out)
     sizes = [described[k] for k in ("query", "train", "validation", "database")]
-    assert sizes == [1000, 4500, 500, 59000]
+    assert sizes == [1000, 5000, 500, 59000]
     assert described["num_classes"] == 10 and described["multi_label"] is False
 
 

@@ -26,7 +26,7 @@ def jpeg_bytes(width=40, height=30, seed=0) -> bytes:
 
 
 # -- MIRFLICKR-25000 ---------------------------------------------------------------------------------
-def write_flickr25k(root, labeled=5300):
+def write_flickr25k(root, labeled=5700):
     """mirflickr/imN.jpg for the first ``labeled`` images (the rest carry no label in any concept and
     need no file) and the v080 annotation files: one image number per line."""
     (root / "mirflickr").mkdir(parents=True)
@@ -64,13 +64,32 @@ def test_flickr25k_labels_protocol_and_dropped_images(flickr_root):
         [c for c in POTENTIAL_CONCEPTS if 7 in membership[c]]
     assert described["multi_label"] is True
     sizes = [described[k] for k in ("query", "train", "validation", "database")]
-    assert sizes == [1000, 3600, 400, kept - 5000]
+    assert sizes == [1000, 4000, 400, kept - 5000]  # all 4,000 training images fitted on
     split = module.split
-    parts = [set(split.query), set(split.train) | set(split.val), set(split.database)]
+    assert set(split.val) <= set(split.database)  # validation drawn outside the training set
+    parts = [set(split.query), set(split.train), set(split.database)]
     assert all(a.isdisjoint(b) for i, a in enumerate(parts) for b in parts[i + 1:])
     image, label, _ = module.dataset("train", train=True)[0]
     assert image.shape == (3, 32, 32) and label.shape == (24,)
     assert module.report_topk == (5000,)
+
+
+def test_flickr25k_dfch_protocol_retrieves_among_the_training_images(flickr_root):
+    """DFCH's own protocol: 4,000 training images and 1,000 queries, database = training set,
+    validation from the images no set uses, whole images resized to 227 x 227."""
+    root, _ = flickr_root
+    plain = Flickr25K(root=str(root), image_size=32)
+    plain.prepare()
+    module = Flickr25K(root=str(root), protocol="flickr25k-dfch", image_size=227, resize_whole=True)
+    described = module.describe()
+    split = module.split
+    assert [described[k] for k in ("query", "train", "validation", "database")] == [1000, 4000, 400, 4000]
+    np.testing.assert_array_equal(split.database, split.train)
+    np.testing.assert_array_equal(split.query, plain.split.query)  # the same draw as flickr25k
+    assert set(split.val).isdisjoint(np.union1d(split.train, split.query))
+    assert module.transform_description() == "resize 227x227, to [0,1]"
+    image, _, _ = module.dataset("query")[0]
+    assert image.shape == (3, 227, 227)
 
 
 def test_flickr25k_38_label_variant_is_a_different_data_set(flickr_root):
@@ -138,6 +157,7 @@ def test_cub200_official_files_and_fine_grained_protocol(tmp_path):
     split, source = module.split, module.source
     assert (source.official_split[split.query] == "test").all()
     np.testing.assert_array_equal(np.union1d(split.train, split.val), split.database)  # database = training pool
+    assert described["validation_from"] == "held out of the training set"  # no image outside train and query
     assert source.class_names == CUB_CLASSES and source.labels[7].argmax() == 1
     np.testing.assert_allclose(source.boxes[1], [2.0, 2.0, 22.0, 12.0])  # x y w h -> x1 y1 x2 y2
     train_image = module.dataset("train", train=True)[0][0]
@@ -283,11 +303,13 @@ def test_list_files_give_the_split_and_share_items(tmp_path):
     lines = write_lists(tmp_path)
     module = ListFile(root=str(tmp_path), dataset_name="nuswide-lists", image_size=16, val_fraction=0.25)
     described = module.describe()
-    assert [described[k] for k in ("query", "train", "validation", "database", "num_classes")] == [10, 15, 5, 50, 5]
+    # the training list whole; validation from the database images outside it
+    assert [described[k] for k in ("query", "train", "validation", "database", "num_classes")] == [10, 20, 5, 50, 5]
+    assert described["validation_from"] == "outside the training set"
     assert len(module.source.items) == 60  # training images appear in two lists, once as items
     row = module.source.items.index(str(tmp_path / "images" / "003.jpg"))
     np.testing.assert_array_equal(module.source.labels[row], [int(v) for v in lines[3].split()[1:]])
-    fitted = {module.source.items[i] for i in np.union1d(module.split.train, module.split.val)}
+    fitted = {module.source.items[i] for i in module.split.train}
     assert fitted == {str(tmp_path / line.split()[0]) for line in lines[10:30]}
     assert module.split_file.name.startswith("nuswide-lists-lists-")
     assert module.dataset("query")[0][0].shape == (3, 16, 16)
@@ -355,10 +377,10 @@ def test_describe_prints_json_for_each_format(tmp_path, capsys):
 
 
 def test_describe_all_is_table_1_with_absent_data_sets_named(tmp_path, capsys):
-    write_batches(tmp_path / "cifar10" / "cifar-10-batches-py", per_class_train=590, per_class_test=10)
+    write_batches(tmp_path / "cifar10" / "cifar-10-batches-py", per_class_train=640, per_class_test=10)
     write_cub200(tmp_path / "cub200")
     main(["data", "describe", "--all", "--root", str(tmp_path)])
     out = capsys.readouterr().out
-    assert "| cifar10 | cifar10-1 | 10 | no | 4,500 | 500 | 1,000 | 5,000 |" in out
+    assert "| cifar10 | cifar10-1 | 10 | no | 5,000 | 500 | 1,000 | 5,500 |" in out
     assert "| cub200 | official-test-query | 4 | no | 16 | 0 | 12 | 16 |" in out  # 10% of 4 per class rounds to 0
     assert "- flickr25k: skipped, folder" in out and "- stanford_cars: skipped, folder" in out

@@ -127,3 +127,35 @@ def test_hashlab_fit_and_explain(tmp_path):
     assert picture.shape[1] > picture.shape[0] > 200  # a grid of three columns, images above masks
     with pytest.raises(SystemExit, match="nothing to explain"):
         main(["explain", "dfch", "--checkpoint", str(checkpoint), "--images", str(images[0])])
+
+
+def test_class_balanced_batches_give_every_anchor_a_triplet():
+    """P x K batches on CUB-like data (200 classes, 30 images each, batch 32): every anchor has a
+    positive; shuffled batches leave most anchors without one."""
+    from hashlab.data.base import ClassBalancedBatches
+    from hashlab.losses import triplet_coverage
+    labels = np.eye(200, dtype=np.uint8)[np.repeat(np.arange(200), 30)]
+    sampler = ClassBalancedBatches(labels, batch_size=32, per_class=4, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(labels) // 32 and all(len(b) == 32 for b in batches)
+    assert all(len(np.unique(labels[b].argmax(1))) == 8 for b in batches)  # 8 classes x 4 images
+    balanced = [float(triplet_coverage(torch.from_numpy(labels[b]))) for b in batches]
+    shuffled = [float(triplet_coverage(torch.from_numpy(labels[b])))
+                for b in np.array_split(np.random.default_rng(0).permutation(len(labels)), len(batches))]
+    assert min(balanced) == 1.0 and np.mean(shuffled) < 0.2
+    assert list(sampler) != batches  # a new draw every epoch
+
+
+def test_fdh_mfe_asks_for_class_balanced_batches_on_fine_grained_data(tmp_path):
+    from hashlab.data import CUB200, Digits
+    from hashlab.methods import FDHMFE
+    from tests.test_datasets import write_cub200
+    write_cub200(tmp_path)
+    cub, digits = CUB200(root=str(tmp_path), image_size=32), Digits()
+    for data in (cub, digits):
+        data.method_wants_class_balanced = FDHMFE(bits=8, grid=2, backbone_pretrained=False,
+                                                  num_classes=4).wants_class_balanced_batches
+    assert cub.batch_kind == "class_balanced" and digits.batch_kind == "random"
+    assert CUB200(root=str(tmp_path), batches="random").batch_kind == "random"
+    assert not FDHMFE(bits=8, grid=2, backbone_pretrained=False, num_classes=4,
+                      triplet_weight=0).wants_class_balanced_batches

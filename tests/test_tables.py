@@ -52,7 +52,8 @@ def tiny_table(tmp_path: Path) -> Path:
     spec["bits"] = [8, 16]
     spec["curves_at_bits"] = 16
     spec["methods"][0]["args"] = ["--trainer.max_epochs=3"]
-    spec["references"] = [{"method": "dpsh_googlenet", "dataset": "digits", "label": "made-up paper",
+    spec["references"] = [{"compare_with": "dpsh_googlenet", "dataset": "digits", "label": "made-up paper",
+                           "backbone": "made-up CNN",
                            "source": "a test", "bits": {8: 0.5, 16: 0.6}}]
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -91,7 +92,7 @@ def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path):
     tex = (out / "table.tex").read_text()
     assert r"\toprule" in tex and r"\textbf{" in tex and "profile cpu" in tex and "made-up paper" in tex
     markdown = (out / "table.md").read_text()
-    assert "ours − published" in markdown
+    assert "dpsh_googlenet − published" in markdown and "made-up paper [made-up CNN]" in markdown
     best = frame.set_index("bits")["map"]
     assert f"{best[16] - 0.6:+.3f}" in markdown  # the difference to the published figure
     for figure in ("map_vs_bits", "pr_curve_16b", "precision_at_n_16b"):

@@ -7,6 +7,7 @@ import lightning as L
 import pytest
 import torch
 
+from hashlab.backbones.taps import StageGrids, default_taps
 from hashlab.cli import resolve_run_dir, run_fit
 from hashlab.data import Digits
 from hashlab.methods import DPSHGoogLeNet
@@ -104,9 +105,36 @@ def test_partial_mode_caches_early_stages_and_trains_only_the_late_ones(tmp_path
     assert changed and all(k.startswith(("stages.7.", "stages.8.")) for k in changed), sorted(changed)[:5]
 
 
-def test_partial_mode_is_refused_where_a_method_reads_its_own_taps():
-    from hashlab.methods import FDHMFE
-    with pytest.raises(ValueError, match="mode partial does not apply"):
-        FDHMFE(bits=16, mode="partial", num_classes=10)
+@pytest.mark.parametrize("method", ["FDHMFE", "AttributeHash"])
+def test_partial_mode_of_a_multi_level_method_gives_its_stage_grids(method):
+    """Taps before the cut are cached as grids, taps after it are computed by the trained stages:
+    together exactly what the method's own extractor gives from the image."""
+    import hashlab.methods as methods
+    torch.manual_seed(0)
+    model = getattr(methods, method)(bits=16, mode="partial", frozen_stages=5, grid=4).eval()
+    assert model.extractor.cache_name == "efficientnet_lite0-stages0-4-taps3.5.8-grid4"
+    images = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        cached = model.extractor(images)
+        reference = StageGrids(model.backbone, default_taps(model.backbone), 4)(images)
+        torch.testing.assert_close(model.late_stages(cached), reference)
+        torch.testing.assert_close(model.encode_images(images), model(cached))
+    trained = {id(p) for p in model.late_stages.parameters()}
+    assert trained == {id(p) for stage in model.backbone.stages[5:] for p in stage.parameters()}
+
+
+def test_dpsh_googlenet_codes_are_bounded_and_its_losses_summed():
+    """The patent constrains the relaxed codes to [-1, +1]^q and sums its three losses."""
+    model = DPSHGoogLeNet(bits=16, backbone_pretrained=False)
+    codes = model(torch.randn(64, 1280) * 100)
+    assert codes.abs().max() <= 1
+    assert model.uniformity_weight == model.quantization_weight == 1.0
+    labels = torch.eye(4)[torch.arange(8) % 4]
+    total, parts = model.hash_loss(codes[:8], labels, None, None)
+    torch.testing.assert_close(total, parts["pairwise"] + parts["uniformity"] + parts["quantization"])
+    assert DPSHGoogLeNet(bits=16, backbone_pretrained=False, bounded=False)(torch.randn(64, 1280) * 100).abs().max() > 1
+
+
+def test_partial_mode_checks_the_cut():
     with pytest.raises(ValueError, match="frozen_stages = 9"):
         DPSHGoogLeNet(bits=16, mode="partial", frozen_stages=9)

@@ -33,41 +33,62 @@ class _FlattenThen(nn.Sequential):
         super().__init__(pool, nn.Flatten(1), fc_layers)
 
 
+GOOGLENET_INPUT = (0.5, 0.5, 0.5)  # what torchvision's GoogLeNet weights expect, see googlenet_backbone
+
+
 @register_backbone("googlenet", "GoogLeNet / Inception v1 (torchvision, ImageNet weights need a download)")
 def googlenet(pretrained: bool = True) -> Backbone:
     m = _load(torchvision.models.googlenet, torchvision.models.GoogLeNet_Weights, pretrained, "googlenet",
               **({} if pretrained else {"aux_logits": False, "init_weights": True}))
-    m.transform_input = False  # our Backbone normalises with the ImageNet statistics itself
+    return googlenet_backbone(m)
+
+
+def googlenet_backbone(m) -> Backbone:
+    """torchvision's pretrained GoogLeNet sets transform_input=True: it maps its ImageNet-normalised
+    input to (x - 0.5) / 0.5, the normalisation its ported weights were trained with. Our Backbone
+    normalises images in [0, 1] itself, so it applies (x - 0.5) / 0.5 directly and turns the
+    transform off: the same numbers reach conv1 (tests/test_backbones.py checks the logits)."""
+    m.transform_input = False
     stages = [nn.Sequential(m.conv1, m.maxpool1, m.conv2, m.conv3, m.maxpool2),
               nn.Sequential(m.inception3a, m.inception3b, m.maxpool3),
               nn.Sequential(m.inception4a, m.inception4b, m.inception4c, m.inception4d, m.inception4e, m.maxpool4),
               nn.Sequential(m.inception5a, m.inception5b)]
-    return Backbone("googlenet", stages, GlobalAveragePool(), 1024, IMAGENET_MEAN, IMAGENET_STD,
+    return Backbone("googlenet", stages, GlobalAveragePool(), 1024, GOOGLENET_INPUT, GOOGLENET_INPUT,
                     classifier=m.fc, stage_channels=[192, 480, 832, 1024])
 
 
 def _fc_backbone(name, builder, weights, pretrained, cut):
-    m = _load(builder, weights, pretrained, name)
+    return fc_backbone(name, _load(builder, weights, pretrained, name), cut)
+
+
+def fc_backbone(name: str, m, cut) -> Backbone:
     fc67 = m.classifier[:-1]  # up to fc7 + ReLU (+ dropout): the usual 4096-d hashing feature
     stages = [m.features[a:b] for a, b in cut]
     return Backbone(name, stages, _FlattenThen(m.avgpool, fc67), 4096, IMAGENET_MEAN, IMAGENET_STD,
                     classifier=m.classifier[-1])
 
 
+ALEXNET_STAGES = [(0, 3), (3, 6), (6, 13)]
+VGG16_STAGES = [(0, 5), (5, 10), (10, 17), (17, 24), (24, 31)]
+
+
 @register_backbone("alexnet", "AlexNet, fc7 features (torchvision, ImageNet weights need a download)")
 def alexnet(pretrained: bool = True) -> Backbone:
     return _fc_backbone("alexnet", torchvision.models.alexnet, torchvision.models.AlexNet_Weights, pretrained,
-                        [(0, 3), (3, 6), (6, 13)])
+                        ALEXNET_STAGES)
 
 
 @register_backbone("vgg16", "VGG-16, fc7 features (torchvision, ImageNet weights need a download)")
 def vgg16(pretrained: bool = True) -> Backbone:
     return _fc_backbone("vgg16", torchvision.models.vgg16, torchvision.models.VGG16_Weights, pretrained,
-                        [(0, 5), (5, 10), (10, 17), (17, 24), (24, 31)])
+                        VGG16_STAGES)
 
 
 def _resnet(name, builder, weights, pretrained, channels):
-    m = _load(builder, weights, pretrained, name)
+    return resnet_backbone(name, _load(builder, weights, pretrained, name), channels)
+
+
+def resnet_backbone(name: str, m, channels) -> Backbone:
     stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
     return Backbone(name, [stem, m.layer1, m.layer2, m.layer3, m.layer4], GlobalAveragePool(), channels[-1],
                     IMAGENET_MEAN, IMAGENET_STD, classifier=m.fc, stage_channels=channels)

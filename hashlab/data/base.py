@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from hashlab.data.protocols import Split, get_protocol, make_split
@@ -110,6 +110,34 @@ class ImageItems(Dataset):
         return image, torch.from_numpy(self.source.labels[index]), index
 
 
+class ClassBalancedBatches(Sampler):
+    """P x K batches: P classes drawn at random, K items of each (without replacement where a class has
+    K, else with), so that every anchor of a triplet loss has positives in its batch. Multi-label
+    items count for each of their labels. As many batches per epoch as a plain loader gives."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, per_class: int, seed: int = 0):
+        if not 1 <= per_class <= batch_size:
+            raise ValueError(f"data.images_per_class = {per_class}: use 1..batch_size ({batch_size})")
+        self.members = [np.flatnonzero(labels[:, c]) for c in range(labels.shape[1])]
+        self.members = [m for m in self.members if len(m)]
+        self.classes = min(len(self.members), max(1, batch_size // per_class))
+        self.per_class, self.batches = per_class, max(1, len(labels) // batch_size)
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self):
+        return self.batches
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        for _ in range(self.batches):
+            batch = []
+            for c in rng.choice(len(self.members), self.classes, replace=False):
+                members = self.members[c]
+                batch.extend(rng.choice(members, self.per_class, replace=len(members) < self.per_class).tolist())
+            yield batch
+
+
 class FeatureItems(Dataset):
     """(cached feature vector, multi-hot label, global index): frozen mode."""
 
@@ -185,8 +213,9 @@ def eval_transform(image_size: int, family: TransformFamily = "small"):
 class HashingDataModule(L.LightningDataModule):
     """Base DataModule. Subclasses implement :meth:`load_source` (and set ``default_protocol``).
 
-    ``val_fraction`` of the training set is held out for model selection (0 = train on the
-    protocol's whole training set and evaluate the last epoch). Splits go to
+    A validation set of ``val_fraction`` x the training set's size is drawn for model selection, from
+    outside the training set where the protocol leaves enough images there, else held out of it
+    (0 = no validation set: evaluate the last epoch). Splits go to
     ``splits_dir`` (default $HASHLAB_SPLITS or ./splits) and are reused from there.
     """
 
@@ -199,14 +228,24 @@ class HashingDataModule(L.LightningDataModule):
     def __init__(self, root: str | None = None, protocol: str | None = None, split_seed: int = 0,
                  val_fraction: float = 0.1, image_size: int | None = None, batch_size: int = 64,
                  eval_batch_size: int = 256, num_workers: int = 2, skip_corrupt: bool = False,
-                 splits_dir: str | None = None):
+                 splits_dir: str | None = None, resize_whole: bool = False,
+                 batches: Literal["auto", "random", "class_balanced"] = "auto", images_per_class: int = 4):
+        """resize_whole: resize every image to image_size x image_size with no crop (what DFCH states,
+        227 x 227), instead of the family's resize-and-crop recipe. batches: random (shuffled) or
+        class_balanced training batches (P x K: batch_size / images_per_class classes, images_per_class
+        images of each), which triplet losses need on fine-grained data (about 30 images per class); auto:
+        class_balanced on fine-grained data for a method that asks for it (fdh_mfe), else random."""
         super().__init__()
+        if resize_whole:
+            self.family = "small"
         self.root = root
         self.protocol = protocol or self.default_protocol
         self.split_seed, self.val_fraction = split_seed, val_fraction
         self.image_size = image_size or self.default_image_size
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.skip_corrupt = skip_corrupt
+        self.batches, self.images_per_class = batches, images_per_class
+        self.method_wants_class_balanced = False  # set by a method in its setup (fdh_mfe's triplets)
         self.splits_dir = Path(splits_dir) if splits_dir else default_splits_dir()
         self.source: Source | None = None
         self.split: Split | None = None
@@ -315,8 +354,20 @@ class HashingDataModule(L.LightningDataModule):
                           drop_last=train and len(dataset) > self.batch_size, num_workers=workers,
                           persistent_workers=False, pin_memory=False)
 
+    @property
+    def batch_kind(self) -> str:
+        if self.batches != "auto":
+            return self.batches
+        return "class_balanced" if self.family == "finegrained" and self.method_wants_class_balanced else "random"
+
     def train_dataloader(self):
-        return self.loader(self.dataset("train", train=True), train=True)
+        dataset = self.dataset("train", train=True)
+        if self.batch_kind == "random":
+            return self.loader(dataset, train=True)
+        sampler = ClassBalancedBatches(self.source.labels[self.split.train], self.batch_size, self.images_per_class,
+                                       self.split_seed)
+        workers = 0 if self.features is not None else self.num_workers
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
 
     def val_dataloader(self):
         """Model selection: validation items as queries against the training set as database, so the
@@ -334,6 +385,6 @@ class HashingDataModule(L.LightningDataModule):
         self.prepare()
         return {"dataset": self.name, "protocol": self.protocol, "num_classes": self.num_classes,
                 "multi_label": bool((self.source.labels.sum(1) > 1).any()), **self.split.sizes(),
-                "split_seed": self.split_seed, "val_fraction": self.val_fraction,
-                "split_fingerprint": self.split.fingerprint(), "data_fingerprint": self.source.fingerprint(),
+                "validation_from": self.split.val_from, "training_batches": self.batch_kind,
+                "split_seed": self.split_seed, "val_fraction": self.val_fraction, "split_fingerprint": self.split.fingerprint(), "data_fingerprint": self.source.fingerprint(),
                 "split_file": str(self.split_file), **self.source.notes}

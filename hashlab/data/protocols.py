@@ -2,9 +2,11 @@
 
 A protocol is a function (source, rng) -> Split, registered by name with a description and the
 extra mAP@K cut-offs its papers report. Splits are drawn with a seeded numpy Generator, so the
-same seed gives the same split on every machine. The validation set is carved from the training
-set afterwards (:func:`carve_validation`), the same way for every protocol; model selection uses
-it and never the queries. The split's fingerprint (a hash of its index arrays) goes into every
+same seed gives the same split on every machine. The validation set is drawn afterwards
+(:func:`draw_validation`), the same way for every protocol: from the images that are neither
+training images nor queries where there are enough of them (so every protocol trains on exactly
+its paper's count), else held out of the training set. Model selection uses it and never the
+queries. The split's fingerprint (a hash of its index arrays) goes into every
 run record, and :mod:`hashlab.data.splits` keeps it on disk.
 """
 
@@ -26,7 +28,8 @@ class Split:
     train: np.ndarray
     query: np.ndarray
     database: np.ndarray
-    val: np.ndarray  # carved from train for model selection; may be empty
+    val: np.ndarray  # for model selection; may be empty
+    val_from: str = ""  # "outside the training set" or "held out of the training set"
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "validation": len(self.val), "query": len(self.query),
@@ -67,30 +70,44 @@ def get_protocol(name: str) -> Protocol:
     return _PROTOCOLS[name]
 
 
+OUTSIDE, HELD_OUT = "outside the training set", "held out of the training set"
+
+
 def make_split(protocol: str, source: Source, seed: int, val_fraction: float = 0.0) -> Split:
-    """The protocol's split of ``source``, then ``val_fraction`` of the training set held out."""
+    """The protocol's split of ``source``, then a validation set of ``val_fraction`` x the training set."""
     split = get_protocol(protocol).fn(source, np.random.default_rng(seed))
     # a separate stream, so that changing the validation share never changes the protocol's split
-    return carve_validation(split, source.labels, val_fraction, np.random.default_rng([seed, 1]))
+    return draw_validation(split, source.labels, val_fraction, np.random.default_rng([seed, 1]))
 
 
-def carve_validation(split: Split, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> Split:
-    """Move ``fraction`` of the training set to validation: per class for single-label data (so every
-    class is represented), uniformly otherwise. Validation items stay in the database where the
-    protocol put them there; they only leave the set the model is fitted on."""
+def draw_validation(split: Split, labels: np.ndarray, fraction: float, rng: np.random.Generator) -> Split:
+    """A validation set of ``fraction`` x the training set's size, per class for single-label data (so
+    every class is represented), uniformly otherwise.
+
+    Drawn from the items that are neither training images nor queries (in cifar10-1 the 54,000
+    database images outside the training set), so that the model is fitted on exactly the paper's
+    training set. Where that pool is too small (CUB's official split, cifar10-2, digits: every
+    non-query image is a training image) the validation items are held out of the training set
+    instead, and ``val_from`` says so. Never drawn from the queries."""
     if not 0 <= fraction < 1:
         raise ValueError(f"data.val_fraction = {fraction}: use a share of the training set in [0, 1), e.g. 0.1")
     if fraction == 0 or len(split.train) == 0:
-        return replace(split, val=EMPTY)
+        return replace(split, val=EMPTY, val_from="")
     train = split.train
-    if (labels[train].sum(1) == 1).all():
-        classes = labels[train].argmax(1)
-        groups = [train[classes == c] for c in np.unique(classes)]
+    outside = np.setdiff1d(np.arange(len(labels)), np.union1d(train, split.query))
+    single_label = (labels[train].sum(1) == 1).all() and (labels[outside].sum(1) == 1).all()
+    if single_label:
+        train_classes, outside_classes = labels[train].argmax(1), labels[outside].argmax(1)
+        wanted = {c: int(round(fraction * (train_classes == c).sum())) for c in np.unique(train_classes)}
+        pools = {c: outside[outside_classes == c] for c in wanted}
+        held = {c: train[train_classes == c] for c in wanted}
     else:
-        groups = [train]
-    val = [rng.choice(g, int(round(fraction * len(g))), replace=False) for g in groups]
-    val = np.sort(np.concatenate(val)).astype(np.int64)
-    return replace(split, train=np.setdiff1d(train, val), val=val)
+        wanted, pools, held = {0: int(round(fraction * len(train)))}, {0: outside}, {0: train}
+    if all(len(pools[c]) >= n for c, n in wanted.items()):
+        val = np.concatenate([rng.choice(pools[c], n, replace=False) for c, n in wanted.items()])
+        return replace(split, val=np.sort(val).astype(np.int64), val_from=OUTSIDE)
+    val = np.sort(np.concatenate([rng.choice(held[c], n, replace=False) for c, n in wanted.items()])).astype(np.int64)
+    return replace(split, train=np.setdiff1d(train, val), val=val, val_from=HELD_OUT)
 
 
 def per_class_sample(class_ids: np.ndarray, pool: np.ndarray, per_class: int, rng: np.random.Generator,
@@ -153,6 +170,14 @@ def flickr25k(source, rng):
     order = rng.permutation(everything)
     query, train = np.sort(order[:1000]), np.sort(order[1000:5000])
     return Split(train=train, query=query, database=np.sort(order[5000:]), val=EMPTY)
+
+
+@register_protocol("flickr25k-dfch", "DFCH's protocol: 1,000 random queries, 4,000 random training images from the "
+                   "rest, retrieved among the training images (database = training set); the other images are "
+                   "used by no set except validation; mAP@all and mAP@5000", report_topk=(5000,))
+def flickr25k_dfch(source, rng):
+    split = flickr25k(source, rng)
+    return replace(split, database=split.train)
 
 
 @register_protocol("official-test-query", "fine-grained protocol: the official test images as queries, the official "

@@ -17,7 +17,7 @@ import numpy as np
 from hashlab.data.protocols import Split
 from hashlab.records.record import write_json_atomic
 
-SPLIT_FORMAT = 1
+SPLIT_FORMAT = 2  # 2: validation drawn outside the training set where possible (1 held it out)
 
 
 def default_splits_dir() -> Path:
@@ -25,13 +25,13 @@ def default_splits_dir() -> Path:
 
 
 def split_file_name(source_name: str, protocol: str, seed: int, val_fraction: float) -> str:
-    return f"{source_name}-{protocol}-seed{seed}-val{val_fraction:g}.json"
+    return f"{source_name}-{protocol}-seed{seed}-val{val_fraction:g}-v{SPLIT_FORMAT}.json"
 
 
 def save_split(path: Path, split: Split, data_fingerprint: str, num_items: int, about: dict) -> None:
     write_json_atomic(path, {
         "format": SPLIT_FORMAT, **about, "data_fingerprint": data_fingerprint, "num_items": num_items,
-        "split_fingerprint": split.fingerprint(), "sizes": split.sizes(),
+        "split_fingerprint": split.fingerprint(), "sizes": split.sizes(), "validation_from": split.val_from,
         "indices": {name: getattr(split, name).tolist() for name in ("train", "val", "query", "database")},
     })
 
@@ -42,7 +42,7 @@ def load_split(path: Path, data_fingerprint: str, num_items: int, root: str) -> 
         stored = json.loads(path.read_text())
         indices = stored["indices"]
         split = Split(**{name: np.asarray(indices[name], dtype=np.int64)
-                         for name in ("train", "val", "query", "database")})
+                         for name in ("train", "val", "query", "database")}, val_from=stored.get("validation_from", ""))
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise DatasetError(f"split file {path} is not a hashlab split file ({error!r}). Delete it to draw the "
                            "split again.") from error

@@ -17,6 +17,13 @@ def relaxed_hamming(codes: torch.Tensor) -> torch.Tensor:
     return (squared[:, None] + squared[None, :] - 2 * codes @ codes.T).clamp(min=0) / 4 / codes.shape[1]
 
 
+def triplet_coverage(labels: torch.Tensor) -> torch.Tensor:
+    """The share of a batch's anchors that have a valid triplet (a positive and a negative in the batch)."""
+    shared = labels.float() @ labels.float().T > 0
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return ((shared & ~eye).any(1) & (~shared).any(1)).float().mean()
+
+
 def triplet_loss(codes: torch.Tensor, labels: torch.Tensor, margin: float = 0.25,
                  mining: Mining = "batch_hard") -> torch.Tensor:
     """Mean hinge max(0, d(a, p) - d(a, n) + margin) over the mined triplets; margin as a fraction of

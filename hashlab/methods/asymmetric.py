@@ -5,7 +5,8 @@ The training pool doubles as the database: its binary codes B are free variables
 outputs. Each iteration, the network's codes V of a mini-batch ("query points") are fitted to the
 label similarity against the learned codes of the pool, and to their own learned codes; after
 each epoch B is updated in closed form, one bit at a time, from the codes V of every item seen in
-the epoch (discrete cyclic coordinate descent).
+the epoch (discrete cyclic coordinate descent). Both steps minimise one objective,
+:meth:`LearnedDatabaseCodes.objective_terms`, with ADSH's relative weight gamma between its terms.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 from torch import nn
+
+BLOCK_ELEMENTS = 1 << 24  # similarity entries built at once in the update (64 MB of float32)
 
 
 def _distributed() -> bool:
@@ -60,31 +63,58 @@ class LearnedDatabaseCodes(nn.Module):
         hit = self.indices[order][found] == dataset_indices
         return torch.where(hit, order[found], torch.full_like(found, -1))
 
-    def loss(self, codes: torch.Tensor, labels: torch.Tensor, dataset_indices: torch.Tensor) -> torch.Tensor:
-        """ADSH's objective for a mini-batch of query points: (V_i . B_j - bits * S_ij)^2 over a random
-        sample of pool items j, plus gamma * |V_i - B_i|^2 for the query points' own learned codes;
-        per pair and per bit, so the weights do not depend on sizes."""
-        sample = torch.randperm(len(self.codes), device=codes.device)[: self.sampled]
-        similarity = (labels.float() @ self.labels[sample].T > 0).float()
-        fit = (codes @ self.codes[sample].T - self.bits * similarity).pow(2).mean() / self.bits ** 2
-        positions = self.positions(dataset_indices)
+    def objective_terms(self, codes: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor,
+                        columns: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """ADSH's objective for query points with network codes V (n, bits), written once for the
+        network step and the closed-form update:
+
+            J = 1/(n m bits^2) * [ sum_i sum_j (V_i . B_j - bits S_ij)^2 + gamma sum_i |V_i - B_(i)|^2 ]
+
+        over all m pool codes B_j, the own-code term for query points that are pool items. With
+        ``columns`` (a sample of pool positions) the sum over j is estimated from the sample, scaled
+        to m. Returns (similarity part, own-code part), both already scaled; J is their sum."""
+        m, scale = len(self.codes), len(codes) * len(self.codes) * self.bits ** 2
+        columns = torch.arange(m, device=codes.device) if columns is None else columns
+        similarity = (labels.float() @ self.labels[columns].T > 0).float()
+        fit = (codes @ self.codes[columns].T - self.bits * similarity).pow(2).sum() * (m / len(columns)) / scale
         inside = positions >= 0
-        own = (codes[inside] - self.codes[positions[inside]]).pow(2).mean() if inside.any() else codes.sum() * 0
+        own = (codes[inside] - self.codes[positions[inside]]).pow(2).sum() * self.gamma / scale
+        return fit, own
+
+    def loss(self, codes: torch.Tensor, labels: torch.Tensor, dataset_indices: torch.Tensor) -> torch.Tensor:
+        """The network step on a mini-batch of query points: :meth:`objective_terms` with the sum over
+        the pool estimated from ``sampled`` random pool codes per step. (ADSH samples its query points
+        per outer iteration and compares them with all m codes; here every pool item is a query point
+        once per epoch and the pool columns are sampled: the same objective in expectation.)"""
+        sample = torch.randperm(len(self.codes), device=codes.device)[: self.sampled]
+        positions = self.positions(dataset_indices)
+        fit, own = self.objective_terms(codes, labels, positions, sample)
+        inside = positions >= 0
         with torch.no_grad():  # remember this epoch's network codes for the closed-form update
             self.epoch_codes[positions[inside]] = codes[inside].detach().float()
             self.seen[positions[inside]] = True
-        return fit + self.gamma / self.bits * own
+        return fit + own
+
+    def _similarity_products(self, queries: torch.Tensor, query_labels: torch.Tensor) -> torch.Tensor:
+        """S^T V (m, bits) with S = [labels of the queries share one with the pool's] (n, m), built in
+        row blocks so that memory stays at about BLOCK_ELEMENTS floats whatever n and m are."""
+        out = torch.zeros(len(self.codes), self.bits, device=queries.device)
+        rows = max(1, BLOCK_ELEMENTS // max(1, len(self.codes)))
+        for start in range(0, len(queries), rows):
+            block = (query_labels[start:start + rows] @ self.labels.T > 0).float()  # (rows, m)
+            out += block.T @ queries[start:start + rows]
+        return out
 
     @torch.no_grad()
     def update(self) -> None:
-        """Bit-by-bit closed-form update of B from the codes V of the items seen this epoch:
-        minimise |V B^T - bits S|^2 + gamma |B_seen - V|^2 over B in {-1, +1}."""
+        """Bit-by-bit closed-form update of B from the codes V of the items seen this epoch
+        (ADSH's discrete cyclic coordinate descent): each bit column is set to the exact minimiser
+        of the same objective the network step sees, the others held, so J never rises."""
         self.gather_epoch()
         if not self.seen.any():
             return
         queries = self.epoch_codes[self.seen]  # (n, bits)
-        similarity = (self.labels[self.seen] @ self.labels.T > 0).float()  # (n, m)
-        q = -2 * self.bits * similarity.T @ queries  # (m, bits)
+        q = -2 * self.bits * self._similarity_products(queries, self.labels[self.seen])  # (m, bits)
         q[self.seen] -= 2 * self.gamma * queries
         codes = self.codes.clone()
         for k in range(self.bits):

@@ -15,6 +15,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
@@ -41,28 +42,39 @@ def code_statistics(codes: torch.Tensor) -> dict[str, float]:
 
 
 class EarlyStages(nn.Module):
-    """Images in [0, 1] -> the output of the first ``count`` stages: what partial mode caches."""
+    """Images in [0, 1] -> the output of the first ``count`` stages: what partial mode caches.
 
-    def __init__(self, backbone, count: int):
+    With ``taps`` (a multi-level extractor's stage indices) the taps that fall before the cut are
+    pooled to ``grid`` x ``grid`` here, and each image becomes one flat vector: those grids, then
+    the map at the cut (what :class:`LateStages` splits apart again)."""
+
+    def __init__(self, backbone, count: int, taps: list[int] | None = None, grid: int | None = None):
         super().__init__()
-        self.backbone, self.count = backbone, count
-        self.cache_name = f"{backbone.name}-stages0-{count - 1}"
+        self.backbone, self.count, self.taps, self.grid = backbone, count, list(taps or []), grid
+        tapped = f"-taps{'.'.join(map(str, self.taps))}-grid{grid}" if self.taps else ""
+        self.cache_name = f"{backbone.name}-stages0-{count - 1}{tapped}"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.backbone.normalize(images)
-        for stage in self.backbone.stages[: self.count]:
+        pooled = []
+        for index, stage in enumerate(self.backbone.stages[: self.count]):
             x = stage(x)
-        return x
+            if index in self.taps:
+                pooled.append(F.adaptive_avg_pool2d(x, self.grid).flatten(1))
+        return torch.cat([*pooled, x.flatten(1)], dim=1) if self.taps else x
 
 
 class LateStages(nn.Module):
-    """Cached early-stage maps -> the remaining stages -> the pooled vector; trained in partial mode.
-    Holds no parameters of its own: its stages are the backbone's (state dict keys stay the same)."""
+    """Cached early-stage maps -> the remaining stages -> what the head reads (the pooled vector, or
+    with ``taps`` the stacked stage grids, as :class:`hashlab.backbones.taps.StageGrids` gives them);
+    trained in partial mode. Holds no parameters of its own: its stages are the backbone's (state dict
+    keys stay the same). ``flip`` mirrors a training batch's maps: a cached map of a mirrored image is
+    close to the mirrored map, so flips stay a cheap augmentation after the cut."""
 
-    def __init__(self, backbone, first: int):
+    def __init__(self, backbone, first: int, taps: list[int] | None = None, grid: int | None = None):
         super().__init__()
         self._backbone = [backbone]  # a plain list: not registered twice as a submodule
-        self.first = first
+        self.first, self.taps, self.grid = first, list(taps or []), grid
 
     def parameters(self, recurse: bool = True):
         return (p for stage in self._backbone[0].stages[self.first:] for p in stage.parameters(recurse))
@@ -72,12 +84,30 @@ class LateStages(nn.Module):
             stage.requires_grad_(requires_grad)
         return self
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+    def _unpack(self, cached: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if not self.taps:
+            return cached, []
+        from hashlab.backbones.taps import stage_shapes
+        shapes = stage_shapes(self._backbone[0])
+        early = [t for t in self.taps if t < self.first]
+        sizes = [shapes[t][0] * self.grid ** 2 for t in early]
+        *pooled, flat = torch.split(cached, [*sizes, cached.shape[1] - sum(sizes)], dim=1)
+        channels = shapes[self.first - 1][0]
+        side = math.isqrt(flat.shape[1] // channels)
+        grids = [p.reshape(len(p), shapes[t][0], self.grid, self.grid) for p, t in zip(pooled, early, strict=True)]
+        return flat.reshape(len(flat), channels, side, side), grids
+
+    def forward(self, cached: torch.Tensor, flip: torch.Tensor | None = None) -> torch.Tensor:
         backbone = self._backbone[0]
-        x = maps
-        for stage in backbone.stages[self.first:]:
+        x, grids = self._unpack(cached)
+        if flip is not None:
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            grids = [torch.where(flip[:, None, None, None], g.flip(-1), g) for g in grids]
+        for index, stage in enumerate(backbone.stages[self.first:], start=self.first):
             x = stage(x)
-        return backbone.embed(x)
+            if index in self.taps:
+                grids.append(F.adaptive_avg_pool2d(x, self.grid))
+        return torch.cat(grids, dim=1) if self.taps else backbone.embed(x)
 
 
 class HashingModule(L.LightningModule):
@@ -85,12 +115,14 @@ class HashingModule(L.LightningModule):
                  mode: Literal["frozen", "partial", "finetune"] = "frozen", frozen_stages: int = 6,
                  optimizer: Literal["sgd", "adamw"] = "sgd",
                  lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
-                 schedule: Literal["cosine", "constant"] = "cosine", head_hidden: int = 0, head_dropout: float = 0.0,
-                 feature_cache_dir: str | None = None):
+                 schedule: Literal["cosine", "onecycle", "constant"] = "cosine", head_hidden: int = 0,
+                 head_dropout: float = 0.0, map_flip: bool = True, feature_cache_dir: str | None = None):
         """mode: ``frozen`` trains the head on cached pooled features; ``partial`` caches the output of
         the first ``frozen_stages`` backbone stages once and fine-tunes the rest with the head (the
         CPU profile: the early stages dominate the cost); ``finetune`` trains everything from images.
-        head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer."""
+        head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer. schedule: cosine
+        (linear warm-up, then cosine), onecycle (torch's OneCycleLR, peaking at each group's lr) or
+        constant. map_flip: in partial mode, mirror half of each training batch's cached maps."""
         super().__init__()
         if not MIN_BITS <= bits <= MAX_BITS:
             raise ValueError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
@@ -99,18 +131,16 @@ class HashingModule(L.LightningModule):
         self.bits = bits
         self.backbone = create_backbone(backbone, pretrained=backbone_pretrained)
         self.late_stages: LateStages | None = None
+        self.extractor = self.build_extractor()
+        self.head = self.build_head(self.backbone.feature_dim)
         if mode == "partial":
             if not 0 < frozen_stages < len(self.backbone.stages):
                 raise ValueError(f"model.frozen_stages = {frozen_stages}: {backbone} has stages 0.."
                                  f"{len(self.backbone.stages) - 1}; cache between 1 and {len(self.backbone.stages) - 1}")
-            self.late_stages = LateStages(self.backbone, frozen_stages)
-        self.extractor = self.build_extractor()
-        if mode == "partial" and self.extractor is not self.backbone:
-            raise ValueError(f"{type(self).__name__} reads its own backbone taps, so model.mode partial does not "
-                             "apply to it: use frozen (cached taps) or finetune")
-        if mode == "partial":
-            self.extractor = EarlyStages(self.backbone, frozen_stages)
-        self.head = self.build_head(self.backbone.feature_dim)
+            # a multi-level extractor (stage taps) keeps its taps: the early ones are cached, the rest trained
+            taps, grid = getattr(self.extractor, "taps", None), getattr(self.extractor, "grid", None)
+            self.late_stages = LateStages(self.backbone, frozen_stages, taps, grid)
+            self.extractor = EarlyStages(self.backbone, frozen_stages, taps, grid)
         self.retrieval = HashingRetrievalMetric()
         self.validation_retrieval = HashingRetrievalMetric()
         self.val_history: list[tuple[int, float]] = []  # (epoch, validation mAP@all)
@@ -149,9 +179,12 @@ class HashingModule(L.LightningModule):
         """Whether the data loaders serve cached extractor outputs instead of images."""
         return self.hparams.mode in ("frozen", "partial")
 
+    wants_class_balanced_batches = False  # a method whose loss needs positives in every batch sets it
+
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         datamodule.prepare()
+        datamodule.method_wants_class_balanced = self.wants_class_balanced_batches
         if self.frozen and datamodule.features is None:
             from hashlab.features import cached_features
             features, info = cached_features(datamodule, self.extractor, self.hparams.backbone_pretrained,
@@ -166,22 +199,29 @@ class HashingModule(L.LightningModule):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images (finetune), cached features (frozen) or cached early-stage maps (partial) -> the
-        vector the head reads."""
+        vector the head reads. Training batches of cached maps are mirrored at random (map_flip)."""
         if self.late_stages is not None:
-            return self.late_stages(inputs.float())
+            flip = None
+            if self.training and self.hparams.map_flip:
+                flip = torch.rand(len(inputs), device=inputs.device) < 0.5
+            return self.late_stages(inputs.float(), flip)
         return inputs.float() if self.frozen else self.extractor(inputs)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images (finetune) or cached features (frozen) -> real-valued codes."""
         return self.head(self.embed(inputs))
 
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] -> real-valued codes, in any mode (what indexing new images needs: frozen and
-        partial runs were trained on cached extractor outputs, which the extractor computes here)."""
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> what the head reads, in any mode (frozen and partial runs were trained on
+        cached extractor outputs, which the extractor computes here)."""
         x = self.extractor(images)
         if self.late_stages is not None:
             x = self.late_stages(x)
-        return self.head(x.float())
+        return x.float()
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> real-valued codes, in any mode (what indexing new images needs)."""
+        return self.head(self.extract(images))
 
     def training_loss(self, inputs: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor | None = None):
         features = self.embed(inputs)
@@ -294,6 +334,10 @@ class HashingModule(L.LightningModule):
         if hp.schedule == "constant":
             return optimizer
         steps = max(1, self.trainer.estimated_stepping_batches)
+        if hp.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups],
+                                                            total_steps=steps, cycle_momentum=hp.optimizer == "sgd")
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         warmup = min(100, steps // 10)
 
         def factor(step):  # linear warm-up, then cosine to zero

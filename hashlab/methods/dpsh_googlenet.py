@@ -1,15 +1,17 @@
 """dpsh_googlenet: the pairwise hashing method of patent CN107016708B (Hangzhou Dianzi Univ.).
 
-GoogLeNet with its classifier replaced by a q-unit hash layer. Each iteration draws 50 images;
-the loss over their pairs is the relaxed Hamming distance for similar pairs and a hinge
-max(0, t - distance) for dissimilar pairs, plus a bit-uniformity term (every bit +1 and -1 with
-probability 0.5 over the batch) and a quantization term between the layer output and its sign.
-Trained with SGD; b = sign(v) at test time. Values in experiments/methods/dpsh_googlenet.yaml.
+GoogLeNet with its classifier replaced by a q-unit hash layer whose relaxed outputs are constrained
+to [-1, +1]^q (a tanh here). Each iteration draws 50 images; the loss over their pairs is the
+relaxed Hamming distance for similar pairs and a hinge max(0, t - distance) for dissimilar pairs,
+plus a bit-uniformity term (every bit +1 and -1 with probability 0.5 over the batch) and a
+quantization term between the layer output and its sign; the patent sums the three (weights 1).
+Trained with SGD; b = sign(v) at test time. docs/methods/dpsh_googlenet.md maps the patent to code.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from hashlab.losses import (
     bit_balance_loss,
@@ -23,16 +25,23 @@ from hashlab.methods.base import HashingModule
 class DPSHGoogLeNet(HashingModule):
     method_id = "dpsh_googlenet"
 
-    def __init__(self, *args, margin: float = 0.5, uniformity_weight: float = 0.1,
-                 quantization_weight: float = 0.1, **kwargs):
-        """margin: threshold t for dissimilar pairs, as a fraction of the code length (t = margin * bits)."""
+    def __init__(self, *args, margin: float = 0.5, uniformity_weight: float = 1.0,
+                 quantization_weight: float = 1.0, bounded: bool = True, **kwargs):
+        """margin: threshold t for dissimilar pairs, as a fraction of the code length (t = margin * bits).
+        The weights are switches (0 turns a term off); the patent's objective is the plain sum.
+        bounded: relaxed codes in [-1, +1]^q (tanh), as the patent constrains them."""
         super().__init__(*args, **kwargs)
         self.margin = margin * self.bits
         self.uniformity_weight = uniformity_weight
         self.quantization_weight = quantization_weight
 
+    def build_head(self, feature_dim: int) -> nn.Module:
+        head = super().build_head(feature_dim)
+        return nn.Sequential(*head, nn.Tanh()) if self.hparams.bounded else head
+
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):
+        # every pair of the randomly drawn batch: the patent's "paired at random" pairs are a subset
         pairwise = contrastive_hamming_loss(codes, label_overlap_similarity(labels, labels), self.margin)
         uniformity = bit_balance_loss(codes)
         quantization = quantization_loss(codes)

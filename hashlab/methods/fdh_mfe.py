@@ -23,7 +23,14 @@ import torch
 from torch import nn
 
 from hashlab.backbones.taps import StageGrids, default_taps
-from hashlab.losses import bit_balance_loss, proxy_loss, proxy_separation, quantization_loss, triplet_loss
+from hashlab.losses import (
+    bit_balance_loss,
+    proxy_loss,
+    proxy_separation,
+    quantization_loss,
+    triplet_coverage,
+    triplet_loss,
+)
 from hashlab.losses.triplet import Mining
 from hashlab.methods.base import HashingModule
 
@@ -121,6 +128,10 @@ class FDHMFE(HashingModule):
         self.balance_weight, self.quantization_weight = balance_weight, quantization_weight
         self.triplet_weight, self.triplet_margin, self.triplet_mining = triplet_weight, triplet_margin, triplet_mining
 
+    @property
+    def wants_class_balanced_batches(self) -> bool:  # P x K batches on fine-grained data (data.batches auto)
+        return bool(self.triplet_weight)
+
     def build_extractor(self) -> nn.Module:
         return StageGrids(self.backbone, default_taps(self.backbone), self.hparams.grid)
 
@@ -154,11 +165,13 @@ class FDHMFE(HashingModule):
         }
         parts = {name: term() for name, (weight, term) in terms.items() if weight}
         total = sum((terms[name][0] * value for name, value in parts.items()), codes.new_zeros(()))
+        if self.triplet_weight:  # logged, not trained: anchors without a positive in the batch add nothing
+            parts["triplet_anchor_share"] = triplet_coverage(labels)
         return total, parts
 
     def background_mask(self, images: torch.Tensor) -> torch.Tensor:
         """(n, g, g) suppression mask of images in [0, 1] (for `hashlab explain`)."""
-        return self.head.fusion.mask(self.extractor(images))
+        return self.head.fusion.mask(self.extract(images))
 
     def extra_metrics(self) -> dict[str, float]:
         return {**super().extra_metrics(), **proxy_separation(self.proxies.detach())}

@@ -75,6 +75,11 @@ def load_spec(table: str) -> dict:
     for key in REQUIRED_FIELDS:
         if key not in spec:
             raise TableSpecError(f"{path}: the field {key!r} is missing (see experiments/tables/demo.yaml)")
+    for ref in spec.get("references", []):
+        missing = [k for k in ("label", "backbone", "dataset", "source", "bits") if k not in ref]
+        if missing:
+            raise TableSpecError(f"{path}: reference {ref.get('label', '?')!r} lacks {missing}: a published row "
+                                 "names its method (label), backbone, data set, source and figures by bits")
     profiles = spec.get("profiles", {"default": ""})
     for method in spec["methods"]:
         configs = method.get("config")
@@ -286,17 +291,24 @@ def _cell_text(values: pd.Series) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
-def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, dict]]:
-    """(row label, {(dataset, bits): published}, {(dataset, bits): ours - published}) per reference."""
+def reference_label(ref: dict) -> str:
+    """A published row names the method and the backbone its figures come from."""
+    return f"{ref['label']} [{ref['backbone']}]"
+
+
+def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, dict, str]]:
+    """(row label, {(dataset, bits): published}, {(dataset, bits): ours - published}, our method compared)
+    per reference. A reference with ``compare_with`` is the closest published relative of that method of
+    ours (the difference row compares them); one without is context only."""
     out = []
     for ref in spec.get("references", []):
         published = {(ref["dataset"], int(b)): float(v) for b, v in ref["bits"].items()}
-        diff = {}
+        ours_name, diff = ref.get("compare_with"), {}
         for key, value in published.items():
-            ours = means.loc[ref["method"], key] if ref["method"] in means.index and key in means.columns else None
+            ours = means.loc[ours_name, key] if ours_name in means.index and key in means.columns else None
             if ours is not None and pd.notna(ours):
                 diff[key] = ours - value
-        out.append((f"{ref['method']}: {ref['label']}", published, diff))
+        out.append((reference_label(ref), published, diff, ours_name or ""))
     return out
 
 
@@ -345,9 +357,10 @@ def _missing_lines(frame: pd.DataFrame) -> list[str]:
 def _markdown(name: str, text: pd.DataFrame, references, caption: str, missing: list[str]) -> str:
     flat = text.copy()
     flat.columns = [f"{d} {b}b" for d, b in flat.columns]
-    for label, published, diff in references:
+    for label, published, diff, ours in references:
         flat.loc[f"{label} (published)"] = [f"{published[c]:.3f}" if c in published else "" for c in text.columns]
-        flat.loc["  ours − published"] = [f"{diff[c]:+.3f}" if c in diff else "" for c in text.columns]
+        if ours:
+            flat.loc[f"  {ours} − published"] = [f"{diff[c]:+.3f}" if c in diff else "" for c in text.columns]
     lines = [f"**{name}**: {caption}", "", flat.to_markdown()]
     if missing:
         lines += ["", "n/a cells:"] + [f"- {line}" for line in missing]
@@ -383,11 +396,12 @@ def _latex(text: pd.DataFrame, means: pd.DataFrame, references, caption: str, na
         lines.append(_tex_escape(method) + " & " + " & ".join(str(v) for v in body.loc[method]) + r" \\")
     if references:
         lines.append(r"\midrule")
-    for label, published, diff in references:
+    for label, published, diff, ours in references:
         lines.append(rf"\textit{{{_tex_escape(label)}}} & " +
                      " & ".join(f"{published[c]:.3f}" if c in published else "" for c in body.columns) + r" \\")
-        lines.append(r"\quad ours $-$ published & " +
-                     " & ".join(f"${diff[c]:+.3f}$" if c in diff else "" for c in body.columns) + r" \\")
+        if ours:
+            lines.append(rf"\quad {_tex_escape(ours)} $-$ published & " +
+                         " & ".join(f"${diff[c]:+.3f}$" if c in diff else "" for c in body.columns) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
@@ -428,8 +442,8 @@ def _plot_map_vs_bits(frame: pd.DataFrame, spec: dict, out_dir: Path, label: str
         for ref in spec.get("references", []):
             if ref["dataset"] == dataset:
                 bits = sorted(int(b) for b in ref["bits"])
-                ax.plot(bits, [ref["bits"][b] for b in bits], ls="--", marker="x", color="grey",
-                        label=f"{ref['method']} (published)")
+                ax.plot(bits, [ref["bits"][b] for b in bits], ls="--", marker="x",
+                        label=f"{reference_label(ref)} (published)")
         _finish(ax, dataset, "bits", label, spec["bits"], empty_reason=_reason(part))
     fig.tight_layout()
     return _save(fig, out_dir, "map_vs_bits")
