@@ -13,10 +13,12 @@ SEEDS   ?=
 
 setup: $(STAMP)
 
+# --compile-bytecode: these machines set PYTHONDONTWRITEBYTECODE=1, so without it every process compiles
+# torch, Lightning and scipy from source (import lightning 27.6 s -> 11 s with bytecode)
 $(STAMP): pyproject.toml
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	@test -x $(PY) || uv venv --quiet $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip install --quiet -e '.[test]'
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.[test]'
 	@touch $(STAMP)
 
 test: setup

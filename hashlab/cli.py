@@ -1,4 +1,5 @@
-"""Command line: ``hashlab fit`` (LightningCLI) and the toolkit's own commands.
+"""Command line: a thin dispatcher. ``hashlab fit`` (LightningCLI) and the toolkit's own commands; each
+subcommand imports what it needs when it runs, so `hashlab --help` and argument errors answer at once.
 
     hashlab fit --config experiments/methods/dpsh_googlenet.yaml --data.root DIR --model.bits 32
     hashlab reproduce --table demo
@@ -11,155 +12,40 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-import warnings
 from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
-
-from hashlab.data import HashingDataModule
-from hashlab.methods import HashingModule
-from hashlab.records.codes import CODES_NAME, write_codes
-from hashlab.records.record import RECORD_NAME, config_hash, environment, read_record, write_json_atomic
-from hashlab.records.wandb_runs import log_record
-
-
-def _class_of(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    return getattr(__import__(module, fromlist=[name]), name)
-
-
-class HashlabCLI(LightningCLI):
-    parse_only = False  # set on a subclass to resolve the config and run directory without building anything
-
-    def instantiate_classes(self):
-        if not self.parse_only:
-            super().instantiate_classes()
-
-    def add_arguments_to_parser(self, parser):
-        parser.add_argument("--runs_dir", default="runs", help="where run folders and records go")
-        parser.add_argument("--force", type=bool, default=False, help="rerun even when a finished record exists")
-
-    def before_instantiate_classes(self):
-        config = self.config
-        self.resolved = config.clone().as_dict()
-        self.run_dir = run_directory(self.resolved)
-        config.trainer.default_root_dir = str(self.run_dir)
-
-
-def run_directory(config: dict) -> Path:
-    model, data = config["model"], config["data"]
-    method = _class_of(model["class_path"]).method_id
-    dataset = _class_of(data["class_path"])
-    protocol = data["init_args"].get("protocol") or dataset.default_protocol
-    args = model["init_args"]
-    cell = f"{args['backbone']}-{args['mode']}-{args['bits']}b-seed{config['seed_everything']}-{config_hash(config)}"
-    name = data["init_args"].get("dataset_name") or dataset.name  # list files carry their own name
-    return Path(config["runs_dir"]) / method / f"{name}-{protocol}" / cell
-
-
-class _ParseOnlyCLI(HashlabCLI):
-    parse_only = True
-
-
-def resolve_run_dir(args: list[str]) -> Path:
-    """The run directory a `hashlab fit` command line would use, without building model or data."""
-    return build_cli(args, cli_class=_ParseOnlyCLI).run_dir
-
-
-def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> HashlabCLI:
-    # args come from our own dispatcher, not from a Python caller mixing them with sys.argv
-    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-    return cli_class(
-        HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
-        seed_everything_default=0, save_config_callback=None,
-        # checkpointing (last, and best by validation mAP) comes from HashingModule.configure_callbacks
-        trainer_defaults={"logger": False, "enable_model_summary": False, "log_every_n_steps": 10,
-                          "num_sanity_val_steps": 0},
-        parser_kwargs={"description": "Train a hashing method and write its run record."},
-    )
-
-
-def run_fit(args: list[str]) -> Path:
-    """Fit, evaluate on query vs database, write the run record; return its path."""
-    cli = build_cli(args)
-    record_path = cli.run_dir / RECORD_NAME
-    if record_path.exists() and not cli.config.force:
-        print(f"finished record exists, not rerunning (pass --force true to rerun): {record_path}", file=sys.stderr)
-        return record_path
-    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
-    last = cli.run_dir / "checkpoints" / "last.ckpt"
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if last.exists() and not cli.config.force else None)
-    fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
-    wall_start = start
-    history = list(model.val_history)  # loading the best checkpoint below brings back its shorter history
-    evaluated = ({"selection": "last epoch", "epoch": trainer.current_epoch - 1} if trainer.current_epoch else
-                 {"selection": "no epochs (a closed-form fit)", "epoch": None})
-    best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
-    if best:
-        epoch, score = max(history, key=lambda item: item[1])
-        evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
-                     "val_map": score, "checkpoint": str(Path(best).resolve().relative_to(cli.run_dir.resolve()))}
-    trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
-    report = model.test_report
-    metrics = report.summary()
-    for k in (1000, *datamodule.report_topk):
-        metrics[f"map_at_{k}"] = _map_at(model, k)
-    describe = datamodule.describe()
-    if describe["multi_label"]:
-        metrics["ndcg_at_100"] = _ndcg_at(model, 100)
-    record = {
-        "status": "finished",
-        "method": type(model).method_id, "dataset": datamodule.name, "protocol": datamodule.protocol,
-        "backbone": model.hparams.backbone, "mode": model.hparams.mode, "bits": model.bits,
-        "seed": cli.config.seed_everything, "config_hash": config_hash(cli.resolved),
-        "metrics": {**metrics, **model.extra_metrics()},
-        "curves": {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
-                   "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}},
-        "evaluated_checkpoint": evaluated,
-        "val_map_by_epoch": [value for _, value in history],
-        "split": describe,
-        "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
-                    "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s"),
-                    "wall_s": time.perf_counter() - wall_start},
-        "feature_cache": model.feature_cache,
-        "epochs": trainer.current_epoch,
-        "world_size": trainer.world_size,
-        "config": cli.resolved,
-        "environment": environment(),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "codes_file": CODES_NAME,
-    }
-    if trainer.is_global_zero:
-        write_codes(cli.run_dir / CODES_NAME, model)  # before the record: a record always has its codes
-        write_json_atomic(record_path, record)
-        log_record(trainer.loggers, record, record_path)
-    return record_path
-
-
-def _map_at(model: HashingModule, k: int) -> float:
-    from hashlab.evaluation import evaluate_retrieval
-    q_codes, q_labels, _ = model.evaluated_codes["query"]
-    db_codes, db_labels, _ = model.evaluated_codes["database"]
-    return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=k, curve_ns=(1,)).mean_average_precision()
-
-
-def _dataset_names() -> list[str]:
-    from hashlab.data import DATASETS
-    return list(DATASETS)
-
-
-def _ndcg_at(model: HashingModule, k: int) -> float:
-    from hashlab.evaluation.graded import ndcg_at_k
-    q_codes, q_labels, _ = model.evaluated_codes["query"]
-    db_codes, db_labels, _ = model.evaluated_codes["database"]
-    return ndcg_at_k(q_codes, db_codes, q_labels.numpy(), db_labels.numpy(), k)
+# the data sets `hashlab data describe` knows (hashlab.data.DATASETS), named here so that --help does not
+# import torch and Lightning to list them
+DATASET_NAMES = ("cifar10", "flickr25k", "cub200", "stanford_cars", "digits", "listfile")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run a command; an error the user can fix (hashlab.errors.HashlabError: a bad path, name, value or
+    file) prints one line naming it and exits 2, without a traceback (HASHLAB_TRACEBACK=1 shows it)."""
+    import os
+
+    from hashlab.errors import user_error
+    try:
+        dispatch(sys.argv[1:] if argv is None else argv)
+    except Exception as error:
+        cause = user_error(error)  # jsonargparse wraps a constructor's error in its own
+        if cause is None or os.environ.get("HASHLAB_TRACEBACK"):
+            raise
+        sys.exit(f"error: {one_line(cause)}")
+
+
+def one_line(error: Exception) -> str:
+    """The message alone: a DataLoader worker re-raises an error with the worker's traceback in its text."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
+    return text
+
+
+def dispatch(argv: list[str]) -> None:
     if argv and argv[0] == "fit":
+        from hashlab.runs.fit import run_fit
         path = run_fit(argv[1:])
         print(path)
         return
@@ -222,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     describe = data_commands.add_parser("describe", help="print a data set's split as JSON, or with --all the "
                                         "Table 1 of every data set present as Markdown")
-    describe.add_argument("dataset", nargs="?", help=f"one of: {', '.join(_dataset_names())}")
+    describe.add_argument("dataset", nargs="?", help=f"one of: {', '.join(DATASET_NAMES)}")
     describe.add_argument("--all", action="store_true", help="every paper data set found under --root")
     describe.add_argument("--root", default=None, help="the data set's folder (with --all: the folder holding "
                           "cifar10/, flickr25k/, cub200/, stanford_cars/; default $HASHLAB_DATA)")
@@ -248,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     if args.command in ("cell", "sweep"):
-        from hashlab.records.tables import TableSpecError
-        from hashlab.sweeps import run_cell, write_sweep
+        from hashlab.runs.sweeps import run_cell, write_sweep
+        from hashlab.runs.tables import TableSpecError
         try:
             if args.command == "cell":
                 print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
@@ -258,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
                 for table in args.table:
                     print(write_sweep(table, args.out, args.profile))
             else:
-                from hashlab.sweeps import run_local_sweep
+                from hashlab.runs.sweeps import run_local_sweep
                 results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir, args.worker)
                 failed = [r for r in results if r["returncode"]]
                 for result in failed:
@@ -306,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         except DatasetError as error:
             sys.exit(f"error: {error}")
     elif args.command in ("reproduce", "report"):
-        from hashlab.records.tables import TableSpecError, render_table, reproduce_table
+        from hashlab.runs.tables import TableSpecError, render_table, reproduce_table
         try:
             if args.command == "reproduce":
                 reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
@@ -331,4 +217,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["main", "run_fit", "read_record"]
+__all__ = ["main"]

@@ -22,12 +22,12 @@ def eval_transform_of(config: dict | None, image_size: int | None):
     """The evaluation transform the run used (its DataModule's), or a plain resize."""
     from torchvision.transforms import v2
     if config is not None:
-        from hashlab.cli import _class_of
+        from hashlab.runs.fit import class_of
         data = config["data"]
         init_args = {k: v for k, v in data["init_args"].items() if k != "root"}
         if image_size:
             init_args["image_size"] = image_size
-        return _class_of(data["class_path"])(**init_args).eval_transform()
+        return class_of(data["class_path"])(**init_args).eval_transform()
     size = image_size or 224
     return v2.Compose([v2.ToImage(), v2.Resize((size, size), antialias=True), v2.ToDtype(torch.float32, scale=True)])
 
@@ -53,15 +53,15 @@ def explain_bits(checkpoint: str, data_root: str | None, out: str, bits: list[in
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from hashlab.cli import _class_of
     from hashlab.methods import METHODS
+    from hashlab.runs.fit import class_of
     path = Path(checkpoint)
     config = _run_config(path)
     if config is None:
         raise SystemExit(f"no record.json beside {path.parent}: explain needs a finished run's checkpoint")
     model = METHODS["attribute_hash"].load_from_checkpoint(path, map_location="cpu").eval()
     data_args = {k: v for k, v in config["data"]["init_args"].items() if k != "root"}
-    datamodule = _class_of(config["data"]["class_path"])(root=data_root, **data_args)
+    datamodule = class_of(config["data"]["class_path"])(root=data_root, **data_args)
     datamodule.prepare()
     items = datamodule.split.query[:limit]
     transform = datamodule.eval_transform()

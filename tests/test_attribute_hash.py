@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from hashlab.cli import main, resolve_run_dir, run_fit
+from hashlab.cli import main
 from hashlab.methods import AttributeHash
 from hashlab.methods.asymmetric import LearnedDatabaseCodes
 from hashlab.methods.attribute_hash import orthogonality_loss
+from hashlab.runs.fit import resolve_run_dir, run_fit
 
 DEMO = "experiments/methods/attribute_hash-demo.yaml"
 CHANNELS = 40 + 112 + 1280  # efficientnet_lite0's three tapped stages

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hashlab.cli import resolve_run_dir
 from hashlab.evaluation import evaluate_retrieval
 from hashlab.records.codes import read_codes
+from hashlab.runs.fit import resolve_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
@@ -181,7 +181,7 @@ def test_requeued_job_resumes_and_finishes(slurm_cluster, tmp_path):
 def test_local_agent_array_runs_every_cell_exactly_once(slurm_cluster, tmp_path):
     import yaml
 
-    from hashlab.sweeps import export_sweep, sweep_text
+    from hashlab.runs.sweeps import export_sweep, sweep_text
     spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
     spec["bits"], spec["methods"][0]["args"] = [8, 12, 16], ["--trainer.max_epochs=2"]
     table = tmp_path / "demo.yaml"

@@ -12,10 +12,11 @@ from skimage import data as skimage_data
 
 from hashlab.backbones import create_backbone
 from hashlab.backbones.taps import StageGrids, default_taps, stage_shapes
-from hashlab.cli import main, resolve_run_dir, run_fit
+from hashlab.cli import main
 from hashlab.data import Digits
 from hashlab.losses import proxy_loss, proxy_separation, triplet_loss
 from hashlab.methods import FDHMFE
+from hashlab.runs.fit import resolve_run_dir, run_fit
 from tests.test_training import EpochLosses
 
 DEMO = "experiments/methods/fdh_mfe-demo.yaml"

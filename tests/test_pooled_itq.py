@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from hashlab.cli import run_fit
 from hashlab.methods import CrowITQ
 from hashlab.records.codes import read_codes
+from hashlab.runs.fit import run_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -178,7 +178,7 @@ def test_pwa_and_spoc_pooling_index(collection, tmp_path):
 def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
     import torch
 
-    from hashlab.cli import run_fit
+    from hashlab.runs.fit import run_fit
     from hashlab.search.encoders import RunEncoder
     images, _, _ = collection
     record = run_fit(["--config", str(ROOT / "experiments/methods/dpsh_googlenet-demo.yaml"),

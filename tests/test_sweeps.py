@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from hashlab.cli import main
-from hashlab.records.tables import TableSpecError, cells, load_spec
-from hashlab.sweeps import export_sweep, sweep_text
+from hashlab.runs.sweeps import export_sweep, sweep_text
+from hashlab.runs.tables import TableSpecError, cells, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if not p.stem.startswith("tune-"))
@@ -36,8 +36,8 @@ def test_every_sweep_passes_the_wandb_schema(path):
 def test_each_method_has_a_bayes_tuning_sweep_whose_runs_reach_its_config(monkeypatch):
     """A proposed run's ${args} parse as the method's config with the proposed values in it."""
     import sweeps
-    from hashlab.cli import _ParseOnlyCLI, build_cli
-    from hashlab.sweeps import agent_command
+    from hashlab.runs.fit import _ParseOnlyCLI, build_cli
+    from hashlab.runs.sweeps import agent_command
     monkeypatch.chdir(ROOT)
     assert [p.stem for p in TUNING] == sorted(f"tune-{m}" for m in METHODS)
     for path in TUNING:
@@ -80,13 +80,13 @@ def test_hashlab_cell_runs_the_cell_reproduce_would_run(tmp_path, capsys, monkey
     expected = [c for c in cells(load_spec(str(table)), tmp_path, "cpu") if c.bits == 16][0]
     assert record == expected.record and record.exists()
     with pytest.raises(TableSpecError, match="no cell"):
-        from hashlab.sweeps import run_cell
+        from hashlab.runs.sweeps import run_cell
         run_cell(str(table), "dpsh_googlenet", "digits", 12, 0, runs_dir=str(tmp_path))
 
 
 def test_a_local_sweep_runs_every_cell_once_offline_and_resumes(tmp_path, monkeypatch):
-    from hashlab.records.tables import render_table
-    from hashlab.sweeps import run_local_sweep
+    from hashlab.runs.sweeps import run_local_sweep
+    from hashlab.runs.tables import render_table
     monkeypatch.chdir(ROOT)
     spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
     spec["bits"], spec["methods"][0]["args"] = [8, 16], ["--trainer.max_epochs=2"]

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from hashlab.backbones.taps import StageGrids, default_taps
-from hashlab.cli import resolve_run_dir, run_fit
 from hashlab.data import Digits
 from hashlab.methods import DPSHGoogLeNet
 from hashlab.methods.base import NonFiniteLossError
+from hashlab.runs.fit import resolve_run_dir, run_fit
 
 DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
 ROOT = Path(__file__).resolve().parents[1]

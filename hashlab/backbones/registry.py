@@ -26,6 +26,7 @@ class Backbone(nn.Module):
         self.classifier = classifier  # the ImageNet head, kept for checks and CAM; never trained here
         self.feature_dim = feature_dim
         self.stage_channels = stage_channels or []
+        self.min_image_size = 32  # the stride of the deepest map: a smaller input has no pixel left there
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -79,8 +80,9 @@ def available_backbones() -> list[str]:
 def create_backbone(name: str, pretrained: bool = True) -> Backbone:
     _import_builtin()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(_REGISTRY))}. "
-                         "Register a new one with @hashlab.backbones.register_backbone.")
+        from hashlab.errors import ConfigError, close_matches
+        raise ConfigError(f"model.backbone: unknown backbone {name!r}{close_matches(name, _REGISTRY)}; available: "
+                          f"{', '.join(sorted(_REGISTRY))}. Register a new one with @hashlab.backbones.register_backbone.")
     return _REGISTRY[name].factory(pretrained)
 
 

@@ -1,17 +1,30 @@
-"""Data sets as Lightning DataModules, protocols and splits."""
+"""Data sets as Lightning DataModules, protocols and splits.
 
-from hashlab.data.base import DatasetError, HashingDataModule, Source
-from hashlab.data.cifar10 import CIFAR10
-from hashlab.data.cub200 import CUB200
-from hashlab.data.digits import Digits
-from hashlab.data.flickr25k import Flickr25K
-from hashlab.data.listfile import ListFile
-from hashlab.data.protocols import Split, make_split, register_protocol
-from hashlab.data.stanford_cars import StanfordCars
+Names are imported on first use (PEP 562), so that a light submodule (hashlab.data.transforms,
+hashlab.data.protocols) can be imported without Lightning: image search uses the transforms alone.
+"""
 
+from __future__ import annotations
+
+import importlib
+
+_WHERE = {
+    "DatasetError": "base", "HashingDataModule": "base", "Source": "base",
+    "CIFAR10": "cifar10", "CUB200": "cub200", "Digits": "digits", "Flickr25K": "flickr25k",
+    "ListFile": "listfile", "StanfordCars": "stanford_cars",
+    "Split": "protocols", "make_split": "protocols", "register_protocol": "protocols",
+}
 # the data sets of the papers' tables, in Table 1 order; digits is the embedded default
-DATASETS = {"cifar10": CIFAR10, "flickr25k": Flickr25K, "cub200": CUB200, "stanford_cars": StanfordCars,
-            "digits": Digits, "listfile": ListFile}
+_DATASETS = {"cifar10": "CIFAR10", "flickr25k": "Flickr25K", "cub200": "CUB200", "stanford_cars": "StanfordCars",
+             "digits": "Digits", "listfile": "ListFile"}
 
-__all__ = ["DATASETS", "CIFAR10", "CUB200", "Digits", "Flickr25K", "ListFile", "StanfordCars", "DatasetError",
-           "HashingDataModule", "Source", "Split", "make_split", "register_protocol"]
+
+def __getattr__(name: str):
+    if name == "DATASETS":
+        return {key: __getattr__(cls) for key, cls in _DATASETS.items()}
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"hashlab.data.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'hashlab.data' has no attribute {name!r}")
+
+
+__all__ = ["DATASETS", *_WHERE]

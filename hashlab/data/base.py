@@ -21,9 +21,11 @@ from torchvision.transforms import v2
 
 from hashlab.data.protocols import Split, get_protocol, make_split
 from hashlab.data.splits import default_splits_dir, load_split, save_split, split_file_name
+from hashlab.data.transforms import TransformFamily, eval_transform, resize_size
+from hashlab.errors import HashlabError
 
 
-class DatasetError(ValueError):
+class DatasetError(HashlabError):
     """A data set that cannot be read as it is on disk; the message says what to fix."""
 
 
@@ -190,24 +192,6 @@ def read_table(path: Path, dataset: str, columns: int, kinds: tuple = ()) -> lis
             except ValueError as error:
                 raise DatasetError(f"{dataset}: {path}, line {number}: {error}: {line.strip()!r}") from error
     return rows
-
-
-TransformFamily = Literal["small", "photo", "finegrained"]
-
-
-def resize_size(image_size: int) -> int:
-    """The ImageNet recipe's short side before the crop, scaled to the crop size (256 for 224)."""
-    return int(round(image_size * 256 / 224))
-
-
-def eval_transform(image_size: int, family: TransformFamily = "small"):
-    """The evaluation transform of a family (what cached features, tests and search indexes see):
-    CIFAR-style images resized whole; photos resized on the short side and centre-cropped."""
-    if family == "small":
-        geometry = [v2.Resize((image_size, image_size), antialias=True)]
-    else:
-        geometry = [v2.Resize(resize_size(image_size), antialias=True), v2.CenterCrop(image_size)]
-    return v2.Compose([v2.ToImage(), *geometry, v2.ToDtype(torch.float32, scale=True)])
 
 
 class HashingDataModule(L.LightningDataModule):

@@ -66,7 +66,9 @@ def register_protocol(name: str, description: str, report_topk: tuple[int, ...] 
 
 def get_protocol(name: str) -> Protocol:
     if name not in _PROTOCOLS:
-        raise ValueError(f"unknown protocol {name!r}; available: {', '.join(sorted(_PROTOCOLS))}")
+        from hashlab.errors import ConfigError, close_matches
+        raise ConfigError(f"data.protocol: unknown protocol {name!r}{close_matches(name, _PROTOCOLS)}; available: "
+                          f"{', '.join(sorted(_PROTOCOLS))}")
     return _PROTOCOLS[name]
 
 

@@ -51,9 +51,14 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
             out = np.empty((len(dataset), *feats.shape[1:]), dtype=np.float16)
         out[done:done + len(feats)] = feats
         done += len(feats)
-    folder.mkdir(parents=True, exist_ok=True)
+    from hashlab.errors import storage_error
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, out)
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(key, indent=1))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(tmp, out)
+        tmp.replace(path)
+        path.with_suffix(".json").write_text(json.dumps(key, indent=1))
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, error, "every other cached feature file") from error
     return torch.from_numpy(out), {"path": str(path), "hit": False, "seconds": time.perf_counter() - start}

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from hashlab.backbones import create_backbone
+from hashlab.errors import ConfigError
 from hashlab.evaluation import HashingRetrievalMetric, RetrievalReport
 
 MIN_BITS, MAX_BITS = 4, 127
@@ -125,7 +126,7 @@ class HashingModule(L.LightningModule):
         constant. map_flip: in partial mode, mirror half of each training batch's cached maps."""
         super().__init__()
         if not MIN_BITS <= bits <= MAX_BITS:
-            raise ValueError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
+            raise ConfigError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
                              "(the literature uses 12, 16, 24, 32, 48, 64)")
         self.save_hyperparameters()
         self.bits = bits
@@ -135,7 +136,7 @@ class HashingModule(L.LightningModule):
         self.head = self.build_head(self.backbone.feature_dim)
         if mode == "partial":
             if not 0 < frozen_stages < len(self.backbone.stages):
-                raise ValueError(f"model.frozen_stages = {frozen_stages}: {backbone} has stages 0.."
+                raise ConfigError(f"model.frozen_stages = {frozen_stages}: {backbone} has stages 0.."
                                  f"{len(self.backbone.stages) - 1}; cache between 1 and {len(self.backbone.stages) - 1}")
             # a multi-level extractor (stage taps) keeps its taps: the early ones are cached, the rest trained
             taps, grid = getattr(self.extractor, "taps", None), getattr(self.extractor, "grid", None)
@@ -183,6 +184,10 @@ class HashingModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
+        smallest = self.backbone.min_image_size
+        if datamodule.image_size < smallest:
+            raise ConfigError(f"data.image_size = {datamodule.image_size}: {self.hparams.backbone} needs at least "
+                              f"{smallest} px (its feature maps shrink {smallest}-fold); use {smallest} or more")
         datamodule.prepare()
         datamodule.method_wants_class_balanced = self.wants_class_balanced_batches
         if self.frozen and datamodule.features is None:

@@ -21,10 +21,32 @@ def write_codes(path: Path, model) -> Path:
         arrays[f"{role}_codes"] = np.packbits(codes.cpu().numpy() >= 0, axis=1)
         arrays[f"{role}_labels"] = labels.cpu().numpy().astype(np.uint8)
         arrays[f"{role}_index"] = index.cpu().numpy()
+    from hashlab.errors import storage_error
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, bits=np.array(model.bits), **arrays)
-    tmp.replace(path)
+    try:
+        np.savez_compressed(tmp, bits=np.array(model.bits), **arrays)
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, error, f"the previous {path.name}" if path.exists() else "no file") from error
     return path
+
+
+def check_codes(path: Path) -> None:
+    """A missing codes file is allowed (records from before codes.npz); one that does not read to the end
+    (cut short by a kill or a full disk) raises ValueError naming it."""
+    import zipfile
+
+    import numpy as np
+    if not path.exists():
+        return
+    try:
+        with np.load(path) as data:
+            for name in data.files:
+                data[name]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"codes file {path} cannot be read ({type(error).__name__}: {error}); delete the run "
+                         "folder's record.json and codes.npz to rerun that cell") from error
 
 
 def read_codes(path: str | Path) -> dict:

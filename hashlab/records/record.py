@@ -22,14 +22,19 @@ NOT_IN_HASH = {
 
 def write_json_atomic(path: str | Path, payload: dict) -> Path:
     """Write beside the target and rename over it: readers see the old file or the new, never half."""
+    from hashlab.errors import storage_error
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(path, error, f"the previous {path.name}" if path.exists() else "no file") from error
     return path
 
 
@@ -54,9 +59,12 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return flat
 
 
-def config_hash(config: dict) -> str:
-    """Hash of the resolved config without the fields that do not change the result."""
+def config_hash(config: dict, data_fingerprint: str | None = None) -> str:
+    """Hash of the resolved config without the fields that do not change the result, and of the data's
+    fingerprint (the data the config was run on, wherever its folder is)."""
     kept = {k: v for k, v in flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NOT_IN_HASH)}
+    if data_fingerprint is not None:
+        kept["data_fingerprint"] = data_fingerprint
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hashlab.data.base import eval_transform, resize_size
+from hashlab.data.transforms import eval_transform, resize_size
 from hashlab.search.pooling import PooledMap
 from hashlab.search.quantize import Quantizer, fit_quantizer
 
@@ -110,15 +110,29 @@ class RunEncoder:
         r = self.record
         return {"encoder": "supervised", "features": f"{r['method']} codes", "bits": self.bits,
                 "backbone": r["backbone"], "image_size": self.image_size, "run": str(self.record_path.resolve()),
+                "run_identity": self.identity(),
                 "method": r["method"], "trained_on": f"{r['dataset']} ({r['protocol']})", "map": r["metrics"]["map"],
                 "transform": self.family}
 
     def save(self, folder: Path) -> None:
         (folder / "encoder.json").write_text(json.dumps({"run": str(self.record_path.resolve())}))
 
+    def identity(self) -> str:
+        """Which trained model this is: the run's config hash and when it finished (a rerun changes it)."""
+        return f"{self.record.get('config_hash')} finished {self.record.get('finished_at')}"
+
     @classmethod
     def load(cls, folder: Path, meta: dict, device: str = "cpu") -> RunEncoder:
-        return cls(meta["run"], device)
+        encoder = cls(meta["run"], device)
+        built_with = meta.get("run_identity")
+        if built_with is not None and encoder.identity() != built_with:
+            from hashlab.errors import HashlabError
+            raise HashlabError(
+                f"index {folder.parent}: its codes were made by run {meta['run']} as it was then ({built_with}), but "
+                f"that run is now {encoder.identity()}: queries would be encoded by another model than the index. "
+                f"Rebuild the index with `hashlab index build --images {meta.get('images_root', 'DIR')} --out "
+                f"{folder.parent} --run {meta['run']}`.")
+        return encoder
 
 
 def load_encoder(folder: Path, meta: dict, device: str = "cpu"):

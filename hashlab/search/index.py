@@ -143,6 +143,10 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     try:
         _write(folder, root, rows_out, features, packed, encoder, index_type, skipped)
         _swap(out, folder)
+    except (OSError, sqlite3.OperationalError, RuntimeError) as error:  # FAISS and SQLite report a full disk so
+        shutil.rmtree(folder, ignore_errors=True)
+        from hashlab.errors import storage_error
+        raise storage_error(folder, error, f"the index at {out} (its current build)") from error
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

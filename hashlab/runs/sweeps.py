@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.records.tables import TableSpecError, cells, default_profile, load_spec, wandb_logger_args
+from hashlab.runs.tables import TableSpecError, cells, default_profile, load_spec, wandb_logger_args
 
 SWEEPS_DIR = Path("sweeps")
 VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the training set
@@ -56,7 +56,7 @@ def write_sweep(table: str, out_dir: str | Path = SWEEPS_DIR, profile: str | Non
 def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profile: str | None = None,
              runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path:
     """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists)."""
-    from hashlab.cli import run_fit
+    from hashlab.runs.fit import run_fit
     spec = load_spec(table)
     matches = [c for c in cells(spec, runs_dir, profile, data_root, seeds=[seed])
                if (c.method, c.dataset, c.bits) == (method, dataset, bits)]
@@ -108,6 +108,38 @@ def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
     return True
 
 
+CELL_PARAMETERS = {"table", "profile", "method", "dataset", "bits", "seed"}
+
+
+def check_parameters(sweep: dict, path) -> None:
+    """Every parameter must reach the run: `hashlab cell` takes CELL_PARAMETERS; a `hashlab fit` sweep's
+    parameters must be options of the fit (checked by parsing one proposed command line), so a misspelt
+    parameter fails here, named, and not after hours of runs that ignored it."""
+    from hashlab.errors import close_matches
+    names = list(sweep.get("parameters", {}))
+    if "cell" in sweep.get("command", []):
+        for name in names:
+            if name not in CELL_PARAMETERS:
+                raise TableSpecError(f"{path}: unknown sweep parameter {name!r}{close_matches(name, CELL_PARAMETERS)}; "
+                                     f"`hashlab cell` takes {', '.join(sorted(CELL_PARAMETERS))}")
+        return
+    if "fit" not in sweep.get("command", []):
+        return
+    fixed = [part for part in sweep["command"] if part not in ("${env}", "${args}", "hashlab", "fit")
+             and not part.startswith("--trainer.logger")]
+    from hashlab.runs.fit import resolve_run_dir
+    for name, spec in sweep["parameters"].items():
+        value = spec.get("value", spec.get("min", (spec.get("values") or [None])[0]))
+        try:
+            import contextlib
+            import io
+            with contextlib.redirect_stderr(io.StringIO()):
+                resolve_run_dir([*fixed, f"--{name}={value}"])
+        except SystemExit:
+            raise TableSpecError(f"{path}: sweep parameter {name!r} is not an option of `hashlab fit "
+                                 f"{' '.join(fixed)}` (see `hashlab fit {' '.join(fixed)} --print_config`)") from None
+
+
 def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str = "runs",
                     worker: str | None = None) -> list[dict]:
     """Run a sweep without a W&B server: W&B's own engine (the ``sweeps`` package) proposes the runs,
@@ -128,6 +160,7 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
     problems = sweeps.schema_violations_from_proposed_config(sweep)
     if problems:
         raise TableSpecError(f"{path}: not a valid W&B sweep: {'; '.join(problems)}")
+    check_parameters(sweep, path)
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     done: list = []
     results: list[dict] = []

@@ -1,0 +1,250 @@
+"""Rendering tables from run records: LaTeX (booktabs), CSV, Markdown, mAP-vs-bits, PR and P@N figures.
+
+Reads nothing but the long-format frame it is given (one row per cell, built from records by
+:func:`hashlab.runs.tables.collect`) and the table spec; writes reports/<table>/.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -> dict:
+    """Write table.csv / .md / .tex and the figures of one table from its long-format frame (one row per
+    cell, as hashlab.runs.tables.collect gives it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex"]
+    frame.reindex(columns=CSV_COLUMNS).to_csv(files[0], index=False)
+
+    method_order = [m["name"] for m in spec["methods"]]
+    dataset_order = [d["name"] for d in spec["datasets"]]
+    columns = pd.MultiIndex.from_product([dataset_order, spec["bits"]], names=["dataset", "bits"])
+    grouped = frame.groupby(["method", "dataset", "bits"], sort=False)["value"]
+    text = grouped.apply(_cell_text).unstack(["dataset", "bits"]).reindex(index=method_order, columns=columns)
+    means = grouped.mean().unstack(["dataset", "bits"]).reindex(index=method_order, columns=columns)
+    references = _reference_rows(spec, means)
+    missing = _missing_lines(frame)
+
+    label = spec.get("metric_label", spec["metric"])
+    backbones = sorted(frame["backbone"].dropna().unique()) if "backbone" in frame else []
+    commits = sorted({c[:10] for c in frame["commit"].dropna()}) if "commit" in frame else []
+    seeds = sorted(frame["seed"].unique())
+    facts = (f"profile {profile} ({spec['profiles'].get(profile) or 'n/a'}); backbone {', '.join(backbones) or 'n/a'}; "
+             f"protocol {', '.join(d['protocol'] for d in spec['datasets'])}; seeds {', '.join(map(str, seeds))}"
+             f"{' (mean ± std)' if len(seeds) > 1 else ''}; commit {', '.join(commits) or 'n/a'}")
+    caption = f"{label}. {spec.get('caption', '').rstrip('.')}. {facts}."
+    markdown = _markdown(spec["name"], text, references, caption, missing)
+    files[1].write_text(markdown + "\n")
+    files[2].write_text(_latex(text, means, references, caption, spec["name"], missing))
+    files.extend(_plot_map_vs_bits(frame, spec, out_dir, label))
+    files.extend(_plot_curves(frame, spec, out_dir))
+    return {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir}
+
+
+CSV_COLUMNS = ["method", "dataset", "protocol", "backbone", "profile", "mode", "bits", "seed", "map",
+               "map_tie_aware", "map_at_1000", "value", "wall_s", "missing", "record"]
+
+
+def _cell_text(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3f}"
+    return f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def reference_label(ref: dict) -> str:
+    """A published row names the method and the backbone its figures come from."""
+    return f"{ref['label']} [{ref['backbone']}]"
+
+
+def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, dict, str]]:
+    """(row label, {(dataset, bits): published}, {(dataset, bits): ours - published}, our method compared)
+    per reference. A reference with ``compare_with`` is the closest published relative of that method of
+    ours (the difference row compares them); one without is context only."""
+    out = []
+    for ref in spec.get("references", []):
+        published = {(ref["dataset"], int(b)): float(v) for b, v in ref["bits"].items()}
+        ours_name, diff = ref.get("compare_with"), {}
+        for key, value in published.items():
+            ours = means.loc[ours_name, key] if ours_name in means.index and key in means.columns else None
+            if ours is not None and pd.notna(ours):
+                diff[key] = ours - value
+        out.append((reference_label(ref), published, diff, ours_name or ""))
+    return out
+
+
+def _missing_lines(frame: pd.DataFrame) -> list[str]:
+    reasons = frame[frame["missing"] != ""].groupby("missing", sort=False)["dataset"].unique()
+    return [f"{', '.join(datasets)}: {reason}" for reason, datasets in reasons.items()]
+
+
+def _markdown(name: str, text: pd.DataFrame, references, caption: str, missing: list[str]) -> str:
+    flat = text.copy()
+    flat.columns = [f"{d} {b}b" for d, b in flat.columns]
+    for label, published, diff, ours in references:
+        flat.loc[f"{label} (published)"] = [f"{published[c]:.3f}" if c in published else "" for c in text.columns]
+        if ours:
+            flat.loc[f"  {ours} − published"] = [f"{diff[c]:+.3f}" if c in diff else "" for c in text.columns]
+    lines = [f"**{name}**: {caption}", "", flat.to_markdown()]
+    if missing:
+        lines += ["", "n/a cells:"] + [f"- {line}" for line in missing]
+    return "\n".join(lines)
+
+
+def _latex(text: pd.DataFrame, means: pd.DataFrame, references, caption: str, name: str,
+           missing: list[str]) -> str:
+    """booktabs table, best mean per column in bold, published figures and differences below."""
+    best = means.max(axis=0)
+    body = text.copy().astype(object)
+    for column in body.columns:
+        for method in body.index:
+            value = means.loc[method, column]
+            cell = str(body.loc[method, column]).replace("±", r"$\pm$").replace("n/a", "--")
+            body.loc[method, column] = rf"\textbf{{{cell}}}" if pd.notna(value) and value == best[column] else cell
+    datasets = list(dict.fromkeys(d for d, _ in body.columns))
+    bits_per = [[b for d, b in body.columns if d == ds] for ds in datasets]
+    notes = "; ".join(missing)
+    full_caption = caption + (f" -- marks cells without a run: {notes}." if notes else "")
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex_escape(full_caption)}}}", rf"\label{{tab:{name}}}",
+             r"\begin{tabular}{l" + "c" * len(body.columns) + "}", r"\toprule"]
+    lines.append("Method & " + " & ".join(rf"\multicolumn{{{len(b)}}}{{c}}{{{_tex_escape(d)}}}"
+                                          for d, b in zip(datasets, bits_per, strict=True)) + r" \\")
+    start, rules = 2, []
+    for b in bits_per:
+        rules.append(rf"\cmidrule(lr){{{start}-{start + len(b) - 1}}}")
+        start += len(b)
+    lines.append(" ".join(rules))
+    lines.append(" & " + " & ".join(f"{b} bits" for group in bits_per for b in group) + r" \\")
+    lines.append(r"\midrule")
+    for method in body.index:
+        lines.append(_tex_escape(method) + " & " + " & ".join(str(v) for v in body.loc[method]) + r" \\")
+    if references:
+        lines.append(r"\midrule")
+    for label, published, diff, ours in references:
+        lines.append(rf"\textit{{{_tex_escape(label)}}} & " +
+                     " & ".join(f"{published[c]:.3f}" if c in published else "" for c in body.columns) + r" \\")
+        if ours:
+            lines.append(rf"\quad {_tex_escape(ours)} $-$ published & " +
+                         " & ".join(f"${diff[c]:+.3f}$" if c in diff else "" for c in body.columns) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _tex_escape(text: str) -> str:
+    for raw, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
+        text = text.replace(raw, escaped)
+    return text.replace("±", r"$\pm$").replace("−", "-")
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def _axes(count: int, width: float = 4.2):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, count, figsize=(width * count, 3.4), squeeze=False)
+    return fig, axes[0]
+
+
+def _plot_map_vs_bits(frame: pd.DataFrame, spec: dict, out_dir: Path, label: str) -> list[Path]:
+    datasets = [d["name"] for d in spec["datasets"]]
+    fig, axes = _axes(len(datasets))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        part = frame[frame.dataset == dataset]
+        for method in [m["name"] for m in spec["methods"]]:
+            stats = part[part.method == method].groupby("bits")["value"].agg(["mean", "std"]).dropna(subset=["mean"])
+            if not stats.empty:
+                ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                            label=method)
+        for ref in spec.get("references", []):
+            if ref["dataset"] == dataset:
+                bits = sorted(int(b) for b in ref["bits"])
+                ax.plot(bits, [ref["bits"][b] for b in bits], ls="--", marker="x",
+                        label=f"{reference_label(ref)} (published)")
+        _finish(ax, dataset, "bits", label, spec["bits"], empty_reason=_reason(part))
+    fig.tight_layout()
+    return _save(fig, out_dir, "map_vs_bits")
+
+
+def _reason(part: pd.DataFrame) -> str:
+    reasons = part["missing"].replace("", pd.NA).dropna().unique()
+    return reasons[0] if len(reasons) else "no finished runs"
+
+
+def _finish(ax, title: str, xlabel: str, ylabel: str, xticks=None, empty_reason: str = "") -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xticks is not None:
+        ax.set_xticks(xticks)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    elif empty_reason:
+        import textwrap
+        ax.text(0.5, 0.5, "\n".join(textwrap.wrap(empty_reason, 38)), ha="center", va="center", fontsize=8,
+                transform=ax.transAxes, color="grey")
+
+
+def _plot_curves(frame: pd.DataFrame, spec: dict, out_dir: Path) -> list[Path]:
+    """Precision-recall (over Hamming radii) and precision@N at one bit length, every method, seed-averaged."""
+    import numpy as np
+    bits = spec.get("curves_at_bits", spec["bits"][-1])
+    datasets = [d["name"] for d in spec["datasets"]]
+    paths = []
+    for kind, stem in (("pr_by_radius", f"pr_curve_{bits}b"), ("precision_at_n", f"precision_at_n_{bits}b")):
+        fig, axes = _axes(len(datasets))
+        for ax, dataset in zip(axes, datasets, strict=True):
+            part = frame[(frame.dataset == dataset) & (frame.bits == bits)]
+            for method in [m["name"] for m in spec["methods"]]:
+                curves = [c[kind] for c in part[part.method == method].get("curves", pd.Series(dtype=object))
+                          if isinstance(c, dict)]
+                if not curves:
+                    continue
+                if kind == "pr_by_radius":
+                    recall = np.mean([c["recall"] for c in curves], axis=0)
+                    precision = np.mean([c["precision"] for c in curves], axis=0)
+                    ax.plot(recall, precision, marker=".", label=method)
+                else:
+                    ax.plot(curves[0]["n"], np.mean([c["precision"] for c in curves], axis=0), marker=".",
+                            label=method)
+            if kind == "pr_by_radius":
+                _finish(ax, f"{dataset}, {bits} bits", "recall", "precision", empty_reason=_reason(part))
+            else:
+                _finish(ax, f"{dataset}, {bits} bits", "N (top of the Hamming ranking)", "precision@N",
+                        empty_reason=_reason(part))
+        fig.tight_layout()
+        paths.extend(_save(fig, out_dir, stem))
+    return paths
+
+
+def render_datasets_table(spec: dict, reports_dir: str | Path, data_root: str | None) -> dict:
+    """Table 1: the data sets, from `hashlab data describe --all`."""
+    from hashlab.data.describe import table1_frame
+    frame, absent = table1_frame(data_root)
+    out_dir = Path(reports_dir) / spec["name"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex"]
+    frame.to_csv(files[0], index=False)
+    shown = frame.drop(columns=["root"])
+    markdown = "\n".join([f"**{spec['name']}**: {spec.get('caption', '')}", "", shown.to_markdown(index=False)]
+                         + ([""] + [f"- {line}" for line in absent] if absent else []))
+    files[1].write_text(markdown + "\n")
+    latex = shown.to_latex(index=False, caption=_tex_escape(spec.get("caption", "") + (
+        " Absent here: " + "; ".join(absent) if absent else "")), label=f"tab:{spec['name']}",
+        escape=True, position="t")
+    files[2].write_text(latex)
+    return {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir}
+
+

@@ -1,0 +1,174 @@
+"""Every bad input of docs/errors.md, tried as a new user would: one line that names the file, the field
+and the fix, no traceback, and no finished work lost."""
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from hashlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = "experiments/methods/dfch-smoke.yaml"
+DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+
+
+def fails_with(args: list[str], pattern: str, capsys) -> str:
+    """The command exits with one `error:` line matching ``pattern`` and prints no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    message = str(exit_info.value.code)
+    out = capsys.readouterr()
+    assert message.startswith("error: ") and "\n" not in message.strip(), message
+    printed = (out.err + out.out).split("--- Logging error ---")[0]  # pytest's capture closes logging's stream
+    assert "Traceback" not in printed
+    import re
+    assert re.search(pattern, message), message
+    return message
+
+
+def test_missing_or_empty_data_root(tmp_path, capsys):
+    fails_with(["fit", "--config", SMOKE, f"--data.root={tmp_path}/absent"],
+               r"cifar10: folder .*absent does not exist. Pass --data.root", capsys)
+    (tmp_path / "empty").mkdir()
+    fails_with(["fit", "--config", SMOKE, f"--data.root={tmp_path}/empty"], r"cifar10: .*empty", capsys)
+
+
+def test_a_malformed_list_file_line_is_named_by_file_and_line(tmp_path, capsys):
+    from tests.test_datasets import write_lists
+    write_lists(tmp_path)
+    lines = (tmp_path / "train.txt").read_text().splitlines()
+    lines[2] = "images/012.jpg 1 0 x 0 0"
+    (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
+    fails_with(["fit", "--config", DEMO, "--data=hashlab.data.ListFile", f"--data.root={tmp_path}"],
+               r"train\.txt, line 3: labels must be 0/1 integers", capsys)
+
+
+def test_labels_out_of_range_are_named(tmp_path, capsys):
+    from tests.test_datasets import write_cub200
+    base = write_cub200(tmp_path)
+    labels = (base / "image_class_labels.txt").read_text().splitlines()
+    labels[0] = labels[0].split()[0] + " 9"  # classes.txt has 4 classes
+    (base / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
+    fails_with(["data", "describe", "cub200", "--root", str(tmp_path)],
+               r"image_class_labels\.txt: image 1 has class 9, which .*classes\.txt does not list", capsys)
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["fit", "--config", DEMO, "--model.init_args.backbone=efficientnet_lite"],
+     r"unknown backbone 'efficientnet_lite' \(did you mean 'efficientnet_lite0'\?\)"),
+    (["fit", "--config", DEMO, "--data.init_args.protocol=digit"], r"unknown protocol 'digit' \(did you mean 'digits'\?\)"),
+    (["reproduce", "--table", "tabel2"], r"no table spec .*tabel2\.yaml \(did you mean 'table2'\?\)"),
+    (["reproduce", "--table", "demo", "--methods", "dpsh_googlenet_"],
+     r"--methods \['dpsh_googlenet_'\] \(did you mean 'dpsh_googlenet'\?\)"),
+    (["fit", "--config", DEMO, "--model.init_args.bits=0"], r"model\.bits = 0: choose a code length between 4"),
+    (["fit", "--config", DEMO, "--model.init_args.bits=500"], r"model\.bits = 500"),
+])
+def test_unknown_names_and_values_out_of_range(args, pattern, capsys, tmp_path):
+    fails_with([*args, *([f"--runs_dir={tmp_path}"] if args[0] == "fit" else [])], pattern, capsys)
+
+
+def test_an_unknown_method_class_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", DEMO, "--model=hashlab.methods.DPSHGoogleNet"])
+    assert exit_info.value.code == 2  # jsonargparse's usage error: one message, no traceback
+    assert "DPSHGoogleNet" in capsys.readouterr().err
+
+
+def test_an_image_size_below_the_backbone_stride(tmp_path, capsys):
+    fails_with(["fit", "--config", DEMO, "--data.init_args.image_size=16", f"--runs_dir={tmp_path}"],
+               r"data\.image_size = 16: efficientnet_lite0 needs at least 32 px", capsys)
+
+
+def test_a_sweep_with_an_unknown_parameter(tmp_path, capsys):
+    sweep = {"name": "typo", "method": "grid", "metric": {"name": "val/map", "goal": "maximize"},
+             "parameters": {"table": {"value": "demo"}, "bitz": {"values": [16]}},
+             "command": ["${env}", "hashlab", "cell", "--wandb", "${args}"]}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    fails_with(["sweep", "local", str(path)], r"unknown sweep parameter 'bitz' \(did you mean 'bits'\?\)", capsys)
+
+
+def test_a_table_spec_with_a_typo(tmp_path, capsys):
+    spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
+    spec["bitz"] = spec.pop("bits")
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    fails_with(["reproduce", "--table", str(path)], r"unknown field 'bitz' \(did you mean 'bits'\?\)", capsys)
+
+
+def bomb_png(side: int = 20_000) -> bytes:
+    """A valid PNG header for side x side pixels with a tiny compressed body: a few KB that would decode
+    to 1.2 GB of pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    row = b"\x00" + b"\x00" * (side * 3)
+    body = zlib.compress(row * 64, 9)  # only the first rows: the header alone says how big it is
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory):
+    from hashlab.data.digits import write_digit_images
+    from hashlab.search.encoders import UnsupervisedEncoder
+    from hashlab.search.index import build_index
+    root = tmp_path_factory.mktemp("index")
+    write_digit_images(root / "images", count=30)
+    build_index(root / "images", root / "index", UnsupervisedEncoder("crow", 16, image_size=32), progress=False)
+    return root
+
+
+@pytest.mark.parametrize("kind", ["not_an_image", "truncated", "bomb"])
+def test_search_cli_names_a_bad_query_image(small_index, tmp_path, kind, capsys):
+    path = tmp_path / f"{kind}.png"
+    if kind == "not_an_image":
+        path.write_text("hello, I am text")
+    elif kind == "truncated":
+        buffer = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buffer, "PNG")
+        path.write_bytes(buffer.getvalue()[:300])
+    else:
+        path.write_bytes(bomb_png())
+        assert path.stat().st_size < 100_000
+    fails_with(["search", "--index", str(small_index / "index"), str(path)],
+               rf"cannot decode query image .*{kind}\.png", capsys)
+
+
+def test_an_index_whose_run_changed_since_it_was_built(tmp_path, capsys):
+    """A run rerun after its index was built would encode queries with another model: refused, named."""
+    from hashlab.data.digits import write_digit_images
+    from hashlab.records.record import read_record, write_json_atomic
+    from hashlab.runs.fit import run_fit
+    record = run_fit(["--config", DEMO, "--trainer.max_epochs=1", f"--runs_dir={tmp_path}", "--model.bits=8"])
+    paths = write_digit_images(tmp_path / "images", count=20)
+    main(["index", "build", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "index"),
+          "--run", str(record.parent)])
+    changed = read_record(record)
+    changed["finished_at"] = "later"  # as a rerun with --force true would leave it
+    write_json_atomic(record, changed)
+    capsys.readouterr()
+    fails_with(["search", "--index", str(tmp_path / "index"), str(paths[0])],
+               r"its codes were made by run .* but that run is now .*Rebuild the index", capsys)
+
+
+def test_the_errors_doc_lists_every_case():
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    for case in ("data root", "truncated JPEG", "list-file line", "labels out of range", "unknown method",
+                 "bits out of range", "image size", "sweep", "table spec", "decompression bomb",
+                 "query encoder", "disk", "checkpoint", "record", "lock", "non-finite"):
+        assert case.lower() in doc.lower(), case
+
+
+def test_a_cli_subprocess_prints_no_traceback_for_a_bad_value(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "hashlab.cli", "fit", "--config", DEMO, "--model.init_args.bits=0",
+                           f"--runs_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: model.bits = 0")
