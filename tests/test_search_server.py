@@ -124,3 +124,36 @@ def test_the_page_in_a_real_browser(server, chromium):
         assert page.locator(".hit").nth(0).get_attribute("data-id") == second  # itself first
         browser.close()
     assert np.asarray(Image.open(shots / "browser-test.png")).std() > 10
+
+
+def test_two_hundred_concurrent_requests_during_a_rebuild(tmp_path):
+    """A burst of 200 simultaneous searches while a rebuild is swapped in: every request gets 200 or a
+    named error, none hangs, and the server's memory stays bounded."""
+    import concurrent.futures
+    import threading
+    import time
+    folder = tmp_path
+    images = folder / "images"
+    write_digits(images, 120)
+    build_index(images, folder / "index", UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
+    queries = [(images / str(d) / f"{i:04d}.png").read_bytes() for i, d in
+               ((int(p.stem), p.parent.name) for p in sorted(images.rglob("*.png"))[:20])]
+    with serving(folder / "index") as url:
+        before = json.loads(get(url + "/api/meta")[1])["server_peak_rss_mb"]
+        write_digits(images, 60, start=120)  # new images: the rebuild encodes them and swaps the build
+        rebuilt = threading.Thread(target=build_index, args=(images, folder / "index"), kwargs={"progress": False})
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
+            futures = [pool.submit(post_image, url, queries[i % len(queries)], k="5", rerank="cosine")
+                       for i in range(200)]
+            rebuilt.start()
+            answers = [f.result(timeout=120) for f in futures]  # a hung request fails here
+        rebuilt.join()
+        statuses = [status for status, _ in answers]
+        assert all(status == 200 or (status >= 400 and "error" in body) for status, body in answers), statuses
+        assert statuses.count(200) >= 190, statuses
+        assert all(len(body["results"]) == 5 for status, body in answers if status == 200)
+        meta = json.loads(get(url + "/api/meta")[1])
+        assert meta["count"] == 180  # the server serves the new build
+        assert meta["server_peak_rss_mb"] < before + 500, (before, meta["server_peak_rss_mb"])
+        assert time.perf_counter() - started < 120

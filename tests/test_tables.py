@@ -35,7 +35,7 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     write_image_folder(tmp_path / "cifar10")  # a cell's identity holds its data's fingerprint: real files
     spec = load_spec("2")
     table = cells(spec, tmp_path / "runs", "cpu", data_root=str(tmp_path))
-    assert len(table) == 6 * 2 * 4  # methods (4 + the 2 unsupervised baselines) x data sets x bits, one seed
+    assert len(table) == 16 * 2 * 4  # methods (4 seed + 10 baselines + 2 pooled-feature codes) x data sets x bits
     flickr = [c for c in table if c.dataset == "flickr25k"]
     assert all("no flickr25k data at" in c.missing for c in flickr)
     cifar = [c for c in table if c.dataset == "cifar10"]

@@ -125,3 +125,48 @@ class LearnedDatabaseCodes(nn.Module):
         self.codes.copy_(codes)
         self.seen.zero_()
         self.updates += 1
+
+
+class AsymmetricTraining:
+    """What an asymmetric method's LightningModule adds (a mixin before HashingModule): learned codes
+    of the training pool, created in setup, updated in closed form after every epoch, rebuilt when a
+    checkpoint is loaded, and optionally evaluated in place of the network's database codes.
+    Reads hparams gamma, sampled_database and database_codes ("learned" or "encoded"). The codes are
+    the submodule ``database`` (absent until setup or a checkpoint creates it)."""
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if getattr(self, "database", None) is None:
+            data = self.trainer.datamodule
+            pool = torch.as_tensor(data.split.train)
+            self.database = LearnedDatabaseCodes(pool, torch.as_tensor(data.source.labels[data.split.train]),
+                                                 self.bits, self.hparams.gamma,
+                                                 self.hparams.sampled_database).to(self.device)
+            self.database.broadcast()
+
+    def on_load_checkpoint(self, checkpoint):
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        if getattr(self, "database", None) is None and "database.codes" in state:  # a bare model (load_from_checkpoint)
+            self.database = LearnedDatabaseCodes(state["database.indices"], state["database.labels"], self.bits,
+                                                 self.hparams.gamma, self.hparams.sampled_database)
+
+    def on_train_epoch_end(self):
+        self.database.update()  # ADSH: the learned codes follow the network once per epoch
+
+    def test_codes(self, inputs: torch.Tensor, indices: torch.Tensor, role: str) -> torch.Tensor:
+        codes = self(inputs)
+        if role == "database" and self.hparams.database_codes == "learned":
+            positions = self.database.positions(indices)
+            inside = positions >= 0
+            codes = codes.clone()
+            codes[inside] = self.database.codes[positions[inside]]
+            self._learned_used = getattr(self, "_learned_used", 0) + int(inside.sum())
+        return codes
+
+    def extra_metrics(self) -> dict[str, float]:
+        total = len(self.evaluated_codes["database"][0])
+        learned = getattr(self, "_learned_used", 0) if self.hparams.database_codes == "learned" else 0
+        return {**super().extra_metrics(), "database_codes_learned_fraction": learned / max(1, total),
+                "learned_code_updates": float(getattr(self, "database", None).updates if hasattr(self, "database")
+                                              else 0)}

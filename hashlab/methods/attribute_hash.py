@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hashlab.backbones.taps import StageGrids, default_taps
-from hashlab.methods.asymmetric import LearnedDatabaseCodes
+from hashlab.methods.asymmetric import AsymmetricTraining
 from hashlab.methods.base import HashingModule
 
 
@@ -78,7 +78,7 @@ def orthogonality_loss(codes: torch.Tensor) -> torch.Tensor:
     return (gram - torch.eye(codes.shape[1], device=codes.device)).pow(2).mean()
 
 
-class AttributeHash(HashingModule):
+class AttributeHash(AsymmetricTraining, HashingModule):
     method_id = "attribute_hash"
 
     def __init__(self, *args, grid: int = 4, local_attention: bool = True, reconstruction_weight: float = 1.0,
@@ -90,7 +90,6 @@ class AttributeHash(HashingModule):
         where the database item is in the training pool (learned)."""
         super().__init__(*args, **kwargs)
         self.reconstruction_weight, self.orthogonality_weight = reconstruction_weight, orthogonality_weight
-        self.database: LearnedDatabaseCodes | None = None
 
     def build_extractor(self) -> nn.Module:
         # the same taps as fdh_mfe, so frozen runs of both share one feature cache; only the deep level is read
@@ -98,23 +97,6 @@ class AttributeHash(HashingModule):
 
     def build_head(self, feature_dim: int) -> nn.Module:
         return AttributeHashHead(self.extractor.level_channels, self.bits, self.hparams.local_attention)
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.database is None:
-            data = self.trainer.datamodule
-            pool = torch.as_tensor(data.split.train)
-            self.database = LearnedDatabaseCodes(pool, torch.as_tensor(data.source.labels[data.split.train]),
-                                                 self.bits, self.hparams.gamma,
-                                                 self.hparams.sampled_database).to(self.device)
-            self.database.broadcast()
-
-    def on_load_checkpoint(self, checkpoint):
-        super().on_load_checkpoint(checkpoint)
-        state = checkpoint["state_dict"]
-        if self.database is None and "database.codes" in state:  # a bare model (load_from_checkpoint)
-            self.database = LearnedDatabaseCodes(state["database.indices"], state["database.labels"], self.bits,
-                                                 self.hparams.gamma, self.hparams.sampled_database)
 
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):
@@ -127,22 +109,3 @@ class AttributeHash(HashingModule):
         total = (parts["hash"] + self.reconstruction_weight * parts.get("reconstruction", 0)
                  + self.orthogonality_weight * parts.get("orthogonality", 0))
         return total, parts
-
-    def on_train_epoch_end(self):
-        self.database.update()  # ADSH: the learned codes follow the network once per epoch
-
-    def test_codes(self, inputs: torch.Tensor, indices: torch.Tensor, role: str) -> torch.Tensor:
-        codes = self(inputs)
-        if role == "database" and self.hparams.database_codes == "learned":
-            positions = self.database.positions(indices)
-            inside = positions >= 0
-            codes = codes.clone()
-            codes[inside] = self.database.codes[positions[inside]]
-            self._learned_used = getattr(self, "_learned_used", 0) + int(inside.sum())
-        return codes
-
-    def extra_metrics(self) -> dict[str, float]:
-        total = len(self.evaluated_codes["database"][0])
-        learned = getattr(self, "_learned_used", 0) if self.hparams.database_codes == "learned" else 0
-        return {**super().extra_metrics(), "database_codes_learned_fraction": learned / max(1, total),
-                "learned_code_updates": float(self.database.updates if self.database else 0)}

@@ -165,7 +165,8 @@ class HashingModule(L.LightningModule):
             layers += [nn.Dropout(self.hparams.head_dropout), nn.Linear(feature_dim, self.hparams.head_hidden),
                        nn.ReLU(inplace=True)]
             width = self.hparams.head_hidden
-        return nn.Sequential(*layers, nn.Dropout(self.hparams.head_dropout), nn.Linear(width, self.bits))
+        layers += [nn.Dropout(self.hparams.head_dropout), nn.Linear(width, self.bits)]
+        return nn.Sequential(*layers, nn.Tanh()) if self.tanh_codes else nn.Sequential(*layers)
 
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -181,6 +182,7 @@ class HashingModule(L.LightningModule):
         return self.hparams.mode in ("frozen", "partial")
 
     wants_class_balanced_batches = False  # a method whose loss needs positives in every batch sets it
+    tanh_codes = False  # a method whose relaxed codes live in (-1, 1) sets it: the head ends in a tanh
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule

@@ -11,7 +11,6 @@ Trained with SGD; b = sign(v) at test time. docs/methods/dpsh_googlenet.md maps 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from hashlab.losses import (
     bit_balance_loss,
@@ -35,9 +34,9 @@ class DPSHGoogLeNet(HashingModule):
         self.uniformity_weight = uniformity_weight
         self.quantization_weight = quantization_weight
 
-    def build_head(self, feature_dim: int) -> nn.Module:
-        head = super().build_head(feature_dim)
-        return nn.Sequential(*head, nn.Tanh()) if self.hparams.bounded else head
+    @property
+    def tanh_codes(self) -> bool:  # the patent's [-1, +1]^q constraint
+        return self.hparams.bounded
 
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):

@@ -35,9 +35,12 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
              f"protocol {', '.join(d['protocol'] for d in spec['datasets'])}; seeds {', '.join(map(str, seeds))}"
              f"{' (mean ± std)' if len(seeds) > 1 else ''}; commit {', '.join(commits) or 'n/a'}")
     caption = f"{label}. {spec.get('caption', '').rstrip('.')}. {facts}."
-    markdown = _markdown(spec["name"], text, references, caption, missing)
+    groups, group = {}, ""
+    for method in spec["methods"]:  # a method without a group belongs to the one above it
+        group = groups[method["name"]] = method.get("group", group)
+    markdown = _markdown(spec["name"], text, references, caption, missing, groups)
     files[1].write_text(markdown + "\n")
-    files[2].write_text(_latex(text, means, references, caption, spec["name"], missing))
+    files[2].write_text(_latex(text, means, references, caption, spec["name"], missing, groups))
     files.extend(_plot_map_vs_bits(frame, spec, out_dir, label))
     files.extend(_plot_curves(frame, spec, out_dir))
     return {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir}
@@ -61,19 +64,21 @@ def reference_label(ref: dict) -> str:
     return f"{ref['label']} [{ref['backbone']}]"
 
 
-def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, dict, str]]:
-    """(row label, {(dataset, bits): published}, {(dataset, bits): ours - published}, our method compared)
-    per reference. A reference with ``compare_with`` is the closest published relative of that method of
-    ours (the difference row compares them); one without is context only."""
+def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, dict]]:
+    """(row label, {(dataset, bits): published}, {our method: {(dataset, bits): ours - published}}) per
+    reference. ``compare_with`` names the methods of ours it is compared with (one, or a list: the
+    method itself as a baseline, and the seed method it is the closest published relative of); a
+    reference without it is context only."""
     out = []
     for ref in spec.get("references", []):
         published = {(ref["dataset"], int(b)): float(v) for b, v in ref["bits"].items()}
-        ours_name, diff = ref.get("compare_with"), {}
-        for key, value in published.items():
-            ours = means.loc[ours_name, key] if ours_name in means.index and key in means.columns else None
-            if ours is not None and pd.notna(ours):
-                diff[key] = ours - value
-        out.append((reference_label(ref), published, diff, ours_name or ""))
+        compared = ref.get("compare_with") or []
+        diffs = {}
+        for ours_name in [compared] if isinstance(compared, str) else compared:
+            diffs[ours_name] = {key: means.loc[ours_name, key] - value for key, value in published.items()
+                                if ours_name in means.index and key in means.columns
+                                and pd.notna(means.loc[ours_name, key])}
+        out.append((reference_label(ref), published, diffs))
     return out
 
 
@@ -82,12 +87,29 @@ def _missing_lines(frame: pd.DataFrame) -> list[str]:
     return [f"{', '.join(datasets)}: {reason}" for reason, datasets in reasons.items()]
 
 
-def _markdown(name: str, text: pd.DataFrame, references, caption: str, missing: list[str]) -> str:
+def _group_starts(groups: dict[str, str]) -> set[str]:
+    """The first method of every group after the first (a rule goes above it: seed methods | baselines)."""
+    starts, previous = set(), None
+    for index, (method, group) in enumerate(groups.items()):
+        if index and group != previous:
+            starts.add(method)
+        previous = group
+    return starts
+
+
+def _markdown(name: str, text: pd.DataFrame, references, caption: str, missing: list[str],
+              groups: dict[str, str]) -> str:
     flat = text.copy()
     flat.columns = [f"{d} {b}b" for d, b in flat.columns]
-    for label, published, diff, ours in references:
+    rows = []
+    for method in flat.index:  # Markdown has no rules: a row names each group after the first
+        if method in _group_starts(groups):
+            rows.append(pd.Series([""] * len(flat.columns), index=flat.columns, name=f"*{groups[method]}*"))
+        rows.append(flat.loc[method])
+    flat = pd.DataFrame(rows)
+    for label, published, diffs in references:
         flat.loc[f"{label} (published)"] = [f"{published[c]:.3f}" if c in published else "" for c in text.columns]
-        if ours:
+        for ours, diff in diffs.items():
             flat.loc[f"  {ours} − published"] = [f"{diff[c]:+.3f}" if c in diff else "" for c in text.columns]
     lines = [f"**{name}**: {caption}", "", flat.to_markdown()]
     if missing:
@@ -96,7 +118,7 @@ def _markdown(name: str, text: pd.DataFrame, references, caption: str, missing: 
 
 
 def _latex(text: pd.DataFrame, means: pd.DataFrame, references, caption: str, name: str,
-           missing: list[str]) -> str:
+           missing: list[str], groups: dict[str, str]) -> str:
     """booktabs table, best mean per column in bold, published figures and differences below."""
     best = means.max(axis=0)
     body = text.copy().astype(object)
@@ -120,14 +142,17 @@ def _latex(text: pd.DataFrame, means: pd.DataFrame, references, caption: str, na
     lines.append(" ".join(rules))
     lines.append(" & " + " & ".join(f"{b} bits" for group in bits_per for b in group) + r" \\")
     lines.append(r"\midrule")
+    first_of_group = _group_starts(groups)
     for method in body.index:
+        if method in first_of_group:
+            lines.append(r"\midrule")
         lines.append(_tex_escape(method) + " & " + " & ".join(str(v) for v in body.loc[method]) + r" \\")
     if references:
         lines.append(r"\midrule")
-    for label, published, diff, ours in references:
+    for label, published, diffs in references:
         lines.append(rf"\textit{{{_tex_escape(label)}}} & " +
                      " & ".join(f"{published[c]:.3f}" if c in published else "" for c in body.columns) + r" \\")
-        if ours:
+        for ours, diff in diffs.items():
             lines.append(rf"\quad {_tex_escape(ours)} $-$ published & " +
                          " & ".join(f"${diff[c]:+.3f}$" if c in diff else "" for c in body.columns) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.runs.tables import TableSpecError, cells, default_profile, load_spec, wandb_logger_args
+from hashlab.runs.tables import TABLES_DIR, TableSpecError, cells, default_profile, load_spec, wandb_logger_args
 
 SWEEPS_DIR = Path("sweeps")
 VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the training set
@@ -29,7 +29,8 @@ def export_sweep(table: str, profile: str | None = None) -> dict:
         "method": "grid",
         "metric": {"name": VALIDATION_METRIC, "goal": "maximize"},
         "parameters": {
-            "table": {"value": spec["name"]},
+            # a table of experiments/tables/ by name; any other spec file by its path
+            "table": {"value": spec["name"] if Path(spec["path"]).parent == TABLES_DIR else spec["path"]},
             "profile": {"value": profile},
             "method": {"values": [m["name"] for m in spec["methods"]]},
             "dataset": {"values": [d["name"] for d in spec["datasets"]]},

@@ -36,7 +36,7 @@ class TableSpecError(HashlabError):
 
 TABLE_FIELDS = {*REQUIRED_FIELDS, "caption", "metric_label", "default_profile", "profiles", "curves_at_bits",
                 "references", "kind"}
-METHOD_FIELDS = {"name", "config", "estimate_minutes", "args"}
+METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group"}
 DATASET_FIELDS = {"name", "protocol", "data", "folder", "args"}
 
 

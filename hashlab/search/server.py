@@ -70,8 +70,10 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
     @app.get("/api/meta")
     def meta() -> dict:
         index = live.get()
+        import resource
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
         return {**{k: v for k, v in index.meta.items() if k not in ("encoder_key", "images_root", "run")},
-                "count": len(index)}
+                "count": len(index), "server_peak_rss_mb": round(peak_mb, 1)}
 
     @app.post("/api/search")
     async def search_upload(request: Request, image: UploadFile = File(...), k: int = Form(10),  # noqa: B008
