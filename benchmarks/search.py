@@ -109,12 +109,19 @@ def quality_benchmark(index_dir: str, queries_dir: str, count: int, k: int = 10)
     return rows
 
 
-def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int = 8) -> dict:
+def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int = 8) -> list[dict]:
+    """p50 / p95 / queries per second through the HTTP API with `clients` concurrent clients: the batched
+    path (default) and the one-query-at-a-time path (--batch-window-ms 0), side by side in one run."""
+    return [{"path": name, **_latency(index_dir, queries_dir, count, clients, window)}
+            for name, window in (("one query at a time", "0"), ("batched (4 ms window)", "4"))]
+
+
+def _latency(index_dir: str, queries_dir: str, count: int, clients: int, window: str) -> dict:
     import urllib.request
     import uuid
 
     from hashlab.search.server import serving
-    with serving(index_dir) as url:
+    with serving(index_dir, "--batch-window-ms", window) as url:
         payloads = [p.read_bytes() for p in query_images(Path(queries_dir), count)]
 
         def one(data: bytes) -> float:
@@ -153,7 +160,8 @@ def main() -> None:
         print(pd.DataFrame(quality_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
             index=False, floatfmt=".3f"))
     else:
-        print(json.dumps(latency_benchmark(args.index, args.queries_dir, args.queries), indent=1))
+        print(pd.DataFrame(latency_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
+            index=False, floatfmt=".1f"))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 Distances are integers 0..bits, so the stable rank of an item (ties broken by database order)
 is the number of items at a smaller distance plus the number at the same distance up to and
-including it. One pass builds the per-distance histograms, a second pass walks the database in
-order and reads each relevant item's rank off them. Memory is O(database) per thread.
+including it. One pass builds the per-distance histograms and notes, for each relevant item, its
+distance and its position among the items at that distance so far; the ranks follow from the
+histograms without a second pass over the database (1.5x faster than two passes, benchmarks/).
+The pass is branch-free: every item writes its note, and only a relevant one advances the cursor.
+Memory is O(database) per thread.
 """
 
 from __future__ import annotations
@@ -44,54 +47,58 @@ def retrieval_kernel(query_words, db_words, query_labels, db_labels, bits, topk,
     hist_rel = np.zeros((nq, bits + 1), dtype=np.int64)
     hits_at_n = np.zeros((nq, ncurve), dtype=np.int64)
     for q in numba.prange(nq):
-        # distance in the low 7 bits, relevance in the top bit: one byte per item to re-read
-        item = np.empty(n, dtype=np.uint8)
-        # four interleaved histograms break the store-to-load dependency between neighbours
-        h4 = np.zeros((4, bits + 1), dtype=np.int64)
-        r4 = np.zeros((4, bits + 1), dtype=np.int64)
+        h = np.zeros(bits + 1, dtype=np.int32)
+        hr = np.zeros(bits + 1, dtype=np.int32)
+        # per relevant item, in database order: its distance, its position among the items at that distance
+        # so far (all, and relevant): its stable rank is then before_all[d] + position, no second pass
+        rel_d = np.empty(n + 1, dtype=np.uint8)
+        rel_p = np.empty(n + 1, dtype=np.int32)
+        rel_r = np.empty(n + 1, dtype=np.int32)
+        k = 0
+        qw0 = query_words[q, 0]
+        ql0 = query_labels[q, 0]
+        simple = nw == 1 and nl == 1  # up to 64 bits and 64 classes: one word each, no inner loops
         for i in range(n):
-            d = np.uint64(0)
-            for w in range(nw):
-                d += _popcount(query_words[q, w] ^ db_words[i, w])
-            is_rel = np.uint8(0)
-            for w in range(nl):
-                if query_labels[q, w] & db_labels[i, w]:
-                    is_rel = np.uint8(1)
-                    break
-            item[i] = np.uint8(d) | (is_rel << np.uint8(7))
-            h4[i & 3, d] += 1
-            r4[i & 3, d] += is_rel
-        h_all = h4[0] + h4[1] + h4[2] + h4[3]
-        h_rel = r4[0] + r4[1] + r4[2] + r4[3]
-        # items (all / relevant) at strictly smaller distance
+            if simple:
+                d = _popcount(qw0 ^ db_words[i, 0])
+                rel = np.int32((ql0 & db_labels[i, 0]) != 0)
+            else:
+                d = np.uint64(0)
+                for w in range(nw):
+                    d += _popcount(query_words[q, w] ^ db_words[i, w])
+                r = np.uint64(0)
+                for w in range(nl):
+                    r |= query_labels[q, w] & db_labels[i, w]
+                rel = np.int32(r != 0)
+            h[d] += 1
+            hr[d] += rel
+            # branch-free: always write, advance only for relevant items
+            rel_d[k] = d
+            rel_p[k] = h[d]
+            rel_r[k] = hr[d]
+            k += rel
         before_all = np.zeros(bits + 1, dtype=np.int64)
         before_rel = np.zeros(bits + 1, dtype=np.int64)
         for d in range(1, bits + 1):
-            before_all[d] = before_all[d - 1] + h_all[d - 1]
-            before_rel[d] = before_rel[d - 1] + h_rel[d - 1]
-        seen_all = np.zeros(bits + 1, dtype=np.int64)
-        seen_rel = np.zeros(bits + 1, dtype=np.int64)
+            before_all[d] = before_all[d - 1] + h[d - 1]
+            before_rel[d] = before_rel[d - 1] + hr[d - 1]
         hit_bucket = np.zeros(ncurve + 1, dtype=np.int64)
         total = 0.0
         count = 0
-        for i in range(n):
-            d = item[i] & np.uint8(127)
-            seen_all[d] += 1
-            if item[i] & np.uint8(128):
-                seen_rel[d] += 1
-                rank = before_all[d] + seen_all[d]
-                if rank <= topk:
-                    total += (before_rel[d] + seen_rel[d]) / rank
-                    count += 1
-                # first curve point N with rank <= N
-                lo, hi = 0, ncurve
-                while lo < hi:
-                    mid = (lo + hi) // 2
-                    if curve_ns[mid] >= rank:
-                        hi = mid
-                    else:
-                        lo = mid + 1
-                hit_bucket[lo] += 1
+        for j in range(k):
+            d = rel_d[j]
+            rank = before_all[d] + rel_p[j]
+            if rank <= topk:
+                total += (before_rel[d] + rel_r[j]) / rank
+                count += 1
+            lo, hi = 0, ncurve
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if curve_ns[mid] >= rank:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            hit_bucket[lo] += 1
         if count > 0:
             ap[q] = total / count
         relevant_in_topk[q] = count
@@ -99,6 +106,7 @@ def retrieval_kernel(query_words, db_words, query_labels, db_labels, bits, topk,
         for j in range(ncurve):
             running += hit_bucket[j]
             hits_at_n[q, j] = running
-        hist_all[q] = h_all
-        hist_rel[q] = h_rel
+        for d in range(bits + 1):
+            hist_all[q, d] = h[d]
+            hist_rel[q, d] = hr[d]
     return ap, relevant_in_topk, hist_all, hist_rel, hits_at_n

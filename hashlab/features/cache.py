@@ -46,7 +46,8 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
     for images, _, _ in tqdm(loader, desc=f"caching {extractor.cache_name} features of {datamodule.name}",
                              unit="batch"):
         images = images.to(device).contiguous(memory_format=torch.channels_last)
-        feats = extractor(images).float().cpu().numpy()
+        with torch.inference_mode():  # no autograd bookkeeping at all; only numpy leaves this block
+            feats = extractor(images).float().cpu().numpy()
         if out is None:  # the output shape is the extractor's business: vectors or grids
             out = np.empty((len(dataset), *feats.shape[1:]), dtype=np.float16)
         out[done:done + len(feats)] = feats

@@ -38,6 +38,8 @@ def add_commands(commands) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=float, default=10.0)
     serve.add_argument("--max-pixels", type=int, default=40_000_000)
+    serve.add_argument("--batch-window-ms", type=float, default=4.0,
+                       help="concurrent queries arriving within this window share one encoder pass (0: one at a time)")
 
 
 def run(args) -> None:
@@ -49,7 +51,8 @@ def run(args) -> None:
         import uvicorn
 
         from hashlab.search.server import create_app
-        app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels)
+        app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels,
+                         batch_window_ms=args.batch_window_ms)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -161,22 +161,43 @@ def _encoder_key(encoder) -> str:
                                                  "image_size", "run")}, sort_keys=True)
 
 
-def _encode(encoder, root: Path, rows: list[dict], which, skipped: list, progress: bool) -> dict[int, np.ndarray]:
+class _Decoded(torch.utils.data.Dataset):
+    """Images of the collection decoded and transformed in DataLoader workers, beside the encoder's
+    forward pass; an unreadable file comes back as its error, to be named and skipped."""
+
+    def __init__(self, encoder, root: Path, rows: list[dict], which: list[int]):
+        self.transform, self.root, self.rows, self.which = encoder.transform, root, rows, which
+
+    def __len__(self):
+        return len(self.which)
+
+    def __getitem__(self, j):
+        i = self.which[j]
+        try:
+            return i, self.transform(open_image(self.root / self.rows[i]["path"])), ""
+        except Exception as error:  # noqa: BLE001 - an unreadable image is named and skipped
+            return i, None, f"{type(error).__name__}: {error}"
+
+
+def _batch(items):
+    return items  # tensors stacked by the caller, after the unreadable ones are set aside
+
+
+def _encode(encoder, root: Path, rows: list[dict], which, skipped: list, progress: bool,
+            workers: int = 2) -> dict[int, np.ndarray]:
     which = list(which)
     out: dict[int, np.ndarray] = {}
     bar = tqdm(total=len(which), desc="encoding images", unit="img", disable=not progress)
-    for start in range(0, len(which), BATCH):
-        batch, tensors = [], []
-        for i in which[start:start + BATCH]:
-            try:
-                tensors.append(encoder.transform(open_image(root / rows[i]["path"])))
-                batch.append(i)
-            except Exception as error:  # noqa: BLE001 - an unreadable image is named and skipped
-                skipped.append((rows[i]["path"], f"{type(error).__name__}: {error}"))
-        if tensors:
-            for i, descriptor in zip(batch, encoder.describe(torch.stack(tensors)), strict=True):
+    loader = torch.utils.data.DataLoader(_Decoded(encoder, root, rows, which), batch_size=BATCH, collate_fn=_batch,
+                                         num_workers=workers if len(which) > BATCH else 0)
+    for items in loader:
+        batch = [i for i, tensor, _ in items if tensor is not None]
+        skipped.extend((rows[i]["path"], error) for i, tensor, error in items if tensor is None)
+        if batch:
+            tensors = torch.stack([tensor for _, tensor, _ in items if tensor is not None])
+            for i, descriptor in zip(batch, encoder.describe(tensors), strict=True):
                 out[i] = descriptor
-        bar.update(len(which[start:start + BATCH]))
+        bar.update(len(items))
     bar.close()
     return out
 
