@@ -37,7 +37,7 @@ report: setup
 	$(HASHLAB) report --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
 
 bench: setup
-	$(PY) benchmarks/evaluation.py
+	$(PY) benchmarks/run_all.py  # writes benchmarks/results.md
 
 lint: setup
 	$(VENV)/bin/ruff check hashlab tests benchmarks

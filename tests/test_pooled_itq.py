@@ -28,12 +28,13 @@ def test_pooled_itq_fits_without_epochs_and_beats_chance(method, tmp_path):
 
 
 def test_its_projection_is_the_search_quantizers():
+    from hashlab.methods.pooled_itq import fit_itq
     from hashlab.search.quantize import fit_quantizer
     rng = np.random.default_rng(0)
     features = rng.standard_normal((400, 40)).astype(np.float32) @ rng.standard_normal((40, 40)).astype(np.float32)
     model = CrowITQ(bits=16, backbone_pretrained=False)
     quantizer = fit_quantizer(features, 16, "itq")
-    model.head.fit(features)
+    fit_itq(model.head, features, 16)
     with torch.no_grad():
         ours = np.where(model.head(torch.as_tensor(features)).numpy() >= 0, 1, -1)
     np.testing.assert_array_equal(ours, quantizer.codes(features))

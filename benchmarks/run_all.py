@@ -1,0 +1,141 @@
+"""`make bench`: every benchmark in one run, written to benchmarks/results.md with the machine it ran on.
+Each figure stands beside the simple way (or the limit) measured in the same run.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--data ../shared/data/cifar10] [--out benchmarks/results.md]
+
+Without a CIFAR-10 folder the caching and latency benchmarks use the embedded digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"Python {platform.python_version()}; load average {load:.1f} when the run started "
+            "(a load above 0 means other work shared the cores: compare ratios, not absolute times)")
+
+
+def evaluation_section() -> str:
+    from evaluation import argsort_map, timed
+
+    from hashlab.evaluation import evaluate_retrieval, mean_average_precision
+    rng = np.random.default_rng(0)
+    centers = rng.choice([-1.0, 1.0], size=(10, 64)).astype(np.float32)
+
+    def sample(n):
+        labels = rng.integers(0, 10, n)
+        flip = rng.random((n, 64)) < 0.2
+        return np.where(flip, -centers[labels], centers[labels]), np.eye(10, dtype=np.float32)[labels]
+    q, ql = sample(1000)
+    db, dbl = sample(59000)
+    mean_average_precision(q[:2], db[:10], ql[:2], dbl[:10])
+    ours, t_ours = timed(mean_average_precision, q, db, ql, dbl, repeat=5)
+    _, t_all = timed(lambda *a: evaluate_retrieval(*a).summary(), q, db, ql, dbl, repeat=3)
+    ref, t_ref = timed(argsort_map, q, db, ql, dbl, repeat=1)
+    rows = [{"what": "argsort per query (the simple way)", "mAP": ref, "seconds": t_ref, "ratio": 1.0},
+            {"what": "hashlab kernel, mAP@all", "mAP": ours, "seconds": t_ours, "ratio": t_ref / t_ours},
+            {"what": "hashlab kernel, every metric (mAP, tie-aware, PR, P@N, P@H<=2)", "mAP": ours, "seconds": t_all,
+             "ratio": t_ref / t_all}]
+    return ("## Evaluation: mAP@all, 1,000 queries x 59,000 database x 64 bits\n\n"
+            f"Same value: |difference| = {abs(ours - ref):.1e}. Goal 0.05 s.\n\n"
+            + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".4f"))
+
+
+def training_section(epochs: int) -> str:
+    from training import measure
+    rows = [measure(mode, epochs, 5000, 50) for mode in ("partial", "frozen")]
+    frame = pd.DataFrame(rows).rename(columns={"plain_s": "plain loop s/epoch", "lightning_s": "Lightning s/epoch"})
+    frame["overhead"] = frame["overhead"].map(lambda v: f"{100 * v:+.1f}%")
+    return ("## Training: Lightning against a plain PyTorch loop (same model, batches, cached maps)\n\n"
+            "5,000 training items, batch 50, dpsh_googlenet at 48 bits, AdamW. Goal: overhead 5% or less.\n\n"
+            + frame.to_markdown(index=False, floatfmt=".2f"))
+
+
+def caching_section(data: str | None, images: int) -> str:
+    from caching import measure
+    rows = [measure(images, 128, data, workers) for workers in (0, 2)]
+    return ("## Feature caching against the backbone's own forward throughput\n\n"
+            f"{images} {'CIFAR-10' if data else 'digits'} images at 128 px, efficientnet_lite0. Goal: caching at "
+            "90% or more of the backbone alone.\n\n" + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".2f"))
+
+
+def search_section(data: str | None, quick: bool) -> str:
+    from search import codes_benchmark, latency_benchmark
+
+    from hashlab.search.encoders import UnsupervisedEncoder
+    from hashlab.search.index import build_index
+    parts = ["## Image search"]
+    sizes = [100_000] if quick else [100_000, 1_000_000]
+    parts.append("### Hamming search: FAISS against a numpy scan (random 64-bit codes, 100 queries, top 10)\n\n"
+                 + pd.DataFrame(codes_benchmark(sizes)).to_markdown(index=False, floatfmt=".3f"))
+    with tempfile.TemporaryDirectory() as folder:
+        if data:
+            images = Path(folder) / "collection"
+            for label in sorted(p.name for p in (Path(data) / "train").iterdir()):
+                (images / label).mkdir(parents=True)
+                for path in sorted((Path(data) / "train" / label).iterdir())[:200]:
+                    os.symlink(path, images / label / path.name)
+            queries = str(Path(data) / "test")
+        else:
+            from hashlab.data.digits import write_digit_images
+            images = Path(folder) / "collection"
+            write_digit_images(images)
+            queries = str(images)
+        start = time.perf_counter()
+        report = build_index(images, Path(folder) / "index", UnsupervisedEncoder("crow", 64), progress=False)
+        build_s = time.perf_counter() - start
+        rows = latency_benchmark(str(Path(folder) / "index"), queries, 100 if quick else 200)
+    parts.append(f"### Query latency through the HTTP API, 8 concurrent clients, cosine re-ranking\n\n"
+                 f"Index of {report.images} images built with the defaults (`--features crow --bits 64`, 224 px) "
+                 f"in {build_s:.0f} s. Goal: p50 <= 50 ms, p95 <= 100 ms.\n\n"
+                 + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f"))
+    return "\n\n".join(parts)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="a CIFAR-10 folder (train/<class>/, test/<class>/)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
+    parser.add_argument("--out", default=str(HERE / "results.md"))
+    args = parser.parse_args()
+    data = args.data or (str(HERE.parents[1] / "shared" / "data" / "cifar10")
+                         if (HERE.parents[1] / "shared" / "data" / "cifar10").exists() else None)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()
+    sections = [f"# Benchmarks\n\nMachine: {machine()}. Commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}. "
+                "Written by `make bench` (benchmarks/run_all.py); each benchmark also runs alone "
+                "(see its file)."]
+    for name, run in (("evaluation", evaluation_section), ("training", lambda: training_section(1 if args.quick else 2)),
+                      ("caching", lambda: caching_section(data, 500 if args.quick else 2000)),
+                      ("search", lambda: search_section(data, args.quick))):
+        started = time.perf_counter()
+        try:
+            sections.append(run())
+        except Exception as error:  # noqa: BLE001 - one failing benchmark still leaves the others' figures
+            sections.append(f"## {name}\n\nfailed: {type(error).__name__}: {error}")
+        print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    Path(args.out).write_text("\n\n".join(sections) + "\n")
+    print(Path(args.out).read_text())
+
+
+if __name__ == "__main__":
+    main()
