@@ -1,0 +1,252 @@
+"""The run life cycle, below the command line: resolve the config, then the run folder, then fit,
+evaluate and write the record.
+
+    resolve_run_dir(args)  the folder a `hashlab fit` command line would use (no model, no data built)
+    run_fit(args)          fit + evaluate + write record.json and codes.npz atomically; skip a finished cell
+
+Every path that runs a cell (`hashlab fit`, `hashlab reproduce`, `hashlab cell`, sweep workers) comes
+through :func:`run_fit`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from hashlab.errors import HashlabError
+from hashlab.data import HashingDataModule
+from hashlab.methods import HashingModule
+from hashlab.records.codes import CODES_NAME, write_codes
+from hashlab.records.record import RECORD_NAME, config_hash, environment, write_json_atomic
+from hashlab.records.wandb_runs import log_record
+
+
+def class_of(class_path: str):
+    module, _, name = class_path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+class HashlabCLI(LightningCLI):
+    parse_only = False  # set on a subclass to resolve the config and run directory without building anything
+
+    def instantiate_classes(self):
+        if not self.parse_only:
+            super().instantiate_classes()
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_argument("--runs_dir", default="runs", help="where run folders and records go")
+        parser.add_argument("--force", type=bool, default=False, help="rerun even when a finished record exists")
+
+    def before_instantiate_classes(self):
+        config = self.config
+        self.resolved = config.clone().as_dict()
+        self.data_fingerprint = data_fingerprint(self.resolved["data"])
+        self.config_hash = config_hash(self.resolved, self.data_fingerprint)
+        self.run_dir = run_directory(self.resolved, self.config_hash)
+        config.trainer.default_root_dir = str(self.run_dir)
+
+
+_FINGERPRINTS: dict[str, str] = {}
+
+
+def data_fingerprint(data: dict) -> str:
+    """The fingerprint of the data a config names (its items and labels, not its path), read before any
+    finished record is looked for: the same config on other data is another cell, and a mistyped
+    --data.root fails here, naming the folder, instead of finding an earlier run's record."""
+    import json
+    key = json.dumps(data, sort_keys=True, default=str)
+    if key not in _FINGERPRINTS:
+        module = class_of(data["class_path"])(**data.get("init_args", {}))
+        _FINGERPRINTS[key] = module.load_source().fingerprint()
+    return _FINGERPRINTS[key]
+
+
+def run_directory(config: dict, cell_hash: str) -> Path:
+    model, data = config["model"], config["data"]
+    method = class_of(model["class_path"]).method_id
+    dataset = class_of(data["class_path"])
+    protocol = data["init_args"].get("protocol") or dataset.default_protocol
+    args = model["init_args"]
+    cell = f"{args['backbone']}-{args['mode']}-{args['bits']}b-seed{config['seed_everything']}-{cell_hash}"
+    name = data["init_args"].get("dataset_name") or dataset.name  # list files carry their own name
+    return Path(config["runs_dir"]) / method / f"{name}-{protocol}" / cell
+
+
+class CellBusy(HashlabError):
+    """Another live process holds the cell's lock: it is running this cell now."""
+
+
+@contextmanager
+def cell_lock(run_dir: Path):
+    """An exclusive lock on the cell while it runs (flock on run_dir/.lock): two reproductions, sweep
+    workers or `hashlab fit` calls on one runs folder never run one cell twice. The kernel releases it
+    when the holder exits or is killed, so a dead run's lock never needs clearing. Only rank 0 of a
+    distributed run takes it (the other ranks run the same cell with it)."""
+    import fcntl
+    import os
+    rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0"))))
+    if rank != 0:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise CellBusy(f"cell {run_dir} is being run by another process ({handle.read().strip() or 'unknown'}); "
+                           "not starting it twice") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def resume_checkpoint(run_dir: Path) -> str | None:
+    """The checkpoint to resume from: last.ckpt when it loads; a checkpoint cut short (a kill or a full
+    disk while Lightning wrote it) is set aside with a warning naming it, and the newest other
+    checkpoint that loads is used instead, else the run starts again."""
+    import torch
+    folder = run_dir / "checkpoints"
+    candidates = [folder / "last.ckpt", *sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime,
+                                                 reverse=True)] if folder.is_dir() else []
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            torch.load(path, map_location="cpu", weights_only=False)
+            return str(path)
+        except Exception as error:  # noqa: BLE001 - any unreadable file: truncated zip, pickle error, ...
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.rename(aside)
+            warnings.warn(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); moved aside to "
+                          f"{aside.name}. Resuming from an earlier checkpoint if one loads, else from the start.",
+                          stacklevel=2)
+    return None
+
+
+class _ParseOnlyCLI(HashlabCLI):
+    parse_only = True
+
+
+def resolve_run_dir(args: list[str]) -> Path:
+    """The run directory a `hashlab fit` command line would use, without building model or data."""
+    return build_cli(args, cli_class=_ParseOnlyCLI).run_dir
+
+
+def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> HashlabCLI:
+    # args come from our own dispatcher, not from a Python caller mixing them with sys.argv
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+    return cli_class(
+        HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
+        seed_everything_default=0, save_config_callback=None,
+        # checkpointing (last, and best by validation mAP) comes from HashingModule.configure_callbacks
+        trainer_defaults={"logger": False, "enable_model_summary": False, "log_every_n_steps": 10,
+                          "num_sanity_val_steps": 0},
+        parser_kwargs={"description": "Train a hashing method and write its run record."},
+    )
+
+
+def finished_record(path: Path) -> bool:
+    """Whether a finished, readable record is there (a truncated one is named and does not count)."""
+    from hashlab.records.record import read_record
+    if not path.exists():
+        return False
+    try:
+        return read_record(path).get("status") == "finished"
+    except ValueError as error:
+        warnings.warn(f"{error}; running the cell again", stacklevel=2)
+        return False
+
+
+def run_fit(args: list[str]) -> Path:
+    """Fit, evaluate on query vs database, write the run record; return its path. A cell with a finished
+    record is not rerun; a cell another process is running raises :class:`CellBusy`."""
+    cli = build_cli(args)
+    record_path = cli.run_dir / RECORD_NAME
+    if finished_record(record_path) and not cli.config.force:
+        print(f"finished record exists, not rerunning (pass --force true to rerun): {record_path}", file=sys.stderr)
+        return record_path
+    with cell_lock(cli.run_dir):
+        if finished_record(record_path) and not cli.config.force:  # finished while we waited to look
+            return record_path
+        return _fit_and_record(cli, record_path)
+
+
+def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
+    import os
+    model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
+    if trainer.is_global_zero:  # one line per attempt: how often a cell was started, by whom
+        with open(cli.run_dir / "attempts.log", "a") as log:
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} on {os.uname().nodename}\n")
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=None if cli.config.force else resume_checkpoint(cli.run_dir))
+    fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
+    wall_start = start
+    history = list(model.val_history)  # loading the best checkpoint below brings back its shorter history
+    evaluated = ({"selection": "last epoch", "epoch": trainer.current_epoch - 1} if trainer.current_epoch else
+                 {"selection": "no epochs (a closed-form fit)", "epoch": None})
+    best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
+    if best:
+        epoch, score = max(history, key=lambda item: item[1])
+        evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
+                     "val_map": score, "checkpoint": str(Path(best).resolve().relative_to(cli.run_dir.resolve()))}
+    trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
+    report = model.test_report
+    metrics = report.summary()
+    for k in (1000, *datamodule.report_topk):
+        metrics[f"map_at_{k}"] = _map_at(model, k)
+    describe = datamodule.describe()
+    if describe["multi_label"]:
+        metrics["ndcg_at_100"] = _ndcg_at(model, 100)
+    record = {
+        "status": "finished",
+        "method": type(model).method_id, "dataset": datamodule.name, "protocol": datamodule.protocol,
+        "backbone": model.hparams.backbone, "mode": model.hparams.mode, "bits": model.bits,
+        "seed": cli.config.seed_everything, "config_hash": cli.config_hash, "data_fingerprint": cli.data_fingerprint,
+        "metrics": {**metrics, **model.extra_metrics()},
+        "curves": {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
+                   "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}},
+        "evaluated_checkpoint": evaluated,
+        "val_map_by_epoch": [value for _, value in history],
+        "split": describe,
+        "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
+                    "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s"),
+                    "wall_s": time.perf_counter() - wall_start},
+        "feature_cache": model.feature_cache,
+        "epochs": trainer.current_epoch,
+        "world_size": trainer.world_size,
+        "config": cli.resolved,
+        "environment": environment(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "codes_file": CODES_NAME,
+    }
+    if trainer.is_global_zero:
+        write_codes(cli.run_dir / CODES_NAME, model)  # before the record: a record always has its codes
+        write_json_atomic(record_path, record)
+        log_record(trainer.loggers, record, record_path)
+    return record_path
+
+
+def _map_at(model: HashingModule, k: int) -> float:
+    from hashlab.evaluation import evaluate_retrieval
+    q_codes, q_labels, _ = model.evaluated_codes["query"]
+    db_codes, db_labels, _ = model.evaluated_codes["database"]
+    return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=k, curve_ns=(1,)).mean_average_precision()
+
+
+def _ndcg_at(model: HashingModule, k: int) -> float:
+    from hashlab.evaluation.graded import ndcg_at_k
+    q_codes, q_labels, _ = model.evaluated_codes["query"]
+    db_codes, db_labels, _ = model.evaluated_codes["database"]
+    return ndcg_at_k(q_codes, db_codes, q_labels.numpy(), db_labels.numpy(), k)
