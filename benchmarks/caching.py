@@ -30,8 +30,9 @@ class Subset(CIFAR10):
 
 def measure(images: int, image_size: int, data_root: str | None, workers: int) -> dict:
     Subset.count = images
-    module = Subset(root=data_root, image_size=image_size, num_workers=workers) if data_root else \
-        Digits(image_size=image_size, num_workers=workers)
+    splits = tempfile.mkdtemp()  # a subset is its own data set: its split file must not meet the full set's
+    module = Subset(root=data_root, image_size=image_size, num_workers=workers, splits_dir=splits) if data_root \
+        else Digits(image_size=image_size, num_workers=workers, splits_dir=splits)
     module.prepare()
     backbone = create_backbone("efficientnet_lite0").eval()
     with tempfile.TemporaryDirectory() as folder:
