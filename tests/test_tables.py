@@ -168,3 +168,19 @@ def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, mon
     frame = pd.read_csv(next(reports.glob("*/table.csv")))
     assert frame["map"].iloc[0] == pytest.approx(record["metrics"]["map"])
     assert str(saved) in frame["record"].iloc[0] and "n/a" not in rendered["markdown"].split("\n\n")[1]
+
+
+def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
+    """reports/table2/records/ keeps every finished cell's record: a fresh clone renders the table from them
+    (no runs/). A changed default that alters the cells' config hash would orphan them: this test says so."""
+    data = ROOT.parent / "shared" / "data"
+    records = ROOT / "reports" / "table2" / "records"
+    if not (data / "cifar10").exists() or not records.exists():
+        pytest.skip("needs ../shared/data/cifar10 and reports/table2/records")
+    out = render_table("2", runs_dir=tmp_path / "no-runs", reports_dir=tmp_path, data_root=str(data),
+                       records=[str(records)])
+    committed = {(r["method"], r["dataset"], r["bits"], r["seed"])
+                 for r in (json.loads(p.read_text()) for p in records.rglob("record.json"))}
+    frame = out["frame"].set_index(["method", "dataset", "bits", "seed"])
+    for key in committed:
+        assert frame.loc[key, "missing"] == "", f"committed record {key} no longer matches its cell"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
-from hashlab.errors import HashlabError
 from hashlab.data import HashingDataModule
+from hashlab.errors import HashlabError
 from hashlab.methods import HashingModule
 from hashlab.records.codes import CODES_NAME, write_codes
 from hashlab.records.record import RECORD_NAME, config_hash, environment, write_json_atomic

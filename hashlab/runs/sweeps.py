@@ -11,7 +11,14 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.runs.tables import TABLES_DIR, TableSpecError, cells, default_profile, load_spec, wandb_logger_args
+from hashlab.runs.tables import (
+    TABLES_DIR,
+    TableSpecError,
+    cells,
+    default_profile,
+    load_spec,
+    wandb_logger_args,
+)
 
 SWEEPS_DIR = Path("sweeps")
 VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the training set
