@@ -141,7 +141,14 @@ class _ParseOnlyCLI(HashlabCLI):
 
 def resolve_run_dir(args: list[str]) -> Path:
     """The run directory a `hashlab fit` command line would use, without building model or data."""
-    return build_cli(args, cli_class=_ParseOnlyCLI).run_dir
+    import logging
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)  # resolving a table's cells would print "Seed set to 0" once per cell
+    try:
+        return build_cli(args, cli_class=_ParseOnlyCLI).run_dir
+    finally:
+        seed_log.setLevel(level)
 
 
 def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> HashlabCLI:
