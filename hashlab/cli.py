@@ -135,27 +135,23 @@ def dispatch(argv: list[str]) -> None:
 
     if args.command in ("cell", "sweep"):
         from hashlab.runs.sweeps import run_cell, write_sweep
-        from hashlab.runs.tables import TableSpecError
-        try:
-            if args.command == "cell":
-                print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
-                               args.runs_dir, args.data_root, args.wandb))
-            elif args.sweep_command == "export":
-                for table in args.table:
-                    print(write_sweep(table, args.out, args.profile))
-            else:
-                from hashlab.runs.sweeps import run_local_sweep
-                results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir, args.worker)
-                failed = [r for r in results if r["returncode"]]
-                for result in failed:
-                    print(f"failed: {result['params']}\n{result['stderr_tail']}", file=sys.stderr)
-                elsewhere = sum(r["returncode"] is None for r in results)
-                print(f"{len(results) - elsewhere} runs here, {elsewhere} claimed by other workers, {len(failed)} "
-                      f"failed; records under {args.runs_dir}/")
-                if failed:
-                    sys.exit(1)
-        except TableSpecError as error:
-            sys.exit(f"error: {error}")
+        if args.command == "cell":
+            print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
+                           args.runs_dir, args.data_root, args.wandb))
+        elif args.sweep_command == "export":
+            for table in args.table:
+                print(write_sweep(table, args.out, args.profile))
+        else:
+            from hashlab.runs.sweeps import run_local_sweep
+            results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir, args.worker)
+            failed = [r for r in results if r["returncode"]]
+            for result in failed:
+                print(f"failed: {result['params']}\n{result['stderr_tail']}", file=sys.stderr)
+            elsewhere = sum(r["returncode"] is None for r in results)
+            print(f"{len(results) - elsewhere} runs here, {elsewhere} claimed by other workers, {len(failed)} "
+                  f"failed; records under {args.runs_dir}/")
+            if failed:
+                sys.exit(1)
         return
     if args.command == "explain":
         from hashlab.explain import explain as write_explanation
@@ -169,7 +165,6 @@ def dispatch(argv: list[str]) -> None:
         print(write_explanation(args.method, args.checkpoint, args.images, args.out, args.image_size))
         return
     if args.command == "data":
-        from hashlab.data import DatasetError
         from hashlab.data.describe import describe_dataset, table1
         if args.data_command == "digits":
             from hashlab.data.digits import write_digit_images
@@ -186,29 +181,23 @@ def dispatch(argv: list[str]) -> None:
             return
         if not args.dataset:
             parser.error("name a data set, or pass --all")
-        try:
-            print(json.dumps(describe_dataset(args.dataset, args.root, args.protocol, args.split_seed,
-                                              val_fraction=args.val_fraction)))
-        except DatasetError as error:
-            sys.exit(f"error: {error}")
+        print(json.dumps(describe_dataset(args.dataset, args.root, args.protocol, args.split_seed,
+                                          val_fraction=args.val_fraction)))
     elif args.command in ("reproduce", "report"):
-        from hashlab.runs.tables import TableSpecError, render_table, reproduce_table
-        try:
-            if args.command == "reproduce":
-                reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
-                                datasets=args.datasets, methods=args.methods, seeds=args.seeds,
-                                data_root=args.data_root, wandb=args.wandb)
-                if args.dry_run:
-                    return
-            records = list(getattr(args, "records", None) or [])
-            if getattr(args, "wandb", None) and args.command == "report":
-                from hashlab.records.wandb_runs import records_from_wandb
-                records.append(records_from_wandb(args.wandb, Path(args.runs_dir) / "wandb-records" /
-                                                  args.wandb.replace("/", "_")))
-            out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,
-                               data_root=args.data_root, records=records)
-        except TableSpecError as error:
-            sys.exit(f"error: {error}")
+        from hashlab.runs.tables import render_table, reproduce_table
+        if args.command == "reproduce":
+            reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
+                            datasets=args.datasets, methods=args.methods, seeds=args.seeds,
+                            data_root=args.data_root, wandb=args.wandb)
+            if args.dry_run:
+                return
+        records = list(getattr(args, "records", None) or [])
+        if getattr(args, "wandb", None) and args.command == "report":
+            from hashlab.records.wandb_runs import records_from_wandb
+            records.append(records_from_wandb(args.wandb, Path(args.runs_dir) / "wandb-records" /
+                                              args.wandb.replace("/", "_")))
+        out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,
+                           data_root=args.data_root, records=records)
         print(out["markdown"])
         print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
 
