@@ -18,17 +18,20 @@ def abs_one_loss(codes: torch.Tensor, power: int = 1) -> torch.Tensor:
     return (codes.abs() - 1).abs().pow(power).mean()
 
 
+def balanced_pair_weights(similarity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """HashNet's weights: similar and dissimilar pairs (within ``mask``) weigh as much in total."""
+    similar, dissimilar = (similarity > 0) & mask, (similarity == 0) & mask
+    total = mask.sum()
+    return torch.where(similar, total / similar.sum().clamp(min=1), total / dissimilar.sum().clamp(min=1))
+
+
 def weighted_pairwise_cross_entropy(codes: torch.Tensor, similarity: torch.Tensor, alpha: float) -> torch.Tensor:
     """HashNet (Cao et al., ICCV 2017): the pairwise likelihood of theta = alpha <h_i, h_j>, each pair
     weighted so that similar and dissimilar pairs weigh as much in total (|S| / |S1|, |S| / |S0|)."""
     mask = off_diagonal(len(codes), codes.device)
     theta = alpha * codes @ codes.T
     loss = F.softplus(theta) - similarity * theta
-    similar = (similarity > 0) & mask
-    dissimilar = (similarity == 0) & mask
-    total = mask.sum()
-    weights = torch.where(similar, total / similar.sum().clamp(min=1), total / dissimilar.sum().clamp(min=1))
-    return (loss * weights)[mask].mean()
+    return (loss * balanced_pair_weights(similarity, mask))[mask].mean()
 
 
 def cauchy_pairwise_loss(codes: torch.Tensor, similarity: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -40,10 +43,7 @@ def cauchy_pairwise_loss(codes: torch.Tensor, similarity: torch.Tensor, gamma: f
     distance = codes.shape[1] / 2 * (1 - normed @ normed.T).clamp(min=0)
     eps = 1e-6
     loss = similarity * torch.log((distance + eps) / gamma) + torch.log1p(gamma / (distance + eps))
-    similar, dissimilar = (similarity > 0) & mask, (similarity == 0) & mask
-    total = mask.sum()
-    weights = torch.where(similar, total / similar.sum().clamp(min=1), total / dissimilar.sum().clamp(min=1))
-    return (loss * weights)[mask].mean()
+    return (loss * balanced_pair_weights(similarity, mask))[mask].mean()
 
 
 def cauchy_quantization_loss(codes: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -168,5 +168,4 @@ class AsymmetricTraining:
         total = len(self.evaluated_codes["database"][0])
         learned = getattr(self, "_learned_used", 0) if self.hparams.database_codes == "learned" else 0
         return {**super().extra_metrics(), "database_codes_learned_fraction": learned / max(1, total),
-                "learned_code_updates": float(getattr(self, "database", None).updates if hasattr(self, "database")
-                                              else 0)}
+                "learned_code_updates": float(getattr(getattr(self, "database", None), "updates", 0))}
