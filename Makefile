@@ -8,8 +8,10 @@ PROFILE ?=
 DATASETS ?=
 METHODS ?=
 SEEDS   ?=
+# where the data sets live (a folder holding cifar10/, flickr25k/, ...): $HASHLAB_DATA, else ../shared/data
+DATA    ?= $(or $(HASHLAB_DATA),$(abspath ../shared/data))
 
-.PHONY: setup test demo reproduce report bench lint clean-venv
+.PHONY: setup test demo reproduce report campaign campaign-status bench lint clean-venv
 
 setup: $(STAMP)
 
@@ -35,6 +37,14 @@ reproduce: setup
 
 report: setup
 	$(HASHLAB) report --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
+
+# the table campaign (experiments/campaign.yaml): pending cells one at a time, niced, resumable; records and
+# codes land under reports/<table>/records/ as cells finish
+campaign: setup
+	$(HASHLAB) campaign --data-root $(DATA)
+
+campaign-status: setup
+	$(HASHLAB) campaign --status --data-root $(DATA)
 
 bench: setup
 	$(PY) benchmarks/run_all.py  # writes benchmarks/results.md

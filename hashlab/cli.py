@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     file) prints one line naming it and exits 2, without a traceback (HASHLAB_TRACEBACK=1 shows it)."""
     import os
 
+    from hashlab.allocator import configure_allocator
     from hashlab.errors import user_error
+    configure_allocator()  # before the first large tensor (hashlab/allocator.py); HASHLAB_MALLOC=default skips it
     try:
         dispatch(sys.argv[1:] if argv is None else argv)
     except Exception as error:
@@ -84,6 +86,15 @@ def dispatch(argv: list[str]) -> None:
     cell.add_argument("--runs-dir", default="runs")
     cell.add_argument("--data-root", default=None)
     cell.add_argument("--wandb", action="store_true", help="log to W&B (offline without an API key)")
+    campaign = commands.add_parser("campaign", help="fill the committed tables cell by cell (experiments/campaign.yaml), "
+                                   "niced and resumable")
+    campaign.add_argument("--status", action="store_true", help="per table: cells done, pending, time left")
+    campaign.add_argument("--plan", default="experiments/campaign.yaml")
+    campaign.add_argument("--runs-dir", default="runs")
+    campaign.add_argument("--reports-dir", default="reports")
+    campaign.add_argument("--data-root", default=None, help="folder holding cifar10/, ... (default $HASHLAB_DATA)")
+    campaign.add_argument("--nice", type=int, default=10, help="CPU priority increment (0: none)")
+    campaign.add_argument("--max-cells", type=int, default=None, help="stop after this many finished cells")
     sweep = commands.add_parser("sweep", help="W&B sweeps generated from the table specs")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True)
     export = sweep_commands.add_parser("export", help="write sweeps/<table>.yaml from experiments/tables/<table>.yaml")
@@ -133,6 +144,13 @@ def dispatch(argv: list[str]) -> None:
         run_search(args)
         return
 
+    if args.command == "campaign":
+        from hashlab.runs.campaign import load_plan, run_campaign, status
+        if args.status:
+            print(status(load_plan(args.plan), args.runs_dir, args.data_root))
+        else:
+            run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells)
+        return
     if args.command in ("cell", "sweep"):
         from hashlab.runs.sweeps import run_cell, write_sweep
         if args.command == "cell":

@@ -117,21 +117,29 @@ class ClassBalancedBatches(Sampler):
     K, else with), so that every anchor of a triplet loss has positives in its batch. Multi-label
     items count for each of their labels. As many batches per epoch as a plain loader gives."""
 
-    def __init__(self, labels: np.ndarray, batch_size: int, per_class: int, seed: int = 0):
+    def __init__(self, labels: np.ndarray, batch_size: int, per_class: int, seed: int | None = None):
         if not 1 <= per_class <= batch_size:
             raise ValueError(f"data.images_per_class = {per_class}: use 1..batch_size ({batch_size})")
         self.members = [np.flatnonzero(labels[:, c]) for c in range(labels.shape[1])]
         self.members = [m for m in self.members if len(m)]
         self.classes = min(len(self.members), max(1, batch_size // per_class))
         self.per_class, self.batches = per_class, max(1, len(labels) // batch_size)
-        self.seed, self.epoch = seed, 0
+        from hashlab.seeding import derived_seed, run_seed
+        run = seed if seed is not None else run_seed()
+        self.seed = derived_seed(run if run is not None else 0, "class-balanced batches")
+        self.epoch, self._explicit = 0, False
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls it before each epoch: the batches of epoch e depend on (seed, e) alone."""
+        self.epoch, self._explicit = epoch, True
 
     def __len__(self):
         return self.batches
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
+        if not self._explicit:
+            self.epoch += 1
         for _ in range(self.batches):
             batch = []
             for c in rng.choice(len(self.members), self.classes, replace=False):
@@ -334,9 +342,20 @@ class HashingDataModule(L.LightningDataModule):
 
     def loader(self, dataset: Dataset, train: bool = False) -> DataLoader:
         workers = 0 if self.features is not None else self.num_workers  # tensors need no worker processes
-        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size, shuffle=train,
+        sampler = None
+        if train and not self._distributed():
+            # the batch order from a generator of its own (hashlab.seeding); under DDP Lightning's
+            # DistributedSampler shuffles by the run seed and epoch instead
+            from hashlab.seeding import EpochShuffle
+            sampler = EpochShuffle(len(dataset))
+        return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
+                          shuffle=train and sampler is None, sampler=sampler,
                           drop_last=train and len(dataset) > self.batch_size, num_workers=workers,
                           persistent_workers=False, pin_memory=False)
+
+    def _distributed(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.world_size > 1
 
     @property
     def batch_kind(self) -> str:
@@ -348,8 +367,7 @@ class HashingDataModule(L.LightningDataModule):
         dataset = self.dataset("train", train=True)
         if self.batch_kind == "random":
             return self.loader(dataset, train=True)
-        sampler = ClassBalancedBatches(self.source.labels[self.split.train], self.batch_size, self.images_per_class,
-                                       self.split_seed)
+        sampler = ClassBalancedBatches(self.source.labels[self.split.train], self.batch_size, self.images_per_class)
         workers = 0 if self.features is not None else self.num_workers
         return DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
 

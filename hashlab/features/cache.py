@@ -39,6 +39,7 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
     if path.exists():
         return torch.from_numpy(np.load(path)), {"path": str(path), "hit": True, "seconds": 0.0}
     start = time.perf_counter()
+    was_training = extractor.training
     extractor = extractor.to(device).eval().to(memory_format=torch.channels_last)
     dataset = datamodule.all_items()
     loader = DataLoader(dataset, batch_size=128, num_workers=datamodule.num_workers, shuffle=False)
@@ -52,6 +53,10 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
             out = np.empty((len(dataset), *feats.shape[1:]), dtype=np.float16)
         out[done:done + len(feats)] = feats
         done += len(feats)
+    # the extractor may share its weights with what is trained next (partial mode's late stages): give
+    # them back in the layout and mode they came in, or a run that computed the cache would train on
+    # channels-last weights (other kernels, other sums) and give another result than one that found it
+    extractor.to(memory_format=torch.contiguous_format).train(was_training)
     from hashlab.errors import storage_error
     tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
     try:

@@ -203,6 +203,16 @@ class HashingModule(L.LightningModule):
             self.backbone.requires_grad_(False)
         if self.late_stages is not None:
             self.late_stages.requires_grad_(True)
+        # what a method draws in its setup after this (learned codes, proxies, planes, anchors) starts from
+        # the run's seed, whether or not the feature cache above was computed in this run (hashlab.seeding)
+        from hashlab.seeding import reseed
+        reseed("setup")
+
+    def on_train_epoch_start(self) -> None:
+        """Flips, dropout and sampled columns of epoch e come from a state derived from (seed, e) alone:
+        the same in a resumed run as in an uninterrupted one."""
+        from hashlab.seeding import reseed
+        reseed("epoch", self.current_epoch)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images (finetune), cached features (frozen) or cached early-stage maps (partial) -> the

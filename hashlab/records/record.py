@@ -86,5 +86,6 @@ def environment() -> dict:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
+    from hashlab.allocator import allocator_state
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "packages": packages, **git_commit()}
+            "packages": packages, "allocator": allocator_state().get("malloc", "default"), **git_commit()}

@@ -36,6 +36,8 @@ class HashlabCLI(LightningCLI):
 
     def instantiate_classes(self):
         if not self.parse_only:
+            from hashlab.seeding import reseed
+            reseed("init")  # the model's initial weights depend on the seed alone (hashlab.seeding)
             super().instantiate_classes()
 
     def add_arguments_to_parser(self, parser):

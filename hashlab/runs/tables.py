@@ -26,6 +26,7 @@ from hashlab.records.codes import CODES_NAME, check_codes
 from hashlab.records.record import RECORD_NAME, read_record
 
 TABLES_DIR = Path("experiments/tables")
+REPORTS_DIR = Path("reports")
 DEFAULT_ESTIMATE_MIN = 5.0
 REQUIRED_FIELDS = ("name", "bits", "seeds", "datasets", "methods", "metric")
 
@@ -36,7 +37,7 @@ class TableSpecError(HashlabError):
 
 TABLE_FIELDS = {*REQUIRED_FIELDS, "caption", "metric_label", "default_profile", "profiles", "curves_at_bits",
                 "references", "kind"}
-METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group"}
+METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group", "seeds_at_bits"}
 DATASET_FIELDS = {"name", "protocol", "data", "folder", "args"}
 
 
@@ -73,9 +74,36 @@ class Cell:
         return self._record
 
     @property
+    def config_hash(self) -> str | None:
+        return _cell_hash(self)
+
+    @property
+    def committed(self) -> Path | None:
+        """This cell's record committed under reports/<table>/records/ (any table's), if there is one."""
+        return committed_records().get(self.config_hash)
+
+    @property
     def done(self) -> bool:
+        """A finished record in the runs folder, or one committed under reports/: a committed cell is
+        never run again, on this machine or on a fresh clone."""
         from hashlab.runs.fit import finished_record
-        return not self.missing and finished_record(self.record)
+        if self.missing:
+            return False
+        return finished_record(self.record) or self.committed is not None
+
+
+_COMMITTED: dict[str, dict[str, Path]] = {}
+
+
+def committed_records(reports_dir: str | Path | None = None, refresh: bool = False) -> dict[str, Path]:
+    """config hash -> record.json, for every finished record under reports/*/records/ (the results the
+    repository keeps: runs/ and caches do not survive a change of machine)."""
+    reports_dir = reports_dir or REPORTS_DIR
+    key = str(Path(reports_dir).resolve())
+    if refresh or key not in _COMMITTED:
+        from hashlab.records.wandb_runs import index_records
+        _COMMITTED[key] = index_records(sorted(Path(reports_dir).glob("*/records")))
+    return _COMMITTED[key]
 
 
 def spec_path(table: str) -> Path:
@@ -144,8 +172,9 @@ def _data_location(dataset: dict, data_root: str | None) -> tuple[str | None, st
     if not root:
         return None, f"no data location: set HASHLAB_DATA or pass --data-root (a folder holding {folder}/)"
     path = Path(root).expanduser() / folder
-    if not path.exists():
-        return None, f"no {dataset['name']} data at {path} (docs/datasets.md says how to get it)"
+    if not path.exists():  # named relative to the data root: a committed report carries no machine's paths
+        return None, (f"no {dataset['name']} data: the data root has no {folder}/ folder (docs/datasets.md says "
+                      "how to get it)")
     return str(path), ""
 
 
@@ -165,7 +194,9 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
             if config is None:
                 missing = f"method {method['name']} has no config for profile {profile}"
             for bits in spec["bits"]:
-                for seed in seeds if seeds is not None else spec["seeds"]:
+                # a method may run more seeds at some bit lengths (table 2: three seeds at 48 bits)
+                more = (method.get("seeds_at_bits") or {}).get(bits, [])
+                for seed in seeds if seeds is not None else sorted({*spec["seeds"], *more}):
                     args = ["--config", str(config)]
                     if dataset.get("data"):
                         args.append(f"--data={dataset['data']}")
@@ -287,7 +318,7 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
     more folders to take records from (any layout), matched to cells by config hash."""
     from hashlab.records.wandb_runs import index_records
     profile = profile or default_profile(spec)
-    elsewhere = index_records(records)
+    elsewhere = {**committed_records(), **index_records(records)}
     rows = []
     for cell in cells(spec, runs_dir, profile, data_root):
         row = {"method": cell.method, "dataset": cell.dataset, "protocol": cell.protocol, "bits": cell.bits,

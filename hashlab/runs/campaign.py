@@ -1,0 +1,275 @@
+"""The table campaign: a standing, resumable job that fills the committed tables cell by cell.
+
+    hashlab campaign            run the pending cells of experiments/campaign.yaml, in its order, niced
+    hashlab campaign --status   per table: cells done, pending, and the time left from measured cell times
+
+The plan (experiments/campaign.yaml) is a list of stages, each a slice of one or more tables (bits, seeds,
+methods or a group); a method listed under ``deferred`` (its fidelity fixes are open, so its cells would
+have to run again) runs after every other. A cell is done when its finished record is in the runs folder or
+committed under reports/<table>/records/; a cell two tables share (an ablation's full row and table 2's
+48-bit cell) is one config hash and runs once. After each finished cell its record and codes are copied
+into reports/<table>/records/ of every table that holds it, with no path of this machine in them, and those
+tables are rendered again. Killing the campaign loses at most the epoch in progress: the next start resumes
+the cell from its last checkpoint. Pause it with `kill -STOP PID` and go on with `kill -CONT PID`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hashlab.errors import HashlabError
+from hashlab.records.codes import CODES_NAME
+from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
+from hashlab.runs.tables import REPORTS_DIR, Cell, cells, committed_records, load_spec
+
+CAMPAIGN_FILE = Path("experiments/campaign.yaml")
+STAGE_FIELDS = {"name", "tables", "bits", "seeds", "methods", "group", "datasets"}
+
+
+class CampaignError(HashlabError):
+    pass
+
+
+@dataclass
+class Work:
+    """One cell to run, with every table that holds it (by config hash) and the stage that asked first."""
+    cell: Cell
+    stage: str
+    tables: list[str] = field(default_factory=list)
+    deferred: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.cell.config_hash or str(self.cell.record)
+
+
+def load_plan(path: str | Path = CAMPAIGN_FILE) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CampaignError(f"no campaign plan at {path}")
+    plan = yaml.safe_load(path.read_text())
+    for index, stage in enumerate(plan.get("stages", [])):
+        unknown = set(stage) - STAGE_FIELDS
+        if unknown:
+            from hashlab.errors import close_matches
+            name = sorted(unknown)[0]
+            raise CampaignError(f"{path}, stage {index + 1} ({stage.get('name', '?')}): unknown field {name!r}"
+                                f"{close_matches(name, STAGE_FIELDS)}; the fields are {', '.join(sorted(STAGE_FIELDS))}")
+        if not stage.get("tables"):
+            raise CampaignError(f"{path}, stage {index + 1}: list the tables it takes cells from (tables: [...])")
+    return plan
+
+
+def _groups(spec: dict) -> dict[str, str]:
+    out, group = {}, ""
+    for method in spec["methods"]:  # a method without a group belongs to the one above it
+        group = out[method["name"]] = method.get("group", group)
+    return out
+
+
+def _deferral(method: str, deferred: dict) -> str:
+    """Why a method's cells wait for the end ('' when they do not); ablation rows count as their method."""
+    for name, why in (deferred or {}).items():
+        if method == name or method.startswith(name + " "):
+            return why
+    return ""
+
+
+def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None) -> list[Work]:
+    """Every cell the plan names, once, in the order it runs: stage by stage, deferred methods last."""
+    profile = plan.get("profile")
+    ordered: dict[str, Work] = {}
+    for stage in plan["stages"]:
+        for table in stage["tables"]:
+            spec = load_spec(table)
+            groups = _groups(spec)
+            seeds = stage.get("seeds")
+            for cell in cells(spec, runs_dir, profile, data_root):
+                if seeds is not None and cell.seed not in seeds:
+                    continue
+                if stage.get("bits") and cell.bits not in stage["bits"]:
+                    continue
+                if stage.get("methods") and cell.method not in stage["methods"]:
+                    continue
+                if stage.get("group") and groups.get(cell.method) != stage["group"]:
+                    continue
+                datasets = stage.get("datasets") or plan.get("datasets")
+                if datasets and cell.dataset not in datasets:
+                    continue
+                work = Work(cell, stage["name"], [spec["name"]], _deferral(cell.method, plan.get("deferred")))
+                if cell.missing:  # nothing to run; still listed so that --status can say why
+                    ordered.setdefault(f"missing:{spec['name']}:{cell.label}", work)
+                    continue
+                if work.key in ordered:
+                    if spec["name"] not in ordered[work.key].tables:
+                        ordered[work.key].tables.append(spec["name"])
+                    continue
+                ordered[work.key] = work
+    items = list(ordered.values())
+    return [w for w in items if not w.deferred] + [w for w in items if w.deferred]
+
+
+# -- what a finished cell leaves in the repository ----------------------------------------------------
+
+def portable_record(record: dict, data_root: str | None) -> dict:
+    """The record as committed: paths of this machine become names (the data set's folder relative to the
+    data root, the split and cache files by name). The config hash does not include them."""
+    out = json.loads(json.dumps(record, default=str))
+    args = out.get("config", {}).get("data", {}).get("init_args", {})
+    root = args.get("root")
+    if root:
+        base = Path(data_root or os.environ.get("HASHLAB_DATA") or Path(root).parent).resolve()
+        try:
+            args["root"] = f"$HASHLAB_DATA/{Path(root).resolve().relative_to(base)}"
+        except ValueError:
+            args["root"] = f"$HASHLAB_DATA/{Path(root).name}"
+    split = out.get("split", {})
+    if split.get("split_file"):
+        split["split_file"] = Path(split["split_file"]).name
+    cache = out.get("feature_cache") or {}
+    if cache.get("path"):
+        cache["path"] = Path(cache["path"]).name
+    for name in ("checkpoint",):
+        chosen = out.get("evaluated_checkpoint") or {}
+        if chosen.get(name):
+            chosen[name] = str(Path(chosen[name]))  # already relative to the run folder
+    return out
+
+
+def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data_root: str | None,
+                reports_dir: str | Path = REPORTS_DIR) -> list[Path]:
+    """Copy a finished cell's record and codes into reports/<table>/records/ of each table (atomically:
+    codes first, then the record, each written beside and renamed)."""
+    relative = record_path.parent.resolve().relative_to(Path(runs_dir).resolve())
+    record = portable_record(read_record(record_path), data_root)
+    out = []
+    for table in tables:
+        folder = Path(reports_dir) / table / "records" / relative
+        folder.mkdir(parents=True, exist_ok=True)
+        codes = record_path.parent / record.get("codes_file", CODES_NAME)
+        tmp = folder / f".{codes.name}.tmp{os.getpid()}"
+        shutil.copyfile(codes, tmp)
+        tmp.replace(folder / codes.name)
+        out.append(write_json_atomic(folder / RECORD_NAME, record))
+    committed_records(reports_dir, refresh=True)
+    return out
+
+
+# -- running and reporting -----------------------------------------------------------------------------
+
+def _minutes_of(record_path: Path) -> float | None:
+    try:
+        timings = read_record(record_path)["timings"]
+    except (OSError, ValueError, KeyError):
+        return None
+    wall = timings.get("wall_s")
+    return None if wall is None else wall / 60
+
+
+def estimates(work: list[Work]) -> dict[str, float]:
+    """Minutes per method (ablation rows count as their method's base): the mean wall time of its finished
+    cells, committed or in the runs folder, else the table spec's estimate."""
+    measured: dict[str, list[float]] = {}
+    for item in work:
+        if item.cell.done:
+            path = item.cell.committed or item.cell.record
+            minutes = _minutes_of(path)
+            if minutes is not None:
+                measured.setdefault(_base(item.cell.method), []).append(minutes)
+    out = {}
+    for item in work:
+        base = _base(item.cell.method)
+        out[item.cell.method] = (sum(measured[base]) / len(measured[base]) if base in measured
+                                 else item.cell.estimate_min)
+    return out
+
+
+def _base(method: str) -> str:
+    return method.split(" ", 1)[0]
+
+
+def _hours(minutes: float) -> str:
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None) -> str:
+    work = plan_work(plan, runs_dir, data_root)
+    minutes = estimates(work)
+    lines = ["table                              done  pending  missing data  time left"]
+    tables: dict[str, dict] = {}
+    for item in work:
+        for table in item.tables:
+            entry = tables.setdefault(table, {"done": 0, "pending": 0, "missing": 0, "minutes": 0.0})
+            if item.cell.missing:
+                entry["missing"] += 1
+            elif item.cell.done:
+                entry["done"] += 1
+            else:
+                entry["pending"] += 1
+                if table == item.tables[0]:  # a shared cell runs once: its time counts once
+                    entry["minutes"] += minutes[item.cell.method]
+    for table, entry in tables.items():
+        lines.append(f"{table:<34} {entry['done']:>4}  {entry['pending']:>7}  {entry['missing']:>12}  "
+                     f"{_hours(entry['minutes']):>9}")
+    pending = [w for w in work if not w.cell.missing and not w.cell.done]
+    total = sum(minutes[w.cell.method] for w in pending)
+    lines.append(f"\n{len(pending)} cells to run, about {_hours(total)} from measured cell times "
+                 "(the spec's estimate where a method has none yet)")
+    if pending:
+        item = pending[0]
+        lines.append(f"next: {item.cell.label} ({item.stage}{'; deferred: ' + item.deferred if item.deferred else ''})")
+    return "\n".join(lines)
+
+
+def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
+                 reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
+                 log=print) -> list[Path]:
+    """Run the plan's pending cells one at a time; commit and render after each. Returns the records run."""
+    from hashlab.runs.fit import CellBusy
+    from hashlab.runs.tables import _run_cell, render_table
+    if nice:
+        os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
+    plan = load_plan(plan_path)
+    work = plan_work(plan, runs_dir, data_root)
+    pending = [w for w in work if not w.cell.missing and not w.cell.done]
+    log(f"campaign: {len(pending)} cells to run (pid {os.getpid()}; pause with kill -STOP, go on with kill -CONT)")
+    finished, failed = [], []
+    for index, item in enumerate(pending):
+        if max_cells is not None and len(finished) >= max_cells:
+            break
+        if item.cell.done:  # another process finished it meanwhile
+            continue
+        log(f"[{index + 1}/{len(pending)}] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
+        start = time.perf_counter()
+        try:
+            spec = load_spec(item.tables[0])
+            _run_cell(item.cell, spec, runs_dir, wandb=False)
+        except CellBusy as error:
+            log(f"  skipped: {error}")
+            continue
+        except Exception as error:  # noqa: BLE001 - one broken cell must not stop the campaign
+            failed.append(item)
+            log(f"  FAILED after {time.perf_counter() - start:.0f} s: {type(error).__name__}: {error}")
+            traceback.print_exc(file=sys.stderr)
+            continue
+        record_path = item.cell.record
+        commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir)
+        for table in item.tables:
+            render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
+                         data_root=data_root)
+        metrics = read_record(record_path)["metrics"]
+        log(f"  done in {(time.perf_counter() - start) / 60:.1f} min: mAP@all {metrics.get('map', float('nan')):.3f}; "
+            f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")
+        finished.append(record_path)
+    if failed:
+        log(f"{len(failed)} cells failed: {', '.join(w.cell.label for w in failed)}")
+    return finished

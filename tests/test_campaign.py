@@ -1,0 +1,78 @@
+"""The table campaign: its order, shared cells run once, committed records count as done, and what a
+finished cell leaves under reports/ (a real run of the demo table's cells on the digits data)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hashlab.runs import tables
+from hashlab.runs.campaign import CampaignError, load_plan, plan_work, portable_record, run_campaign, status
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_ROOT = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def fresh_committed_index():
+    tables._COMMITTED.clear()
+    yield
+    tables._COMMITTED.clear()
+
+
+def test_the_plan_runs_deferred_methods_last_and_a_shared_cell_once():
+    if not (DATA_ROOT / "cifar10").is_dir():
+        pytest.skip("needs ../shared/data/cifar10")
+    plan = load_plan(ROOT / "experiments" / "campaign.yaml")
+    work = plan_work(plan, "runs", str(DATA_ROOT))
+    runnable = [w for w in work if not w.cell.missing]
+    keys = [w.key for w in runnable]
+    assert len(keys) == len(set(keys))  # every config hash once
+    deferred = [bool(w.deferred) for w in runnable]
+    assert deferred == sorted(deferred)  # no deferred cell before a cell that is not
+    first = [w for w in runnable if not w.deferred]
+    assert first[0].stage == "table 2 at 48 bits, every method" and first[0].cell.bits == 48
+    # dfch's full-method ablation row is table 2's 48-bit cell: one item, held by both tables
+    shared = [w for w in runnable if w.cell.method == "dfch" and w.cell.bits == 48 and w.cell.seed == 0]
+    assert len(shared) == 1 and set(shared[0].tables) == {"table2", "ablation-dfch"}
+    # three seeds at 48 bits for the seed methods, one elsewhere
+    seeds = {(w.cell.bits, w.cell.seed) for w in runnable if w.cell.method == "fdh_mfe" and "table2" in w.tables}
+    assert seeds == {(12, 0), (24, 0), (32, 0), (48, 0), (48, 1), (48, 2)}
+
+
+def test_a_plan_with_an_unknown_field_is_named(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"stages": [{"name": "x", "tables": ["demo"], "bitz": [16]}]}))
+    with pytest.raises(CampaignError, match="unknown field 'bitz'.*did you mean 'bits'"):
+        load_plan(path)
+
+
+def test_records_as_committed_carry_no_path_of_the_machine():
+    record = {"config": {"data": {"init_args": {"root": "/home/me/data/cifar10"}}},
+              "split": {"split_file": "/home/me/splits/cifar10-seed0.json"},
+              "feature_cache": {"path": "/home/me/.cache/hashlab/features/x.npy"}}
+    text = json.dumps(portable_record(record, "/home/me/data"))
+    assert "/home/me" not in text and "$HASHLAB_DATA/cifar10" in text
+
+
+def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_them_done(tmp_path, monkeypatch):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [
+        {"name": "the demo at 16 bits", "tables": ["demo"], "bits": [16]},
+        {"name": "the rest", "tables": ["demo"]}], "deferred": {"dpsh_googlenet": "a test"}}))
+    reports, runs = tmp_path / "reports", tmp_path / "runs"
+    monkeypatch.setattr(tables, "REPORTS_DIR", reports)
+    plan_data = load_plan(plan)
+    assert "3 cells to run" in status(plan_data, runs)
+    finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1)
+    assert len(finished) == 1
+    committed = list((reports / "demo" / "records").rglob("record.json"))
+    assert len(committed) == 1 and (committed[0].parent / "codes.npz").is_file()
+    assert json.loads(committed[0].read_text())["bits"] == 16  # the first stage's cell first
+    assert (reports / "demo" / "table.md").is_file()
+    # a fresh clone has no runs folder: the committed record alone makes the cell done
+    fresh_runs = tmp_path / "fresh-runs"
+    assert "2 cells to run" in status(plan_data, fresh_runs)
+    text = status(plan_data, fresh_runs)
+    assert "demo" in text.splitlines()[1] and text.splitlines()[1].split()[1:3] == ["1", "2"]

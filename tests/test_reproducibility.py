@@ -1,0 +1,89 @@
+"""A cell's result depends on its config and seed alone: not on whether the feature cache was warm,
+nor on the allocator setting (hashlab/seeding.py, hashlab/allocator.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hashlab.runs.fit import run_fit
+
+ROOT = Path(__file__).resolve().parents[1]
+# a small partial-mode cell: the late stages are trained on cached early-stage maps, with the head's dropout
+# and the cached-map flips drawing random numbers every step
+PARTIAL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--trainer.max_epochs=2", "--model.bits=16",
+           "--model.init_args.mode=partial", "--model.init_args.frozen_stages=7", "--data.image_size=64",
+           "--model.init_args.head_hidden=64", "--model.init_args.head_dropout=0.2",
+           "--trainer.enable_progress_bar=false"]
+
+
+def _result(record_path: Path) -> tuple[dict, dict]:
+    record = json.loads(record_path.read_text())
+    with np.load(record_path.parent / record["codes_file"]) as codes:
+        return record, {name: codes[name] for name in codes.files}
+
+
+def _same_codes(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[name], b[name]) for name in a)
+
+
+def test_a_cold_and_a_warm_feature_cache_give_identical_codes(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    cold, cold_codes = _result(run_fit([*PARTIAL, f"--runs_dir={tmp_path / 'cold'}"]))
+    warm, warm_codes = _result(run_fit([*PARTIAL, f"--runs_dir={tmp_path / 'warm'}"]))
+    assert cold["feature_cache"]["hit"] is False and warm["feature_cache"]["hit"] is True
+    assert cold["val_map_by_epoch"] == warm["val_map_by_epoch"]
+    assert cold["metrics"]["map"] == warm["metrics"]["map"]
+    assert _same_codes(cold_codes, warm_codes)
+
+
+def _hashlab_fit(args: list[str], malloc: str | None) -> Path:
+    env = {k: v for k, v in os.environ.items() if k != "HASHLAB_MALLOC"}
+    if malloc:
+        env["HASHLAB_MALLOC"] = malloc
+    done = subprocess.run([sys.executable, "-m", "hashlab.cli", "fit", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_allocator_setting_changes_no_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
+    raised = _result(_hashlab_fit([*PARTIAL, f"--runs_dir={tmp_path / 'raised'}"], None))
+    default = _result(_hashlab_fit([*PARTIAL, f"--runs_dir={tmp_path / 'default'}"], "default"))
+    assert raised[0]["environment"]["allocator"] == "raised thresholds"
+    assert default[0]["environment"]["allocator"] == "default"
+    assert raised[0]["metrics"]["map"] == default[0]["metrics"]["map"]
+    assert _same_codes(raised[1], default[1])
+
+
+RSS_AFTER_FREE = """
+import numpy as np
+from hashlab.allocator import configure_allocator
+configure_allocator()
+def rss_mb():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+before = rss_mb()
+buffer = np.ones(200 * 2**20, dtype=np.uint8)  # one 200 MB buffer, touched, then freed
+del buffer
+print(rss_mb() - before)
+"""
+
+
+def test_a_hashlab_process_keeps_freed_buffers_unless_the_setting_is_off():
+    """What the setting does, seen from outside: a freed 200 MB buffer stays in the heap (the next
+    forward pass reuses it without page faults) with the raised thresholds, and goes back to the system
+    with glibc's defaults (HASHLAB_MALLOC=default)."""
+    def kept_mb(malloc):
+        env = {k: v for k, v in os.environ.items() if k != "HASHLAB_MALLOC"}
+        if malloc:
+            env["HASHLAB_MALLOC"] = malloc
+        done = subprocess.run([sys.executable, "-c", RSS_AFTER_FREE], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+    assert kept_mb(None) > 150
+    assert kept_mb("default") < 50
