@@ -184,3 +184,18 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     frame = out["frame"].set_index(["method", "dataset", "bits", "seed"])
     for key in committed:
         assert frame.loc[key, "missing"] == "", f"committed record {key} no longer matches its cell"
+
+
+def test_the_committed_demo_table_is_what_make_demo_gives_today(tmp_path):
+    """reports/demo is the first thing a new user sees: it must be what `make demo` writes now."""
+    import pandas as pd
+
+    from hashlab.runs.tables import render_table, reproduce_table
+    reproduce_table("demo", runs_dir=tmp_path / "runs")
+    fresh = render_table("demo", runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")["frame"]
+    committed = pd.read_csv(ROOT / "reports" / "demo" / "table.csv")
+    ours = fresh.set_index(["method", "bits"])["value"]
+    theirs = committed.set_index(["method", "bits"])["value"]
+    assert set(ours.index) == set(theirs.index)
+    assert (ours - theirs.reindex(ours.index)).abs().max() <= 0.01, pd.DataFrame({"fresh": ours, "committed": theirs})
+    assert theirs.loc[("dpsh_googlenet", 32)] >= 0.85

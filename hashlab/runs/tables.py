@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,7 +308,31 @@ def _run_cell(cell: Cell, spec: dict, runs_dir, wandb: bool) -> None:
     from hashlab.runs.fit import run_fit
     # the bar over cells is the one progress display; Lightning's own would overwrite it
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-    run_fit(cell.args + quiet + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
+    with quiet_framework():
+        run_fit(cell.args + quiet + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
+
+
+# what the framework prints once per cell that a user can do nothing about (hardware lines, advertising tips,
+# checkpoint restores, a deprecation inside Lightning itself); errors and our own warnings still show
+FRAMEWORK_NOISE = (r".*module\(s\) in eval mode", r".*isinstance\(treespec, LeafSpec\)", r".*does not have many workers",
+                   r".*skip_none parameter was deprecated")
+
+
+@contextmanager
+def quiet_framework():
+    import logging
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for pattern in FRAMEWORK_NOISE:
+                warnings.filterwarnings("ignore", message=pattern)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 # -- collecting records into a table ------------------------------------------------------------
