@@ -139,3 +139,13 @@ def test_dpsh_googlenet_codes_are_bounded_and_its_losses_summed():
 def test_partial_mode_checks_the_cut():
     with pytest.raises(ValueError, match="frozen_stages = 9"):
         DPSHGoogLeNet(bits=16, mode="partial", frozen_stages=9)
+
+
+def test_validation_every_k_epochs_and_always_after_the_last(tmp_path):
+    args = ["--config", DEMO, "--trainer.max_epochs=7", f"--runs_dir={tmp_path}", "--model.bits=16",
+            "--model.init_args.validate_every=3"]
+    record = json.loads(run_fit(args).read_text())
+    epochs = [epoch for epoch, _ in torch.load(resolve_run_dir(args) / "checkpoints" / "last.ckpt",
+                                                weights_only=False)["val_history"]]
+    assert epochs == [2, 5, 6] and len(record["val_map_by_epoch"]) == 3
+    assert record["evaluated_checkpoint"]["epoch"] in epochs

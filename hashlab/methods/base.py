@@ -117,13 +117,15 @@ class HashingModule(L.LightningModule):
                  optimizer: Literal["sgd", "adamw"] = "sgd",
                  lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
                  schedule: Literal["cosine", "onecycle", "constant"] = "cosine", head_hidden: int = 0,
-                 head_dropout: float = 0.0, map_flip: bool = True, feature_cache_dir: str | None = None):
+                 head_dropout: float = 0.0, map_flip: bool = True, feature_cache_dir: str | None = None,
+                 validate_every: int = 1):
         """mode: ``frozen`` trains the head on cached pooled features; ``partial`` caches the output of
         the first ``frozen_stages`` backbone stages once and fine-tunes the rest with the head (the
         CPU profile: the early stages dominate the cost); ``finetune`` trains everything from images.
         head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer. schedule: cosine
         (linear warm-up, then cosine), onecycle (torch's OneCycleLR, peaking at each group's lr) or
-        constant. map_flip: in partial mode, mirror half of each training batch's cached maps."""
+        constant. map_flip: in partial mode, mirror half of each training batch's cached maps.
+        validate_every: run model selection's validation every k epochs, and always after the last one."""
         super().__init__()
         if not MIN_BITS <= bits <= MAX_BITS:
             raise ConfigError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
@@ -213,6 +215,12 @@ class HashingModule(L.LightningModule):
         the same in a resumed run as in an uninterrupted one."""
         from hashlab.seeding import reseed
         reseed("epoch", self.current_epoch)
+        # validate every k epochs and after the last (Lightning's own check_val_every_n_epoch skips the last
+        # epoch when k does not divide max_epochs): Lightning reads the setting at each epoch's end
+        every, epoch = max(1, self.hparams.validate_every), self.current_epoch
+        last = self.trainer.max_epochs is not None and epoch == self.trainer.max_epochs - 1
+        if every > 1:
+            self.trainer.check_val_every_n_epoch = 1 if last or (epoch + 1) % every == 0 else epoch + 2
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Images (finetune), cached features (frozen) or cached early-stage maps (partial) -> the
@@ -277,10 +285,12 @@ class HashingModule(L.LightningModule):
             return []
         # in the run folder even when a logger (W&B) would put them in its own
         folder = Path(self.trainer.default_root_dir) / "checkpoints"
+        # last.ckpt after every training epoch, validated or not: a killed run loses at most the epoch in progress
+        last = ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
         if self.has_validation():
-            return [ModelCheckpoint(dirpath=folder, monitor="val/map", mode="max", save_top_k=1, save_last=True,
-                                    filename="best-{epoch}")]
-        return [ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0)]
+            return [ModelCheckpoint(dirpath=folder, monitor="val/map", mode="max", save_top_k=1, save_last=False,
+                                    filename="best-{epoch}"), last]
+        return [last]
 
     def on_validation_epoch_start(self):
         self.validation_retrieval.reset()
