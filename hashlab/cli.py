@@ -95,6 +95,16 @@ def dispatch(argv: list[str]) -> None:
     campaign.add_argument("--data-root", default=None, help="folder holding cifar10/, ... (default $HASHLAB_DATA)")
     campaign.add_argument("--nice", type=int, default=10, help="CPU priority increment (0: none)")
     campaign.add_argument("--max-cells", type=int, default=None, help="stop after this many finished cells")
+    tune_parser = commands.add_parser("tune", help="choose a method's cpu-profile learning rates on validation "
+                                      "(sweeps/tune-METHOD.yaml, successive halving) and write them into its config")
+    tune_parser.add_argument("method")
+    tune_parser.add_argument("--write-sweep", action="store_true", help="write sweeps/tune-METHOD.yaml (the default "
+                             "grid) and stop")
+    tune_parser.add_argument("--dry-run", action="store_true", help="list the trials and the rounds")
+    tune_parser.add_argument("--no-config", action="store_true", help="do not write the choice into the config")
+    tune_parser.add_argument("--runs-dir", default="runs")
+    tune_parser.add_argument("--reports-dir", default="reports")
+    tune_parser.add_argument("--data-root", default=None)
     sweep = commands.add_parser("sweep", help="W&B sweeps generated from the table specs")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True)
     export = sweep_commands.add_parser("export", help="write sweeps/<table>.yaml from experiments/tables/<table>.yaml")
@@ -144,6 +154,24 @@ def dispatch(argv: list[str]) -> None:
         run_search(args)
         return
 
+    if args.command == "tune":
+        from hashlab.runs import tuning
+        if args.write_sweep:
+            path = tuning.sweep_path(args.method)
+            path.write_text(tuning.sweep_text(tuning.tuning_sweep(args.method)))
+            print(path)
+            return
+        if args.dry_run:
+            sweep = tuning.load_sweep(args.method)
+            where = sweep["hashlab"]
+            for point in tuning.grid_points(sweep):
+                print(tuning._point_text(point))
+            print(f"{len(tuning.grid_points(sweep))} trials; epochs by round {where['rounds']}, keeping {where['keep']}")
+            return
+        choice = tuning.tune(args.method, args.runs_dir, args.data_root, args.reports_dir,
+                             write_config=not args.no_config)
+        print(json.dumps(choice, indent=1))
+        return
     if args.command == "campaign":
         from hashlab.runs.campaign import load_plan, run_campaign, status
         if args.status:

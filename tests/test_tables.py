@@ -171,19 +171,22 @@ def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, mon
 
 
 def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
-    """reports/table2/records/ keeps every finished cell's record: a fresh clone renders the table from them
-    (no runs/). A changed default that alters the cells' config hash would orphan them: this test says so."""
+    """reports/*/records/ keeps every finished cell's record: a fresh clone (no runs/) renders table 2 from
+    them and gets the committed table.csv. A changed default that alters the cells' config hash would
+    orphan them: this test says so."""
     data = ROOT.parent / "shared" / "data"
-    records = ROOT / "reports" / "table2" / "records"
-    if not (data / "cifar10").exists() or not records.exists():
-        pytest.skip("needs ../shared/data/cifar10 and reports/table2/records")
-    out = render_table("2", runs_dir=tmp_path / "no-runs", reports_dir=tmp_path, data_root=str(data),
-                       records=[str(records)])
-    committed = {(r["method"], r["dataset"], r["bits"], r["seed"])
-                 for r in (json.loads(p.read_text()) for p in records.rglob("record.json"))}
-    frame = out["frame"].set_index(["method", "dataset", "bits", "seed"])
-    for key in committed:
-        assert frame.loc[key, "missing"] == "", f"committed record {key} no longer matches its cell"
+    if not (data / "cifar10").exists():
+        pytest.skip("needs ../shared/data/cifar10")
+    out = render_table("2", runs_dir=tmp_path / "no-runs", reports_dir=tmp_path, data_root=str(data))
+    key = ["method", "dataset", "bits", "seed"]
+    fresh = out["frame"].set_index(key).sort_index()
+    committed = pd.read_csv(ROOT / "reports" / "table2" / "table.csv").set_index(key).sort_index()
+    assert list(fresh.index) == list(committed.index)
+    pd.testing.assert_series_equal(fresh["value"].astype(float), committed["value"].astype(float), rtol=0, atol=1e-12)
+    records = list((ROOT / "reports" / "table2" / "records").rglob("record.json"))
+    found = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in (json.loads(p.read_text()) for p in records)}
+    for cell in found:
+        assert fresh.loc[cell, "missing"] == "", f"committed record {cell} no longer matches its cell"
 
 
 def test_the_committed_demo_table_is_what_make_demo_gives_today(tmp_path):

@@ -33,6 +33,7 @@ from hashlab.runs.tables import REPORTS_DIR, Cell, cells, committed_records, loa
 
 CAMPAIGN_FILE = Path("experiments/campaign.yaml")
 STAGE_FIELDS = {"name", "tables", "bits", "seeds", "methods", "group", "datasets"}
+PLAN_FIELDS = {"profile", "datasets", "stages", "deferred", "tune"}
 
 
 class CampaignError(HashlabError):
@@ -57,6 +58,12 @@ def load_plan(path: str | Path = CAMPAIGN_FILE) -> dict:
     if not path.exists():
         raise CampaignError(f"no campaign plan at {path}")
     plan = yaml.safe_load(path.read_text())
+    unknown = set(plan) - PLAN_FIELDS
+    if unknown:
+        from hashlab.errors import close_matches
+        name = sorted(unknown)[0]
+        raise CampaignError(f"{path}: unknown field {name!r}{close_matches(name, PLAN_FIELDS)}; the fields are "
+                            f"{', '.join(sorted(PLAN_FIELDS))}")
     for index, stage in enumerate(plan.get("stages", [])):
         unknown = set(stage) - STAGE_FIELDS
         if unknown:
@@ -222,8 +229,15 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
                      f"{_hours(entry['minutes']):>9}")
     pending = [w for w in work if not w.cell.missing and not w.cell.done]
     total = sum(minutes[w.cell.method] for w in pending)
-    lines.append(f"\n{len(pending)} cells to run, about {_hours(total)} from measured cell times "
-                 "(the spec's estimate where a method has none yet)")
+    from hashlab.runs.tuning import tuned
+    to_tune = [m for m in plan.get("tune") or [] if not tuned(m)]
+    # a tuning costs about two of the method's cells (its trials' epochs add up to about that)
+    tuning = sum(2 * minutes.get(m, 20.0) for m in to_tune)
+    if plan.get("tune"):
+        lines.append(f"\ntuned: {', '.join(m for m in plan['tune'] if m not in to_tune) or 'none yet'}; to tune "
+                     f"before their cells: {', '.join(to_tune) or 'none'} (about {_hours(tuning)})")
+    lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)} with the tunings, from measured "
+                 "cell times (the spec's estimate where a method has none yet)")
     if pending:
         item = pending[0]
         lines.append(f"next: {item.cell.label} ({item.stage}{'; deferred: ' + item.deferred if item.deferred else ''})")
@@ -233,31 +247,45 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
                  log=print) -> list[Path]:
-    """Run the plan's pending cells one at a time; commit and render after each. Returns the records run."""
+    """Run the plan's pending cells one at a time; before a method's first cell, its tuning sweep when the
+    plan lists it under ``tune`` and it has no committed choice; commit and render after each cell. The
+    plan is resolved again after each step (a tuning changes the method's config, hence its cells)."""
     from hashlab.runs.fit import CellBusy
     from hashlab.runs.tables import _run_cell, render_table
+    from hashlab.runs.tuning import tune, tuned
     if nice:
         os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
     plan = load_plan(plan_path)
-    work = plan_work(plan, runs_dir, data_root)
-    pending = [w for w in work if not w.cell.missing and not w.cell.done]
-    log(f"campaign: {len(pending)} cells to run (pid {os.getpid()}; pause with kill -STOP, go on with kill -CONT)")
-    finished, failed = [], []
-    for index, item in enumerate(pending):
-        if max_cells is not None and len(finished) >= max_cells:
+    log(f"campaign: pid {os.getpid()} (pause with kill -STOP, go on with kill -CONT)")
+    finished, failed, skipped = [], set(), set()
+    while max_cells is None or len(finished) < max_cells:
+        work = plan_work(plan, runs_dir, data_root)
+        pending = [w for w in work if not w.cell.missing and not w.cell.done and w.key not in failed | skipped]
+        if not pending:
             break
-        if item.cell.done:  # another process finished it meanwhile
+        item = pending[0]
+        base = _base(item.cell.method)
+        if base in (plan.get("tune") or []) and not tuned(base, reports_dir):
+            log(f"tuning {base} before its cells (sweeps/tune-{base}.yaml)")
+            try:
+                choice = tune(base, runs_dir, data_root, reports_dir, log=log)
+            except Exception as error:  # noqa: BLE001 - a failed tuning leaves the method's cells for later
+                log(f"  tuning FAILED: {type(error).__name__}: {error}")
+                traceback.print_exc(file=sys.stderr)
+                failed.update(w.key for w in pending if _base(w.cell.method) == base)
+                continue
+            log(f"  chose {choice['chosen']} (validation mAP {choice['val_map']:.4f}); wrote its cpu config")
             continue
-        log(f"[{index + 1}/{len(pending)}] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
+        log(f"[{len(pending)} to go] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
         start = time.perf_counter()
         try:
-            spec = load_spec(item.tables[0])
-            _run_cell(item.cell, spec, runs_dir, wandb=False)
+            _run_cell(item.cell, load_spec(item.tables[0]), runs_dir, wandb=False)
         except CellBusy as error:
             log(f"  skipped: {error}")
+            skipped.add(item.key)
             continue
         except Exception as error:  # noqa: BLE001 - one broken cell must not stop the campaign
-            failed.append(item)
+            failed.add(item.key)
             log(f"  FAILED after {time.perf_counter() - start:.0f} s: {type(error).__name__}: {error}")
             traceback.print_exc(file=sys.stderr)
             continue
@@ -271,5 +299,5 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")
         finished.append(record_path)
     if failed:
-        log(f"{len(failed)} cells failed: {', '.join(w.cell.label for w in failed)}")
+        log(f"{len(failed)} cells failed or could not be tuned; see the log above")
     return finished

@@ -42,7 +42,11 @@ def export_sweep(table: str, profile: str | None = None) -> dict:
             "method": {"values": [m["name"] for m in spec["methods"]]},
             "dataset": {"values": [d["name"] for d in spec["datasets"]]},
             "bits": {"values": list(spec["bits"])},
-            "seed": {"values": list(spec["seeds"])},
+            # every seed any cell uses; a grid point that is not a cell (a seed a method runs only at some bit
+            # lengths) is skipped by `hashlab cell`
+            "seed": {"values": sorted({*spec["seeds"], *(s for m in spec["methods"]
+                                                         for seeds in (m.get("seeds_at_bits") or {}).values()
+                                                         for s in seeds)})},
         },
         "command": ["${env}", "hashlab", "cell", "--wandb", "${args}"],
     }
@@ -62,12 +66,16 @@ def write_sweep(table: str, out_dir: str | Path = SWEEPS_DIR, profile: str | Non
 
 
 def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profile: str | None = None,
-             runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path:
-    """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists)."""
+             runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path | str:
+    """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists). A grid
+    point that is not a cell of the table (a seed its method runs only at other bit lengths) runs nothing."""
     from hashlab.runs.fit import run_fit
     spec = load_spec(table)
     matches = [c for c in cells(spec, runs_dir, profile, data_root, seeds=[seed])
                if (c.method, c.dataset, c.bits) == (method, dataset, bits)]
+    if matches and not any(c.seed == seed and (c.method, c.dataset, c.bits) == (method, dataset, bits)
+                           for c in cells(spec, runs_dir, profile, data_root)):
+        return f"not a cell of table {spec['name']}: {method} runs seed {seed} at other bit lengths only; nothing to run"
     if not matches:
         raise TableSpecError(f"table {spec['name']} has no cell method={method} dataset={dataset} bits={bits}; "
                              f"methods {[m['name'] for m in spec['methods']]}, data sets "

@@ -1,0 +1,230 @@
+"""Tuning a method's cpu-profile learning rates on validation, before its table cells run.
+
+    hashlab tune dsh                 run (or resume) sweeps/tune-dsh.yaml; write the choice into dsh-cpu.yaml
+    hashlab tune dsh --dry-run       the trials and what each round keeps
+
+A tuning sweep is a grid (sweeps/tune-<method>.yaml, a W&B sweep file that `wandb sweep` also takes) over
+the method's cpu config at 48 bits on CIFAR-10, run as successive halving: every point of the grid trains
+for the first ``rounds[0]`` epochs of the cell's own schedule, the best ``keep[0]`` go on to ``rounds[1]``
+epochs (resumed from their checkpoints: a trial's epochs depend on (seed, epoch) alone, so a resumed trial
+is the run it would have been), and so on. A trial is scored by validation mAP (validation items against
+the training set), never by the queries: the trials never run the test phase at all.
+
+The best point's values go into experiments/methods/<method>-cpu.yaml, labelled "ours, swept" with the
+sweep file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv,
+table.md, choice.json and one trial.json per trial) so that a fresh clone knows the method is tuned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+
+import yaml
+
+from hashlab.errors import HashlabError
+from hashlab.records.record import write_json_atomic
+from hashlab.runs.tables import REPORTS_DIR
+
+SWEEPS_DIR = Path("sweeps")
+TRIAL_NAME = "trial.json"
+# the grid every deep method's cpu profile is tuned on: the two learning rates of the late-stage recipe
+DEFAULT_GRID = {"model.init_args.lr": [0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
+DEFAULT_ROUNDS, DEFAULT_KEEP = [2, 4, 6], [3, 2]
+
+
+class TuningError(HashlabError):
+    pass
+
+
+def sweep_path(method: str) -> Path:
+    return SWEEPS_DIR / f"tune-{method}.yaml"
+
+
+# the cell a tuning stands for: table 2's CIFAR-10 cell at the sweep's bit length, seed 0
+TUNED_CELL = {"table": "table2", "dataset": "cifar10", "seed": 0}
+
+
+def tuning_sweep(method: str, grid: dict | None = None, bits: int = 48) -> dict:
+    """The W&B sweep file of a method's tuning (grid; hyperband where a W&B server runs it)."""
+    rounds, keep = DEFAULT_ROUNDS, DEFAULT_KEEP
+    return {
+        "name": f"tune-{method}",
+        "description": f"Learning rates of {method}'s cpu profile at {bits} bits on CIFAR-10, chosen on validation "
+                       f"mAP by successive halving (`hashlab tune {method}`; epochs {rounds}, keeping {keep}).",
+        "method": "grid",
+        "metric": {"name": "val/map", "goal": "maximize"},
+        "early_terminate": {"type": "hyperband", "min_iter": rounds[0], "eta": 3},
+        "parameters": {name: {"values": list(values)} for name, values in (grid or DEFAULT_GRID).items()},
+        "command": ["${env}", "hashlab", "fit", "--config", f"experiments/methods/{method}-cpu.yaml",
+                    f"--model.init_args.bits={bits}", "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+                    "${args}"],
+    }
+
+
+def sweep_text(sweep: dict) -> str:
+    return (f"# {sweep['description']}\n# Written by `hashlab tune {sweep['name'].removeprefix('tune-')} --write-sweep`; "
+            "edit the grid here. `wandb sweep` takes this file as it is\n"
+            "# (its hyperband stands in for the successive halving of hashlab.runs.tuning).\n"
+            + yaml.safe_dump(sweep, sort_keys=False, width=120))
+
+
+def load_sweep(method: str) -> dict:
+    path = sweep_path(method)
+    if not path.exists():
+        raise TuningError(f"no tuning sweep {path}; `hashlab tune {method} --write-sweep` writes the default grid")
+    sweep = yaml.safe_load(path.read_text())
+    if sweep.get("method") != "grid":
+        raise TuningError(f"{path}: a tuning sweep is a grid (method: grid); `hashlab tune {method} --write-sweep` "
+                          "writes the default one")
+    bits = [int(a.split("=", 1)[1]) for a in sweep["command"] if a.startswith("--model.init_args.bits=")]
+    return {**sweep, "hashlab": {**TUNED_CELL, "bits": bits[0] if bits else 48, "rounds": DEFAULT_ROUNDS,
+                                 "keep": DEFAULT_KEEP}}
+
+
+def grid_points(sweep: dict) -> list[dict]:
+    names = list(sweep["parameters"])
+    return [dict(zip(names, values, strict=True))
+            for values in itertools.product(*(sweep["parameters"][n]["values"] for n in names))]
+
+
+def _cell_args(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> list[str]:
+    """The command line of the table cell the tuning stands for (same config, data, bits and seed)."""
+    from hashlab.runs.tables import cells, load_spec
+    where = sweep["hashlab"]
+    spec = load_spec(where["table"])
+    match = [c for c in cells(spec, runs_dir, "cpu", data_root, seeds=[where["seed"]])
+             if (c.method, c.dataset, c.bits) == (method, where["dataset"], where["bits"])]
+    if not match:
+        raise TuningError(f"table {where['table']} has no cpu cell {method} {where['dataset']} {where['bits']}b")
+    if match[0].missing:
+        raise TuningError(f"cannot tune {method}: {match[0].missing}")
+    return match[0].args
+
+
+def _override(args: list[str], point: dict) -> list[str]:
+    return [*args, *(f"--{name}={value}" for name, value in point.items())]
+
+
+def run_trial(args: list[str], epochs: int) -> dict:
+    """Train a trial up to ``epochs`` epochs of its schedule (resuming its own checkpoint), no test phase.
+    Returns and writes <run>/trial.json: the validation mAP by epoch."""
+    import lightning as L
+
+    from hashlab.runs.fit import build_cli, cell_lock, resume_checkpoint
+    from hashlab.runs.tables import quiet_framework
+
+    class StopAfter(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            if trainer.current_epoch + 1 >= epochs:
+                trainer.should_stop = True
+
+    with quiet_framework():
+        cli = build_cli([*args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+        path = cli.run_dir / TRIAL_NAME
+        if path.exists():
+            previous = json.loads(path.read_text())
+            if previous["epochs"] >= epochs:
+                return previous
+        with cell_lock(cli.run_dir):
+            model, trainer = cli.model, cli.trainer
+            trainer.callbacks.append(StopAfter())
+            start = time.perf_counter()
+            trainer.fit(model, datamodule=cli.datamodule, ckpt_path=resume_checkpoint(cli.run_dir))
+            history = [(int(e), float(v)) for e, v in model.val_history]
+            trial = {"epochs": trainer.current_epoch, "val_map_by_epoch": history,
+                     "val_map": history[-1][1] if history else None, "config_hash": cli.config_hash,
+                     "seconds": time.perf_counter() - start + (json.loads(path.read_text())["seconds"]
+                                                                if path.exists() else 0.0)}
+            write_json_atomic(path, trial)
+            return trial
+
+
+def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = None,
+         reports_dir: str | Path = REPORTS_DIR, write_config: bool = True, log=print, sweep: dict | None = None) -> dict:
+    """Run (or resume) the method's tuning; write reports/tune-<method>/ and, with write_config, the chosen
+    values into its cpu config. Returns the choice. ``sweep``: a loaded sweep in place of the method's file."""
+    sweep = sweep or load_sweep(method)
+    rounds, keep = sweep["hashlab"]["rounds"], sweep["hashlab"]["keep"]
+    base = _cell_args(method, sweep, runs_dir, data_root)
+    base = [a for a in base if not a.startswith("--runs_dir=")] + [f"--runs_dir={Path(runs_dir) / 'tuning'}"]
+    alive = grid_points(sweep)
+    results: dict[int, dict] = {}
+    points = {i: p for i, p in enumerate(alive)}
+    alive_ids = list(points)
+    for round_index, epochs in enumerate(rounds):
+        for number, i in enumerate(alive_ids):
+            log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs), trial {number + 1}/"
+                f"{len(alive_ids)}: {_point_text(points[i])}")
+            results[i] = run_trial(_override(base, points[i]), epochs)
+            log(f"  validation mAP {results[i]['val_map']:.4f}")
+        if round_index < len(keep):
+            ranked = sorted(alive_ids, key=lambda i: -(results[i]["val_map"] or 0))
+            alive_ids = ranked[: keep[round_index]]
+    ranked = sorted(alive_ids, key=lambda i: -(results[i]["val_map"] or 0))
+    best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+    choice = {"method": method, "sweep": str(sweep_path(method)), "chosen": points[best],
+              "val_map": results[best]["val_map"], "epochs": results[best]["epochs"],
+              "runner_up": points[runner_up] if runner_up is not None else None,
+              "runner_up_val_map": results[runner_up]["val_map"] if runner_up is not None else None,
+              "selected_on": "validation mAP (validation items vs the training set); the query set is never used"}
+    _write_report(method, points, results, choice, runs_dir, reports_dir)
+    if write_config:
+        write_choice(method, choice)
+    return choice
+
+
+def _point_text(point: dict) -> str:
+    return ", ".join(f"{name.rsplit('.', 1)[-1]}={value}" for name, value in point.items())
+
+
+def _write_report(method, points, results, choice, runs_dir, reports_dir) -> None:
+    import pandas as pd
+    folder = Path(reports_dir) / f"tune-{method}"
+    rows = []
+    for i, point in points.items():
+        trial = results.get(i)
+        row = {name.rsplit(".", 1)[-1]: value for name, value in point.items()}
+        history = dict(trial["val_map_by_epoch"]) if trial else {}
+        row.update({f"val_map_epoch_{e + 1}": history.get(e) for e in sorted(history)})
+        row.update(epochs=trial["epochs"] if trial else 0, val_map=trial["val_map"] if trial else None,
+                   seconds=round(trial["seconds"]) if trial else None,
+                   chosen=point == choice["chosen"], config_hash=trial["config_hash"] if trial else "")
+        rows.append(row)
+        if trial:
+            write_json_atomic(folder / "trials" / f"{trial['config_hash']}.json", {"params": point, **trial})
+    frame = pd.DataFrame(rows).sort_values("val_map", ascending=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "trials.csv", index=False)
+    (folder / "table.md").write_text(
+        f"**tune-{method}**: validation mAP@all of each trial (validation items vs the training set; the query "
+        f"set is never used), successive halving over {choice['sweep']}. Chosen: {_point_text(choice['chosen'])} "
+        f"({choice['val_map']:.4f} after {choice['epochs']} epochs).\n\n{frame.to_markdown(index=False)}\n")
+    write_json_atomic(folder / "choice.json", choice)
+
+
+def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
+    path = Path(reports_dir) / f"tune-{method}" / "choice.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
+    """Put the chosen values into the method's cpu config, each line labelled with where it came from."""
+    path = config or Path(f"experiments/methods/{method}-cpu.yaml")
+    text = path.read_text()
+    runner = (f"runner-up {_point_text(choice['runner_up'])} {choice['runner_up_val_map']:.3f}"
+              if choice.get("runner_up") else "no runner-up")
+    for name, value in choice["chosen"].items():
+        key = name.rsplit(".", 1)[-1]
+        pattern = re.compile(rf"^(\s+){re.escape(key)}:[^\n]*$", re.MULTILINE)
+        if not pattern.search(text):
+            raise TuningError(f"{path}: no line `{key}:` to put the swept value into")
+        note = (f"# ours, swept ({choice['sweep']}): validation mAP {choice['val_map']:.3f} after "
+                f"{choice['epochs']} epochs; {runner}")
+        text = pattern.sub(lambda m, k=key, v=value, n=note: f"{m.group(1)}{k}: {v:<{max(1, 28 - len(k))}} {n}",
+                           text, count=1)
+    path.write_text(text)
+    return path

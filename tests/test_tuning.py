@@ -1,0 +1,66 @@
+"""Tuning chooses on validation only, resumes its trials exactly, and labels what it writes (real fits of
+the demo table's cell on the digits data)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hashlab.runs.tuning import grid_points, run_trial, tune, tuned, write_choice
+
+ROOT = Path(__file__).resolve().parents[1]
+CELL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.init_args.bits=16",
+        "--trainer.max_epochs=6", "--seed_everything=0"]
+
+
+def small_sweep():
+    return {"name": "tune-dpsh_googlenet", "method": "grid", "metric": {"name": "val/map", "goal": "maximize"},
+            "parameters": {"model.init_args.lr": {"values": [0.001, 0.05, 0.2]}},
+            "command": [], "hashlab": {"table": "demo", "dataset": "digits", "bits": 16, "seed": 0,
+                                       "rounds": [1, 2], "keep": [2]}}
+
+
+def test_tuning_selects_on_validation_and_never_runs_the_queries(tmp_path):
+    choice = tune("dpsh_googlenet", tmp_path / "runs", reports_dir=tmp_path / "reports", write_config=False,
+                  sweep=small_sweep(), log=lambda *_: None)
+    trials = [json.loads(p.read_text()) for p in (tmp_path / "reports" / "tune-dpsh_googlenet" / "trials").glob("*.json")]
+    assert len(trials) == 3
+    survivors = [t for t in trials if t["epochs"] == 2]
+    assert len(survivors) == 2  # the round kept two of three
+    best = max(survivors, key=lambda t: t["val_map"])
+    assert choice["chosen"] == best["params"] and choice["val_map"] == best["val_map"]
+    assert "never used" in choice["selected_on"]
+    # no trial ran the test phase: there is no record, no codes, no query metric anywhere
+    runs = tmp_path / "runs" / "tuning"
+    assert list(runs.rglob("trial.json")) and not list(runs.rglob("record.json")) and not list(runs.rglob("codes.npz"))
+    assert tuned("dpsh_googlenet", tmp_path / "reports") == choice
+    assert (tmp_path / "reports" / "tune-dpsh_googlenet" / "table.md").read_text().count("|") > 10
+
+
+def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_path):
+    straight = run_trial([*CELL, f"--runs_dir={tmp_path / 'a'}"], epochs=3)
+    run_trial([*CELL, f"--runs_dir={tmp_path / 'b'}"], epochs=1)
+    resumed = run_trial([*CELL, f"--runs_dir={tmp_path / 'b'}"], epochs=3)
+    assert resumed["epochs"] == straight["epochs"] == 3
+    assert resumed["val_map_by_epoch"] == straight["val_map_by_epoch"]
+
+
+def test_the_choice_goes_into_the_config_with_where_it_came_from(tmp_path):
+    config = tmp_path / "dsh-cpu.yaml"
+    config.write_text((ROOT / "experiments" / "methods" / "dsh-cpu.yaml").read_text())
+    choice = {"sweep": "sweeps/tune-dsh.yaml", "chosen": {"model.init_args.lr": 0.01, "model.init_args.backbone_lr": 0.001},
+              "val_map": 0.8123, "epochs": 6, "runner_up": {"model.init_args.lr": 0.003,
+                                                             "model.init_args.backbone_lr": 0.001},
+              "runner_up_val_map": 0.8011}
+    write_choice("dsh", choice, config)
+    import yaml
+    loaded = yaml.safe_load(config.read_text())["model"]["init_args"]
+    assert loaded["lr"] == 0.01 and loaded["backbone_lr"] == 0.001
+    line = next(text for text in config.read_text().splitlines() if text.strip().startswith("lr:"))
+    assert "ours, swept (sweeps/tune-dsh.yaml): validation mAP 0.812" in line and "runner-up lr=0.003" in line
+
+
+def test_grid_points_cover_the_grid():
+    assert len(grid_points({"parameters": {"a": {"values": [1, 2]}, "b": {"values": [3, 4, 5]}}})) == 6
+    with pytest.raises(KeyError):  # a fixed value is not a grid axis
+        grid_points({"parameters": {"a": {"value": 1}}})
