@@ -21,6 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hashlab.allocator import configure_allocator
+
+configure_allocator()  # as every hashlab process does (the allocator section measures both ways in children)
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -68,6 +72,15 @@ def training_section(epochs: int) -> str:
     return ("## Training: Lightning against a plain PyTorch loop (same model, batches, cached maps)\n\n"
             "5,000 training items, batch 50, dpsh_googlenet at 48 bits, AdamW. Goal: overhead 5% or less.\n\n"
             + frame.to_markdown(index=False, floatfmt=".2f"))
+
+
+def allocator_section(data: str | None, quick: bool) -> str:
+    from allocator import measure
+    frame = pd.DataFrame(measure(data, 1000, quick))
+    return ("## The allocator: glibc's mmap/trim thresholds raised (hashlab/allocator.py) against glibc's defaults\n\n"
+            "Each case in a fresh process with and without the setting (`HASHLAB_MALLOC=default`), peak resident "
+            "memory of that process beside it. Goal: the index build at 40 img/s or more.\n\n"
+            + frame.to_markdown(index=False, floatfmt=".1f"))
 
 
 def caching_section(data: str | None, images: int) -> str:
@@ -124,7 +137,7 @@ def main():
     sections = [f"# Benchmarks\n\nMachine: {machine()}. Commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}. "
                 "Written by `make bench` (benchmarks/run_all.py); each benchmark also runs alone "
                 "(see its file)."]
-    for name, run in (("evaluation", evaluation_section), ("training", lambda: training_section(1 if args.quick else 2)),
+    for name, run in (("evaluation", evaluation_section), ("allocator", lambda: allocator_section(data, args.quick)), ("training", lambda: training_section(1 if args.quick else 2)),
                       ("caching", lambda: caching_section(data, 500 if args.quick else 2000)),
                       ("search", lambda: search_section(data, args.quick))):
         started = time.perf_counter()

@@ -67,6 +67,8 @@ def dispatch(argv: list[str]) -> None:
     report.add_argument("--records", nargs="+", default=None, metavar="DIR",
                         help="also take records from these folders, in any layout (a shared file system, "
                         "W&B offline run folders); matched to cells by config hash")
+    report.add_argument("--readme", default=None, metavar="README.md",
+                        help="also write the table's summary column into this README's generated results block")
     report.add_argument("--wandb", default=None, metavar="ENTITY/PROJECT[/SWEEP_ID]",
                         help="download the finished runs' records from W&B (wandb.Api) and build the table from them")
     reproduce.add_argument("--dry-run", action="store_true",
@@ -246,6 +248,12 @@ def dispatch(argv: list[str]) -> None:
                            data_root=args.data_root, records=records)
         print(out["markdown"])
         print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
+        if getattr(args, "readme", None):
+            from hashlab.records.render import update_readme
+            if "summary" not in out:
+                parser.error(f"table {args.table} has no summary: field in its spec; nothing to write")
+            changed = update_readme(Path(args.readme), out["dir"].name, out["summary"])
+            print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
 
 
 if __name__ == "__main__":

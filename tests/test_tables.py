@@ -187,6 +187,10 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     found = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in (json.loads(p.read_text()) for p in records)}
     for cell in found:
         assert fresh.loc[cell, "missing"] == "", f"committed record {cell} no longer matches its cell"
+    # the README's results are generated from the same records, never typed
+    from hashlab.records.render import readme_block
+    assert readme_block(ROOT / "README.md", "table2") == out["summary"].strip(), \
+        "README results block is stale: run `hashlab report --table 2 --readme README.md`"
 
 
 def test_the_committed_demo_table_is_what_make_demo_gives_today(tmp_path):

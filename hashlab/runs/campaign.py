@@ -292,8 +292,13 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         record_path = item.cell.record
         commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir)
         for table in item.tables:
-            render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
-                         data_root=data_root)
+            out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
+                               data_root=data_root)
+            readme = Path(reports_dir).resolve().parent / "README.md"
+            if "summary" in out and readme.exists():
+                from hashlab.records.render import readme_block, update_readme
+                if readme_block(readme, out["dir"].name) is not None:
+                    update_readme(readme, out["dir"].name, out["summary"])
         metrics = read_record(record_path)["metrics"]
         log(f"  done in {(time.perf_counter() - start) / 60:.1f} min: mAP@all {metrics.get('map', float('nan')):.3f}; "
             f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")

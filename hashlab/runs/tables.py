@@ -37,7 +37,7 @@ class TableSpecError(HashlabError):
 
 
 TABLE_FIELDS = {*REQUIRED_FIELDS, "caption", "metric_label", "default_profile", "profiles", "curves_at_bits",
-                "references", "kind"}
+                "references", "kind", "summary"}
 METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group", "seeds_at_bits"}
 DATASET_FIELDS = {"name", "protocol", "data", "folder", "args"}
 
@@ -397,7 +397,10 @@ def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | P
         return render_datasets_table(spec, reports_dir, data_root)
     profile = profile or default_profile(spec)
     frame = collect(spec, runs_dir, profile, data_root, records)
-    return render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))
+    out = render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))
+    from hashlab.records.examples import render_examples
+    out["files"].extend(render_examples(frame, spec, out["dir"], data_root))  # needs the images: none without
+    return out
 
 
 __all__ = ["load_spec", "cells", "reproduce_table", "render_table", "collect", "TableSpecError"]

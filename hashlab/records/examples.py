@@ -1,0 +1,129 @@
+"""The retrieval-examples figure of a table: five fixed queries, each method's top 10 at one bit length,
+right results framed green and wrong ones red. Drawn from the codes saved beside the records (codes.npz)
+and the data set's own images; no model is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+THUMB, BORDER, GAP = 40, 3, 8
+RIGHT, WRONG, QUERY = (40, 160, 60), (200, 40, 40), (60, 60, 60)
+
+
+def _source(record: dict, data_root: str | None):
+    """The data set's items in source order (the indices codes.npz refers to)."""
+    from hashlab.runs.fit import class_of
+    data = record["config"]["data"]
+    args = dict(data.get("init_args", {}))
+    root = str(args.get("root") or "")
+    base = data_root or os.environ.get("HASHLAB_DATA")
+    if root.startswith("$HASHLAB_DATA/"):
+        if not base:
+            return None
+        args["root"] = str(Path(base) / root.removeprefix("$HASHLAB_DATA/"))
+    if args.get("root") and not Path(args["root"]).exists():
+        return None
+    return class_of(data["class_path"])(**args).load_source()
+
+
+def fixed_queries(labels: np.ndarray, count: int = 5, seed: int = 0) -> list[int]:
+    """Positions of ``count`` queries of distinct classes where there are enough, drawn with a fixed seed:
+    the same queries for every method of the table (they share the query set)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(labels))
+    chosen, classes = [], set()
+    for position in order:
+        label = int(np.argmax(labels[position]))
+        if label not in classes or len(classes) >= labels.shape[1]:
+            chosen.append(int(position))
+            classes.add(label)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def top_k(query: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
+    """Database positions of the k nearest codes by Hamming distance (ties by database order, as the
+    evaluation ranks them)."""
+    distance = (database.shape[1] - database @ query) / 2
+    return np.argsort(distance, kind="stable")[:k]
+
+
+def _thumb(source, index: int, colour) -> np.ndarray:
+    from PIL import Image
+
+    from hashlab.data.base import load_image
+    image = load_image(source.items[index]).resize((THUMB, THUMB), Image.BILINEAR)
+    out = np.empty((THUMB + 2 * BORDER, THUMB + 2 * BORDER, 3), np.uint8)
+    out[:] = colour
+    out[BORDER:-BORDER, BORDER:-BORDER] = np.asarray(image)
+    return out
+
+
+def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: str | None,
+                    queries: int = 5, top: int = 10) -> list[Path]:
+    """reports/<table>/retrieval_examples.png and .pdf, or nothing when no record or no images are here."""
+    from hashlab.records.codes import read_codes
+    from hashlab.records.record import read_record
+    bits = spec.get("curves_at_bits") or max(spec["bits"])
+    part = frame[(frame["bits"] == bits) & frame["record"].astype(bool) & (frame["missing"] == "")]
+    if part.empty:
+        return []
+    part = part[part["seed"] == part["seed"].min()]
+    dataset = part["dataset"].iloc[0]
+    part = part[part["dataset"] == dataset]
+    methods = [m["name"] for m in spec["methods"] if m["name"] in set(part["method"])]
+    first = read_record(Path(part[part["method"] == methods[0]]["record"].iloc[0]))
+    source = _source(first, data_root)
+    if source is None:
+        return []
+    rows, names = [], []
+    chosen = None
+    for method in methods:
+        record_path = Path(part[part["method"] == method]["record"].iloc[0])
+        codes = read_codes(record_path.parent / read_record(record_path).get("codes_file", "codes.npz"))
+        q_codes, q_labels, q_index = (codes[f"query_{k}"].numpy() for k in ("codes", "labels", "index"))
+        d_codes, d_labels, d_index = (codes[f"database_{k}"].numpy() for k in ("codes", "labels", "index"))
+        if chosen is None:
+            chosen = [int(q_index[p]) for p in fixed_queries(q_labels, queries)]
+        position = {int(i): p for p, i in enumerate(q_index)}
+        for number, query in enumerate(chosen):
+            p = position[query]
+            hits = top_k(q_codes[p], d_codes, top)
+            tiles = [_thumb(source, query, QUERY), np.full((THUMB + 2 * BORDER, GAP, 3), 255, np.uint8)]
+            for hit in hits:
+                right = bool((q_labels[p] & d_labels[hit]).any())
+                tiles.append(_thumb(source, int(d_index[hit]), RIGHT if right else WRONG))
+            rows.append(np.concatenate(tiles, axis=1))
+            names.append(f"{method}: query {number + 1}")
+    return _draw(rows, names, out_dir, f"{spec['name']}: top {top} of {len(chosen)} fixed {dataset} queries at "
+                 f"{bits} bits (first tile: the query; green: shares a label, red: does not)")
+
+
+def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    height = rows[0].shape[0]
+    mosaic = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in rows], axis=0)
+    dpi = 100
+    fig = plt.figure(figsize=((mosaic.shape[1] + 260) / dpi, (mosaic.shape[0] + 60) / dpi), dpi=dpi)
+    ax = fig.add_axes([260 / (mosaic.shape[1] + 260), 0, mosaic.shape[1] / (mosaic.shape[1] + 260),
+                       mosaic.shape[0] / (mosaic.shape[0] + 60)])
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for number, name in enumerate(names):
+        ax.text(-12, number * (height + 4) + height / 2, name, ha="right", va="center", fontsize=9)
+    fig.suptitle(title, fontsize=10, x=0.02, ha="left", y=1 - 20 / (mosaic.shape[0] + 60))
+    out = []
+    for suffix in ("png", "pdf"):
+        path = out_dir / f"retrieval_examples.{suffix}"
+        fig.savefig(path, dpi=dpi)
+        out.append(path)
+    plt.close(fig)
+    return out
