@@ -107,6 +107,8 @@ def dispatch(argv: list[str]) -> None:
     tune_parser.add_argument("--runs-dir", default="runs")
     tune_parser.add_argument("--reports-dir", default="reports")
     tune_parser.add_argument("--data-root", default=None)
+    docs = commands.add_parser("docs", help="generated parts of the docs")
+    docs.add_argument("what", choices=["profiles"], help="profiles: each method doc's cpu-profile block from its config")
     sweep = commands.add_parser("sweep", help="W&B sweeps generated from the table specs")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True)
     export = sweep_commands.add_parser("export", help="write sweeps/<table>.yaml from experiments/tables/<table>.yaml")
@@ -156,6 +158,11 @@ def dispatch(argv: list[str]) -> None:
         run_search(args)
         return
 
+    if args.command == "docs":
+        from hashlab.records.profiles import write_blocks
+        for path in write_blocks():
+            print(path)
+        return
     if args.command == "tune":
         from hashlab.runs import tuning
         if args.write_sweep:

@@ -227,4 +227,7 @@ def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
         text = pattern.sub(lambda m, k=key, v=value, n=note: f"{m.group(1)}{k}: {v:<{max(1, 28 - len(k))}} {n}",
                            text, count=1)
     path.write_text(text)
+    if config is None:  # the method doc's cpu-profile block is generated from this config
+        from hashlab.records.profiles import write_blocks
+        write_blocks([method])
     return path
