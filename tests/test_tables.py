@@ -154,10 +154,19 @@ def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, mon
     [pr_table] = (run_dir / "files" / "media" / "table").rglob("pr_curve*.table.json")
     assert len(json.loads(pr_table.read_text())["data"]) == record["bits"] + 1  # one point per Hamming radius
     # summary and config live in the run's binary log (synced by `wandb sync`); their keys and values are
-    # stored as plain strings there
-    log = next(run_dir.glob("run-*.wandb")).read_bytes()
-    for text in ("test/map", "record/config_hash", record["config_hash"], "resolved"):
-        assert text.encode() in log, f"{text} should reach the W&B run"
+    # stored as plain strings there. W&B's own service process writes that log after run.finish() returns:
+    # shut the service down (it flushes on exit), then give a loaded machine a bounded while to show it
+    import wandb
+    wandb.teardown()
+    wanted = ("test/map", "record/config_hash", record["config_hash"], "resolved")
+    deadline = time.monotonic() + 60
+    while True:
+        log = next(run_dir.glob("run-*.wandb")).read_bytes()
+        if all(text.encode() in log for text in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for text in wanted:
+        assert text.encode() in log, f"{text} should reach the W&B run (log of {len(log)} bytes)"
 
     # the table from W&B's own run folders (what `report --wandb` downloads), with no runs/ layout at all
     ran[0].record.unlink()
