@@ -80,6 +80,7 @@ def measure(mode: str, epochs: int, items: int, batch: int) -> dict:
     model.backbone.requires_grad_(False)
     if model.late_stages is not None:
         model.late_stages.requires_grad_(True)
+        model.backbone.to(memory_format=torch.channels_last)  # as HashingModule.setup does in partial mode
     loader = data.train_dataloader()
     optimizer = torch.optim.AdamW([{"params": list(g["params"]), "lr": g["lr"]} for g in model.parameter_groups()])
     plain = [plain_epoch(model, loader, optimizer) for _ in range(epochs + 1)][1:]
@@ -96,7 +97,39 @@ def measure(mode: str, epochs: int, items: int, batch: int) -> dict:
             "overhead": float(np.median(lightning) / np.median(plain) - 1)}
 
 
+def layout_steps(steps: int = 20, batch: int = 50) -> list[dict]:
+    """Training steps of the late stages with contiguous against channels-last weights and inputs (what
+    partial mode uses), same model and inputs, one after the other in this process."""
+    rows = []
+    for layout in ("contiguous", "channels_last"):
+        model, _ = model_and_data("partial", 10, batch)
+        model.late_stages.requires_grad_(True)
+        if layout == "channels_last":
+            model.backbone.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW([{"params": list(g["params"]), "lr": g["lr"]} for g in model.parameter_groups()])
+        x = torch.randn(batch, 80, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+        y = torch.nn.functional.one_hot(torch.arange(batch) % 10, 10)
+        model.train()
+
+        def step(model=model, optimizer=optimizer, x=x, y=y):
+            loss, _ = model.training_loss(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        for _ in range(3):
+            step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rows.append({"layout": layout, "steps_per_s": steps / (time.perf_counter() - start)})
+    for row in rows:
+        row["ratio"] = row["steps_per_s"] / rows[0]["steps_per_s"]
+    return rows
+
+
 def main():
+    from hashlab.allocator import configure_allocator
+    configure_allocator()  # as every hashlab process does
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["partial", "frozen", "both"], default="both")
     parser.add_argument("--epochs", type=int, default=2)

@@ -104,6 +104,7 @@ class LateStages(nn.Module):
         if flip is not None:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             grids = [torch.where(flip[:, None, None, None], g.flip(-1), g) for g in grids]
+        x = x.contiguous(memory_format=torch.channels_last)  # the layout the late stages' weights are in
         for index, stage in enumerate(backbone.stages[self.first:], start=self.first):
             x = stage(x)
             if index in self.taps:
@@ -205,6 +206,9 @@ class HashingModule(L.LightningModule):
             self.backbone.requires_grad_(False)
         if self.late_stages is not None:
             self.late_stages.requires_grad_(True)
+            # channels-last convolutions train the late stages about 1.35x faster on CPU (measured: 3.9 against
+            # 2.9 steps/s, dfch at 48 bits); set here on every run, whether or not the cache was computed in it
+            self.backbone.to(memory_format=torch.channels_last)
         # what a method draws in its setup after this (learned codes, proxies, planes, anchors) starts from
         # the run's seed, whether or not the feature cache above was computed in this run (hashlab.seeding)
         from hashlab.seeding import reseed
