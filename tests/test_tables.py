@@ -215,3 +215,12 @@ def test_the_committed_demo_table_is_what_make_demo_gives_today(tmp_path):
     assert set(ours.index) == set(theirs.index)
     assert (ours - theirs.reindex(ours.index)).abs().max() <= 0.01, pd.DataFrame({"fresh": ours, "committed": theirs})
     assert theirs.loc[("dpsh_googlenet", 32)] >= 0.85
+
+
+def test_fine_grained_cells_train_on_the_whole_training_split():
+    """CUB-200-2011 and Stanford Cars: the papers train on all of the official training split, so table 3
+    draws no validation set (the last epoch is evaluated) and its caption says so."""
+    spec = load_spec("3")
+    assert "last epoch" in spec["caption"]
+    for cell in cells(spec, "runs", "cpu", data_root="/nonexistent"):
+        assert "--data.init_args.val_fraction=0" in cell.args, cell.label
