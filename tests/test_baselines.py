@@ -93,3 +93,13 @@ def test_every_baseline_has_its_three_configs_and_doc(name):
         assert (ROOT / "experiments" / "methods" / f"{name}{suffix}.yaml").exists()
     assert (ROOT / "docs" / "methods" / f"{name}.md").exists()
     assert len((ROOT / "hashlab" / "methods" / f"{name}.py").read_text().splitlines()) < 100
+
+
+def test_dpsh_quantization_weight_follows_the_official_normalisation():
+    """The official DPSH code divides both sums by num_train x batch: in mean form the quantization weight
+    is eta x bits / num_train (0.024 at 12 bits, 0.096 at 48 on cifar10-1's 5,000 training images)."""
+    from hashlab.methods import DPSH
+    for bits, weight in ((12, 0.024), (48, 0.096)):
+        model = DPSH(bits=bits)
+        model.num_train = 5000
+        assert model.quantization_weight() == pytest.approx(weight)
