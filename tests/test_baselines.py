@@ -103,3 +103,19 @@ def test_dpsh_quantization_weight_follows_the_official_normalisation():
         model = DPSH(bits=bits)
         model.num_train = 5000
         assert model.quantization_weight() == pytest.approx(weight)
+
+
+def test_sdh_b_step_sweeps_from_zero_to_a_fixed_point():
+    """The public SDH code's B-step: B from zero, bit-by-bit sweeps until one changes nothing (at most 10)."""
+    from hashlab.methods import SDH
+    model = SDH(bits=12, mode="frozen")
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(12, 300, generator=generator, dtype=torch.float64)
+    w = torch.randn(12, 10, generator=generator, dtype=torch.float64)
+    b = model.discrete_sweeps(q, w, 10)
+    assert set(b.unique().tolist()) == {-1.0, 1.0} and model._last_sweeps < 10
+    again = b.clone()
+    for k in range(12):  # one more sweep from the result changes no bit
+        rest = [j for j in range(12) if j != k]
+        again[k] = torch.where(q[k] - again[rest].T @ (w[rest] @ w[k]) >= 0, 1.0, -1.0).double()
+    assert torch.equal(again, b)
