@@ -17,7 +17,7 @@ class CSQ(HashingModule):
     tanh_codes = True
 
     def __init__(self, *args, quantization_weight: float = 1e-4, **kwargs):
-        """quantization_weight: lambda (the paper's 1e-4)."""
+        """quantization_weight: lambda (1e-4 as DeepHash-pytorch configures CSQ; docs/methods/csq.md)."""
         super().__init__(*args, **kwargs)
         self.register_buffer("centers", torch.zeros(0, self.bits))
 

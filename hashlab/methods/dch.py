@@ -18,7 +18,7 @@ class DCH(HashingModule):
     tanh_codes = True
 
     def __init__(self, *args, gamma: float = 20.0, quantization_weight: float = 0.1, **kwargs):
-        """gamma: the Cauchy scale (the paper's 20); quantization_weight: lambda (the paper's 0.1)."""
+        """gamma: the Cauchy scale (the paper's 20); quantization_weight: lambda (0.1, unconfirmed: docs/methods/dch.md)."""
         super().__init__(*args, **kwargs)
 
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor, indices: torch.Tensor):
