@@ -149,3 +149,12 @@ def test_validation_every_k_epochs_and_always_after_the_last(tmp_path):
                                                 weights_only=False)["val_history"]]
     assert epochs == [2, 5, 6] and len(record["val_map_by_epoch"]) == 3
     assert record["evaluated_checkpoint"]["epoch"] in epochs
+
+
+@pytest.mark.parametrize(("name", "kind"), [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                            ("adamw", torch.optim.AdamW)])
+def test_the_optimizer_is_the_one_the_config_names(name, kind):
+    """A paper that says Adam gets Adam (L2 decay in the gradient), not AdamW's decoupled decay."""
+    model = DPSHGoogLeNet(bits=16, optimizer=name, schedule="constant")
+    optimizer = model.configure_optimizers()
+    assert type(optimizer) is kind

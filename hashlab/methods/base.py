@@ -115,7 +115,7 @@ class LateStages(nn.Module):
 class HashingModule(L.LightningModule):
     def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
                  mode: Literal["frozen", "partial", "finetune"] = "frozen", frozen_stages: int = 6,
-                 optimizer: Literal["sgd", "adamw"] = "sgd",
+                 optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
                  lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
                  schedule: Literal["cosine", "onecycle", "constant"] = "cosine", head_hidden: int = 0,
                  head_dropout: float = 0.0, map_flip: bool = True, feature_cache_dir: str | None = None,
@@ -360,7 +360,9 @@ class HashingModule(L.LightningModule):
         groups = self.parameter_groups()
         if hp.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        else:
+        elif hp.optimizer == "adam":  # L2 weight decay added to the gradient, as papers that say "Adam" use it
+            optimizer = torch.optim.Adam(groups, weight_decay=hp.weight_decay)
+        else:  # decoupled weight decay
             optimizer = torch.optim.AdamW(groups, weight_decay=hp.weight_decay)
         if hp.schedule == "constant":
             return optimizer
