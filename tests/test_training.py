@@ -158,3 +158,23 @@ def test_the_optimizer_is_the_one_the_config_names(name, kind):
     model = DPSHGoogLeNet(bits=16, optimizer=name, schedule="constant")
     optimizer = model.configure_optimizers()
     assert type(optimizer) is kind
+
+
+class CheckpointsSeen(L.Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_epoch_start(self, trainer, module):
+        self.seen.append(sorted(p.name for p in (Path(trainer.default_root_dir) / "checkpoints").glob("*.ckpt")))
+
+
+def test_last_checkpoint_after_every_epoch_even_between_validations(tmp_path):
+    """A killed run loses at most the epoch in progress: last.ckpt is written after every training epoch,
+    also the epochs that validation skips."""
+    seen = CheckpointsSeen()
+    model = DPSHGoogLeNet(bits=16, lr=0.05, validate_every=3)
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,
+                        callbacks=[seen])
+    trainer.fit(model, datamodule=Digits(batch_size=50, splits_dir=str(tmp_path / "splits")))
+    assert seen.seen[0] == [] and all("last.ckpt" in names for names in seen.seen[1:])
+    assert "best-epoch=2.ckpt" in seen.seen[3]  # validated after epoch 3 of 4 (index 2), then after the last

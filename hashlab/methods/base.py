@@ -112,6 +112,22 @@ class LateStages(nn.Module):
         return torch.cat(grids, dim=1) if self.taps else backbone.embed(x)
 
 
+class EpochCheckpoint(L.Callback):
+    """Write ``path`` at the end of every training epoch, atomically (beside, then renamed): the checkpoint a
+    killed run resumes from, whatever epochs validation runs on."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        import os
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("last checkpoint")
+
+
 class HashingModule(L.LightningModule):
     def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
                  mode: Literal["frozen", "partial", "finetune"] = "frozen", frozen_stages: int = 6,
@@ -290,7 +306,8 @@ class HashingModule(L.LightningModule):
         # in the run folder even when a logger (W&B) would put them in its own
         folder = Path(self.trainer.default_root_dir) / "checkpoints"
         # last.ckpt after every training epoch, validated or not: a killed run loses at most the epoch in progress
-        last = ModelCheckpoint(dirpath=folder, save_last=True, save_top_k=0, save_on_train_epoch_end=True)
+        # (Lightning's own save_last writes only when a top-k checkpoint was written in the same step)
+        last = EpochCheckpoint(folder / "last.ckpt")
         if self.has_validation():
             return [ModelCheckpoint(dirpath=folder, monitor="val/map", mode="max", save_top_k=1, save_last=False,
                                     filename="best-{epoch}"), last]
