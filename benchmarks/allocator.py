@@ -90,7 +90,7 @@ def collection(data: str, images: int, folder: Path) -> str:
     for label in sorted(p.name for p in (Path(data) / "train").iterdir()):
         (folder / label).mkdir(parents=True, exist_ok=True)
         for path in sorted((Path(data) / "train" / label).iterdir())[:per_class]:
-            os.symlink(path, folder / label / path.name)
+            os.symlink(path.resolve(), folder / label / path.name)  # absolute: the link lives elsewhere
     return str(folder)
 
 

@@ -139,7 +139,8 @@ def main():
     sections = [f"# Benchmarks\n\nMachine: {machine()}. Commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}. "
                 "Written by `make bench` (benchmarks/run_all.py); each benchmark also runs alone "
                 "(see its file)."]
-    for name, run in (("evaluation", evaluation_section), ("allocator", lambda: allocator_section(data, args.quick)), ("training", lambda: training_section(1 if args.quick else 2)),
+    for name, run in (("evaluation", evaluation_section), ("allocator", lambda: allocator_section(data, args.quick)),
+                      ("training", lambda: training_section(1 if args.quick else 2)),
                       ("caching", lambda: caching_section(data, 500 if args.quick else 2000)),
                       ("search", lambda: search_section(data, args.quick))):
         started = time.perf_counter()

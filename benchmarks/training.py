@@ -106,6 +106,8 @@ def layout_steps(steps: int = 20, batch: int = 50) -> list[dict]:
         model.late_stages.requires_grad_(True)
         if layout == "channels_last":
             model.backbone.to(memory_format=torch.channels_last)
+        else:  # what partial mode did before: contiguous weights and activations
+            model.late_stages.memory_format = torch.contiguous_format
         optimizer = torch.optim.AdamW([{"params": list(g["params"]), "lr": g["lr"]} for g in model.parameter_groups()])
         x = torch.randn(batch, 80, 8, 8, generator=torch.Generator().manual_seed(0)).half()
         y = torch.nn.functional.one_hot(torch.arange(batch) % 10, 10)

@@ -71,8 +71,23 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert len(committed) == 1 and (committed[0].parent / "codes.npz").is_file()
     assert json.loads(committed[0].read_text())["bits"] == 16  # the first stage's cell first
     assert (reports / "demo" / "table.md").is_file()
+    # the retrieval-examples figure, drawn from the committed codes and the data set's images
+    assert (reports / "demo" / "retrieval_examples.png").stat().st_size > 1000
+    assert (reports / "demo" / "retrieval_examples.pdf").is_file()
     # a fresh clone has no runs folder: the committed record alone makes the cell done
     fresh_runs = tmp_path / "fresh-runs"
     assert "2 cells to run" in status(plan_data, fresh_runs)
     text = status(plan_data, fresh_runs)
     assert "demo" in text.splitlines()[1] and text.splitlines()[1].split()[1:3] == ["1", "2"]
+
+
+def test_retrieval_examples_rank_as_the_evaluation_does():
+    """The figure's top 10 is the evaluation's ranking: Hamming distance, ties in database order."""
+    import numpy as np
+
+    from hashlab.records.examples import fixed_queries, top_k
+    database = np.array([[1, 1, 1, 1], [1, 1, 1, -1], [-1, -1, -1, -1], [1, 1, 1, -1], [1, 1, 1, 1]], dtype=float)
+    assert top_k(np.ones(4), database, 5).tolist() == [0, 4, 1, 3, 2]
+    labels = np.eye(3, dtype=np.uint8)[[0, 0, 1, 1, 2, 2]]
+    chosen = fixed_queries(labels, 3)
+    assert len({int(labels[c].argmax()) for c in chosen}) == 3 and chosen == fixed_queries(labels, 3)

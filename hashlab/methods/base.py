@@ -72,6 +72,8 @@ class LateStages(nn.Module):
     keys stay the same). ``flip`` mirrors a training batch's maps: a cached map of a mirrored image is
     close to the mirrored map, so flips stay a cheap augmentation after the cut."""
 
+    memory_format = torch.channels_last  # benchmarks/training.py compares it with torch.contiguous_format
+
     def __init__(self, backbone, first: int, taps: list[int] | None = None, grid: int | None = None):
         super().__init__()
         self._backbone = [backbone]  # a plain list: not registered twice as a submodule
@@ -104,7 +106,7 @@ class LateStages(nn.Module):
         if flip is not None:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             grids = [torch.where(flip[:, None, None, None], g.flip(-1), g) for g in grids]
-        x = x.contiguous(memory_format=torch.channels_last)  # the layout the late stages' weights are in
+        x = x.contiguous(memory_format=self.memory_format)  # channels-last: oneDNN's faster layout on CPU
         for index, stage in enumerate(backbone.stages[self.first:], start=self.first):
             x = stage(x)
             if index in self.taps:

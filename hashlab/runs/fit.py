@@ -231,7 +231,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "split": describe,
         "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
                     "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s"),
-                    "wall_s": time.perf_counter() - wall_start},
+                    "wall_s": time.perf_counter() - wall_start, "peak_rss_mb": _peak_rss_mb()},
         "feature_cache": model.feature_cache,
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,
@@ -245,6 +245,12 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         write_json_atomic(record_path, record)
         log_record(trainer.loggers, record, record_path)
     return record_path
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far (Linux reports kilobytes)."""
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _map_at(model: HashingModule, k: int) -> float:
