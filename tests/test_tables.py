@@ -224,3 +224,12 @@ def test_fine_grained_cells_train_on_the_whole_training_split():
     assert "last epoch" in spec["caption"]
     for cell in cells(spec, "runs", "cpu", data_root="/nonexistent"):
         assert "--data.init_args.val_fraction=0" in cell.args, cell.label
+
+
+def test_the_summary_says_which_differences_are_within_the_seed_spread():
+    from hashlab.records.render import results_summary
+    frame = pd.DataFrame({"method": ["a", "a", "a", "b"], "dataset": "d", "bits": 48, "value": [0.70, 0.72, 0.74, 0.75]})
+    spec = {"methods": [{"name": "a"}, {"name": "b"}], "references": []}
+    text = results_summary(frame, spec, "d", 48)
+    assert "0.720 ± 0.020 (3)" in text and "0.750 (1)" in text
+    assert "Seed spread (std over 3 seeds): 0.020 to 0.020" in text and "below about 0.040" in text
