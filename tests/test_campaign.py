@@ -34,7 +34,8 @@ def test_the_plan_runs_deferred_methods_last_and_a_shared_cell_once():
     first = [w for w in runnable if not w.deferred]
     assert first[0].stage == "table 2 at 48 bits, every method" and first[0].cell.bits == 48
     # dfch's full-method ablation row is table 2's 48-bit cell: one item, held by both tables
-    shared = [w for w in runnable if w.cell.method == "dfch" and w.cell.bits == 48 and w.cell.seed == 0]
+    shared = [w for w in runnable if w.cell.method == "dfch" and w.cell.bits == 48 and w.cell.seed == 0
+              and w.cell.protocol == "cifar10-1"]
     assert len(shared) == 1 and set(shared[0].tables) == {"table2", "ablation-dfch"}
     # three seeds at 48 bits for the seed methods, one elsewhere
     seeds = {(w.cell.bits, w.cell.seed) for w in runnable if w.cell.method == "fdh_mfe" and "table2" in w.tables}

@@ -70,10 +70,13 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
     """reports/<table>/retrieval_examples.png and .pdf, or nothing when no record or no images are here."""
     from hashlab.records.codes import read_codes
     from hashlab.records.record import read_record
-    bits = spec.get("curves_at_bits") or max(spec["bits"])
-    part = frame[(frame["bits"] == bits) & frame["record"].astype(bool) & (frame["missing"] == "")]
-    if part.empty:
+    done = frame[frame["record"].astype(bool) & (frame["missing"] == "")]
+    if done.empty:
         return []
+    bits = spec.get("curves_at_bits") or max(spec["bits"])
+    if bits not in set(done["bits"]):  # the figure's bit length has no record yet: the longest that has
+        bits = int(done["bits"].max())
+    part = done[done["bits"] == bits]
     part = part[part["seed"] == part["seed"].min()]
     dataset = part["dataset"].iloc[0]
     part = part[part["dataset"] == dataset]

@@ -50,7 +50,8 @@ class Work:
 
     @property
     def key(self) -> str:
-        return self.cell.config_hash or str(self.cell.record)
+        """The config hash (a cell's identity); a cell whose config cannot resolve here (no data) by its label."""
+        return self.cell.config_hash or f"unresolved:{self.stage}:{self.cell.label}"
 
 
 def load_plan(path: str | Path = CAMPAIGN_FILE) -> dict:
@@ -183,20 +184,20 @@ def _minutes_of(record_path: Path) -> float | None:
 
 
 def estimates(work: list[Work]) -> dict[str, float]:
-    """Minutes per method (ablation rows count as their method's base): the mean wall time of its finished
-    cells, committed or in the runs folder, else the table spec's estimate."""
+    """Minutes per work item (by key): the mean wall time of the finished cells of its method (ablation rows
+    count as their method's base) on the same protocol, committed or in the runs folder, else the table
+    spec's estimate for that cell."""
     measured: dict[str, list[float]] = {}
     for item in work:
         if item.cell.done:
             path = item.cell.committed or item.cell.record
             minutes = _minutes_of(path)
             if minutes is not None:
-                measured.setdefault(_base(item.cell.method), []).append(minutes)
+                measured.setdefault((_base(item.cell.method), item.cell.protocol), []).append(minutes)
     out = {}
     for item in work:
-        base = _base(item.cell.method)
-        out[item.cell.method] = (sum(measured[base]) / len(measured[base]) if base in measured
-                                 else item.cell.estimate_min)
+        kind = (_base(item.cell.method), item.cell.protocol)
+        out[item.key] = sum(measured[kind]) / len(measured[kind]) if kind in measured else item.cell.estimate_min
     return out
 
 
@@ -223,16 +224,17 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
             else:
                 entry["pending"] += 1
                 if table == item.tables[0]:  # a shared cell runs once: its time counts once
-                    entry["minutes"] += minutes[item.cell.method]
+                    entry["minutes"] += minutes[item.key]
     for table, entry in tables.items():
         lines.append(f"{table:<34} {entry['done']:>4}  {entry['pending']:>7}  {entry['missing']:>12}  "
                      f"{_hours(entry['minutes']):>9}")
     pending = [w for w in work if not w.cell.missing and not w.cell.done]
-    total = sum(minutes[w.cell.method] for w in pending)
+    total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned
     to_tune = [m for m in plan.get("tune") or [] if not tuned(m)]
     # a tuning costs about two of the method's cells (its trials' epochs add up to about that)
-    tuning = sum(2 * minutes.get(m, 20.0) for m in to_tune)
+    per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
+    tuning = sum(2 * per_method.get(m, 9.0) for m in to_tune)
     if plan.get("tune"):
         lines.append(f"\ntuned: {', '.join(m for m in plan['tune'] if m not in to_tune) or 'none yet'}; to tune "
                      f"before their cells: {', '.join(to_tune) or 'none'} (about {_hours(tuning)})")
@@ -259,7 +261,12 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     log(f"campaign: pid {os.getpid()} (pause with kill -STOP, go on with kill -CONT)")
     finished, failed, skipped = [], set(), set()
     while max_cells is None or len(finished) < max_cells:
-        work = plan_work(plan, runs_dir, data_root)
+        try:
+            work = plan_work(plan, runs_dir, data_root)
+        except Exception as error:  # noqa: BLE001 - a spec or config being edited: wait, do not die
+            log(f"cannot resolve the plan ({type(error).__name__}: {error}); trying again in 60 s")
+            time.sleep(60)
+            continue
         pending = [w for w in work if not w.cell.missing and not w.cell.done and w.key not in failed | skipped]
         if not pending:
             break

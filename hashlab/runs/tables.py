@@ -38,7 +38,7 @@ class TableSpecError(HashlabError):
 
 TABLE_FIELDS = {*REQUIRED_FIELDS, "caption", "metric_label", "default_profile", "profiles", "curves_at_bits",
                 "references", "kind", "summary"}
-METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group", "seeds_at_bits"}
+METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group", "seeds_at_bits", "skip_datasets"}
 DATASET_FIELDS = {"name", "protocol", "data", "folder", "args"}
 
 
@@ -194,6 +194,10 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
             folder, missing = _data_location(dataset, data_root)
             if config is None:
                 missing = f"method {method['name']} has no config for profile {profile}"
+            # a row that means nothing on a data set (an ablation of multi-label similarity on single-label data)
+            skip = (method.get("skip_datasets") or {}).get(dataset["name"])
+            if skip:
+                missing = skip
             for bits in spec["bits"]:
                 # a method may run more seeds at some bit lengths (table 2: three seeds at 48 bits)
                 more = (method.get("seeds_at_bits") or {}).get(bits, [])
