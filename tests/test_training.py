@@ -178,3 +178,24 @@ def test_last_checkpoint_after_every_epoch_even_between_validations(tmp_path):
     trainer.fit(model, datamodule=Digits(batch_size=50, splits_dir=str(tmp_path / "splits")))
     assert seen.seen[0] == [] and all("last.ckpt" in names for names in seen.seen[1:])
     assert "best-epoch=2.ckpt" in seen.seen[3]  # validated after epoch 3 of 4 (index 2), then after the last
+
+
+def test_the_paper_profile_puts_the_hash_layer_on_the_backbone_features_as_the_patent_does():
+    """dpsh_googlenet's patent replaces GoogLeNet's classifier with the hash layer: no BatchNorm before it,
+    GoogLeNet's own dropout kept; the cpu profile's extra layers are ours and its config names them."""
+    import yaml
+    paper = yaml.safe_load((ROOT / "experiments/methods/dpsh_googlenet.yaml").read_text())["model"]["init_args"]
+    head = DPSHGoogLeNet(bits=48, backbone_pretrained=False, head_batchnorm=paper["head_batchnorm"],
+                         head_dropout=paper["head_dropout"], head_hidden=paper.get("head_hidden", 0)).head
+    kinds = [type(layer).__name__ for layer in head]
+    assert kinds == ["Dropout", "Linear", "Tanh"] and head[0].p == 0.2
+    cpu = yaml.safe_load((ROOT / "experiments/methods/dpsh_googlenet-cpu.yaml").read_text())["model"]["init_args"]
+    assert cpu["head_batchnorm"] is True and cpu["head_hidden"] == 1024
+
+
+def test_an_option_added_at_its_old_behaviour_keeps_the_config_hash():
+    from hashlab.records.record import config_hash
+    base = {"model": {"init_args": {"bits": 48}}}
+    same = {"model": {"init_args": {"bits": 48, "head_batchnorm": True}}}
+    other = {"model": {"init_args": {"bits": 48, "head_batchnorm": False}}}
+    assert config_hash(base) == config_hash(same) != config_hash(other)

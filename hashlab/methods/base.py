@@ -137,14 +137,16 @@ class HashingModule(L.LightningModule):
                  lr: float = 0.01, backbone_lr: float = 1e-3, weight_decay: float = 5e-4, momentum: float = 0.9,
                  schedule: Literal["cosine", "onecycle", "constant"] = "cosine", head_hidden: int = 0,
                  head_dropout: float = 0.0, map_flip: bool = True, feature_cache_dir: str | None = None,
-                 validate_every: int = 1):
+                 validate_every: int = 1, head_batchnorm: bool = True):
         """mode: ``frozen`` trains the head on cached pooled features; ``partial`` caches the output of
         the first ``frozen_stages`` backbone stages once and fine-tunes the rest with the head (the
         CPU profile: the early stages dominate the cost); ``finetune`` trains everything from images.
         head_hidden > 0 puts a hidden ReLU layer of that width before the hash layer. schedule: cosine
         (linear warm-up, then cosine), onecycle (torch's OneCycleLR, peaking at each group's lr) or
         constant. map_flip: in partial mode, mirror half of each training batch's cached maps.
-        validate_every: run model selection's validation every k epochs, and always after the last one."""
+        validate_every: run model selection's validation every k epochs, and always after the last one.
+        head_batchnorm: a BatchNorm1d on the features before the hash head (ours, see build_head); a method
+        whose source puts the hash layer right on the backbone's features turns it off in its paper profile."""
         super().__init__()
         if not MIN_BITS <= bits <= MAX_BITS:
             raise ConfigError(f"model.bits = {bits}: choose a code length between {MIN_BITS} and {MAX_BITS} "
@@ -180,7 +182,7 @@ class HashingModule(L.LightningModule):
     def build_head(self, feature_dim: int) -> nn.Module:
         """Feature vector -> real-valued code. BatchNorm first: pooled CNN features are all
         non-negative, and fed raw to a hash layer they give every image nearly the same code."""
-        layers: list[nn.Module] = [nn.BatchNorm1d(feature_dim)]
+        layers: list[nn.Module] = [nn.BatchNorm1d(feature_dim)] if self.hparams.head_batchnorm else []
         width = feature_dim
         if self.hparams.head_hidden:
             layers += [nn.Dropout(self.hparams.head_dropout), nn.Linear(feature_dim, self.hparams.head_hidden),

@@ -18,6 +18,12 @@ NOT_IN_HASH = {
     "trainer.enable_model_summary", "data.init_args.root", "data.init_args.num_workers",
     "data.init_args.eval_batch_size", "model.init_args.feature_cache_dir", "trainer.callbacks",
 }
+# options added after cells were run, with the value that does what the code did before they existed: a
+# config at that value hashes as it did before the option was added, so finished records stay valid. Add
+# an entry with every new option whose default keeps the old behaviour; a changed default is a new cell.
+ADDED_OPTIONS = {
+    "model.init_args.head_batchnorm": True,
+}
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> Path:
@@ -62,7 +68,8 @@ def flatten(config: dict, prefix: str = "") -> dict:
 def config_hash(config: dict, data_fingerprint: str | None = None) -> str:
     """Hash of the resolved config without the fields that do not change the result, and of the data's
     fingerprint (the data the config was run on, wherever its folder is)."""
-    kept = {k: v for k, v in flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NOT_IN_HASH)}
+    kept = {k: v for k, v in flatten(config).items() if not any(k == n or k.startswith(n + ".") for n in NOT_IN_HASH)
+            and not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
     if data_fingerprint is not None:
         kept["data_fingerprint"] = data_fingerprint
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
