@@ -168,3 +168,21 @@ def test_graded_ndcg_matches_a_direct_computation():
 
     for k in (1, 5, 50, 100):
         assert ndcg_at_k(q, db, q_labels, db_labels, k) == pytest.approx(direct(k), abs=1e-12)
+
+
+@pytest.mark.parametrize("topk", [None, 100])
+def test_the_one_word_kernel_gives_the_general_kernels_values_exactly(topk):
+    """Codes of <= 64 bits and labels of <= 64 classes take the faster one-word kernel: every output equal."""
+    from hashlab.evaluation.codes import pack_codes, pack_labels
+    from hashlab.evaluation.kernel import one_word_kernel, retrieval_kernel
+    rng = np.random.default_rng(3)
+    q = pack_codes(rng.choice([-1, 1], size=(37, 48))).words()
+    db = pack_codes(rng.choice([-1, 1], size=(501, 48))).words()
+    ql = pack_labels((rng.random((37, 12)) < 0.2).astype(np.uint8), 12)
+    dbl = pack_labels((rng.random((501, 12)) < 0.2).astype(np.uint8), 12)
+    k = 501 if topk is None else topk
+    ns = np.array([1, 10, 100, 501], dtype=np.int64)
+    general = retrieval_kernel(q, db, ql, dbl, 48, k, ns)
+    for chunks in (1, 3, 64):
+        fast = one_word_kernel(q, db, ql, dbl, 48, k, ns, chunks)
+        assert all(np.array_equal(a, b) for a, b in zip(general, fast, strict=True))

@@ -7,6 +7,11 @@ distance and its position among the items at that distance so far; the ranks fol
 histograms without a second pass over the database (1.5x faster than two passes, benchmarks/).
 The pass is branch-free: every item writes its note, and only a relevant one advances the cursor.
 Memory is O(database) per thread.
+
+Codes of up to 64 bits with up to 64 classes (one word each: CIFAR-10, Flickr25K, NUS-WIDE at every
+usual code length) take :func:`one_word_kernel`, which does less per database item: one histogram
+increment and one store of a packed note (distance, position in its bucket); the relevant-item counts
+come from a pass over the relevant items alone. Same values, about 2.3x faster (benchmarks/).
 """
 
 from __future__ import annotations
@@ -109,4 +114,82 @@ def retrieval_kernel(query_words, db_words, query_labels, db_labels, bits, topk,
         for d in range(bits + 1):
             hist_all[q, d] = h[d]
             hist_rel[q, d] = hr[d]
+    return ap, relevant_in_topk, hist_all, hist_rel, hits_at_n
+
+
+@numba.njit(inline="always")
+def _ranked_relevant(h, note, k, bits, topk, curve_ns, q, ap, relevant_in_topk, hist_all, hist_rel, hits_at_n):
+    """From the all-items histogram and the notes of the k relevant items (distance << 32 | position among
+    the items at that distance, in database order): AP@topk, relevant histogram and hits at each N."""
+    ncurve = curve_ns.shape[0]
+    hr = np.zeros(bits + 1, dtype=np.int64)
+    for j in range(k):
+        hr[note[j] >> 32] += 1
+    before_all = np.zeros(bits + 1, dtype=np.int64)
+    before_rel = np.zeros(bits + 1, dtype=np.int64)
+    for d in range(1, bits + 1):
+        before_all[d] = before_all[d - 1] + h[d - 1]
+        before_rel[d] = before_rel[d - 1] + hr[d - 1]
+    seen = np.zeros(bits + 1, dtype=np.int64)
+    hit_bucket = np.zeros(ncurve + 1, dtype=np.int64)
+    total = 0.0
+    count = 0
+    for j in range(k):
+        d = note[j] >> 32
+        seen[d] += 1
+        rank = before_all[d] + (note[j] & 0xFFFFFFFF)
+        if rank <= topk:
+            total += (before_rel[d] + seen[d]) / rank
+            count += 1
+        lo, hi = 0, ncurve
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if curve_ns[mid] >= rank:
+                hi = mid
+            else:
+                lo = mid + 1
+        hit_bucket[lo] += 1
+    if count > 0:
+        ap[q] = total / count
+    relevant_in_topk[q] = count
+    running = 0
+    for j in range(ncurve):
+        running += hit_bucket[j]
+        hits_at_n[q, j] = running
+    for d in range(bits + 1):
+        hist_all[q, d] = h[d]
+        hist_rel[q, d] = hr[d]
+
+
+@numba.njit(parallel=True, cache=True)
+def one_word_kernel(query_words, db_words, query_labels, db_labels, bits, topk, curve_ns, chunks):
+    """:func:`retrieval_kernel` for one-word codes and labels (<= 64 bits, <= 64 classes), same outputs.
+    Queries are split in ``chunks`` (one per thread): each chunk allocates its buffers once."""
+    nq = query_words.shape[0]
+    n = db_words.shape[0]
+    ncurve = curve_ns.shape[0]
+    ap = np.zeros(nq, dtype=np.float64)
+    relevant_in_topk = np.zeros(nq, dtype=np.int64)
+    hist_all = np.zeros((nq, bits + 1), dtype=np.int64)
+    hist_rel = np.zeros((nq, bits + 1), dtype=np.int64)
+    hits_at_n = np.zeros((nq, ncurve), dtype=np.int64)
+    dbw = db_words[:, 0].copy()
+    dbl = db_labels[:, 0].copy()
+    per = (nq + chunks - 1) // chunks
+    for chunk in numba.prange(chunks):
+        note = np.empty(n + 1, dtype=np.int64)
+        h = np.zeros(bits + 1, dtype=np.int64)
+        for q in range(chunk * per, min(nq, (chunk + 1) * per)):
+            h[:] = 0
+            k = 0
+            qw = query_words[q, 0]
+            ql = query_labels[q, 0]
+            for i in range(n):
+                d = np.int64(_popcount(qw ^ dbw[i]))
+                c = h[d] + 1
+                h[d] = c
+                note[k] = (d << 32) | c  # branch-free: always written, kept only when the item is relevant
+                k += np.int64((ql & dbl[i]) != 0)
+            _ranked_relevant(h, note, k, bits, topk, curve_ns, q, ap, relevant_in_topk, hist_all, hist_rel,
+                             hits_at_n)
     return ap, relevant_in_topk, hist_all, hist_rel, hits_at_n

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hashlab.evaluation.codes import pack_codes, pack_labels
-from hashlab.evaluation.kernel import retrieval_kernel
+from hashlab.evaluation.kernel import one_word_kernel, retrieval_kernel
 
 DEFAULT_CURVE_NS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 MAX_BITS = 127  # the kernel keeps a distance and a relevance flag in one byte
@@ -108,8 +108,14 @@ def evaluate_retrieval(query_codes, database_codes, query_labels, database_label
         raise ValueError(f"topk must be positive or None (whole database), got {topk}")
     k = n if topk is None else min(int(topk), n)
     ns = np.asarray(sorted({min(int(c), n) for c in curve_ns if c > 0}) or [n], dtype=np.int64)
-    ap, _, hist_all, hist_rel, hits = retrieval_kernel(
-        query.words(), database.words(), q_labels, db_labels, query.bits, k, ns)
+    q_words, db_words = query.words(), database.words()
+    if q_words.shape[1] == 1 and q_labels.shape[1] == 1 and n < 2 ** 31:
+        import numba
+        chunks = max(1, min(len(q_words), 4 * numba.get_num_threads()))  # a few per thread: balanced under load
+        ap, _, hist_all, hist_rel, hits = one_word_kernel(q_words, db_words, q_labels, db_labels, query.bits, k, ns,
+                                                          chunks)
+    else:
+        ap, _, hist_all, hist_rel, hits = retrieval_kernel(q_words, db_words, q_labels, db_labels, query.bits, k, ns)
     return RetrievalReport(query.bits, n, k, ap, hist_all, hist_rel, ns, hits)
 
 
