@@ -52,8 +52,9 @@ def _hashlab_fit(args: list[str], malloc: str | None) -> Path:
 
 def test_the_allocator_setting_changes_no_value(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
-    raised = _result(_hashlab_fit([*PARTIAL, f"--runs_dir={tmp_path / 'raised'}"], None))
-    default = _result(_hashlab_fit([*PARTIAL, f"--runs_dir={tmp_path / 'default'}"], "default"))
+    one_epoch = [*PARTIAL, "--trainer.max_epochs=1"]
+    raised = _result(_hashlab_fit([*one_epoch, f"--runs_dir={tmp_path / 'raised'}"], None))
+    default = _result(_hashlab_fit([*one_epoch, f"--runs_dir={tmp_path / 'default'}"], "default"))
     assert raised[0]["environment"]["allocator"] == "raised thresholds"
     assert default[0]["environment"]["allocator"] == "default"
     assert raised[0]["metrics"]["map"] == default[0]["metrics"]["map"]

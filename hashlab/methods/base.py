@@ -16,7 +16,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import nn
 
 from hashlab.backbones import create_backbone
@@ -114,9 +114,10 @@ class LateStages(nn.Module):
         return torch.cat(grids, dim=1) if self.taps else backbone.embed(x)
 
 
-class EpochCheckpoint(L.Callback):
+class EpochCheckpoint(Checkpoint):
     """Write ``path`` at the end of every training epoch, atomically (beside, then renamed): the checkpoint a
-    killed run resumes from, whatever epochs validation runs on."""
+    killed run resumes from, whatever epochs validation runs on. A Checkpoint, so Lightning runs it after the
+    best-epoch ModelCheckpoint, whose state (the best file) it then saves as that callback left it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
