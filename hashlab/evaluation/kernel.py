@@ -8,10 +8,11 @@ histograms without a second pass over the database (1.5x faster than two passes,
 The pass is branch-free: every item writes its note, and only a relevant one advances the cursor.
 Memory is O(database) per thread.
 
-Codes of up to 64 bits with up to 64 classes (one word each: CIFAR-10, Flickr25K, NUS-WIDE at every
-usual code length) take :func:`one_word_kernel`, which does less per database item: one histogram
-increment and one store of a packed note (distance, position in its bucket); the relevant-item counts
-come from a pass over the relevant items alone. Same values, about 2.3x faster (benchmarks/).
+Per database item: one histogram increment and one store of a packed note (distance << 32 | position
+in its bucket), kept only when the item is relevant; the relevant histogram, the precisions and the hits
+at each N come from a pass over the relevant items alone (:func:`_ranked_relevant`). Codes of up to 64
+bits with up to 64 classes (one word each: CIFAR-10, Flickr25K, NUS-WIDE at every usual code length)
+take :func:`one_word_kernel`: no inner loops over words, buffers allocated once per chunk of queries.
 """
 
 from __future__ import annotations
@@ -32,89 +33,6 @@ def _popcount(x):
     x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
     x = (x + (x >> np.uint64(4))) & _M4
     return (x * _H01) >> np.uint64(56)
-
-
-@numba.njit(parallel=True, cache=True)
-def retrieval_kernel(query_words, db_words, query_labels, db_labels, bits, topk, curve_ns):
-    """Per query: stable AP@topk, histograms of all/relevant items by distance, relevant counts in top-N.
-
-    Returns (ap, relevant_in_topk, hist_all, hist_rel, hits_at_n) where hist_* have bits+1 columns and
-    hits_at_n[q, j] is the number of relevant items in the first curve_ns[j] positions.
-    """
-    nq = query_words.shape[0]
-    n = db_words.shape[0]
-    nw = query_words.shape[1]
-    nl = query_labels.shape[1]
-    ncurve = curve_ns.shape[0]
-    ap = np.zeros(nq, dtype=np.float64)
-    relevant_in_topk = np.zeros(nq, dtype=np.int64)
-    hist_all = np.zeros((nq, bits + 1), dtype=np.int64)
-    hist_rel = np.zeros((nq, bits + 1), dtype=np.int64)
-    hits_at_n = np.zeros((nq, ncurve), dtype=np.int64)
-    for q in numba.prange(nq):
-        h = np.zeros(bits + 1, dtype=np.int32)
-        hr = np.zeros(bits + 1, dtype=np.int32)
-        # per relevant item, in database order: its distance, its position among the items at that distance
-        # so far (all, and relevant): its stable rank is then before_all[d] + position, no second pass
-        rel_d = np.empty(n + 1, dtype=np.uint8)
-        rel_p = np.empty(n + 1, dtype=np.int32)
-        rel_r = np.empty(n + 1, dtype=np.int32)
-        k = 0
-        qw0 = query_words[q, 0]
-        ql0 = query_labels[q, 0]
-        simple = nw == 1 and nl == 1  # up to 64 bits and 64 classes: one word each, no inner loops
-        for i in range(n):
-            if simple:
-                d = _popcount(qw0 ^ db_words[i, 0])
-                rel = np.int32((ql0 & db_labels[i, 0]) != 0)
-            else:
-                d = np.uint64(0)
-                for w in range(nw):
-                    d += _popcount(query_words[q, w] ^ db_words[i, w])
-                r = np.uint64(0)
-                for w in range(nl):
-                    r |= query_labels[q, w] & db_labels[i, w]
-                rel = np.int32(r != 0)
-            h[d] += 1
-            hr[d] += rel
-            # branch-free: always write, advance only for relevant items
-            rel_d[k] = d
-            rel_p[k] = h[d]
-            rel_r[k] = hr[d]
-            k += rel
-        before_all = np.zeros(bits + 1, dtype=np.int64)
-        before_rel = np.zeros(bits + 1, dtype=np.int64)
-        for d in range(1, bits + 1):
-            before_all[d] = before_all[d - 1] + h[d - 1]
-            before_rel[d] = before_rel[d - 1] + hr[d - 1]
-        hit_bucket = np.zeros(ncurve + 1, dtype=np.int64)
-        total = 0.0
-        count = 0
-        for j in range(k):
-            d = rel_d[j]
-            rank = before_all[d] + rel_p[j]
-            if rank <= topk:
-                total += (before_rel[d] + rel_r[j]) / rank
-                count += 1
-            lo, hi = 0, ncurve
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if curve_ns[mid] >= rank:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            hit_bucket[lo] += 1
-        if count > 0:
-            ap[q] = total / count
-        relevant_in_topk[q] = count
-        running = 0
-        for j in range(ncurve):
-            running += hit_bucket[j]
-            hits_at_n[q, j] = running
-        for d in range(bits + 1):
-            hist_all[q, d] = h[d]
-            hist_rel[q, d] = hr[d]
-    return ap, relevant_in_topk, hist_all, hist_rel, hits_at_n
 
 
 @numba.njit(inline="always")
@@ -159,6 +77,44 @@ def _ranked_relevant(h, note, k, bits, topk, curve_ns, q, ap, relevant_in_topk, 
     for d in range(bits + 1):
         hist_all[q, d] = h[d]
         hist_rel[q, d] = hr[d]
+
+
+@numba.njit(parallel=True, cache=True)
+def retrieval_kernel(query_words, db_words, query_labels, db_labels, bits, topk, curve_ns):
+    """Per query: stable AP@topk, histograms of all/relevant items by distance, relevant counts in top-N.
+
+    Returns (ap, relevant_in_topk, hist_all, hist_rel, hits_at_n) where hist_* have bits+1 columns and
+    hits_at_n[q, j] is the number of relevant items in the first curve_ns[j] positions.
+    """
+    nq = query_words.shape[0]
+    n = db_words.shape[0]
+    nw = query_words.shape[1]
+    nl = query_labels.shape[1]
+    ncurve = curve_ns.shape[0]
+    ap = np.zeros(nq, dtype=np.float64)
+    relevant_in_topk = np.zeros(nq, dtype=np.int64)
+    hist_all = np.zeros((nq, bits + 1), dtype=np.int64)
+    hist_rel = np.zeros((nq, bits + 1), dtype=np.int64)
+    hits_at_n = np.zeros((nq, ncurve), dtype=np.int64)
+    for q in numba.prange(nq):
+        h = np.zeros(bits + 1, dtype=np.int64)
+        # per relevant item, in database order: distance << 32 | its position among the items at that distance
+        # so far; its stable rank is then before_all[d] + position, no second pass over the database
+        note = np.empty(n + 1, dtype=np.int64)
+        k = 0
+        for i in range(n):
+            d = np.int64(0)
+            for w in range(nw):
+                d += np.int64(_popcount(query_words[q, w] ^ db_words[i, w]))
+            r = np.uint64(0)
+            for w in range(nl):
+                r |= query_labels[q, w] & db_labels[i, w]
+            c = h[d] + 1
+            h[d] = c
+            note[k] = (d << 32) | c  # branch-free: always written, kept only for a relevant item
+            k += np.int64(r != 0)
+        _ranked_relevant(h, note, k, bits, topk, curve_ns, q, ap, relevant_in_topk, hist_all, hist_rel, hits_at_n)
+    return ap, relevant_in_topk, hist_all, hist_rel, hits_at_n
 
 
 @numba.njit(parallel=True, cache=True)
