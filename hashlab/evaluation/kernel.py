@@ -36,6 +36,13 @@ def _popcount(x):
 
 
 @numba.njit(inline="always")
+def _outputs(nq, bits, ncurve):
+    """(ap, relevant_in_topk, hist_all, hist_rel, hits_at_n), zeroed, for nq queries."""
+    return (np.zeros(nq, dtype=np.float64), np.zeros(nq, dtype=np.int64), np.zeros((nq, bits + 1), dtype=np.int64),
+            np.zeros((nq, bits + 1), dtype=np.int64), np.zeros((nq, ncurve), dtype=np.int64))
+
+
+@numba.njit(inline="always")
 def _ranked_relevant(h, note, k, bits, topk, curve_ns, q, ap, relevant_in_topk, hist_all, hist_rel, hits_at_n):
     """From the all-items histogram and the notes of the k relevant items (distance << 32 | position among
     the items at that distance, in database order): AP@topk, relevant histogram and hits at each N."""
@@ -90,12 +97,7 @@ def retrieval_kernel(query_words, db_words, query_labels, db_labels, bits, topk,
     n = db_words.shape[0]
     nw = query_words.shape[1]
     nl = query_labels.shape[1]
-    ncurve = curve_ns.shape[0]
-    ap = np.zeros(nq, dtype=np.float64)
-    relevant_in_topk = np.zeros(nq, dtype=np.int64)
-    hist_all = np.zeros((nq, bits + 1), dtype=np.int64)
-    hist_rel = np.zeros((nq, bits + 1), dtype=np.int64)
-    hits_at_n = np.zeros((nq, ncurve), dtype=np.int64)
+    ap, relevant_in_topk, hist_all, hist_rel, hits_at_n = _outputs(nq, bits, curve_ns.shape[0])
     for q in numba.prange(nq):
         h = np.zeros(bits + 1, dtype=np.int64)
         # per relevant item, in database order: distance << 32 | its position among the items at that distance
@@ -123,12 +125,7 @@ def one_word_kernel(query_words, db_words, query_labels, db_labels, bits, topk, 
     Queries are split in ``chunks`` (one per thread): each chunk allocates its buffers once."""
     nq = query_words.shape[0]
     n = db_words.shape[0]
-    ncurve = curve_ns.shape[0]
-    ap = np.zeros(nq, dtype=np.float64)
-    relevant_in_topk = np.zeros(nq, dtype=np.int64)
-    hist_all = np.zeros((nq, bits + 1), dtype=np.int64)
-    hist_rel = np.zeros((nq, bits + 1), dtype=np.int64)
-    hits_at_n = np.zeros((nq, ncurve), dtype=np.int64)
+    ap, relevant_in_topk, hist_all, hist_rel, hits_at_n = _outputs(nq, bits, curve_ns.shape[0])
     dbw = db_words[:, 0].copy()
     dbl = db_labels[:, 0].copy()
     per = (nq + chunks - 1) // chunks
