@@ -319,7 +319,8 @@ def _run_cell(cell: Cell, spec: dict, runs_dir, wandb: bool) -> None:
 # what the framework prints once per cell that a user can do nothing about (hardware lines, advertising tips,
 # checkpoint restores, a deprecation inside Lightning itself); errors and our own warnings still show
 FRAMEWORK_NOISE = (r".*module\(s\) in eval mode", r".*isinstance\(treespec, LeafSpec\)", r".*does not have many workers",
-                   r".*skip_none parameter was deprecated", r".*The `srun` command is available on your system")
+                   r".*skip_none parameter was deprecated", r".*The `srun` command is available on your system",
+                   r".*Checkpoint directory .* exists and is not empty")
 
 
 @contextmanager
