@@ -268,3 +268,25 @@ def test_the_cell_identity_holds_the_data_not_its_path(tmp_path, capsys):
     assert a == b and a != c
     with pytest.raises(SystemExit, match=r"error: cifar10: folder /some/typo does not exist"):
         main(["fit", *smoke, "--data.root=/some/typo"])
+
+
+def test_a_last_checkpoint_naming_a_replaced_best_file_evaluates_the_best_epoch_there(tmp_path):
+    """last.ckpt files written before the best-epoch callback saved its state can name a best file since
+    replaced: the resumed cell evaluates the best epoch's file that is on disk, and says so."""
+    import torch
+
+    from hashlab.runs.fit import resolve_run_dir, run_fit
+    args = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--trainer.max_epochs=3",
+            f"--runs_dir={tmp_path}", "--model.bits=12", "--trainer.enable_progress_bar=false"]
+    first = read_record(run_fit(args))
+    folder = resolve_run_dir(args) / "checkpoints"
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    for key, state in last["callbacks"].items():
+        if key.startswith("ModelCheckpoint") and state.get("best_model_path"):
+            state["best_model_path"] = str(folder / "best-epoch=99.ckpt")  # a file that is not there
+    torch.save(last, folder / "last.ckpt")
+    (resolve_run_dir(args) / "record.json").unlink()
+    with pytest.warns(UserWarning, match="is gone; evaluating best-epoch="):
+        second = read_record(run_fit(args))
+    assert second["metrics"]["map"] == first["metrics"]["map"]
+    assert second["evaluated_checkpoint"]["epoch"] == first["evaluated_checkpoint"]["epoch"]
