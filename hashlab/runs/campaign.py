@@ -263,7 +263,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     while max_cells is None or len(finished) < max_cells:
         try:
             work = plan_work(plan, runs_dir, data_root)
-        except Exception as error:  # noqa: BLE001 - a spec or config being edited: wait, do not die
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - a spec or config being edited (the CLI's parser
+            # exits on a bad config): wait, do not die
             log(f"cannot resolve the plan ({type(error).__name__}: {error}); trying again in 60 s")
             time.sleep(60)
             continue
@@ -276,7 +277,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"tuning {base} before its cells (sweeps/tune-{base}.yaml)")
             try:
                 choice = tune(base, runs_dir, data_root, reports_dir, log=log)
-            except Exception as error:  # noqa: BLE001 - a failed tuning leaves the method's cells for later
+            except (Exception, SystemExit) as error:  # noqa: BLE001 - a failed tuning leaves its cells for later
                 log(f"  tuning FAILED: {type(error).__name__}: {error}")
                 traceback.print_exc(file=sys.stderr)
                 failed.update(w.key for w in pending if _base(w.cell.method) == base)
@@ -291,7 +292,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"  skipped: {error}")
             skipped.add(item.key)
             continue
-        except Exception as error:  # noqa: BLE001 - one broken cell must not stop the campaign
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken cell must not stop the campaign
             failed.add(item.key)
             log(f"  FAILED after {time.perf_counter() - start:.0f} s: {type(error).__name__}: {error}")
             traceback.print_exc(file=sys.stderr)

@@ -224,8 +224,9 @@ def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
             raise TuningError(f"{path}: no line `{key}:` to put the swept value into")
         note = (f"# ours, swept ({choice['sweep']}): validation mAP {choice['val_map']:.3f} after "
                 f"{choice['epochs']} epochs; {runner}")
-        text = pattern.sub(lambda m, k=key, v=value, n=note: f"{m.group(1)}{k}: {v:<{max(1, 28 - len(k))}} {n}",
-                           text, count=1)
+        # the comment column of the hand-written configs (34), the value padded up to it
+        text = pattern.sub(lambda m, k=key, v=value, n=note:
+                           f"{m.group(1)}{k}: {v:<{max(1, 33 - len(m.group(1)) - len(k) - 2)}} {n}", text, count=1)
     path.write_text(text)
     if config is None:  # the method doc's cpu-profile block is generated from this config
         from hashlab.records.profiles import write_blocks
