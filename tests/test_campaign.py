@@ -82,13 +82,14 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "demo" in text.splitlines()[1] and text.splitlines()[1].split()[1:3] == ["1", "2"]
 
 
-def test_retrieval_examples_rank_as_the_evaluation_does():
-    """The figure's top 10 is the evaluation's ranking: Hamming distance, ties in database order."""
+def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
+    """The figure's top 10: by Hamming distance; ties (collapsed codes are common) in a given order."""
     import numpy as np
 
     from hashlab.records.examples import fixed_queries, top_k
     database = np.array([[1, 1, 1, 1], [1, 1, 1, -1], [-1, -1, -1, -1], [1, 1, 1, -1], [1, 1, 1, 1]], dtype=float)
     assert top_k(np.ones(4), database, 5).tolist() == [0, 4, 1, 3, 2]
+    assert top_k(np.ones(4), database, 5, tie_order=np.array([4, 3, 2, 1, 0])).tolist() == [4, 0, 3, 1, 2]
     labels = np.eye(3, dtype=np.uint8)[[0, 0, 1, 1, 2, 2]]
     chosen = fixed_queries(labels, 3)
     assert len({int(labels[c].argmax()) for c in chosen}) == 3 and chosen == fixed_queries(labels, 3)

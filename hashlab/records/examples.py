@@ -47,11 +47,13 @@ def fixed_queries(labels: np.ndarray, count: int = 5, seed: int = 0) -> list[int
     return chosen
 
 
-def top_k(query: np.ndarray, database: np.ndarray, k: int) -> np.ndarray:
-    """Database positions of the k nearest codes by Hamming distance (ties by database order, as the
-    evaluation ranks them)."""
+def top_k(query: np.ndarray, database: np.ndarray, k: int, tie_order: np.ndarray | None = None) -> np.ndarray:
+    """Database positions of the k nearest codes by Hamming distance. Ties in ``tie_order`` (a permutation
+    rank per item), else in database order. Codes often collapse (thousands of items at distance 0): ties
+    in database order would show the first class of the data set, not what a user of the codes sees."""
     distance = (database.shape[1] - database @ query) / 2
-    return np.argsort(distance, kind="stable")[:k]
+    order = np.arange(len(database)) if tie_order is None else tie_order
+    return np.lexsort((order, distance))[:k]
 
 
 def _thumb(source, index: int, colour) -> np.ndarray:
@@ -95,9 +97,11 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
         if chosen is None:
             chosen = [int(q_index[p]) for p in fixed_queries(q_labels, queries)]
         position = {int(i): p for p, i in enumerate(q_index)}
+        # one fixed random order among tied items for every method (by dataset index, so that it is the same)
+        tie_order = np.random.default_rng(0).permutation(int(d_index.max()) + 1)[d_index]
         for number, query in enumerate(chosen):
             p = position[query]
-            hits = top_k(q_codes[p], d_codes, top)
+            hits = top_k(q_codes[p], d_codes, top, tie_order)
             tiles = [_thumb(source, query, QUERY), np.full((THUMB + 2 * BORDER, GAP, 3), 255, np.uint8)]
             for hit in hits:
                 right = bool((q_labels[p] & d_labels[hit]).any())
@@ -105,7 +109,8 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
             rows.append(np.concatenate(tiles, axis=1))
             names.append(f"{method}: query {number + 1}")
     return _draw(rows, names, out_dir, f"{spec['name']}: top {top} of {len(chosen)} fixed {dataset} queries at "
-                 f"{bits} bits (first tile: the query; green: shares a label, red: does not)")
+                 f"{bits} bits, ties in a fixed random order\nfirst tile: the query; green: shares a label with it, "
+                 "red: does not")
 
 
 def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -> list[Path]:
@@ -115,14 +120,14 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -
     height = rows[0].shape[0]
     mosaic = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in rows], axis=0)
     dpi = 100
-    fig = plt.figure(figsize=((mosaic.shape[1] + 260) / dpi, (mosaic.shape[0] + 60) / dpi), dpi=dpi)
+    fig = plt.figure(figsize=((mosaic.shape[1] + 260) / dpi, (mosaic.shape[0] + 80) / dpi), dpi=dpi)
     ax = fig.add_axes([260 / (mosaic.shape[1] + 260), 0, mosaic.shape[1] / (mosaic.shape[1] + 260),
-                       mosaic.shape[0] / (mosaic.shape[0] + 60)])
+                       mosaic.shape[0] / (mosaic.shape[0] + 80)])
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     for number, name in enumerate(names):
         ax.text(-12, number * (height + 4) + height / 2, name, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=10, x=0.02, ha="left", y=1 - 20 / (mosaic.shape[0] + 60))
+    fig.suptitle(title, fontsize=10, x=0.02, ha="left", va="top", y=1 - 8 / (mosaic.shape[0] + 80))
     out = []
     for suffix in ("png", "pdf"):
         path = out_dir / f"retrieval_examples.{suffix}"

@@ -304,7 +304,7 @@ def results_summary(frame: pd.DataFrame, spec: dict, dataset: str, bits: int) ->
         rows.append({"method": method, "ours, mAP@all (seeds)": f"{ours} ({seeds})" if seeds else ours,
                      "published (closest relative)": published or "none on this protocol",
                      "ours − published": difference})
-    text = pd.DataFrame(rows).to_markdown(index=False)
+    text = pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)  # +0.012, not 0.012
     return text + _seed_spread(part)
 
 
