@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-THUMB, BORDER, GAP = 40, 3, 8
+THUMB, BORDER, GAP = 32, 3, 8  # 32 px: CIFAR-10's own size
 RIGHT, WRONG, QUERY = (40, 160, 60), (200, 40, 40), (60, 60, 60)
 
 
@@ -134,4 +134,7 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -
         fig.savefig(path, dpi=dpi)
         out.append(path)
     plt.close(fig)
+    from PIL import Image  # a 256-colour PNG: every method's rows of photos stay a small file in the repository
+    with Image.open(out[0]) as image:
+        image.convert("RGB").quantize(256).save(out[0], optimize=True)
     return out
