@@ -134,7 +134,9 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -
         fig.savefig(path, dpi=dpi)
         out.append(path)
     plt.close(fig)
-    from PIL import Image  # a 256-colour PNG: every method's rows of photos stay a small file in the repository
+    from PIL import (
+        Image,  # a 256-colour PNG: every method's rows of photos stay a small file in the repository
+    )
     with Image.open(out[0]) as image:
         image.convert("RGB").quantize(256).save(out[0], optimize=True)
     return out
