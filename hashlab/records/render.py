@@ -35,9 +35,7 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
              f"protocol {', '.join(d['protocol'] for d in spec['datasets'])}; seeds {', '.join(map(str, seeds))}"
              f"{' (mean ± std)' if len(seeds) > 1 else ''}; commit {', '.join(commits) or 'n/a'}")
     caption = f"{label}. {spec.get('caption', '').rstrip('.')}. {facts}."
-    groups, group = {}, ""
-    for method in spec["methods"]:  # a method without a group belongs to the one above it
-        group = groups[method["name"]] = method.get("group", group)
+    groups = method_groups(spec)
     markdown = _markdown(spec["name"], text, references, caption, missing, groups)
     files[1].write_text(markdown + "\n")
     files[2].write_text(_latex(text, means, references, caption, spec["name"], missing, groups))
@@ -54,6 +52,14 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
         files[-1].write_text(summary + "\n")
         out["summary"] = summary
     return out
+
+
+def method_groups(spec: dict) -> dict[str, str]:
+    """Each method's group (seed methods | baselines): a method without one belongs to the one above it."""
+    groups, group = {}, ""
+    for method in spec["methods"]:
+        group = groups[method["name"]] = method.get("group", group)
+    return groups
 
 
 CSV_COLUMNS = ["method", "dataset", "protocol", "backbone", "profile", "mode", "bits", "seed", "map",

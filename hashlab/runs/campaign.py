@@ -29,6 +29,7 @@ import yaml
 from hashlab.errors import HashlabError
 from hashlab.records.codes import CODES_NAME
 from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
+from hashlab.records.render import method_groups
 from hashlab.runs.tables import REPORTS_DIR, Cell, cells, committed_records, load_spec
 
 CAMPAIGN_FILE = Path("experiments/campaign.yaml")
@@ -77,13 +78,6 @@ def load_plan(path: str | Path = CAMPAIGN_FILE) -> dict:
     return plan
 
 
-def _groups(spec: dict) -> dict[str, str]:
-    out, group = {}, ""
-    for method in spec["methods"]:  # a method without a group belongs to the one above it
-        group = out[method["name"]] = method.get("group", group)
-    return out
-
-
 def _deferral(method: str, deferred: dict) -> str:
     """Why a method's cells wait for the end ('' when they do not); ablation rows count as their method."""
     for name, why in (deferred or {}).items():
@@ -99,7 +93,7 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
     for stage in plan["stages"]:
         for table in stage["tables"]:
             spec = load_spec(table)
-            groups = _groups(spec)
+            groups = method_groups(spec)
             seeds = stage.get("seeds")
             for cell in cells(spec, runs_dir, profile, data_root):
                 if seeds is not None and cell.seed not in seeds:
@@ -146,10 +140,6 @@ def portable_record(record: dict, data_root: str | None) -> dict:
     cache = out.get("feature_cache") or {}
     if cache.get("path"):
         cache["path"] = Path(cache["path"]).name
-    for name in ("checkpoint",):
-        chosen = out.get("evaluated_checkpoint") or {}
-        if chosen.get(name):
-            chosen[name] = str(Path(chosen[name]))  # already relative to the run folder
     return out
 
 
