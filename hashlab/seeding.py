@@ -49,10 +49,12 @@ def reseed(*purpose) -> None:
 class EpochShuffle(Sampler):
     """A random permutation per epoch from a generator of its own, seeded by (run seed, epoch): the batch
     order does not depend on what else drew random numbers before it. Lightning calls set_epoch before
-    each epoch; without it (a plain loop) each pass counts as the next epoch."""
+    each epoch; without it (a plain loop) each pass counts as the next epoch. ``samples``: draw only that
+    many items per epoch (ADSH's sampled query points), a fresh draw each epoch."""
 
-    def __init__(self, size: int, seed: int | None = None):
+    def __init__(self, size: int, seed: int | None = None, samples: int | None = None):
         self.size = size
+        self.samples = size if samples is None else min(samples, size)
         self.seed = seed if seed is not None else run_seed()
         if self.seed is None:  # unseeded caller: behave like torch's RandomSampler, one draw of the global stream
             self.seed = int(torch.empty((), dtype=torch.int64).random_().item())
@@ -62,10 +64,10 @@ class EpochShuffle(Sampler):
         self.epoch, self._explicit = epoch, True
 
     def __len__(self) -> int:
-        return self.size
+        return self.samples
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(derived_seed(self.seed, "batches", self.epoch))
         if not self._explicit:
             self.epoch += 1
-        yield from torch.randperm(self.size, generator=generator).tolist()
+        yield from torch.randperm(self.size, generator=generator)[: self.samples].tolist()

@@ -87,6 +87,33 @@ def test_cifar10_1_sizes_and_determinism(tmp_path):
     assert other_seed != described["split_fingerprint"]
 
 
+def test_adsh_protocol_pools_the_whole_database_and_samples_each_epoch(tmp_path):
+    """cifar10-all (ADSH's): the 59,000 database images are the training pool; the queries are cifar10-1's.
+    samples_per_epoch draws a new sample of the pool each epoch; val_database bounds the validation database."""
+    write_batches(tmp_path / "cifar-10-batches-py", per_class_train=640, per_class_test=10)
+    adsh = CIFAR10(root=str(tmp_path), protocol="cifar10-all", val_fraction=0, samples_per_epoch=300,
+                   val_database=200, splits_dir=str(tmp_path / "splits"))
+    adsh.prepare()
+    plain = CIFAR10(root=str(tmp_path), val_fraction=0, splits_dir=str(tmp_path / "splits"))
+    plain.prepare()
+    np.testing.assert_array_equal(adsh.split.query, plain.split.query)
+    np.testing.assert_array_equal(adsh.split.train, adsh.split.database)
+    assert len(adsh.split.database) == 6500 - 1000
+    sampler = adsh.loader(adsh.dataset("train"), train=True).sampler
+    sampler.set_epoch(0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert len(first) == len(second) == len(sampler) == 300 and len(set(first)) == 300
+    assert first != second and max(first + second) < len(adsh.split.train)
+    held = CIFAR10(root=str(tmp_path), protocol="cifar10-all", val_fraction=0.02, val_database=200,
+                   splits_dir=str(tmp_path / "splits"))
+    held.prepare()
+    assert held.describe()["validation_from"] == "held out of the training set"
+    queries, database = held.val_dataloader()
+    assert len(database.dataset) == 200 and len(queries.dataset) == len(held.split.val) == 110
+
+
 @pytest.mark.skipif(not SHARED_CIFAR10.exists(), reason="../shared/data/cifar10 is not beside the project")
 def test_describe_on_the_real_cifar10(capsys, monkeypatch):
     monkeypatch.setenv("HASHLAB_DATA", str(SHARED_CIFAR10.parent))

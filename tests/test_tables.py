@@ -47,6 +47,12 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     assert f"--data.root={tmp_path / 'cifar10'}" in cifar[0].args
     # every cell is its own run directory; the config hash is part of it
     assert len({c.record for c in cifar}) == len(cifar)
+    # ADSH runs on its own protocol (the whole database is its learned pool), and the caption says so
+    adsh = {c.protocol for c in cifar if c.method == "adsh"}
+    assert adsh == {"cifar10-all"} and {c.protocol for c in cifar if c.method != "adsh"} == {"cifar10-1"}
+    assert all("--data.init_args.protocol=cifar10-all" in c.args for c in cifar if c.method == "adsh")
+    from hashlab.records.render import _own_protocols
+    assert "adsh on cifar10: its own protocol cifar10-all (ADSH's protocol" in _own_protocols(spec)
     with pytest.raises(TableSpecError, match="no profile 'gpu'"):
         cells(spec, tmp_path / "runs", "gpu", data_root=str(tmp_path))
 

@@ -27,8 +27,9 @@ class EpochLosses(L.Callback):
 
 def test_frozen_fit_lowers_the_loss_and_retrieves():
     torch.manual_seed(0)
-    # the cpu profile's measured choices (the patent's sum and tanh bound learn slower: docs/methods/dpsh_googlenet.md)
-    model = DPSHGoogLeNet(bits=16, lr=0.05, bounded=False, uniformity_weight=0.1, quantization_weight=0.1)
+    # the demo's measured choices (the tanh bound learns slower: docs/methods/dpsh_googlenet.md)
+    model = DPSHGoogLeNet(bits=16, lr=0.001, optimizer="adam", bounded=False, uniformity_weight=0.1,
+                          quantization_weight=0.1)
     data = Digits(batch_size=50)
     losses = EpochLosses()
     trainer = L.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -133,11 +134,33 @@ def test_dpsh_googlenet_codes_are_bounded_and_its_losses_summed():
     model = DPSHGoogLeNet(bits=16, backbone_pretrained=False)
     codes = model(torch.randn(64, 1280) * 100)
     assert codes.abs().max() <= 1
-    assert model.uniformity_weight == model.quantization_weight == 1.0
+    assert model.uniformity_weight == model.quantization_weight == 0.01  # DSH's alpha
     labels = torch.eye(4)[torch.arange(8) % 4]
     total, parts = model.hash_loss(codes[:8], labels, None, None)
-    torch.testing.assert_close(total, parts["pairwise"] + parts["uniformity"] + parts["quantization"])
+    torch.testing.assert_close(total, parts["pairwise"] + 0.01 * (parts["uniformity"] + parts["quantization"]))
     assert DPSHGoogLeNet(bits=16, backbone_pretrained=False, bounded=False)(torch.randn(64, 1280) * 100).abs().max() > 1
+
+
+def test_dpsh_googlenet_loss_has_dsh_scale():
+    """Written out pair by pair as DSH states its loss: 1/2 |u - v|^2 for a similar pair, 1/2 max(0, m - |u - v|^2)
+    for a dissimilar one (m = 4 t: t is in Hamming bits), plus alpha times each image's regulariser summed over its
+    bits, for both images of the pair; averaged over the pairs."""
+    torch.manual_seed(0)
+    bits, alpha = 12, 0.05
+    model = DPSHGoogLeNet(bits=bits, backbone_pretrained=False, uniformity_weight=0, quantization_weight=alpha)
+    codes = torch.randn(6, bits)
+    labels = torch.eye(3)[torch.tensor([0, 0, 1, 1, 2, 0])]
+    margin = 4 * model.margin
+    quantization = (codes - codes.sign()).pow(2).sum(1)
+    pairs = []
+    for i in range(6):
+        for j in range(i + 1, 6):
+            squared = (codes[i] - codes[j]).pow(2).sum()
+            similar = bool((labels[i] * labels[j]).sum() > 0)
+            pair = squared / 2 if similar else torch.clamp(margin - squared, min=0) / 2
+            pairs.append(pair + alpha * (quantization[i] + quantization[j]))
+    total, _ = model.hash_loss(codes, labels, None, None)
+    torch.testing.assert_close(total, torch.stack(pairs).mean())
 
 
 def test_partial_mode_checks_the_cut():

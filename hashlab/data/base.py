@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision.transforms import v2
 
 from hashlab.data.protocols import Split, get_protocol, make_split
@@ -221,12 +221,17 @@ class HashingDataModule(L.LightningDataModule):
                  val_fraction: float = 0.1, image_size: int | None = None, batch_size: int = 64,
                  eval_batch_size: int = 256, num_workers: int = 2, skip_corrupt: bool = False,
                  splits_dir: str | None = None, resize_whole: bool = False,
-                 batches: Literal["auto", "random", "class_balanced"] = "auto", images_per_class: int = 4):
+                 batches: Literal["auto", "random", "class_balanced"] = "auto", images_per_class: int = 4,
+                 samples_per_epoch: int | None = None, val_database: int | None = None):
         """resize_whole: resize every image to image_size x image_size with no crop (what DFCH states,
         227 x 227), instead of the family's resize-and-crop recipe. batches: random (shuffled) or
         class_balanced training batches (P x K: batch_size / images_per_class classes, images_per_class
         images of each), which triplet losses need on fine-grained data (about 30 images per class); auto:
-        class_balanced on fine-grained data for a method that asks for it (fdh_mfe), else random."""
+        class_balanced on fine-grained data for a method that asks for it (fdh_mfe), else random.
+        samples_per_epoch: an epoch is this many training items drawn at random, a new draw each epoch
+        (ADSH samples 2,000 query points per outer iteration from its 59,000-image pool); None: all.
+        val_database: validate against this many training items, drawn once from the split seed, instead
+        of the whole training set (a 59,000-image pool would be encoded at every validation)."""
         super().__init__()
         if resize_whole:
             self.family = "small"
@@ -237,6 +242,7 @@ class HashingDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.skip_corrupt = skip_corrupt
         self.batches, self.images_per_class = batches, images_per_class
+        self.samples_per_epoch, self.val_database = samples_per_epoch, val_database
         self.method_wants_class_balanced = False  # set by a method in its setup (fdh_mfe's triplets)
         self.splits_dir = Path(splits_dir) if splits_dir else default_splits_dir()
         self.source: Source | None = None
@@ -347,7 +353,10 @@ class HashingDataModule(L.LightningDataModule):
             # the batch order from a generator of its own (hashlab.seeding); under DDP Lightning's
             # DistributedSampler shuffles by the run seed and epoch instead
             from hashlab.seeding import EpochShuffle
-            sampler = EpochShuffle(len(dataset))
+            sampler = EpochShuffle(len(dataset), samples=self.samples_per_epoch)
+        elif train and self.samples_per_epoch is not None:
+            raise ValueError("data.samples_per_epoch is not supported under DDP (Lightning's DistributedSampler "
+                             "takes every item each epoch): leave it out, or train on one device")
         return DataLoader(dataset, batch_size=self.batch_size if train else self.eval_batch_size,
                           shuffle=train and sampler is None, sampler=sampler,
                           drop_last=train and len(dataset) > self.batch_size, num_workers=workers,
@@ -377,7 +386,11 @@ class HashingDataModule(L.LightningDataModule):
         self.prepare()
         if len(self.split.val) == 0:
             return []
-        return [self.loader(self.dataset("val")), self.loader(self.dataset("train"))]
+        database = self.dataset("train")
+        if self.val_database is not None and self.val_database < len(self.split.train):
+            rng = np.random.default_rng([self.split_seed, 2])
+            database = Subset(database, np.sort(rng.choice(len(self.split.train), self.val_database, replace=False)))
+        return [self.loader(self.dataset("val")), self.loader(database)]
 
     def test_dataloader(self):
         """Two loaders: 0 = queries, 1 = database."""

@@ -140,12 +140,24 @@ def _official(source: Source, protocol: str) -> np.ndarray:
 @register_protocol("cifar10-1", "pool all 60,000 images; 100 per class as queries (1,000), the rest as database "
                    "(59,000), 500 per class of the database as training set (5,000); mAP@all")
 def cifar10_1(source, rng):
-    classes = _single_label(source.labels, "cifar10-1")
-    everything = np.arange(len(classes))
-    query = per_class_sample(classes, everything, 100, rng, "cifar10-1 queries")
-    database = np.setdiff1d(everything, query)
+    classes, query, database = _hundred_queries_per_class(source, rng, "cifar10-1")
     train = per_class_sample(classes, database, 500, rng, "cifar10-1 training set")
     return Split(train=train, query=query, database=database, val=EMPTY)
+
+
+def _hundred_queries_per_class(source, rng, protocol: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class ids, queries, database): 100 random queries per class, every other image in the database."""
+    classes = _single_label(source.labels, protocol)
+    everything = np.arange(len(classes))
+    query = per_class_sample(classes, everything, 100, rng, f"{protocol} queries")
+    return classes, query, np.setdiff1d(everything, query)
+
+
+@register_protocol("cifar10-all", "ADSH's protocol: 100 per class as queries (1,000), the rest (59,000) as database and "
+                   "training set, every database image labelled for training; mAP@all")
+def cifar10_all(source, rng):
+    _, query, database = _hundred_queries_per_class(source, rng, "cifar10-all")  # the queries of cifar10-1
+    return Split(train=database, query=query, database=database, val=EMPTY)
 
 
 @register_protocol("cifar10-2", "official test set (10,000) as queries, official training set (50,000) as "

@@ -5,15 +5,20 @@ al., NeurIPS 2021). docs/methods/attribute_hash.md maps every claim of the seed 
 1. Attention: on the deep feature map X (C x H x W), C local attention guides (one per channel)
    and one global guide give local and global features; their global average pools, concatenated,
    are the image's feature vector f.
-2. Hashing: V = tanh(W f), binary code sign(V); trained asymmetrically against learned database
-   codes (hashlab.methods.asymmetric, ADSH's objective and update).
+2. Hashing: V = tanh(W f), binary code sign(V); trained asymmetrically: the query points' V against
+   the database points' codes (ADSH's objective, hashlab.methods.asymmetric). The source's database
+   codes are "obtained by activating the database points" (claim 3): the network's codes of the pool
+   items (pool_codes = network); ADSH's free learned codes are the option (pool_codes = learned).
 3. A tied-weight decoder reconstructs f from V with W^T (alpha * reconstruction loss), so the bits
    keep the image's attribute information.
+   The target f is not detached: the source trains everything by one total loss, and f is batch-
+   normalised without affine parameters, so the decoder cannot shrink its target to zero.
 4. Self-orthogonality: V^T V / n close to the identity (beta * orthogonality loss), so each bit
-   carries a distinct attribute.
+   carries a distinct attribute. With fewer rows n than bits k, V^T V / n has rank <= n and the
+   term cannot fall below (k - n) / k^2; orthogonality_window adds earlier batches' codes (detached).
 
 Ablation switches: reconstruction_weight = 0, orthogonality_weight = 0, local_attention = false,
-database_codes = learned | encoded (evaluation).
+pool_codes = network | learned (training), database_codes = encoded | learned (evaluation).
 """
 
 from __future__ import annotations
@@ -72,9 +77,11 @@ class AttributeHashHead(nn.Module):
         return F.linear(codes, self.hash.weight.T)  # W^T V: the decoder is W itself
 
 
-def orthogonality_loss(codes: torch.Tensor) -> torch.Tensor:
-    """|V^T V / n - I|_F^2 / bits^2: zero when the bits are orthonormal over the batch."""
-    gram = codes.T @ codes / len(codes)
+def orthogonality_loss(codes: torch.Tensor, earlier: torch.Tensor | None = None) -> torch.Tensor:
+    """|V^T V / n - I|_F^2 / bits^2 over the batch's codes and ``earlier`` ones (detached): zero when the bits
+    are orthonormal over those rows. Its floor is (bits - n) / bits^2 when n < bits rows."""
+    rows = codes if earlier is None or len(earlier) == 0 else torch.cat([codes, earlier.detach()])
+    gram = rows.T @ rows / len(rows)
     return (gram - torch.eye(codes.shape[1], device=codes.device)).pow(2).mean()
 
 
@@ -82,14 +89,21 @@ class AttributeHash(AsymmetricTraining, HashingModule):
     method_id = "attribute_hash"
 
     def __init__(self, *args, grid: int = 4, local_attention: bool = True, reconstruction_weight: float = 1.0,
-                 orthogonality_weight: float = 1.0, gamma: float = 200.0, sampled_database: int = 2000,
-                 database_codes: Literal["encoded", "learned"] = "encoded", **kwargs):
-        """gamma: weight of |V_i - B_i|^2 in ADSH's objective. sampled_database: learned database
-        codes compared against per iteration. database_codes: evaluate with the network's codes of
-        the database (encoded; what a user indexing new images has) or with the learned codes
-        where the database item is in the training pool (learned)."""
+                 orthogonality_weight: float = 1.0, orthogonality_window: int = 1, gamma: float = 200.0,
+                 sampled_database: int | None = 2000, pool_codes: Literal["network", "learned"] = "network",
+                 database_codes: Literal["encoded", "learned"] = "encoded",
+                 dissimilar: float | Literal["balanced"] = "balanced", **kwargs):
+        """gamma: weight of |V_i - B_i|^2 in ADSH's objective. sampled_database: database codes compared
+        against per iteration (None: all). pool_codes: the database side of the training loss, the
+        network's codes of the pool items (network, the source's) or free codes learned in closed form
+        (learned, ADSH's). orthogonality_window: batches whose codes the orthogonality term sees (the
+        current one and the codes of the window - 1 before it). database_codes: evaluate with the
+        network's codes of the database (encoded; what a user indexing new images has) or with the
+        pool's codes where the database item is in the training pool (learned). dissimilar: S of pairs
+        sharing no label ("balanced": -r, as ADSH's public code)."""
         super().__init__(*args, **kwargs)
         self.reconstruction_weight, self.orthogonality_weight = reconstruction_weight, orthogonality_weight
+        self._earlier_codes: list[torch.Tensor] = []
 
     def build_extractor(self) -> nn.Module:
         # the same taps as fdh_mfe, so frozen runs of both share one feature cache; only the deep level is read
@@ -105,7 +119,10 @@ class AttributeHash(AsymmetricTraining, HashingModule):
             target = self.head.feature_vector(features)
             parts["reconstruction"] = (self.head.reconstruct(codes) - target).pow(2).mean()
         if self.orthogonality_weight:
-            parts["orthogonality"] = orthogonality_loss(codes)
+            earlier = torch.cat(self._earlier_codes) if self._earlier_codes else None
+            parts["orthogonality"] = orthogonality_loss(codes, earlier)
+            if self.hparams.orthogonality_window > 1 and self.training:
+                self._earlier_codes = [codes.detach(), *self._earlier_codes][: self.hparams.orthogonality_window - 1]
         total = (parts["hash"] + self.reconstruction_weight * parts.get("reconstruction", 0)
                  + self.orthogonality_weight * parts.get("orthogonality", 0))
         return total, parts

@@ -4,7 +4,10 @@ GoogLeNet with its classifier replaced by a q-unit hash layer whose relaxed outp
 to [-1, +1]^q (a tanh here). Each iteration draws 50 images; the loss over their pairs is the
 relaxed Hamming distance for similar pairs and a hinge max(0, t - distance) for dissimilar pairs,
 plus a bit-uniformity term (every bit +1 and -1 with probability 0.5 over the batch) and a
-quantization term between the layer output and its sign; the patent sums the three (weights 1).
+quantization term between the layer output and its sign; the patent sums the three. Its formulas are
+images missing from its text, so how each term is scaled is ours, taken from DSH (the closest published
+relative, CVPR 2016): per pair, half the squared distance or half the hinge on it; each image's
+regularisers summed over its bits, counted for both images of a pair, weighted by DSH's alpha = 0.01.
 Trained with SGD; b = sign(v) at test time. docs/methods/dpsh_googlenet.md maps the patent to code.
 """
 
@@ -24,10 +27,10 @@ from hashlab.methods.base import HashingModule
 class DPSHGoogLeNet(HashingModule):
     method_id = "dpsh_googlenet"
 
-    def __init__(self, *args, margin: float = 0.5, uniformity_weight: float = 1.0,
-                 quantization_weight: float = 1.0, bounded: bool = True, **kwargs):
+    def __init__(self, *args, margin: float = 0.5, uniformity_weight: float = 0.01,
+                 quantization_weight: float = 0.01, bounded: bool = True, **kwargs):
         """margin: threshold t for dissimilar pairs, as a fraction of the code length (t = margin * bits).
-        The weights are switches (0 turns a term off); the patent's objective is the plain sum.
+        uniformity_weight, quantization_weight: DSH's alpha for each regulariser (0 turns a term off).
         bounded: relaxed codes in [-1, +1]^q (tanh), as the patent constrains them."""
         super().__init__(*args, **kwargs)
         self.margin = margin * self.bits
@@ -41,8 +44,11 @@ class DPSHGoogLeNet(HashingModule):
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):
         # every pair of the randomly drawn batch: the patent's "paired at random" pairs are a subset
-        pairwise = contrastive_hamming_loss(codes, label_overlap_similarity(labels, labels), self.margin)
-        uniformity = bit_balance_loss(codes)
-        quantization = quantization_loss(codes)
+        # DSH's scale: the per-bit means below times the bits; the pair term in DSH's units (1/2 |u - v|^2 is
+        # twice the relaxed Hamming distance) and each regulariser counted for both images of a pair
+        scale = 2 * self.bits
+        pairwise = scale * contrastive_hamming_loss(codes, label_overlap_similarity(labels, labels), self.margin)
+        uniformity = scale * bit_balance_loss(codes)
+        quantization = scale * quantization_loss(codes)
         total = pairwise + self.uniformity_weight * uniformity + self.quantization_weight * quantization
         return total, {"pairwise": pairwise, "uniformity": uniformity, "quantization": quantization}

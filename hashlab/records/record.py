@@ -23,6 +23,9 @@ NOT_IN_HASH = {
 # an entry with every new option whose default keeps the old behaviour; a changed default is a new cell.
 ADDED_OPTIONS = {
     "model.init_args.head_batchnorm": True,
+    "model.init_args.orthogonality_window": 1,
+    "data.init_args.samples_per_epoch": None,
+    "data.init_args.val_database": None,
 }
 
 

@@ -34,7 +34,7 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     facts = (f"profile {profile} ({spec['profiles'].get(profile) or 'n/a'}); backbone {', '.join(backbones) or 'n/a'}; "
              f"protocol {', '.join(d['protocol'] for d in spec['datasets'])}; seeds {', '.join(map(str, seeds))}"
              f"{' (mean ± std)' if len(seeds) > 1 else ''}; commit {', '.join(commits) or 'n/a'}")
-    caption = f"{label}. {spec.get('caption', '').rstrip('.')}. {facts}."
+    caption = f"{label}. {spec.get('caption', '').rstrip('.')}. {facts}.{_own_protocols(spec)}"
     groups = method_groups(spec)
     markdown = _markdown(spec["name"], text, references, caption, missing, groups)
     files[1].write_text(markdown + "\n")
@@ -52,6 +52,14 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
         files[-1].write_text(summary + "\n")
         out["summary"] = summary
     return out
+
+
+def _own_protocols(spec: dict) -> str:
+    """The rows that run on their paper's own protocol instead of the column's say so in the caption."""
+    from hashlab.data.protocols import get_protocol
+    notes = [f" {method['name']} on {dataset}: its own protocol {protocol} ({get_protocol(protocol).description})."
+             for method in spec["methods"] for dataset, protocol in (method.get("protocols") or {}).items()]
+    return "".join(notes)
 
 
 def method_groups(spec: dict) -> dict[str, str]:
@@ -127,7 +135,9 @@ def _markdown(name: str, text: pd.DataFrame, references, caption: str, missing: 
         flat.loc[f"{label} (published)"] = [f"{published[c]:.3f}" if c in published else "" for c in text.columns]
         for ours, diff in diffs.items():
             flat.loc[f"  {ours} − published"] = [f"{diff[c]:+.3f}" if c in diff else "" for c in text.columns]
-    lines = [f"**{name}**: {caption}", "", flat.to_markdown()]
+    # the cells are formatted text already: unparsed, so that "+0.048" keeps its sign, right-aligned as numbers are
+    table = flat.to_markdown(disable_numparse=True, colalign=("left",) + ("right",) * len(flat.columns))
+    lines = [f"**{name}**: {caption}", "", table]
     if missing:
         lines += ["", "n/a cells:"] + [f"- {line}" for line in missing]
     return "\n".join(lines)
