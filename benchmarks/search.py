@@ -3,9 +3,9 @@
 1. codes: FAISS IndexBinaryFlat against a numpy brute-force Hamming scan (packed bytes, XOR, popcount,
    argpartition) on random 64-bit codes, 100k and 1M items: time per query and the ratio; then
    IndexBinaryHNSW and IndexBinaryIVF recall@10 against flat, with their time per query.
-2. latency (with --index and --queries-dir): end-to-end query latency through the HTTP API
-   (decode + encode + search + re-rank), p50/p95, with 8 concurrent clients, against a running
-   `hashlab serve` started here.
+2. latency (with --index and --queries-dir): end-to-end query latency through the HTTP API, p50/p95,
+   with 1 and 8 concurrent clients, batched and one at a time, against a `hashlab serve` started here,
+   with where a query's time goes (decode, queue, transform, encoder, FAISS, re-ranking, HTTP + JSON).
 3. quality (with --index and --queries-dir whose sub-folders are labels): precision@10 by label for
    each re-ranking, and the time re-ranking adds.
 
@@ -109,40 +109,55 @@ def quality_benchmark(index_dir: str, queries_dir: str, count: int, k: int = 10)
     return rows
 
 
-def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: int = 8) -> list[dict]:
-    """p50 / p95 / queries per second through the HTTP API with `clients` concurrent clients: the batched
-    path (default) and the one-query-at-a-time path (--batch-window-ms 0), side by side in one run."""
-    return [{"path": name, **_latency(index_dir, queries_dir, count, clients, window)}
-            for name, window in (("one query at a time", "0"), ("batched (4 ms window)", "4"))]
+STAGES = ("decode_ms", "queue_ms", "transform_ms", "encode_ms", "search_ms", "rerank_ms")
 
 
-def _latency(index_dir: str, queries_dir: str, count: int, clients: int, window: str) -> dict:
+def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: tuple[int, ...] = (1, 8)) -> list[dict]:
+    """p50 / p95 / queries per second through the HTTP API with 1 and 8 concurrent clients: the batched path
+    (default) and the one-query-at-a-time path (--batch-window-ms 0), side by side in one run. Each row also
+    has the median of every stage of a query (the server's own timings) and of what the server did not
+    time (upload, HTTP, JSON: the client's total minus the server's)."""
+    rows = []
+    for name, window in (("one query at a time", "0"), ("batched", None)):
+        options = ["--batch-window-ms", window] if window is not None else []
+        from hashlab.search.server import serving
+        with serving(index_dir, *options) as url:
+            for count_clients in clients:
+                rows.append({"path": name, **_latency(url, queries_dir, count, count_clients)})
+    return rows
+
+
+def _latency(url: str, queries_dir: str, count: int, clients: int) -> dict:
     import urllib.request
     import uuid
+    payloads = [p.read_bytes() for p in query_images(Path(queries_dir), count)]
 
-    from hashlab.search.server import serving
-    with serving(index_dir, "--batch-window-ms", window) as url:
-        payloads = [p.read_bytes() for p in query_images(Path(queries_dir), count)]
-
-        def one(data: bytes) -> float:
-            boundary = uuid.uuid4().hex
-            body = (f'--{boundary}\r\nContent-Disposition: form-data; name="rerank"\r\n\r\ncosine\r\n'
-                    f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
-                    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
-            request = urllib.request.Request(url + "/api/search", data=body, method="POST",
-                                             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-            start = time.perf_counter()
-            with urllib.request.urlopen(request, timeout=120) as response:
-                json.loads(response.read())
-            return 1000 * (time.perf_counter() - start)
-
-        one(payloads[0])  # warm-up
+    def one(data: bytes) -> tuple[float, dict]:
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="rerank"\r\n\r\ncosine\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
+                ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(url + "/api/search", data=body, method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         start = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            latencies = sorted(pool.map(one, payloads))
-        wall = time.perf_counter() - start
-    return {"clients": clients, "queries": len(latencies), "p50_ms": statistics.median(latencies),
-            "p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "queries_per_s": len(latencies) / wall}
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = json.loads(response.read())
+        return 1000 * (time.perf_counter() - start), {**answer["timing_ms"], "batch": answer.get("batch_size", 1)}
+
+    for data in payloads[:3]:
+        one(data)  # warm-up
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        answers = list(pool.map(one, payloads))
+    wall = time.perf_counter() - start
+    latencies = sorted(total for total, _ in answers)
+    row = {"clients": clients, "queries": len(latencies), "p50_ms": statistics.median(latencies),
+           "p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "queries_per_s": len(latencies) / wall,
+           "mean_batch": float(np.mean([t["batch"] for _, t in answers]))}
+    for stage in STAGES:
+        row[stage.removesuffix("_ms")] = statistics.median(t.get(stage, 0.0) for _, t in answers)
+    row["http+json"] = statistics.median(total - t["server_ms"] for total, t in answers)
+    return row
 
 
 def main() -> None:

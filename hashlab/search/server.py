@@ -62,6 +62,7 @@ class QueryBatcher:
     def submit(self, image, k: int, rerank: str):
         from concurrent.futures import Future
         future: Future = Future()
+        future.submitted = time.perf_counter()  # the wait before its batch runs is part of its latency
         self.queue.put((image, k, rerank, future))
         return future
 
@@ -81,9 +82,12 @@ class QueryBatcher:
             for (k, rerank), items in groups.items():
                 try:
                     with self.lock:
+                        began = time.perf_counter()
                         answers = self.live.get().query([item[0] for item in items], k=k, rerank=rerank)
                     for item, answer in zip(items, answers, strict=True):
                         answer["batch_size"] = len(items)  # how many queries shared the forward pass
+                        answer["timing_ms"] = {"queue_ms": round(1000 * (began - item[3].submitted), 3),
+                                               **answer["timing_ms"]}
                         item[3].set_result(answer)
                 except Exception as error:  # noqa: BLE001 - every waiting request gets the error
                     for item in items:
@@ -143,7 +147,8 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
             result = await asyncio.wrap_future(batcher.submit(decoded, k, rerank))
         else:  # --batch-window-ms 0: one query at a time, the simple path (benchmarks compare the two)
             result = await run_in_threadpool(answer, live.get(), [decoded], None, k, rerank)
-        result["timing_ms"] = {"decode_ms": round(decode_ms, 3), **result["timing_ms"]}
+        result["timing_ms"] = {"decode_ms": round(decode_ms, 3), **result["timing_ms"],
+                               "server_ms": round(1000 * (time.perf_counter() - start), 3)}
         return {"query": image.filename, **result}
 
     @app.get("/api/search")
