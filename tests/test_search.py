@@ -81,6 +81,22 @@ def test_search_finds_the_image_itself_and_same_class_neighbours(collection):
     assert precision > 0.3, precision  # unsupervised CroW codes, 10 classes: chance is 0.1
 
 
+@pytest.mark.parametrize("pooling", ["crow", "gem", "spoc"])
+def test_the_traced_encoder_gives_the_eager_modules_descriptors(pooling):
+    """The encoder is traced and frozen on its first batch; any later batch size and image size gives
+    what the eager module gives."""
+    import torch
+    torch.manual_seed(0)
+    encoder = UnsupervisedEncoder(pooling, 16)
+    encoder.describe(torch.rand(4, 3, 96, 96))
+    assert isinstance(encoder._frozen, torch.jit.ScriptModule)
+    for batch, size in ((1, 96), (7, 128)):
+        images = torch.rand(batch, 3, size, size)
+        with torch.no_grad():
+            eager = encoder.pooled(images.contiguous(memory_format=torch.channels_last)).numpy()
+        np.testing.assert_allclose(encoder.describe(images), eager, atol=1e-5)
+
+
 def test_rerankers_reorder_the_shortlist():
     rng = np.random.default_rng(0)
     items = rng.standard_normal((30, 16)).astype(np.float32)

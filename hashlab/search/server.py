@@ -9,6 +9,7 @@ swaps in a new build, so the server keeps serving while an index is rebuilt.
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 import time
@@ -41,23 +42,99 @@ class LiveIndex:
         if build != self._build:
             with self._lock:
                 if build != self._build:
-                    index = SearchIndex.open(self.root)
-                    # load and run the encoder now, not inside the first query's timing
-                    index.query([Image.new("RGB", (64, 64))], k=1)
-                    self._index, self._build = index, build
+                    self._index, self._build = SearchIndex.open(self.root), build
         return self._index
 
 
-class QueryBatcher:
-    """Concurrent image queries share one forward pass: the first query waits up to ``window_ms`` for
-    others (up to ``max_batch``), then the encoder runs once on all of them. With 8 clients the queue
-    before one encoder was what a query waited for; a batch of 8 costs little more than one image."""
+class EncoderThread:
+    """Every forward pass of the encoder runs in this one thread. torch's CPU thread pool belongs to the
+    thread that calls it: a second calling thread brings a second pool onto the same cores, and the
+    encoder took twice as long (a 128 px query: 17.5 ms when another thread had used torch first,
+    8.8 ms from one thread; benchmarks/search.py). The encoder is loaded and run once here at start,
+    so the first query's timing holds no loading."""
 
-    def __init__(self, live: LiveIndex, lock: threading.Lock, window_ms: float = 4.0, max_batch: int = 32):
+    def __init__(self, live: LiveIndex):
+        from concurrent.futures import ThreadPoolExecutor
+        self.live = live
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hashlab-encoder")
+        self._warm_build = None
+        self.pool.submit(self._warm).result()
+
+    def _warm(self) -> SearchIndex:
+        index = self.live.get()
+        if self.live._build != self._warm_build:
+            index.query([Image.new("RGB", (64, 64))], k=1)
+            self._warm_build = self.live._build
+        return index
+
+    def query(self, images, k: int, rerank: str) -> list[dict]:
+        """From the encoder thread itself (the batcher's loop) or any other (submitted to it)."""
+        if threading.current_thread().name.startswith("hashlab-encoder"):
+            return self._warm().query(images, k=k, rerank=rerank)
+        return self.pool.submit(lambda: self._warm().query(images, k=k, rerank=rerank)).result()
+
+
+class CountArrivals:
+    """ASGI middleware: the batcher counts image queries from their first byte to their answer."""
+
+    def __init__(self, app, batcher: QueryBatcher):
+        self.app, self.batcher = app, batcher
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] != "/api/search" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        self.batcher.arrived(scope)
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.batcher.settled(scope)
+            self.batcher.answered()
+
+
+class QueryBatcher:
+    """Concurrent image queries share one forward pass. A batch takes every query queued and waits, up to
+    ``window_ms``, for as many as were in the server at once during the last second, and for any the
+    server is still receiving: a lone user waits for nothing, and 8 clients in step share one pass. A batch
+    of 8 at 128 px costs the encoder about 3x one image (benchmarks/search.py)."""
+
+    PEAK_SECONDS = 1.0  # how long a burst of concurrent queries keeps the batches waiting for its size
+
+    def __init__(self, encoder: EncoderThread, lock: threading.Lock, window_ms: float = 10.0, max_batch: int = 32):
+        import collections
         import queue
-        self.live, self.lock, self.window, self.max_batch = live, lock, window_ms / 1000, max_batch
+        self.encoder, self.lock, self.window, self.max_batch = encoder, lock, window_ms / 1000, max_batch
         self.queue: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, daemon=True, name="hashlab-query-batcher").start()
+        self._receiving, self._active, self._count_lock = 0, 0, threading.Lock()
+        self._peaks: collections.deque = collections.deque()  # (time, queries in the server) at each arrival
+        encoder.pool.submit(self._run)  # the loop lives in the encoder thread: its forward passes run there
+
+    def arrived(self, scope: dict) -> None:
+        """A query has reached the server (counted from its first byte, before its upload is parsed)."""
+        now = time.perf_counter()
+        with self._count_lock:
+            self._receiving += 1
+            self._active += 1
+            self._peaks.append((now, self._active))
+            while self._peaks and self._peaks[0][0] < now - self.PEAK_SECONDS:
+                self._peaks.popleft()
+        scope.setdefault("state", {})["hashlab_counted"] = True
+
+    def settled(self, scope: dict) -> None:
+        """The query is queued, or failed before it could be: the batch forming no longer waits for it."""
+        state = scope.setdefault("state", {})
+        if state.pop("hashlab_counted", False):
+            with self._count_lock:
+                self._receiving -= 1
+
+    def answered(self) -> None:
+        with self._count_lock:
+            self._active -= 1
+
+    def _expected(self) -> int:
+        """How many queries were in the server at once lately: the batch size worth waiting for."""
+        now = time.perf_counter()
+        with self._count_lock:
+            return max((count for when, count in self._peaks if when >= now - self.PEAK_SECONDS), default=1)
 
     def submit(self, image, k: int, rerank: str):
         from concurrent.futures import Future
@@ -66,16 +143,28 @@ class QueryBatcher:
         self.queue.put((image, k, rerank, future))
         return future
 
-    def _run(self) -> None:
+    def _take(self) -> list:
         import queue
+        batch = [self.queue.get()]
+        deadline = time.perf_counter() + self.window
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self.queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            waiting_for_more = self._receiving > 0 or len(batch) < min(self._expected(), self.max_batch)
+            if not waiting_for_more or (left := deadline - time.perf_counter()) <= 0:
+                break
+            try:
+                batch.append(self.queue.get(timeout=min(left, 0.001)))
+            except queue.Empty:
+                pass
+        return batch
+
+    def _run(self) -> None:
         while True:
-            batch = [self.queue.get()]
-            deadline = time.perf_counter() + self.window
-            while len(batch) < self.max_batch and (left := deadline - time.perf_counter()) > 0:
-                try:
-                    batch.append(self.queue.get(timeout=left))
-                except queue.Empty:
-                    break
+            batch = self._take()
             groups: dict[tuple, list] = {}
             for item in batch:  # one query call per (k, rerank): they share the encoder's forward pass anyway
                 groups.setdefault((item[1], item[2]), []).append(item)
@@ -83,7 +172,7 @@ class QueryBatcher:
                 try:
                     with self.lock:
                         began = time.perf_counter()
-                        answers = self.live.get().query([item[0] for item in items], k=k, rerank=rerank)
+                        answers = self.encoder.query([item[0] for item in items], k=k, rerank=rerank)
                     for item, answer in zip(items, answers, strict=True):
                         answer["batch_size"] = len(items)  # how many queries shared the forward pass
                         answer["timing_ms"] = {"queue_ms": round(1000 * (began - item[3].submitted), 3),
@@ -95,18 +184,28 @@ class QueryBatcher:
 
 
 def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_pixels: int = 40_000_000,
-               batch_window_ms: float = 4.0) -> FastAPI:
+               batch_window_ms: float = 10.0, torch_threads: int | None = None) -> FastAPI:
+    """torch_threads: the encoder's CPU threads (None: one fewer than the cores, at least 1). A core is left to
+    receiving, decoding and answering, which run beside the encoder: with every core in the encoder, its
+    forward passes wait at barriers for a core busy elsewhere (8 clients on 2 cores: docs/search.md)."""
     import asyncio
 
+    import torch
     from starlette.concurrency import run_in_threadpool
+    torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 2) - 1))
     live = LiveIndex(index_root)
     Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses bigger images (decompression bombs) before decoding
     app = FastAPI(title="hashlab search", docs_url=None, redoc_url=None)
-    search_lock = threading.Lock()  # one encoder at a time (torch on CPU is already parallel)
-    batcher = QueryBatcher(live, search_lock, batch_window_ms) if batch_window_ms > 0 else None
+    search_lock = threading.Lock()  # one query at a time (torch on CPU is already parallel)
+    encoder = EncoderThread(live)
+    batcher = QueryBatcher(encoder, search_lock, batch_window_ms) if batch_window_ms > 0 else None
+    if batcher is not None:
+        app.add_middleware(CountArrivals, batcher=batcher)
 
     def answer(index, images=None, ids=None, k=10, rerank="none"):
         with search_lock:
+            if images is not None:  # the encoder runs in its own thread
+                return encoder.query(images, k, rerank)[0]
             return index.query(images, k=k, rerank=rerank, ids=ids)[0]
 
     def check(k: int, rerank: str) -> None:
@@ -143,13 +242,18 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
             raise HTTPException(415, f"{image.filename or 'the upload'} is not a decodable image "
                                      f"(jpg, png, webp, bmp): {type(error).__name__}") from error
         decode_ms = 1000 * (time.perf_counter() - start)
+        future = None
         if batcher is not None:
-            result = await asyncio.wrap_future(batcher.submit(decoded, k, rerank))
+            future = batcher.submit(decoded, k, rerank)
+            batcher.settled(request.scope)
+        if future is not None:
+            result = await asyncio.wrap_future(future)
         else:  # --batch-window-ms 0: one query at a time, the simple path (benchmarks compare the two)
             result = await run_in_threadpool(answer, live.get(), [decoded], None, k, rerank)
         result["timing_ms"] = {"decode_ms": round(decode_ms, 3), **result["timing_ms"],
                                "server_ms": round(1000 * (time.perf_counter() - start), 3)}
-        return {"query": image.filename, **result}
+        # plain JSON types already: json.dumps, without FastAPI's per-field jsonable_encoder pass
+        return Response(json.dumps({"query": image.filename, **result}), media_type="application/json")
 
     @app.get("/api/search")
     def search_id(id: int = Query(...), k: int = Query(10), rerank: str = Query("none")):
