@@ -1,7 +1,8 @@
 """ADSH: asymmetric deep supervised hashing (Jiang & Li, AAAI 2018). The network encodes query points
 only; the database codes are free variables, learned: each step fits the batch's tanh codes V to
-bits * S (S = +1 for pairs sharing a label; -1 in the paper, -r in its public code, the default here) against the learned codes B and to their own
-learned codes (gamma), and after every epoch B is updated in closed form, bit by bit. The mechanism is
+bits * S (S = +1 for pairs sharing a label; -1 in the paper, -r in its public code, the default here)
+against the learned codes B and to their own learned codes (gamma), and after every epoch B is updated
+in closed form, bit by bit. The mechanism is
 written once in hashlab/methods/asymmetric.py (attribute_hash uses it too). ADSH's protocol makes the
 whole database the learned pool (cifar10-all, a sample of query points per epoch) and evaluates it with
 its learned codes (database_codes: learned)."""

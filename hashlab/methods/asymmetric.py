@@ -3,13 +3,14 @@ every asymmetric method.
 
 The training pool doubles as the database. Its binary codes B are free variables (ADSH), or, with
 ``source="network"``, the signs of the network's latest codes of the pool items (attribute_hash's
-source: database codes "obtained by activating the database points"). Each iteration, the network's codes V of a mini-batch ("query points") are fitted to the
-label similarity against the learned codes of the pool, and to their own learned codes; after
+source: database codes "obtained by activating the database points"). Each iteration, the network's
+codes V of a mini-batch ("query points") are fitted to the label similarity against the codes of the
+pool, and to their own pool codes; with learned codes, after
 each epoch B is updated in closed form, one bit at a time, from the codes V of every item seen in
 the epoch (discrete cyclic coordinate descent). Both steps minimise one objective,
 :meth:`LearnedDatabaseCodes.objective_terms`, with ADSH's relative weight gamma between its terms.
-S is +1 for pairs sharing a label and -1 otherwise (ADSH's S in {-1, +1}; its public code softens the
--1 to -r, r the share of similar pairs).
+S is +1 for pairs sharing a label and ``dissimilar`` otherwise: ADSH's paper has -1, its public code
+-r (r = similar / dissimilar pairs of the pool), which the methods use.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ class LearnedDatabaseCodes(nn.Module):
                 self.codes[positions[inside]] = torch.where(codes[inside].detach() >= 0, 1.0, -1.0)
                 self.known[positions[inside]] = True
         candidates = self.known.nonzero().squeeze(1)
-        sample = candidates[torch.randperm(len(candidates), device=codes.device)[: self.sampled]]
-        fit, own = self.objective_terms(codes, labels, positions, sample)
+        if self.sampled is not None and self.sampled < len(candidates):
+            candidates = candidates[torch.randperm(len(candidates), device=codes.device)[: self.sampled]]
+        fit, own = self.objective_terms(codes, labels, positions, candidates)
         with torch.no_grad():  # remember this epoch's network codes for the closed-form update
             self.epoch_codes[positions[inside]] = codes[inside].detach().float()
             self.seen[positions[inside]] = True

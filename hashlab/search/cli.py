@@ -21,7 +21,8 @@ def add_commands(commands) -> None:
     build.add_argument("--quantizer", default="itq", choices=["itq", "lsh"])
     build.add_argument("--backbone", default="efficientnet_lite0")
     build.add_argument("--image-size", type=int, default=128,
-                       help="encoder input size (default 128: 3x faster than 224 at CIFAR-10 precision@10 0.510 'against 0.513; docs/search.md)")
+                       help="encoder input size (default 128: a third of 224's encoder time, at CIFAR-10 "
+                            "precision@10 0.510 against 0.513; docs/search.md)")
     build.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"],
                        help="flat: exact; hnsw / ivf: approximate, for millions of images")
     build.add_argument("--refit", action="store_true", help="fit PCA whitening and ITQ again on the collection")
@@ -56,6 +57,9 @@ def run(args) -> None:
         import uvicorn
 
         from hashlab.search.server import create_app
+        if args.threads is not None and args.threads < 1:
+            raise SystemExit(f"hashlab serve: --threads {args.threads}: give 1 or more, or leave it out "
+                             "(one fewer than the cores)")
         app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels,
                          batch_window_ms=args.batch_window_ms, torch_threads=args.threads)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -34,15 +34,15 @@ class LiveIndex:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self._lock = threading.Lock()
-        self._build, self._index = None, None
+        self.build, self._index = None, None  # the build folder `current` pointed to when last opened
         self.get()
 
     def get(self) -> SearchIndex:
         build = os.readlink(self.root / "current")
-        if build != self._build:
+        if build != self.build:
             with self._lock:
-                if build != self._build:
-                    self._index, self._build = SearchIndex.open(self.root), build
+                if build != self.build:
+                    self._index, self.build = SearchIndex.open(self.root), build
         return self._index
 
 
@@ -62,9 +62,9 @@ class EncoderThread:
 
     def _warm(self) -> SearchIndex:
         index = self.live.get()
-        if self.live._build != self._warm_build:
+        if self.live.build != self._warm_build:  # a new build: load and run its encoder before a query times it
             index.query([Image.new("RGB", (64, 64))], k=1)
-            self._warm_build = self.live._build
+            self._warm_build = self.live.build
         return index
 
     def query(self, images, k: int, rerank: str) -> list[dict]:
@@ -242,11 +242,9 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
             raise HTTPException(415, f"{image.filename or 'the upload'} is not a decodable image "
                                      f"(jpg, png, webp, bmp): {type(error).__name__}") from error
         decode_ms = 1000 * (time.perf_counter() - start)
-        future = None
         if batcher is not None:
             future = batcher.submit(decoded, k, rerank)
-            batcher.settled(request.scope)
-        if future is not None:
+            batcher.settled(request.scope)  # queued: a forming batch no longer waits for it
             result = await asyncio.wrap_future(future)
         else:  # --batch-window-ms 0: one query at a time, the simple path (benchmarks compare the two)
             result = await run_in_threadpool(answer, live.get(), [decoded], None, k, rerank)
