@@ -290,3 +290,31 @@ def test_a_last_checkpoint_naming_a_replaced_best_file_evaluates_the_best_epoch_
         second = read_record(run_fit(args))
     assert second["metrics"]["map"] == first["metrics"]["map"]
     assert second["evaluated_checkpoint"]["epoch"] == first["evaluated_checkpoint"]["epoch"]
+
+
+def test_a_cells_times_leave_out_a_pause_and_count_the_attempts_before_a_resume(tmp_path):
+    """The campaign is paused with kill -STOP while something else is timed: the record's times leave the
+    pause out and say how long it was; a cell resumed after a kill counts its earlier attempt's epochs."""
+    from hashlab.runs.fit import resolve_run_dir, run_fit
+    args = ["--config", DEMO, "--trainer.max_epochs=8", f"--runs_dir={tmp_path}", "--model.bits=12"]
+    run_dir = resolve_run_dir(args)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "fit", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not last.exists():  # the first epoch is done: the fit is under way
+            assert process.poll() is None, "the cell ended before its first checkpoint"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(4)
+        process.send_signal(signal.SIGCONT)
+        assert process.wait(timeout=300) == 0
+    finally:
+        process.kill()
+    first = read_record(run_dir / "record.json")["timings"]
+    assert 3.0 <= first["paused_s"] <= 5.0
+    assert first["wall_s"] >= first["fit_s"]
+    (run_dir / "record.json").unlink()  # as if killed after its last epoch: the rerun resumes from last.ckpt
+    again = read_record(run_fit(args))["timings"]
+    assert again["fit_s"] >= first["fit_s"] - 1.0  # the earlier attempt's fit, not the seconds of this one
+    assert again["paused_s"] < 1.0

@@ -9,7 +9,6 @@ keeps.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +19,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import nn
 
 from hashlab.backbones import create_backbone
+from hashlab.clock import active_time
 from hashlab.errors import ConfigError
 from hashlab.evaluation import HashingRetrievalMetric, RetrievalReport
 
@@ -170,6 +170,8 @@ class HashingModule(L.LightningModule):
         self.validation_retrieval = HashingRetrievalMetric()
         self.val_history: list[tuple[int, float]] = []  # (epoch, validation mAP@all)
         self.timings: dict[str, float] = {}
+        self.earlier_fit_s = 0.0  # fitting time of the attempts before a resume, from the checkpoint
+        self._fit_started: float | None = None
         self.feature_cache: dict = {}
         self.test_report: RetrievalReport | None = None
         self.evaluated_codes: dict = {}
@@ -332,15 +334,24 @@ class HashingModule(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_history.append((self.current_epoch, value))
 
+    def on_fit_start(self):
+        self._fit_started = active_time()
+
+    def fit_seconds(self) -> float:
+        """Time spent fitting, over every attempt of a resumed run, pauses left out."""
+        return self.earlier_fit_s + (active_time() - self._fit_started if self._fit_started is not None else 0.0)
+
     def on_save_checkpoint(self, checkpoint):
         checkpoint["val_history"] = self.val_history
+        checkpoint["fit_seconds"] = self.fit_seconds()
 
     def on_load_checkpoint(self, checkpoint):
         self.val_history = checkpoint.get("val_history", [])
+        self.earlier_fit_s = checkpoint.get("fit_seconds", 0.0)
 
     def on_test_epoch_start(self):
         self.retrieval.reset()
-        self._encode_start = time.perf_counter()
+        self._encode_start = active_time()
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         inputs, labels, index = batch
@@ -353,11 +364,11 @@ class HashingModule(L.LightningModule):
         return self(inputs)
 
     def on_test_epoch_end(self):
-        self.timings["encode_s"] = time.perf_counter() - self._encode_start
-        start = time.perf_counter()
+        self.timings["encode_s"] = active_time() - self._encode_start
+        start = active_time()
         self.test_report = self.retrieval.compute()
         self.evaluated_codes = self.retrieval.gathered_everywhere()  # {role: (codes, labels, indices)}
-        self.timings["evaluation_s"] = time.perf_counter() - start
+        self.timings["evaluation_s"] = active_time() - start
         for name, value in self.test_report.summary().items():
             self.log(f"test/{name}", value, sync_dist=False)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.records.codes import CODES_NAME
 from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
@@ -275,7 +276,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"  chose {choice['chosen']} (validation mAP {choice['val_map']:.4f}); wrote its cpu config")
             continue
         log(f"[{len(pending)} to go] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
-        start = time.perf_counter()
+        start = active_time()
         try:
             _run_cell(item.cell, load_spec(item.tables[0]), runs_dir, wandb=False)
         except CellBusy as error:
@@ -284,7 +285,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             continue
         except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken cell must not stop the campaign
             failed.add(item.key)
-            log(f"  FAILED after {time.perf_counter() - start:.0f} s: {type(error).__name__}: {error}")
+            log(f"  FAILED after {active_time() - start:.0f} s: {type(error).__name__}: {error}")
             traceback.print_exc(file=sys.stderr)
             continue
         record_path = item.cell.record
@@ -298,7 +299,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                 if readme_block(readme, out["dir"].name) is not None:
                     update_readme(readme, out["dir"].name, out["summary"])
         metrics = read_record(record_path)["metrics"]
-        log(f"  done in {(time.perf_counter() - start) / 60:.1f} min: mAP@all {metrics.get('map', float('nan')):.3f}; "
+        log(f"  done in {(active_time() - start) / 60:.1f} min: mAP@all {metrics.get('map', float('nan')):.3f}; "
             f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")
         finished.append(record_path)
     if failed:

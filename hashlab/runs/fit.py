@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
 
+from hashlab.clock import active_time, paused_seconds
 from hashlab.data import HashingDataModule
 from hashlab.errors import HashlabError
 from hashlab.methods import HashingModule
@@ -198,10 +199,11 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
     if trainer.is_global_zero:  # one line per attempt: how often a cell was started, by whom
         with open(cli.run_dir / "attempts.log", "a") as log:
             log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} on {os.uname().nodename}\n")
-    start = time.perf_counter()
+    start, paused_before = active_time(), paused_seconds()
     trainer.fit(model, datamodule=datamodule, ckpt_path=None if cli.config.force else resume_checkpoint(cli.run_dir))
-    fit_seconds = time.perf_counter() - start - model.timings.get("feature_caching_s", 0.0)
-    wall_start = start
+    # over every attempt: a resumed cell counts the epochs its earlier attempts ran (saved in its checkpoint)
+    earlier = model.earlier_fit_s
+    fit_seconds = active_time() - start - model.timings.get("feature_caching_s", 0.0) + earlier
     history = list(model.val_history)  # loading the best checkpoint below brings back its shorter history
     evaluated = ({"selection": "last epoch", "epoch": trainer.current_epoch - 1} if trainer.current_epoch else
                  {"selection": "no epochs (a closed-form fit)", "epoch": None})
@@ -240,7 +242,8 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "split": describe,
         "timings": {"feature_caching_s": model.timings.get("feature_caching_s", 0.0), "fit_s": fit_seconds,
                     "encode_s": model.timings.get("encode_s"), "evaluation_s": model.timings.get("evaluation_s"),
-                    "wall_s": time.perf_counter() - wall_start, "peak_rss_mb": _peak_rss_mb()},
+                    "wall_s": active_time() - start + earlier, "paused_s": paused_seconds() - paused_before,
+                    "peak_rss_mb": _peak_rss_mb()},
         "feature_cache": model.feature_cache,
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,

@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.records.codes import CODES_NAME, check_codes
 from hashlab.records.record import RECORD_NAME, read_record
@@ -291,14 +292,14 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
         for index, cell in enumerate(todo):
             remaining = sum(estimates[c.method] for c in todo[index:])
             bar.set_postfix_str(f"{cell.label}, ~{_minutes(remaining)} left")
-            start = time.perf_counter()
+            start = active_time()
             try:
                 _run_cell(cell, spec, runs_dir, wandb)
             except CellBusy:  # another reproduction or sweep worker runs it now: come back to it at the end
                 busy.append(cell)
                 continue
             # later estimates for this method follow what it really took
-            estimates[cell.method] = (time.perf_counter() - start) / 60
+            estimates[cell.method] = (active_time() - start) / 60
             bar.update(1)
         for cell in busy:  # wait for the other process; run the cell here if it died without finishing
             while not cell.done:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import time
 from pathlib import Path
 
 import yaml
 
+from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.records.record import write_json_atomic
 from hashlab.runs.tables import REPORTS_DIR
@@ -132,12 +132,12 @@ def run_trial(args: list[str], epochs: int) -> dict:
         with cell_lock(cli.run_dir):
             model, trainer = cli.model, cli.trainer
             trainer.callbacks.append(StopAfter())
-            start = time.perf_counter()
+            start = active_time()
             trainer.fit(model, datamodule=cli.datamodule, ckpt_path=resume_checkpoint(cli.run_dir))
             history = [(int(e), float(v)) for e, v in model.val_history]
             trial = {"epochs": trainer.current_epoch, "val_map_by_epoch": history,
                      "val_map": history[-1][1] if history else None, "config_hash": cli.config_hash,
-                     "seconds": time.perf_counter() - start + (json.loads(path.read_text())["seconds"]
+                     "seconds": active_time() - start + (json.loads(path.read_text())["seconds"]
                                                                 if path.exists() else 0.0)}
             write_json_atomic(path, trial)
             return trial
