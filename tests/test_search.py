@@ -87,7 +87,7 @@ def test_the_traced_encoder_gives_the_eager_modules_descriptors(pooling):
     what the eager module gives."""
     import torch
     torch.manual_seed(0)
-    encoder = UnsupervisedEncoder(pooling, 16)
+    encoder = UnsupervisedEncoder(pooling, 16, precision="float32")
     encoder.describe(torch.rand(4, 3, 96, 96))
     assert isinstance(encoder._frozen, torch.jit.ScriptModule)
     for batch, size in ((1, 96), (7, 128)):
@@ -95,6 +95,27 @@ def test_the_traced_encoder_gives_the_eager_modules_descriptors(pooling):
         with torch.no_grad():
             eager = encoder.pooled(images.contiguous(memory_format=torch.channels_last)).numpy()
         np.testing.assert_allclose(encoder.describe(images), eager, atol=1e-5)
+
+
+def test_a_bfloat16_index_encodes_its_queries_in_bfloat16_and_ranks_like_float32(collection, tmp_path):
+    """bfloat16 (the default where the CPU runs it natively) is a property of the index: its codes were
+    computed that way, so its queries are encoded the same way; the descriptors stay those of float32."""
+    import torch
+    images, _, _ = collection
+    digits = torch.stack([torch.from_numpy(np.asarray(Image.open(path).convert("RGB").resize((SIZE, SIZE))))
+                          .permute(2, 0, 1).float() / 255 for path in sorted(images.rglob("*.png"))[:64]])
+    wide, narrow = (UnsupervisedEncoder("crow", 32, image_size=SIZE, precision=p) for p in ("float32", "bfloat16"))
+    a, b = wide.describe(digits), narrow.describe(digits)
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99 and not np.allclose(a, b, atol=1e-5)  # the same descriptors, other arithmetic
+    out = tmp_path / "bf16"
+    build_index(images, out, UnsupervisedEncoder("crow", 32, image_size=SIZE, precision="bfloat16"), progress=False)
+    index = SearchIndex.open(out)
+    assert index.meta["precision"] == "bfloat16" and index.encoder.precision == "bfloat16"
+    [answer] = index.query([Image.open(images / "3" / "0003.png").convert("RGB")], k=5)
+    assert answer["results"][0]["path"] == "3/0003.png" and answer["results"][0]["distance"] == 0
+    with pytest.raises(ValueError, match="choose one of auto, float32, bfloat16"):
+        UnsupervisedEncoder("crow", 32, precision="half")
 
 
 def test_rerankers_reorder_the_shortlist():

@@ -23,6 +23,9 @@ def add_commands(commands) -> None:
     build.add_argument("--image-size", type=int, default=128,
                        help="encoder input size (default 128: a third of 224's encoder time, at CIFAR-10 "
                             "precision@10 0.510 against 0.513; docs/search.md)")
+    build.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                       help="the encoder's arithmetic; auto: bfloat16 where the CPU runs it natively "
+                            "(AVX512-BF16, AMX), else float32 (docs/search.md)")
     build.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"],
                        help="flat: exact; hnsw / ivf: approximate, for millions of images")
     build.add_argument("--refit", action="store_true", help="fit PCA whitening and ITQ again on the collection")
@@ -75,7 +78,7 @@ def build(args) -> None:
         encoder = RunEncoder(args.run)
     elif args.features or not exists:
         encoder = UnsupervisedEncoder(args.features or "crow", args.bits, args.backbone, args.image_size,
-                                      args.quantizer)
+                                      args.quantizer, precision=args.precision)
     else:
         encoder = None  # update (or with --refit, refit) with the index's own encoder
     try:

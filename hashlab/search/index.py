@@ -156,9 +156,9 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
 
 
 def _encoder_key(encoder) -> str:
-    meta = encoder.metadata()
+    meta = {"precision": "float32", **encoder.metadata()}  # an index from before the choice: float32
     return json.dumps({k: meta.get(k) for k in ("encoder", "features", "quantizer", "bits", "backbone",
-                                                 "image_size", "run")}, sort_keys=True)
+                                                 "image_size", "precision", "run")}, sort_keys=True)
 
 
 class _Decoded(torch.utils.data.Dataset):
