@@ -29,6 +29,11 @@ def add_commands(commands) -> None:
     build.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"],
                        help="flat: exact; hnsw / ivf: approximate, for millions of images")
     build.add_argument("--refit", action="store_true", help="fit PCA whitening and ITQ again on the collection")
+    split = index_commands.add_parser("split", help="split an index by id into shards for `hashlab serve --shards` "
+                                      "(docs/scale.md)")
+    split.add_argument("--index", required=True, help="the index to split (its current build)")
+    split.add_argument("--shards", type=int, required=True)
+    split.add_argument("--out", required=True, help="folder for OUT/shard-0 ... (each a complete index)")
     search = commands.add_parser("search", help="query an index with images (or an indexed image's id)")
     search.add_argument("images", nargs="*")
     search.add_argument("--index", required=True)
@@ -38,7 +43,10 @@ def add_commands(commands) -> None:
     search.add_argument("--id", type=int, nargs="+", default=None, help="query with indexed images by id")
     search.add_argument("--json", action="store_true", help="one JSON object per query")
     serve = commands.add_parser("serve", help="the search web page and its JSON API (FastAPI + uvicorn)")
-    serve.add_argument("--index", required=True)
+    serve.add_argument("--index", default=None, help="the index to serve (or a shard of one)")
+    serve.add_argument("--shards", nargs="+", default=None, metavar="URL",
+                       help="serve as a router instead: encode each query once, ask these shard servers "
+                            "(`hashlab serve --index OUT/shard-K`) and merge their answers")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=float, default=10.0)
@@ -52,7 +60,16 @@ def add_commands(commands) -> None:
 
 
 def run(args) -> None:
-    if args.command == "index":
+    if args.command == "index" and args.index_command == "split":
+        from hashlab.search.shards import split_index
+        try:
+            folders = split_index(args.index, args.out, args.shards)
+        except (FileNotFoundError, ValueError) as error:
+            sys.exit(f"error: {error}")
+        print(f"{args.out}: {len(folders)} shards ({', '.join(f.name for f in folders)}); serve each with "
+              f"`hashlab serve --index {Path(args.out) / 'shard-K'} --port P` and route with "
+              f"`hashlab serve --shards URL ...`")
+    elif args.command == "index":
         build(args)
     elif args.command == "search":
         search(args)
@@ -63,7 +80,9 @@ def run(args) -> None:
         if args.threads is not None and args.threads < 1:
             raise SystemExit(f"hashlab serve: --threads {args.threads}: give 1 or more, or leave it out "
                              "(one fewer than the cores)")
-        app = create_app(args.index, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels,
+        if (args.index is None) == (args.shards is None):
+            raise SystemExit("hashlab serve: give --index INDEX (an index or a shard), or --shards URL ... (a router)")
+        app = create_app(args.index, shards=args.shards, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels,
                          batch_window_ms=args.batch_window_ms, torch_threads=args.threads)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

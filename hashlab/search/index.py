@@ -94,6 +94,9 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     if not root.is_dir():
         raise FileNotFoundError(f"--images {images}: not a folder")
     previous = SearchIndex.open(out) if (out / "current").exists() else None
+    if previous is not None and "shard" in previous.meta:
+        raise ValueError(f"{out} is shard {previous.meta['shard']} of {previous.meta['shards']}, split from "
+                         f"{previous.meta['split_from']}: build that index again and split it again")
     if encoder is None:
         if previous is None:
             raise ValueError(f"{out} holds no index yet: name how to encode (--features crow --bits 64, or --run R)")
@@ -259,6 +262,7 @@ class SearchIndex:
         self.packed = np.load(folder / "codes.npy")
         self.features = np.load(folder / "features.npy", mmap_mode="r")
         self.bits = int(self.meta["bits"])
+        self.id_offset = int(self.meta.get("id_offset", 0))  # a shard's first catalog id (hashlab index split)
         self.device = device
         self._encoder = None
         rows = self.db.execute("SELECT id, path, label FROM images ORDER BY id").fetchall()
@@ -292,15 +296,7 @@ class SearchIndex:
     def encode(self, images, timing: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """PIL images -> (features, packed codes); ``timing`` gets transform_ms (resize, crop, to tensor) and
         encode_ms (the network and the projection)."""
-        encoder = self.encoder
-        start = time.perf_counter()
-        batch = torch.stack([encoder.transform(image) for image in images])
-        transformed = time.perf_counter()
-        features, codes = encoder.finish(encoder.describe(batch))
-        if timing is not None:
-            timing["transform_ms"] = 1000 * (transformed - start)
-            timing["encode_ms"] = 1000 * (time.perf_counter() - transformed)
-        return features, pack(codes)
+        return encode_images(self.encoder, images, timing)
 
     def hamming_search(self, packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(distances, ids), each (queries, k): nearest by Hamming distance, ties by id (stable)."""
@@ -318,38 +314,105 @@ class SearchIndex:
             out_d[q], out_i[q] = found_d[order], found_i[order]
         return out_d, out_i
 
+    def local(self, image_id: int) -> int:
+        """A catalog id (global: a shard's ids start at its ``id_offset``) -> its row here."""
+        row = int(image_id) - self.id_offset
+        if not 0 <= row < len(self):
+            raise KeyError(f"no indexed image with id {image_id} (ids are {self.id_offset}.."
+                           f"{self.id_offset + len(self) - 1})")
+        return row
+
+    def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
+        """An indexed image by catalog id only (the catalog names the file, never a request), as JPEG."""
+        import io
+        picture = open_image(Path(self.meta["images_root"]) / self.paths[self.local(image_id)])
+        if thumb:
+            picture.thumbnail((160, 160))
+        out = io.BytesIO()
+        picture.save(out, format="JPEG", quality=85)
+        return out.getvalue()
+
+    def vectors(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Indexed images' (features, packed codes), by catalog id."""
+        rows = [self.local(i) for i in ids]
+        return np.asarray(self.features[rows], np.float32), self.packed[rows]
+
+    def candidates(self, packed: np.ndarray, depth: int, with_features: bool) -> list[Candidates]:
+        """Each query's shortlist: the nearest ``depth`` by Hamming distance, ties by id."""
+        distances, found = self.hamming_search(packed, depth)
+        return [Candidates(found[q] + self.id_offset, distances[q], [self.paths[i] for i in found[q]],
+                           [self.labels[i] for i in found[q]],
+                           np.asarray(self.features[found[q]], np.float32) if with_features else None)
+                for q in range(len(packed))]
+
     def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = 100,
               ids: list[int] | None = None) -> list[dict]:
         """Top k for each query image (PIL images) or indexed id: one dict per query with its results
         (id, path, label, Hamming distance, re-ranked score) and timings in ms."""
-        from hashlab.search.rerank import rerank as rerank_scores
-        start = time.perf_counter()
-        timing = {"transform_ms": 0.0}
-        if ids is not None:
-            bad = [i for i in ids if not 0 <= int(i) < len(self)]
-            if bad:
-                raise KeyError(f"no indexed image with id {bad[0]} (ids are 0..{len(self) - 1})")
-            features, packed = np.asarray(self.features[ids], np.float32), self.packed[ids]
-            timing["encode_ms"] = 1000 * (time.perf_counter() - start)
-        else:
-            features, packed = self.encode(images, timing)
-        encoded = time.perf_counter()
-        depth = max(k, shortlist) if rerank != "none" else k
-        distances, found = self.hamming_search(packed, depth)
-        searched = time.perf_counter()
-        out = []
-        for q in range(len(packed)):
-            order, scores = np.arange(len(found[q])), None
-            if rerank != "none":
-                scores = rerank_scores(rerank, features[q], np.asarray(self.features[found[q]], np.float32))
-                order = np.argsort(-scores, kind="stable")  # ties keep the Hamming order
-            results = [{"id": int(found[q][j]), "path": self.paths[found[q][j]], "label": self.labels[found[q][j]],
-                        "distance": int(distances[q][j]),
-                        "score": None if scores is None else round(float(scores[j]), 6)} for j in order[:k]]
-            out.append({"results": results})
-        done = time.perf_counter()
-        # what the batch cost, each query's share (a batch of 8 shares one forward pass)
-        timing.update(search_ms=1000 * (searched - encoded), rerank_ms=1000 * (done - searched))
-        for item in out:
-            item["timing_ms"] = {name: round(value / len(out), 3) for name, value in timing.items()}
-        return out
+        return answer_queries(self, images, k, rerank, shortlist, ids)
+
+
+def encode_images(encoder, images, timing: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    start = time.perf_counter()
+    batch = torch.stack([encoder.transform(image) for image in images])
+    transformed = time.perf_counter()
+    features, codes = encoder.finish(encoder.describe(batch))
+    if timing is not None:
+        timing["transform_ms"] = 1000 * (transformed - start)
+        timing["encode_ms"] = 1000 * (time.perf_counter() - transformed)
+    return features, pack(codes)
+
+
+@dataclass
+class Candidates:
+    """One query's shortlist, in Hamming order (distance, then id)."""
+    ids: np.ndarray
+    distances: np.ndarray
+    paths: list[str]
+    labels: list[str | None]
+    features: np.ndarray | None  # float32 rows, for re-ranking
+
+
+def merge_candidates(parts: list[Candidates], depth: int) -> Candidates:
+    """Shortlists of disjoint shards -> the one shortlist a single index of them all would give: Hamming
+    distance does not depend on the shard, and ties go by global id, as in one index."""
+    ids = np.concatenate([p.ids for p in parts])
+    distances = np.concatenate([p.distances for p in parts])
+    order = np.lexsort((ids, distances))[:depth]
+    paths = [path for p in parts for path in p.paths]
+    labels = [label for p in parts for label in p.labels]
+    features = None if parts[0].features is None else np.concatenate([p.features for p in parts])[order]
+    return Candidates(ids[order], distances[order], [paths[i] for i in order], [labels[i] for i in order], features)
+
+
+def answer_queries(index, images, k: int, rerank: str, shortlist: int, ids) -> list[dict]:
+    """The query path of one index or of shards behind a router: encode (or look up) the queries,
+    shortlist by Hamming distance, re-rank the shortlist."""
+    from hashlab.search.rerank import rerank as rerank_scores
+    start = time.perf_counter()
+    timing = {"transform_ms": 0.0}
+    if ids is not None:
+        features, packed = index.vectors(ids)
+        timing["encode_ms"] = 1000 * (time.perf_counter() - start)
+    else:
+        features, packed = index.encode(images, timing)
+    encoded = time.perf_counter()
+    depth = max(k, shortlist) if rerank != "none" else k
+    shortlists = index.candidates(packed, depth, with_features=rerank != "none")
+    searched = time.perf_counter()
+    out = []
+    for q, found in enumerate(shortlists):
+        order, scores = np.arange(len(found.ids)), None
+        if rerank != "none":
+            scores = rerank_scores(rerank, features[q], found.features)
+            order = np.argsort(-scores, kind="stable")  # ties keep the Hamming order
+        results = [{"id": int(found.ids[j]), "path": found.paths[j], "label": found.labels[j],
+                    "distance": int(found.distances[j]),
+                    "score": None if scores is None else round(float(scores[j]), 6)} for j in order[:k]]
+        out.append({"results": results})
+    done = time.perf_counter()
+    # what the batch cost, each query's share (a batch of 8 shares one forward pass)
+    timing.update(search_ms=1000 * (searched - encoded), rerank_ms=1000 * (done - searched))
+    for item in out:
+        item["timing_ms"] = {name: round(value / len(out), 3) for name, value in timing.items()}
+    return out

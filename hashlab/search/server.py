@@ -16,7 +16,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+import numpy as np
+from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 
@@ -26,6 +27,7 @@ from hashlab.search.rerank import RERANKERS
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_K = 100
+MAX_SHORTLIST = 10_000
 
 
 class LiveIndex:
@@ -43,6 +45,17 @@ class LiveIndex:
             with self._lock:
                 if build != self.build:
                     self._index, self.build = SearchIndex.open(self.root), build
+        return self._index
+
+
+class Shards:
+    """A router's index: the shards behind their URLs, one view for the server's life."""
+
+    def __init__(self, urls: list[str]):
+        from hashlab.search.shards import ShardedIndex
+        self.build, self._index = "shards", ShardedIndex(urls)
+
+    def get(self):
         return self._index
 
 
@@ -183,8 +196,9 @@ class QueryBatcher:
                         item[3].set_exception(error)
 
 
-def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_pixels: int = 40_000_000,
-               batch_window_ms: float = 10.0, torch_threads: int | None = None) -> FastAPI:
+def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000, max_pixels: int = 40_000_000,
+               batch_window_ms: float = 10.0, torch_threads: int | None = None,
+               shards: list[str] | None = None) -> FastAPI:
     """torch_threads: the encoder's CPU threads (None: one fewer than the cores, at least 1). A core is left to
     receiving, decoding and answering, which run beside the encoder: with every core in the encoder, its
     forward passes wait at barriers for a core busy elsewhere (8 clients on 2 cores: docs/search.md)."""
@@ -193,7 +207,7 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
     import torch
     from starlette.concurrency import run_in_threadpool
     torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 2) - 1))
-    live = LiveIndex(index_root)
+    live = Shards(shards) if shards else LiveIndex(index_root)
     Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses bigger images (decompression bombs) before decoding
     app = FastAPI(title="hashlab search", docs_url=None, redoc_url=None)
     search_lock = threading.Lock()  # one query at a time (torch on CPU is already parallel)
@@ -223,8 +237,12 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
         index = live.get()
         import resource
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-        return {**{k: v for k, v in index.meta.items() if k not in ("encoder_key", "images_root", "run")},
-                "count": len(index), "server_peak_rss_mb": round(peak_mb, 1)}
+        out = {**{k: v for k, v in index.meta.items() if k not in ("encoder_key", "images_root", "run")},
+               "count": len(index), "server_peak_rss_mb": round(peak_mb, 1)}
+        if hasattr(index, "folder"):  # a router checks that its shards share this encoder
+            from hashlab.search.shards import encoder_digest
+            out["encoder_sha256"] = encoder_digest(index.folder)
+        return out
 
     @app.post("/api/search")
     async def search_upload(request: Request, image: UploadFile = File(...), k: int = Form(10),  # noqa: B008
@@ -256,26 +274,52 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
     @app.get("/api/search")
     def search_id(id: int = Query(...), k: int = Query(10), rerank: str = Query("none")):
         check(k, rerank)
-        index = live.get()
-        if not 0 <= id < len(index):
-            raise HTTPException(404, f"no indexed image with id {id}")
-        return {"query": f"id:{id}", **answer(index, ids=[id], k=k, rerank=rerank)}
+        try:
+            return {"query": f"id:{id}", **answer(live.get(), ids=[id], k=k, rerank=rerank)}
+        except KeyError as error:
+            raise HTTPException(404, error.args[0]) from error
 
     @app.get("/api/image/{image_id}")
     def image(image_id: int, thumb: bool = False):
-        index = live.get()
-        if not 0 <= image_id < len(index):
-            raise HTTPException(404, f"no indexed image with id {image_id}")
-        path = Path(index.meta["images_root"]) / index.paths[image_id]  # by id only: the catalog names the file
         try:
-            picture = open_image(path)
-        except Exception as error:  # noqa: BLE001
+            data = live.get().image_jpeg(image_id, thumb)
+        except KeyError as error:
+            raise HTTPException(404, error.args[0]) from error
+        except Exception as error:  # noqa: BLE001 - the file is gone or unreadable, or its shard is
             raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
-        if thumb:
-            picture.thumbnail((160, 160))
-        out = io.BytesIO()
-        picture.save(out, format="JPEG", quality=85)
-        return Response(out.getvalue(), media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+
+    # a shard's side of `hashlab serve --shards`: shortlists by code, stored vectors, the shared encoder
+    @app.post("/api/candidates")
+    def candidates(request: dict = Body(...)):  # noqa: B008
+        from hashlab.search.shards import candidates_payload, decode_array
+        index = live.get()
+        depth = int(request.get("depth", 10))
+        if not 1 <= depth <= MAX_SHORTLIST:
+            raise HTTPException(422, f"depth must be between 1 and {MAX_SHORTLIST}")
+        try:
+            packed = decode_array(request["codes"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise HTTPException(422, f"codes: packed uint8 codes as {{dtype, shape, data}}: {error}") from error
+        if packed.ndim != 2 or packed.shape[1] * 8 != index.bits:
+            raise HTTPException(422, f"codes must be (queries, {index.bits // 8}) packed bytes")
+        return candidates_payload(index.candidates(packed, depth, bool(request.get("features"))))
+
+    @app.get("/api/vectors")
+    def vectors(ids: str = Query(...)):
+        from hashlab.search.shards import encode_array
+        try:
+            features, codes = live.get().vectors([int(i) for i in ids.split(",")])
+        except KeyError as error:
+            raise HTTPException(404, error.args[0]) from error
+        return {"features": encode_array(features.astype(np.float16)), "codes": encode_array(codes)}
+
+    @app.get("/api/encoder")
+    def encoder_file():
+        index = live.get()
+        if not hasattr(index, "folder"):
+            raise HTTPException(404, "a router has no encoder file of its own")
+        return Response((index.folder / "encoder.npz").read_bytes(), media_type="application/octet-stream")
 
     @app.exception_handler(HTTPException)
     async def errors(request: Request, error: HTTPException):
@@ -285,7 +329,7 @@ def create_app(index_root: str | Path, max_upload_bytes: int = 10_000_000, max_p
 
 
 @contextmanager
-def serving(index_root: str | Path, *options: str, timeout: float = 120):
+def serving(index_root: str | Path | None, *options: str, timeout: float = 120):
     """`hashlab serve --index INDEX OPTIONS` as a child process on a free local port; yields its URL once
     it answers, stops it afterwards. For benchmarks, screenshots and tests."""
     import socket
@@ -297,8 +341,9 @@ def serving(index_root: str | Path, *options: str, timeout: float = 120):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a long run cannot fill and block it
-        process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", "--index", str(index_root),
-                                    "--port", str(port), *options], stdout=log, stderr=subprocess.STDOUT)
+        where = [] if index_root is None else ["--index", str(index_root)]  # None: a router, --shards in options
+        process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", *where, "--port", str(port),
+                                    *options], stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.time() + timeout

@@ -1,0 +1,199 @@
+"""Past one machine: an index split by id into shards, each served by its own `hashlab serve`, and a router
+(`hashlab serve --shards URL ...`) that encodes a query once, asks every shard for its shortlist and merges
+them. Every shard keeps the encoder of the index it was split from (one PCA whitening, one ITQ rotation),
+so a code means the same on every shard, and Hamming distance does not depend on the shard: the merged
+shortlist, ordered by (distance, global id), is exactly the one a single index gives, and so is any
+re-ranking of it (the shards send the shortlisted items' features). docs/scale.md says when to shard.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import shutil
+import sqlite3
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from hashlab.search.index import (
+    Candidates,
+    SearchIndex,
+    _binary_index,
+    _swap,
+    answer_queries,
+    encode_images,
+    merge_candidates,
+)
+
+SHARDS_FILE = "shards.json"
+
+
+def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Path]:
+    """Split the current build of an index into ``shards`` indexes of contiguous id ranges under
+    OUT/shard-K, each a complete index (same encoder, same index type) whose catalog ids keep their
+    global values. Returns the shard folders."""
+    source = SearchIndex.open(index_dir)
+    if "shard" in source.meta:
+        raise ValueError(f"{index_dir} is itself shard {source.meta['shard']} of {source.meta['shards']}: "
+                         "split the whole index")
+    if not 1 <= shards <= len(source):
+        raise ValueError(f"--shards {shards}: choose 1 to {len(source)} (the index holds {len(source)} images)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    bounds = np.linspace(0, len(source), shards + 1).astype(int)
+    catalog = source.db.execute("SELECT id, path, sha256, size, mtime, label FROM images ORDER BY id").fetchall()
+    folders = []
+    for shard, (low, high) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        root = out / f"shard-{shard}"
+        root.mkdir(exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"build-{time.strftime('%Y%m%d-%H%M%S')}-", dir=root))
+        folder.chmod(0o755)
+        try:
+            packed = source.packed[low:high]
+            import faiss
+            faiss.write_index_binary(_binary_index(source.meta["index_type"], source.bits, packed),
+                                     str(folder / "codes.faiss"))
+            np.save(folder / "codes.npy", packed)
+            np.save(folder / "features.npy", np.asarray(source.features[low:high]))
+            shutil.copyfile(source.folder / "encoder.npz", folder / "encoder.npz")
+            meta = {**source.meta, "count": int(high - low), "id_offset": int(low), "shard": shard,
+                    "shards": shards, "total": len(source), "split_from": str(source.folder.resolve()),
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            with sqlite3.connect(folder / "catalog.sqlite") as db:
+                db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, "
+                           "sha256 TEXT NOT NULL, size INTEGER, mtime REAL, label TEXT)")
+                db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+                db.execute("CREATE TABLE skipped (path TEXT, error TEXT)")
+                # rows are stored from 0 (a row is its position in codes.npy); id_offset makes them global
+                db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
+                               [(row[0] - low, *row[1:]) for row in catalog[low:high]])
+                db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
+            db.close()
+            _swap(root, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        folders.append(root)
+    (out / SHARDS_FILE).write_text(json.dumps({"shards": [f.name for f in folders], "total": len(source),
+                                               "bounds": bounds.tolist()}, indent=1))
+    return folders
+
+
+def encode_array(array: np.ndarray) -> dict:
+    return {"dtype": str(array.dtype), "shape": list(array.shape),
+            "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")}
+
+
+def decode_array(payload: dict) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(payload["data"]), dtype=payload["dtype"]).reshape(payload["shape"])
+
+
+def candidates_payload(shortlists: list[Candidates]) -> dict:
+    """A shard's answer to the router: each query's shortlist, features as float16 (as stored)."""
+    return {"candidates": [{"ids": c.ids.tolist(), "distances": c.distances.tolist(), "paths": c.paths,
+                            "labels": c.labels,
+                            "features": None if c.features is None else encode_array(c.features.astype(np.float16))}
+                           for c in shortlists]}
+
+
+def encoder_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "encoder.npz").read_bytes()).hexdigest()
+
+
+class ShardedIndex:
+    """The router's view of shards served by `hashlab serve`: the same query interface as SearchIndex."""
+
+    def __init__(self, urls: list[str], device: str = "cpu", timeout: float = 30.0):
+        import httpx
+        self.urls = [url.rstrip("/") for url in urls]
+        self.clients = [httpx.Client(base_url=url, timeout=timeout) for url in self.urls]  # kept-alive connections
+        self.pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="hashlab-shard")
+        metas = [self._get(i, "/api/meta").json() for i in range(len(self.urls))]
+        self._check(metas)
+        order = sorted(range(len(metas)), key=lambda i: metas[i]["id_offset"])  # shard 0 first
+        self.urls, self.clients = [self.urls[i] for i in order], [self.clients[i] for i in order]
+        metas = [metas[i] for i in order]
+        self.offsets = np.array([meta["id_offset"] for meta in metas])
+        self.meta = {k: v for k, v in metas[0].items() if k not in ("id_offset", "shard", "count", "url",
+                                                                    "server_peak_rss_mb")}
+        self.meta.update(count=metas[0]["total"], shards=self.urls)
+        self.bits = int(self.meta["bits"])
+        self.device = device
+        self._encoder = None
+        self._folder = Path(tempfile.mkdtemp(prefix="hashlab-router-"))
+        (self._folder / "encoder.npz").write_bytes(self._get(0, "/api/encoder").content)
+
+    def _get(self, shard: int, path: str, **params):
+        response = self.clients[shard].get(path, params=params)
+        if response.status_code != 200:
+            raise RuntimeError(f"shard {self.urls[shard]}{path} answered {response.status_code}: {response.text[:300]}")
+        return response
+
+    def _check(self, metas: list[dict]) -> None:
+        for url, meta in zip(self.urls, metas, strict=True):
+            meta["url"] = url
+            if "shard" not in meta:
+                raise ValueError(f"{url} serves a whole index, not a shard: split it with `hashlab index split`")
+        if {m["encoder_sha256"] for m in metas} != {metas[0]["encoder_sha256"]} or \
+                {m["split_from"] for m in metas} != {metas[0]["split_from"]}:
+            raise ValueError("the shards come from different splits or encoders: "
+                             + ", ".join(f"{m['url']} (shard {m['shard']} of {m['split_from']})" for m in metas))
+        found = sorted(m["shard"] for m in metas)
+        if found != list(range(metas[0]["shards"])):
+            raise ValueError(f"the index was split into {metas[0]['shards']} shards; the URLs serve shards {found}")
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from hashlab.search.encoders import load_encoder
+            self._encoder = load_encoder(self._folder, self.meta, self.device)
+        return self._encoder
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def shard_of(self, image_id: int) -> int:
+        if not 0 <= image_id < len(self):
+            raise KeyError(f"no indexed image with id {image_id} (ids are 0..{len(self) - 1})")
+        return int(np.searchsorted(self.offsets, image_id, side="right") - 1)
+
+    def encode(self, images, timing: dict | None = None):
+        return encode_images(self.encoder, images, timing)
+
+    def vectors(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        features, codes = [], []
+        for image_id in ids:
+            answer = self._get(self.shard_of(int(image_id)), "/api/vectors", ids=str(int(image_id))).json()
+            features.append(decode_array(answer["features"]).astype(np.float32))
+            codes.append(decode_array(answer["codes"]))
+        return np.concatenate(features), np.concatenate(codes)
+
+    def candidates(self, packed: np.ndarray, depth: int, with_features: bool) -> list[Candidates]:
+        request = {"codes": encode_array(packed), "depth": depth, "features": with_features}
+
+        def ask(shard: int) -> list[Candidates]:
+            response = self.clients[shard].post("/api/candidates", json=request)
+            if response.status_code != 200:
+                raise RuntimeError(f"shard {self.urls[shard]} answered {response.status_code}: {response.text[:300]}")
+            return [Candidates(np.asarray(c["ids"], np.int64), np.asarray(c["distances"], np.int32), c["paths"],
+                               c["labels"], None if c["features"] is None else
+                               decode_array(c["features"]).astype(np.float32))
+                    for c in response.json()["candidates"]]
+
+        per_shard = list(self.pool.map(ask, range(len(self.clients))))
+        return [merge_candidates([shard[q] for shard in per_shard], depth) for q in range(len(packed))]
+
+    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = 100,
+              ids: list[int] | None = None) -> list[dict]:
+        return answer_queries(self, images, k, rerank, shortlist, ids)
+
+    def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
+        response = self.clients[self.shard_of(image_id)].get(f"/api/image/{image_id}", params={"thumb": int(thumb)})
+        if response.status_code != 200:
+            raise OSError(f"shard answered {response.status_code} for image {image_id}")
+        return response.content
