@@ -247,6 +247,10 @@ def tables(result: dict) -> str:
         frame["MB"] = frame.pop("bytes") / 2**20 if "bytes" in frame else None
         return frame
     frame = readable(pd.DataFrame(result["indexes"]))
+    # the simple way is the exact flat scan of the same codes, measured in the same run
+    flat = frame[frame["detail"].str.startswith("flat")].set_index(["size", "codes"])["ms_one_query"]
+    frame["speed-up vs flat"] = [flat.get((size, codes), float("nan")) / ms for size, codes, ms in
+                                 zip(frame["size"], frame["codes"], frame["ms_one_query"], strict=True)]
     parts = ["### FAISS binary indexes\n", frame.drop(columns=["index"]).to_markdown(index=False, floatfmt=".3f")]
     catalog, features = readable(pd.DataFrame(result["catalog"])), readable(pd.DataFrame(result["features"]))
     parts += ["\n### SQLite catalog\n", catalog.to_markdown(index=False, floatfmt=".3f"),
