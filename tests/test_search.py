@@ -177,26 +177,32 @@ def test_an_interrupted_build_leaves_the_previous_index_intact(collection, tmp_p
     assert len(SearchIndex.open(index_dir)) == 300
 
 
-def test_cli_build_and_search_json(collection, tmp_path):
+def test_cli_build_and_search_json(collection, tmp_path, capsys):
+    """The command lines, through hashlab's own entry point (in this process: a fresh interpreter would
+    only add torch's import time)."""
+    from hashlab.cli import main
     images, _, _ = collection
     out = tmp_path / "index"
-    built = subprocess.run([sys.executable, "-m", "hashlab.cli", "index", "build", "--images", str(images), "--out",
-                            str(out), "--features", "gem", "--bits", "16", "--image-size", str(SIZE),
-                            "--quantizer", "lsh", "--index-type", "hnsw"], cwd=ROOT, capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-2000:]
-    assert "300 images (300 encoded" in built.stdout
-    again = subprocess.run(built.args, cwd=ROOT, capture_output=True, text=True)  # the same command again
-    assert again.returncode == 0 and "300 images (0 encoded, 300 reused" in again.stdout, again.stderr[-2000:]
-    found = subprocess.run([sys.executable, "-m", "hashlab.cli", "search", "--index", str(out), "--json", "-k", "4",
-                            "--rerank", "cosine", str(images / "7" / "0007.png")], cwd=ROOT, capture_output=True,
-                           text=True)
-    assert found.returncode == 0, found.stderr[-2000:]
-    answer = json.loads(found.stdout.strip().splitlines()[-1])
+    build = ["index", "build", "--images", str(images), "--out", str(out), "--features", "gem", "--bits", "16",
+             "--image-size", str(SIZE), "--quantizer", "lsh", "--index-type", "hnsw"]
+    main(build)
+    assert "300 images (300 encoded" in capsys.readouterr().out
+    main(build)  # the same command again
+    assert "300 images (0 encoded, 300 reused" in capsys.readouterr().out
+    main(["search", "--index", str(out), "--json", "-k", "4", "--rerank", "cosine", str(images / "7" / "0007.png")])
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert answer["query"].endswith("0007.png") and len(answer["results"]) == 4
     assert {"path", "distance", "score", "id"} <= set(answer["results"][0]) and "decode_ms" in answer["timing_ms"]
-    missing = subprocess.run([sys.executable, "-m", "hashlab.cli", "search", "--index", str(tmp_path / "nothing"),
-                              "--id", "0"], cwd=ROOT, capture_output=True, text=True)
-    assert missing.returncode != 0 and "hashlab index build" in missing.stderr
+    with pytest.raises(SystemExit, match="hashlab index build"):
+        main(["search", "--index", str(tmp_path / "nothing"), "--id", "0"])
+    split = tmp_path / "shards"
+    main(["index", "split", "--index", str(out), "--shards", "2", "--out", str(split)])
+    assert "2 shards (shard-0, shard-1)" in capsys.readouterr().out
+    assert len(SearchIndex.open(split / "shard-0")) + len(SearchIndex.open(split / "shard-1")) == 300
+    with pytest.raises(SystemExit, match="is itself shard 0 of 2"):
+        main(["index", "split", "--index", str(split / "shard-0"), "--shards", "2", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="is shard 1 of 2"):
+        main(["index", "build", "--images", str(images), "--out", str(split / "shard-1")])
 
 
 def test_pwa_and_spoc_pooling_index(collection, tmp_path):
