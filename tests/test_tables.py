@@ -71,7 +71,7 @@ def tiny_table(tmp_path: Path) -> Path:
     return path
 
 
-def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path):
+def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path, capsys):
     table, runs = tiny_table(tmp_path), tmp_path / "runs"
     command = [sys.executable, "-m", "hashlab.cli", "reproduce", "--table", str(table), "--runs-dir", str(runs),
                "--reports-dir", str(tmp_path / "reports")]
@@ -86,14 +86,14 @@ def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path):
     assert len(finished) == 1, "the kill should land while the second cell runs"
     first_written = finished[0].stat().st_mtime_ns
 
-    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "2 cells, 1 done, 1 to run" in resumed.stdout
+    from hashlab.cli import main
+    main(command[3:])  # the rerun, through the same entry point in this process
+    assert "2 cells, 1 done, 1 to run" in capsys.readouterr().out
     assert finished[0].stat().st_mtime_ns == first_written  # the finished cell was not redone
     assert len(list(runs.rglob("record.json"))) == 2
 
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert "2 cells, 2 done, 0 to run" in again.stdout
+    main(command[3:])
+    assert "2 cells, 2 done, 0 to run" in capsys.readouterr().out
 
     out = tmp_path / "reports" / "demo"
     frame = pd.read_csv(out / "table.csv")
