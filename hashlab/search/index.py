@@ -215,15 +215,20 @@ def _write(folder: Path, root: Path, rows, features, packed, encoder, index_type
             "images_root": str(root), "count": len(rows), "skipped_unreadable": len(skipped),
             "hashlab_version": getattr(hashlab, "__version__", "unknown"),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_catalog(folder, [(i, r["path"], r["sha256"], r["size"], r["mtime"], r["label"]) for i, r in enumerate(rows)],
+                  meta, skipped)
+
+
+def write_catalog(folder: Path, rows: list[tuple], meta: dict, skipped: list[tuple[str, str]] = ()) -> None:
+    """catalog.sqlite: rows are (row, path, sha256, size, mtime, label), row = the position in codes.npy."""
     with sqlite3.connect(folder / "catalog.sqlite") as db:
         db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL, "
                    "size INTEGER, mtime REAL, label TEXT)")
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
         db.execute("CREATE TABLE skipped (path TEXT, error TEXT)")
-        db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
-                       [(i, r["path"], r["sha256"], r["size"], r["mtime"], r["label"]) for i, r in enumerate(rows)])
+        db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)", rows)
         db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-        db.executemany("INSERT INTO skipped VALUES (?, ?)", skipped)
+        db.executemany("INSERT INTO skipped VALUES (?, ?)", list(skipped))
     db.close()
 
 

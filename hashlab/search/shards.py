@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import shutil
-import sqlite3
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from hashlab.search.index import (
     answer_queries,
     encode_images,
     merge_candidates,
+    write_catalog,
 )
 
 SHARDS_FILE = "shards.json"
@@ -64,16 +64,8 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
             meta = {**source.meta, "count": int(high - low), "id_offset": int(low), "shard": shard,
                     "shards": shards, "total": len(source), "split_from": str(source.folder.resolve()),
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            with sqlite3.connect(folder / "catalog.sqlite") as db:
-                db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, "
-                           "sha256 TEXT NOT NULL, size INTEGER, mtime REAL, label TEXT)")
-                db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
-                db.execute("CREATE TABLE skipped (path TEXT, error TEXT)")
-                # rows are stored from 0 (a row is its position in codes.npy); id_offset makes them global
-                db.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
-                               [(row[0] - low, *row[1:]) for row in catalog[low:high]])
-                db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
-            db.close()
+            # rows are stored from 0 (a row is its position in codes.npy); id_offset makes them global
+            write_catalog(folder, [(row[0] - low, *row[1:]) for row in catalog[low:high]], meta)
             _swap(root, folder)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
