@@ -195,7 +195,9 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
         return [(h["id"], h["path"], h["label"], h["distance"], h["score"]) for h in answer["results"]]
 
     with ExitStack() as stack:
-        shards = [stack.enter_context(serving(tmp_path / "shards" / f"shard-{k}")) for k in range(2)]
+        second_shard = ExitStack()
+        shards = [stack.enter_context(serving(tmp_path / "shards" / "shard-0")),
+                  second_shard.enter_context(serving(tmp_path / "shards" / "shard-1"))]
         router = stack.enter_context(serving(None, "--shards", *reversed(shards)))  # any order of URLs
         meta = json.loads(get(router + "/api/meta")[1])
         assert meta["count"] == count and len(meta["shards"]) == 2
@@ -216,3 +218,11 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
             ShardedIndex(shards[1:])
         with pytest.raises(ValueError, match="serves a whole index, not a shard"):
             ShardedIndex([url, *shards])
+        second_shard.close()  # a shard goes down: the router names it instead of answering with half the index
+        status, body = get(router + "/api/search?id=0&k=5")
+        assert status == 502 and shards[1] in json.loads(body)["error"]
+        status, body = get(router + f"/api/image/{border}")
+        assert status == 502 and shards[1] in json.loads(body)["error"]
+        query = images / "3" / "0003.png"
+        status, answer = post_image(router, query.read_bytes(), k=5)
+        assert status == 502 and shards[1] in answer["error"]

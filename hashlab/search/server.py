@@ -24,6 +24,7 @@ from PIL import Image
 from hashlab.search.encoders import ImageTooLarge, open_image
 from hashlab.search.index import SearchIndex
 from hashlab.search.rerank import RERANKERS
+from hashlab.search.shards import ShardUnavailable
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_K = 100
@@ -285,7 +286,9 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             data = live.get().image_jpeg(image_id, thumb)
         except KeyError as error:
             raise HTTPException(404, error.args[0]) from error
-        except Exception as error:  # noqa: BLE001 - the file is gone or unreadable, or its shard is
+        except ShardUnavailable:
+            raise  # 502, naming the shard
+        except Exception as error:  # noqa: BLE001 - the file is gone or unreadable
             raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
 
@@ -324,6 +327,10 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     @app.exception_handler(HTTPException)
     async def errors(request: Request, error: HTTPException):
         return JSONResponse({"error": error.detail}, status_code=error.status_code)
+
+    @app.exception_handler(ShardUnavailable)
+    async def shard_errors(request: Request, error: ShardUnavailable):
+        return JSONResponse({"error": str(error)}, status_code=502)  # a bad gateway: which shard, and why
 
     return app
 

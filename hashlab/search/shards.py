@@ -33,6 +33,10 @@ from hashlab.search.index import (
 SHARDS_FILE = "shards.json"
 
 
+class ShardUnavailable(RuntimeError):
+    """A shard did not answer: the router says which one (HTTP 502), rather than half an answer."""
+
+
 def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Path]:
     """Split the current build of an index into ``shards`` indexes of contiguous id ranges under
     OUT/shard-K, each a complete index (same encoder, same index type) whose catalog ids keep their
@@ -120,11 +124,20 @@ class ShardedIndex:
         self._folder = Path(tempfile.mkdtemp(prefix="hashlab-router-"))
         (self._folder / "encoder.npz").write_bytes(self._get(0, "/api/encoder").content)
 
-    def _get(self, shard: int, path: str, **params):
-        response = self.clients[shard].get(path, params=params)
+    def _request(self, shard: int, method: str, path: str, **options):
+        import httpx
+        try:
+            response = self.clients[shard].request(method, path, **options)
+        except httpx.HTTPError as error:
+            raise ShardUnavailable(f"shard {self.urls[shard]} did not answer {path}: {type(error).__name__}: "
+                                   f"{error}") from error
         if response.status_code != 200:
-            raise RuntimeError(f"shard {self.urls[shard]}{path} answered {response.status_code}: {response.text[:300]}")
+            raise ShardUnavailable(f"shard {self.urls[shard]} answered {path} with {response.status_code}: "
+                                   f"{response.text[:300]}")
         return response
+
+    def _get(self, shard: int, path: str, **params):
+        return self._request(shard, "GET", path, params=params)
 
     def _check(self, metas: list[dict]) -> None:
         for url, meta in zip(self.urls, metas, strict=True):
@@ -169,9 +182,7 @@ class ShardedIndex:
         request = {"codes": encode_array(packed), "depth": depth, "features": with_features}
 
         def ask(shard: int) -> list[Candidates]:
-            response = self.clients[shard].post("/api/candidates", json=request)
-            if response.status_code != 200:
-                raise RuntimeError(f"shard {self.urls[shard]} answered {response.status_code}: {response.text[:300]}")
+            response = self._request(shard, "POST", "/api/candidates", json=request)
             return [Candidates(np.asarray(c["ids"], np.int64), np.asarray(c["distances"], np.int32), c["paths"],
                                c["labels"], None if c["features"] is None else
                                decode_array(c["features"]).astype(np.float32))
@@ -185,7 +196,4 @@ class ShardedIndex:
         return answer_queries(self, images, k, rerank, shortlist, ids)
 
     def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
-        response = self.clients[self.shard_of(image_id)].get(f"/api/image/{image_id}", params={"thumb": int(thumb)})
-        if response.status_code != 200:
-            raise OSError(f"shard answered {response.status_code} for image {image_id}")
-        return response.content
+        return self._get(self.shard_of(image_id), f"/api/image/{image_id}", thumb=int(thumb)).content
