@@ -8,10 +8,14 @@
    with where a query's time goes (decode, queue, transform, encoder, FAISS, re-ranking, HTTP + JSON).
 3. quality (with --index and --queries-dir whose sub-folders are labels): precision@10 by label for
    each re-ranking, and the time re-ranking adds.
+4. shards (with --index and --queries-dir): the same latency test against the whole index and against
+   the index split in --shards shards behind a router (`hashlab serve --shards`), all on this machine:
+   what the extra hop costs.
 
     .venv/bin/python benchmarks/search.py codes [--sizes 100000 1000000]
     .venv/bin/python benchmarks/search.py quality --index INDEX --queries-dir ../shared/data/cifar10/test --queries 200
     .venv/bin/python benchmarks/search.py latency --index INDEX --queries-dir ../shared/data/cifar10/test
+    .venv/bin/python benchmarks/search.py shards --index INDEX --queries-dir ../shared/data/cifar10/test --shards 2
 """
 
 from __future__ import annotations
@@ -174,9 +178,33 @@ def _latency(url: str, queries_dir: str, count: int, clients: int) -> dict:
     return row
 
 
+def shards_benchmark(index_dir: str, queries_dir: str, count: int, shards: int,
+                     clients: tuple[int, ...] = (1, 8)) -> list[dict]:
+    """Whole index against the same index split into shards behind a router, both with the defaults."""
+    import tempfile
+    from contextlib import ExitStack
+
+    from hashlab.search.server import serving
+    from hashlab.search.shards import split_index
+    rows = []
+    with serving(index_dir) as url:
+        rows += [{"path": "one server, the whole index", **_latency(url, queries_dir, count, c)} for c in clients]
+    with tempfile.TemporaryDirectory() as folder, ExitStack() as stack:
+        split_index(index_dir, folder, shards)
+        urls = [stack.enter_context(serving(Path(folder) / f"shard-{k}", "--threads", "1")) for k in range(shards)]
+        router = stack.enter_context(serving(None, "--shards", *urls))
+        rows += [{"path": f"router + {shards} shard servers", **_latency(router, queries_dir, count, c)}
+                 for c in clients]
+    whole = {row["clients"]: row["p50_ms"] for row in rows[:len(clients)]}
+    for row in rows:
+        row["p50 vs whole"] = row["p50_ms"] / whole[row["clients"]]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["codes", "quality", "latency"])
+    parser.add_argument("what", choices=["codes", "quality", "latency", "shards"])
+    parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--index")
     parser.add_argument("--queries-dir")
@@ -188,6 +216,9 @@ def main() -> None:
     elif args.what == "quality":
         print(pd.DataFrame(quality_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
             index=False, floatfmt=".3f"))
+    elif args.what == "shards":
+        print(pd.DataFrame(shards_benchmark(args.index, args.queries_dir, args.queries, args.shards)).to_markdown(
+            index=False, floatfmt=".1f"))
     else:
         print(pd.DataFrame(latency_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
             index=False, floatfmt=".1f"))
