@@ -33,6 +33,13 @@ def test_the_plan_runs_deferred_methods_last_and_a_shared_cell_once():
     assert deferred == sorted(deferred)  # no deferred cell before a cell that is not
     first = [w for w in runnable if not w.deferred]
     assert first[0].stage == "table 2 at 48 bits, every method" and first[0].cell.bits == 48
+    # inside a stage, the methods still to be tuned come after the rest (closed-form and tuned methods first)
+    from hashlab.runs.tuning import tuned
+    untuned = {m for m in plan["tune"] if not tuned(m)}
+    stage_one = [w.cell.method.split(" ")[0] in untuned for w in runnable if w.stage == first[0].stage]
+    assert stage_one == sorted(stage_one)
+    stages = [w.stage for w in runnable]
+    assert stages == sorted(stages, key=[s["name"] for s in plan["stages"]].index)
     # dfch's full-method ablation row is table 2's 48-bit cell: one item, held by both tables
     shared = [w for w in runnable if w.cell.method == "dfch" and w.cell.bits == 48 and w.cell.seed == 0
               and w.cell.protocol == "cifar10-1"]

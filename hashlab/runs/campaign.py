@@ -87,11 +87,17 @@ def _deferral(method: str, deferred: dict) -> str:
     return ""
 
 
-def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None) -> list[Work]:
-    """Every cell the plan names, once, in the order it runs: stage by stage, deferred methods last."""
+def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None,
+              reports_dir: str | Path = REPORTS_DIR) -> list[Work]:
+    """Every cell the plan names, once, in the order it runs: stage by stage, deferred methods last. Inside a
+    stage, the cells of methods still to be tuned come after the others, so that a stage's closed-form
+    and tuned cells (minutes) fill the table while a tuning (hours) waits its turn."""
+    from hashlab.runs.tuning import tuned
+    untuned = {m for m in plan.get("tune") or [] if not tuned(m, reports_dir)}
     profile = plan.get("profile")
     ordered: dict[str, Work] = {}
-    for stage in plan["stages"]:
+    stage_of: dict[str, int] = {}
+    for position, stage in enumerate(plan["stages"]):
         for table in stage["tables"]:
             spec = load_spec(table)
             groups = method_groups(spec)
@@ -109,6 +115,7 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
                 if datasets and cell.dataset not in datasets:
                     continue
                 work = Work(cell, stage["name"], [spec["name"]], _deferral(cell.method, plan.get("deferred")))
+                stage_of.setdefault(work.key, position)
                 if cell.missing:  # nothing to run; still listed so that --status can say why
                     ordered.setdefault(f"missing:{spec['name']}:{cell.label}", work)
                     continue
@@ -117,7 +124,8 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
                         ordered[work.key].tables.append(spec["name"])
                     continue
                 ordered[work.key] = work
-    items = list(ordered.values())
+    items = sorted(ordered.values(),  # stable: the tables' own order inside each group
+                   key=lambda w: (stage_of[w.key], _base(w.cell.method) in untuned))
     return [w for w in items if not w.deferred] + [w for w in items if w.deferred]
 
 
@@ -253,7 +261,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     finished, failed, skipped = [], set(), set()
     while max_cells is None or len(finished) < max_cells:
         try:
-            work = plan_work(plan, runs_dir, data_root)
+            work = plan_work(plan, runs_dir, data_root, reports_dir)
         except (Exception, SystemExit) as error:  # noqa: BLE001 - a spec or config being edited (the CLI's parser
             # exits on a bad config): wait, do not die
             log(f"cannot resolve the plan ({type(error).__name__}: {error}); trying again in 60 s")
