@@ -157,6 +157,8 @@ def resolve_run_dir(args: list[str]) -> Path:
 def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> HashlabCLI:
     # args come from our own dispatcher, not from a Python caller mixing them with sys.argv
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+    # a closed-form method (lsh, itq, sdh, ...) fits in setup and has no optimizer, on purpose
+    warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
     return cli_class(
         HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
         seed_everything_default=0, save_config_callback=None,
