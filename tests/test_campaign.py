@@ -87,6 +87,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "2 cells to run" in status(plan_data, fresh_runs)
     text = status(plan_data, fresh_runs)
     assert "demo" in text.splitlines()[1] and text.splitlines()[1].split()[1:3] == ["1", "2"]
+    wall = json.loads(committed[0].read_text())["timings"]["wall_s"]
+    assert f"machine time so far: {wall / 60:.0f} min (1 cells" in text
 
 
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():

@@ -208,6 +208,25 @@ def _hours(minutes: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
+def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = REPORTS_DIR) -> dict:
+    """Seconds the plan's finished work took: each done cell once (its record's wall time) and each
+    committed tuning (the sum of its trials' seconds)."""
+    import csv
+    cells = {}
+    for item in work:
+        if item.cell.done and not item.cell.missing and item.key not in cells:
+            from hashlab.runs.fit import finished_record
+            record = item.cell.record if finished_record(item.cell.record) else item.cell.committed
+            cells[item.key] = float(read_record(record).get("timings", {}).get("wall_s") or 0.0)
+    tunings = {}
+    for method in tune:
+        trials = Path(reports_dir) / f"tune-{method}" / "trials.csv"
+        if trials.exists():
+            with open(trials) as handle:
+                tunings[method] = sum(float(row.get("seconds") or 0.0) for row in csv.DictReader(handle))
+    return {"cells": cells, "tunings": tunings, "total": sum(cells.values()) + sum(tunings.values())}
+
+
 def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None) -> str:
     work = plan_work(plan, runs_dir, data_root)
     minutes = estimates(work)
@@ -239,6 +258,10 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
                      f"before their cells: {', '.join(to_tune) or 'none'} (about {_hours(tuning)})")
     lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)} with the tunings, from measured "
                  "cell times (the spec's estimate where a method has none yet)")
+    spent = machine_time(work, plan.get("tune") or [])
+    lines.append(f"machine time so far: {_hours(spent['total'] / 60)} ({len(spent['cells'])} cells "
+                 f"{_hours(sum(spent['cells'].values()) / 60)}, tunings {_hours(sum(spent['tunings'].values()) / 60)}), "
+                 "from the records' wall times (pauses left out since 2026-11-30)")
     if pending:
         item = pending[0]
         lines.append(f"next: {item.cell.label} ({item.stage}{'; deferred: ' + item.deferred if item.deferred else ''})")
