@@ -47,14 +47,14 @@ def attempts(runs: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_kill_9_at_a_dozen_random_moments_loses_no_finished_cell(tmp_path):
-    """kill -9 a reproduction at 8 random moments, rerunning each time: no partial or corrupt record,
-    no finished cell redone, and the last rerun completes the table. (8, not 20: the suite's time budget;
+    """kill -9 a reproduction at 6 random moments, rerunning each time: no partial or corrupt record,
+    no finished cell redone, and the last rerun completes the table. (6, not 20: the suite's time budget;
     the moments still fall in start-up, fitting, evaluation and writing.)"""
     table, runs, reports = quick_table(tmp_path), tmp_path / "runs", tmp_path / "reports"
     command = reproduce_command(table, runs, reports)
     rng = random.Random(0)
     first_seen: dict[Path, int] = {}
-    for _ in range(8):
+    for _ in range(6):
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    start_new_session=True)
         time.sleep(rng.uniform(0.5, 6.0))  # start-up takes about 3 s, a 2-epoch cell about 2 s more
