@@ -59,7 +59,7 @@ def pack_codes(codes, name: str = "codes") -> PackedCodes:
         raise ValueError(f"{name}: expected a 2-D array (n, bits), got shape {array.shape}")
     if array.dtype == np.bool_:
         return PackedCodes(np.packbits(array, axis=1), array.shape[1])
-    if np.abs(array).__eq__(1).all():  # +-1 codes, the common case: two passes instead of the checks' six
+    if (np.abs(array) == 1).all():  # +-1 codes, the common case: two passes instead of the checks' six
         return PackedCodes(np.packbits(array > 0, axis=1), array.shape[1])
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise ValueError(f"{name}: codes contain NaN or inf; the model diverged (check the loss and learning rate)")

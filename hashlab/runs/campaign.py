@@ -212,10 +212,11 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
     """Seconds the plan's finished work took: each done cell once (its record's wall time) and each
     committed tuning (the sum of its trials' seconds)."""
     import csv
+
+    from hashlab.runs.fit import finished_record
     cells = {}
     for item in work:
         if item.cell.done and not item.cell.missing and item.key not in cells:
-            from hashlab.runs.fit import finished_record
             record = item.cell.record if finished_record(item.cell.record) else item.cell.committed
             cells[item.key] = float(read_record(record).get("timings", {}).get("wall_s") or 0.0)
     tunings = {}

@@ -11,6 +11,7 @@ database order; ``search`` returns exactly that ranking for a flat index.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,21 +141,8 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     packed = np.stack([new_packed[position[i]] if i in raw else previous.packed[rows[i]["previous_id"]]
                        for i in kept])
     dropped = len(set(known) - {row["path"] for row in rows})  # files gone from the folder
-    out.mkdir(parents=True, exist_ok=True)
-    # unique even for two builds in one second from one process (the name never repeats a live build's)
-    folder = Path(tempfile.mkdtemp(prefix=f"build-{time.strftime('%Y%m%d-%H%M%S')}-", dir=out))
-    folder.chmod(0o755)  # mkdtemp's 0700 would hide the index from a server running as another user
-    try:
+    with new_build(out) as folder:
         _write(folder, root, rows_out, features, packed, encoder, index_type, skipped)
-        _swap(out, folder)
-    except (OSError, sqlite3.OperationalError, RuntimeError) as error:  # FAISS and SQLite report a full disk so
-        shutil.rmtree(folder, ignore_errors=True)
-        from hashlab.errors import storage_error
-        raise storage_error(folder, error, f"the index at {out} (its current build)") from error
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    _remove_old_builds(out)
     return BuildReport(out, len(rows_out), len(raw), len(rows_out) - len(raw), dropped, skipped,
                        time.perf_counter() - start)
 
@@ -232,6 +221,27 @@ def write_catalog(folder: Path, rows: list[tuple], meta: dict, skipped: list[tup
     db.close()
 
 
+@contextmanager
+def new_build(out: Path):
+    """A new build folder beside OUT's live one; once the block has written it, OUT/current is swapped to
+    it and the old builds go. A failure leaves the live build as it was (a full disk named as such)."""
+    out.mkdir(parents=True, exist_ok=True)
+    # unique even for two builds in one second from one process (the name never repeats a live build's)
+    folder = Path(tempfile.mkdtemp(prefix=f"build-{time.strftime('%Y%m%d-%H%M%S')}-", dir=out))
+    folder.chmod(0o755)  # mkdtemp's 0700 would hide the index from a server running as another user
+    try:
+        yield folder
+        _swap(out, folder)
+    except (OSError, sqlite3.OperationalError, RuntimeError) as error:  # FAISS and SQLite report a full disk so
+        shutil.rmtree(folder, ignore_errors=True)
+        from hashlab.errors import storage_error
+        raise storage_error(folder, error, f"the index at {out} (its current build)") from error
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    _remove_old_builds(out)
+
+
 def _swap(out: Path, folder: Path) -> None:
     link = out / f".current-{os.getpid()}"
     if link.is_symlink():
@@ -287,6 +297,11 @@ class SearchIndex:
         if self._encoder is None:
             self._encoder = load_encoder(self.folder, self.meta, self.device)
         return self._encoder
+
+    @functools.cached_property
+    def encoder_sha256(self) -> str:
+        """The fitted encoder's fingerprint: shards of one split share it (a router checks)."""
+        return hashlib.sha256((self.folder / "encoder.npz").read_bytes()).hexdigest()
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -240,9 +240,8 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
         out = {**{k: v for k, v in index.meta.items() if k not in ("encoder_key", "images_root", "run")},
                "count": len(index), "server_peak_rss_mb": round(peak_mb, 1)}
-        if hasattr(index, "folder"):  # a router checks that its shards share this encoder
-            from hashlab.search.shards import encoder_digest
-            out["encoder_sha256"] = encoder_digest(index.folder)
+        if isinstance(index, SearchIndex):  # a router checks that its shards share this encoder
+            out["encoder_sha256"] = index.encoder_sha256
         return out
 
     @app.post("/api/search")
@@ -323,7 +322,7 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     @app.get("/api/encoder")
     def encoder_file():
         index = live.get()
-        if not hasattr(index, "folder"):
+        if not isinstance(index, SearchIndex):
             raise HTTPException(404, "a router has no encoder file of its own")
         return Response((index.folder / "encoder.npz").read_bytes(), media_type="application/octet-stream")
 

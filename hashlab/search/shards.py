@@ -9,8 +9,6 @@ re-ranking of it (the shards send the shortlisted items' features). docs/scale.m
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -23,14 +21,12 @@ from hashlab.search.index import (
     Candidates,
     SearchIndex,
     _binary_index,
-    _swap,
     answer_queries,
     encode_images,
     merge_candidates,
+    new_build,
     write_catalog,
 )
-
-SHARDS_FILE = "shards.json"
 
 
 class ShardUnavailable(RuntimeError):
@@ -48,16 +44,12 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
     if not 1 <= shards <= len(source):
         raise ValueError(f"--shards {shards}: choose 1 to {len(source)} (the index holds {len(source)} images)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    bounds = np.linspace(0, len(source), shards + 1).astype(int)
+    bounds = np.linspace(0, len(source), shards + 1).astype(int).tolist()
     catalog = source.db.execute("SELECT id, path, sha256, size, mtime, label FROM images ORDER BY id").fetchall()
     folders = []
-    for shard, (low, high) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+    for shard, (low, high) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         root = out / f"shard-{shard}"
-        root.mkdir(exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f"build-{time.strftime('%Y%m%d-%H%M%S')}-", dir=root))
-        folder.chmod(0o755)
-        try:
+        with new_build(root) as folder:
             packed = source.packed[low:high]
             import faiss
             faiss.write_index_binary(_binary_index(source.meta["index_type"], source.bits, packed),
@@ -65,18 +57,12 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
             np.save(folder / "codes.npy", packed)
             np.save(folder / "features.npy", np.asarray(source.features[low:high]))
             shutil.copyfile(source.folder / "encoder.npz", folder / "encoder.npz")
-            meta = {**source.meta, "count": int(high - low), "id_offset": int(low), "shard": shard,
+            meta = {**source.meta, "count": high - low, "id_offset": low, "shard": shard,
                     "shards": shards, "total": len(source), "split_from": str(source.folder.resolve()),
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             # rows are stored from 0 (a row is its position in codes.npy); id_offset makes them global
             write_catalog(folder, [(row[0] - low, *row[1:]) for row in catalog[low:high]], meta)
-            _swap(root, folder)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
         folders.append(root)
-    (out / SHARDS_FILE).write_text(json.dumps({"shards": [f.name for f in folders], "total": len(source),
-                                               "bounds": bounds.tolist()}, indent=1))
     return folders
 
 
@@ -95,10 +81,6 @@ def candidates_payload(shortlists: list[Candidates]) -> dict:
                             "labels": c.labels,
                             "features": None if c.features is None else encode_array(c.features.astype(np.float16))}
                            for c in shortlists]}
-
-
-def encoder_digest(folder: Path) -> str:
-    return hashlib.sha256((folder / "encoder.npz").read_bytes()).hexdigest()
 
 
 class ShardedIndex:
