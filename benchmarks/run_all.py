@@ -65,15 +65,19 @@ def evaluation_section() -> str:
 
 
 def training_section(epochs: int) -> str:
-    from training import layout_steps, measure
+    from training import depthwise_weight_grads, layout_steps, measure
     rows = [measure(mode, epochs, 5000, 50) for mode in ("partial", "frozen")]
     frame = pd.DataFrame(rows).rename(columns={"plain_s": "plain loop s/epoch", "lightning_s": "Lightning s/epoch"})
     frame["overhead"] = frame["overhead"].map(lambda v: f"{100 * v:+.1f}%")
     return ("## Training: Lightning against a plain PyTorch loop (same model, batches, cached maps)\n\n"
             "5,000 training items, batch 50, dpsh_googlenet at 48 bits, AdamW. Goal: overhead 5% or less.\n\n"
             + frame.to_markdown(index=False, floatfmt=".2f")
-            + "\n\n### Late-stage training steps: channels-last against contiguous (partial mode uses channels-last)\n\n"
-            + pd.DataFrame(layout_steps()).to_markdown(index=False, floatfmt=".2f"))
+            + "\n\n### Late-stage training steps: channels-last against contiguous, then the compiled depthwise weight "
+            "gradient (partial mode uses both on CPU)\n\n"
+            + pd.DataFrame(layout_steps()).to_markdown(index=False, floatfmt=".2f")
+            + "\n\n### Depthwise weight gradients, batch 50: oneDNN against the compiled per-tap sum "
+            "(hashlab/backbones/depthwise.py)\n\n"
+            + pd.DataFrame(depthwise_weight_grads()).to_markdown(index=False, floatfmt=".2f"))
 
 
 def allocator_section(data: str | None, quick: bool) -> str:

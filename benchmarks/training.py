@@ -18,6 +18,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from hashlab.backbones.depthwise import speed_up_depthwise
 from hashlab.data.base import HashingDataModule, Source
 from hashlab.methods import DPSHGoogLeNet
 
@@ -81,6 +82,7 @@ def measure(mode: str, epochs: int, items: int, batch: int) -> dict:
     if model.late_stages is not None:
         model.late_stages.requires_grad_(True)
         model.backbone.to(memory_format=torch.channels_last)  # as HashingModule.setup does in partial mode
+    speed_up_depthwise(model.backbone)  # as HashingModule.setup does on CPU
     loader = data.train_dataloader()
     optimizer = torch.optim.AdamW([{"params": list(g["params"]), "lr": g["lr"]} for g in model.parameter_groups()])
     plain = [plain_epoch(model, loader, optimizer) for _ in range(epochs + 1)][1:]
@@ -98,16 +100,19 @@ def measure(mode: str, epochs: int, items: int, batch: int) -> dict:
 
 
 def layout_steps(steps: int = 20, batch: int = 50) -> list[dict]:
-    """Training steps of the late stages with contiguous against channels-last weights and inputs (what
-    partial mode uses), same model and inputs, one after the other in this process."""
+    """Training steps of the late stages with contiguous against channels-last weights and inputs, then
+    channels-last with the compiled depthwise weight gradient (hashlab.backbones.depthwise: what partial
+    mode uses on CPU), same model and inputs, one after the other in this process."""
     rows = []
-    for layout in ("contiguous", "channels_last"):
+    for layout in ("contiguous", "channels_last", "channels_last + compiled depthwise grad"):
         model, _ = model_and_data("partial", 10, batch)
         model.late_stages.requires_grad_(True)
-        if layout == "channels_last":
+        if layout.startswith("channels_last"):
             model.backbone.to(memory_format=torch.channels_last)
         else:  # what partial mode did before: contiguous weights and activations
             model.late_stages.memory_format = torch.contiguous_format
+        if layout.endswith("grad"):
+            speed_up_depthwise(model.backbone)
         optimizer = torch.optim.AdamW([{"params": list(g["params"]), "lr": g["lr"]} for g in model.parameter_groups()])
         x = torch.randn(batch, 80, 8, 8, generator=torch.Generator().manual_seed(0)).half()
         y = torch.nn.functional.one_hot(torch.arange(batch) % 10, 10)
@@ -126,6 +131,41 @@ def layout_steps(steps: int = 20, batch: int = 50) -> list[dict]:
         rows.append({"layout": layout, "steps_per_s": steps / (time.perf_counter() - start)})
     for row in rows:
         row["ratio"] = row["steps_per_s"] / rows[0]["steps_per_s"]
+    return rows
+
+
+def depthwise_weight_grads(repeats: int = 30, batch: int = 50) -> list[dict]:
+    """The weight gradient of each depthwise convolution shape that partial mode trains (efficientnet_lite0's
+    blocks[4:] at 128 px): oneDNN's kernel against the compiled per-tap sum, same tensors, same process."""
+    from hashlab.backbones.depthwise import compiled_weight_grad
+    compiled = compiled_weight_grad()
+    rows = []
+    for channels, side, kernel, stride, padding in [(480, 8, 5, 1, 2), (672, 8, 5, 1, 2), (672, 11, 5, 2, 0),
+                                                    (1152, 4, 5, 1, 2), (1152, 4, 3, 1, 1)]:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, channels, side, side, generator=generator).contiguous(memory_format=torch.channels_last)
+        out = (side + 2 * padding - kernel) // stride + 1
+        grad = torch.randn(batch, channels, out, out, generator=generator).contiguous(memory_format=torch.channels_last)
+        weight = torch.randn(channels, 1, kernel, kernel, generator=generator)
+
+        def onednn():
+            return torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False,
+                                                       [0, 0], channels, [False, True, False])[1]
+
+        def taps():
+            return compiled(x, grad, (kernel, kernel), (stride, stride), (padding, padding))
+        error = float((taps() - onednn()).abs().max() / onednn().abs().max())
+        times = {}
+        for name, fn in (("oneDNN", onednn), ("compiled taps", taps)):
+            for _ in range(3):
+                fn()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            times[name] = (time.perf_counter() - start) / repeats * 1e3
+        rows.append({"shape": f"{channels} x {side} x {side}, {kernel}x{kernel}, stride {stride}",
+                     "oneDNN ms": times["oneDNN"], "compiled ms": times["compiled taps"],
+                     "speed-up": times["oneDNN"] / times["compiled taps"], "max rel. difference x 1e6": error * 1e6})
     return rows
 
 

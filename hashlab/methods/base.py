@@ -232,6 +232,10 @@ class HashingModule(L.LightningModule):
             # channels-last convolutions train the late stages about 1.35x faster on CPU (measured: 3.9 against
             # 2.9 steps/s, dfch at 48 bits); set here on every run, whether or not the cache was computed in it
             self.backbone.to(memory_format=torch.channels_last)
+        if self.trainer.strategy.root_device.type == "cpu" and self.hparams.mode != "frozen":
+            # oneDNN's depthwise weight gradient is the slow part of a CPU training step (hashlab.backbones.depthwise)
+            from hashlab.backbones.depthwise import speed_up_depthwise
+            speed_up_depthwise(self.backbone)
         # what a method draws in its setup after this (learned codes, proxies, planes, anchors) starts from
         # the run's seed, whether or not the feature cache above was computed in this run (hashlab.seeding)
         from hashlab.seeding import reseed
