@@ -48,7 +48,11 @@ def compiled_weight_grad():
     """weight_grad_by_taps compiled (once per process; dynamo keeps one kernel per input shape)."""
     global _compiled
     if _compiled is None:
+        import logging
+
         import torch._dynamo
+        # inductor's C++ build logs "No CUDA runtime is found" on every CPU-only machine: noise in a run's log
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         _compiled = torch.compile(weight_grad_by_taps, dynamic=False)
     return _compiled
