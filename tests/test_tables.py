@@ -210,6 +210,9 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     from hashlab.records.render import readme_block
     assert readme_block(ROOT / "README.md", "table2") == out["summary"].strip(), \
         "README results block is stale: run `hashlab report --table 2 --readme README.md`"
+    assert "A trained (deep) cell took" in out["summary"]  # the cost a reader (and the campaign) reckons with
+    # a figure re-rendered from the same records is the same file: no creation date in the PDFs
+    assert all(b"/CreationDate" not in pdf.read_bytes() for pdf in (tmp_path / "table2").glob("*.pdf"))
 
 
 def test_the_committed_demo_table_is_what_make_demo_gives_today(tmp_path):

@@ -131,7 +131,8 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -
     out = []
     for suffix in ("png", "pdf"):
         path = out_dir / f"retrieval_examples.{suffix}"
-        fig.savefig(path, dpi=dpi)
+        from hashlab.records.render import figure_metadata
+        fig.savefig(path, dpi=dpi, metadata=figure_metadata(path))
         out.append(path)
     plt.close(fig)
     from PIL import (
