@@ -46,8 +46,10 @@ def test_fast_depthwise_gradients_match_pytorch_and_repeat_exactly():
     torch.testing.assert_close(got_input, expected_input, rtol=1e-4, atol=1e-6)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
-    # the weight gradient really is the compiled one: oneDNN's differs from it in the last bits
-    assert not torch.equal(got["3.weight"], expected["3.weight"])
+    # the weight gradient really is the compiled one (oneDNN's differs from it in the last bits), unless this
+    # machine cannot compile (no C++ compiler), where it warned once and fell back to oneDNN's
+    from hashlab.backbones import depthwise
+    assert torch.equal(got["3.weight"], expected["3.weight"]) == depthwise._compile_failed
     # the same inputs give the same bits again (a rerun cell trains identically)
     again_input, again = gradients(fast, x)
     assert torch.equal(again_input, got_input) and all(torch.equal(again[n], got[n]) for n in got)
