@@ -2,13 +2,15 @@
 finished cell leaves under reports/ (a real run of the demo table's cells on the digits data)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hashlab.runs import tables
-from hashlab.runs.campaign import CampaignError, load_plan, plan_work, portable_record, run_campaign, status
+from hashlab.runs.campaign import (CampaignError, commit_cell, load_plan, plan_work, portable_record, run_campaign,
+                                   status)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT.parent / "shared" / "data"
@@ -78,6 +80,11 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     committed = list((reports / "demo" / "records").rglob("record.json"))
     assert len(committed) == 1 and (committed[0].parent / "codes.npz").is_file()
     assert json.loads(committed[0].read_text())["bits"] == 16  # the first stage's cell first
+    # the same cell's record under an earlier config (before its method was tuned again) is replaced, not kept
+    older = committed[0].parent.with_name(committed[0].parent.name.rsplit("-", 1)[0] + "-0123456789")
+    shutil.copytree(committed[0].parent, older)
+    commit_cell(finished[0], ["demo"], runs, None, reports)
+    assert not older.exists() and committed[0].is_file()
     assert (reports / "demo" / "table.md").is_file()
     # the retrieval-examples figure, drawn from the committed codes and the data set's images
     assert (reports / "demo" / "retrieval_examples.png").stat().st_size > 1000

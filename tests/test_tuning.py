@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hashlab.runs.tuning import grid_points, run_trial, tune, tuned, write_choice
+from hashlab.runs.tuning import extend_at_edges, grid_points, run_trial, step_beyond, tune, tuned, write_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.init_args.bits=16",
@@ -15,18 +15,23 @@ CELL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.ini
 
 def small_sweep():
     return {"name": "tune-dpsh_googlenet", "method": "grid", "metric": {"name": "val/map", "goal": "maximize"},
-            "parameters": {"model.init_args.lr": {"values": [0.001, 0.05, 0.2]}},
+            "parameters": {"model.init_args.lr": {"values": [0.001, 0.01]}},
             "command": [], "hashlab": {"table": "demo", "dataset": "digits", "bits": 16, "seed": 0,
-                                       "rounds": [1, 2], "keep": [2]}}
+                                       "rounds": [1, 2], "keep": [2], "edge_steps": 1}}
 
 
 def test_tuning_selects_on_validation_and_never_runs_the_queries(tmp_path):
     choice = tune("dpsh_googlenet", tmp_path / "runs", reports_dir=tmp_path / "reports", write_config=False,
                   sweep=small_sweep(), log=lambda *_: None)
     trials = [json.loads(p.read_text()) for p in (tmp_path / "reports" / "tune-dpsh_googlenet" / "trials").glob("*.json")]
-    assert len(trials) == 3
+    # the grid grew past its edge exactly when the first round's best point was on it
+    first = [t for t in trials if t["params"]["model.init_args.lr"] in (0.001, 0.01)]
+    leader = max(first, key=lambda t: t["val_map_by_epoch"][0][1])["params"]["model.init_args.lr"]
+    beyond = step_beyond([0.001, 0.01], leader)  # a two-point grid: its best is always on an edge
+    assert choice["extended_at_edges"] == [{"model.init_args.lr": beyond}]
+    assert len(first) == 2 and len(trials) == 3 and choice["grid"]["model.init_args.lr"] == sorted([0.001, 0.01, beyond])
     survivors = [t for t in trials if t["epochs"] == 2]
-    assert len(survivors) == 2  # the round kept two of three
+    assert len(survivors) == 2  # the round kept two
     best = max(survivors, key=lambda t: t["val_map"])
     assert choice["chosen"] == best["params"] and choice["val_map"] == best["val_map"]
     assert "never used" in choice["selected_on"]
@@ -64,3 +69,13 @@ def test_grid_points_cover_the_grid():
     assert len(grid_points({"parameters": {"a": {"values": [1, 2]}, "b": {"values": [3, 4, 5]}}})) == 6
     with pytest.raises(KeyError):  # a fixed value is not a grid axis
         grid_points({"parameters": {"a": {"value": 1}}})
+
+
+def test_a_grid_grows_past_the_edge_its_best_point_sits_on():
+    assert step_beyond([0.001, 0.003, 0.01], 0.001) == 0.0003
+    assert step_beyond([0.0001, 0.0003, 0.001], 0.001) == 0.003
+    assert step_beyond([0.001, 0.003, 0.01], 0.003) is None  # inside: nothing to add
+    grid = {"lr": [0.001, 0.003, 0.01], "backbone_lr": [0.0001, 0.0003, 0.001]}
+    assert extend_at_edges(grid, {"lr": 0.001, "backbone_lr": 0.0003}) == {"lr": 0.0003}
+    assert grid == {"lr": [0.001, 0.003, 0.01, 0.0003], "backbone_lr": [0.0001, 0.0003, 0.001]}
+    assert extend_at_edges(grid, {"lr": 0.003, "backbone_lr": 0.0003}) == {}

@@ -155,7 +155,8 @@ def portable_record(record: dict, data_root: str | None) -> dict:
 def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data_root: str | None,
                 reports_dir: str | Path = REPORTS_DIR) -> list[Path]:
     """Copy a finished cell's record and codes into reports/<table>/records/ of each table (atomically:
-    codes first, then the record, each written beside and renamed)."""
+    codes first, then the record, each written beside and renamed), in place of that cell's record under
+    an earlier config."""
     relative = record_path.parent.resolve().relative_to(Path(runs_dir).resolve())
     record = portable_record(read_record(record_path), data_root)
     out = []
@@ -167,6 +168,12 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
         shutil.copyfile(codes, tmp)
         tmp.replace(folder / codes.name)
         out.append(write_json_atomic(folder / RECORD_NAME, record))
+        # the same cell (backbone, mode, bits, seed) under an earlier config, e.g. before its method was tuned
+        # again: that record matches no cell any more, and git keeps it
+        cell = folder.name.rsplit("-", 1)[0]
+        for older in folder.parent.iterdir():
+            if older != folder and older.is_dir() and older.name.rsplit("-", 1)[0] == cell:
+                shutil.rmtree(older)
     committed_records(reports_dir, refresh=True)
     return out
 

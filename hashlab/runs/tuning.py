@@ -7,7 +7,9 @@ A tuning sweep is a grid (sweeps/tune-<method>.yaml, a W&B sweep file that `wand
 the method's cpu config at 48 bits on CIFAR-10, run as successive halving: every point of the grid trains
 for the first ``rounds[0]`` epochs of the cell's own schedule, the best ``keep[0]`` go on to ``rounds[1]``
 epochs (resumed from their checkpoints: a trial's epochs depend on (seed, epoch) alone, so a resumed trial
-is the run it would have been), and so on. A trial is scored by validation mAP (validation items against
+is the run it would have been), and so on. When the best point of the first round sits on an edge of the grid,
+the grid grows one step past that edge (new points trained for the first round's epochs) before the
+halving goes on, up to ``EDGE_STEPS`` times. A trial is scored by validation mAP (validation items against
 the training set), never by the queries: the trials never run the test phase at all.
 
 The best point's values go into experiments/methods/<method>-cpu.yaml, labelled "ours, swept" with the
@@ -34,6 +36,9 @@ TRIAL_NAME = "trial.json"
 # the grid every deep method's cpu profile is tuned on: the two learning rates of the late-stage recipe
 DEFAULT_GRID = {"model.init_args.lr": [0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
 DEFAULT_ROUNDS, DEFAULT_KEEP = [2, 4, 6], [3, 2]
+# a grid whose best first-round point sits on its edge grows one step past that edge (the same ratio as the
+# grid's last step), up to this many times: an optimum on the boundary of a grid has not been found yet
+EDGE_STEPS = 2
 
 
 class TuningError(HashlabError):
@@ -82,13 +87,35 @@ def load_sweep(method: str) -> dict:
                           "writes the default one")
     bits = [int(a.split("=", 1)[1]) for a in sweep["command"] if a.startswith("--model.init_args.bits=")]
     return {**sweep, "hashlab": {**TUNED_CELL, "bits": bits[0] if bits else 48, "rounds": DEFAULT_ROUNDS,
-                                 "keep": DEFAULT_KEEP}}
+                                 "keep": DEFAULT_KEEP, "edge_steps": EDGE_STEPS}}
 
 
 def grid_points(sweep: dict) -> list[dict]:
     names = list(sweep["parameters"])
     return [dict(zip(names, values, strict=True))
             for values in itertools.product(*(sweep["parameters"][n]["values"] for n in names))]
+
+
+def step_beyond(values: list[float], best: float) -> float | None:
+    """The next value of a geometric grid past the edge that ``best`` sits on, rounded to one significant
+    digit (0.001 past [0.001, 0.003, 0.01] is 0.0003); None when ``best`` is inside the grid."""
+    ordered = sorted(values)
+    if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
+        return None
+    value = ordered[0] ** 2 / ordered[1] if best == ordered[0] else ordered[-1] ** 2 / ordered[-2]
+    return float(f"{value:.1g}")
+
+
+def extend_at_edges(grid: dict[str, list], best: dict) -> dict[str, float]:
+    """Grow ``grid`` (name -> values, in place) one step past each edge the best point sits on; returns the
+    values added."""
+    added = {}
+    for name, values in grid.items():
+        value = step_beyond(values, best[name])
+        if value is not None and value not in values:
+            values.append(value)
+            added[name] = value
+    return added
 
 
 def _cell_args(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> list[str]:
@@ -151,18 +178,37 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     rounds, keep = sweep["hashlab"]["rounds"], sweep["hashlab"]["keep"]
     base = _cell_args(method, sweep, runs_dir, data_root)
     base = [a for a in base if not a.startswith("--runs_dir=")] + [f"--runs_dir={Path(runs_dir) / 'tuning'}"]
-    alive = grid_points(sweep)
+    grid = {name: list(spec["values"]) for name, spec in sweep["parameters"].items()}
     results: dict[int, dict] = {}
-    points = {i: p for i, p in enumerate(alive)}
+    points = dict(enumerate(grid_points(sweep)))
     alive_ids = list(points)
-    for round_index, epochs in enumerate(rounds):
-        for number, i in enumerate(alive_ids):
-            log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs), trial {number + 1}/"
-                f"{len(alive_ids)}: {_point_text(points[i])}")
+
+    def score(i):
+        return results[i]["val_map"] or 0
+
+    def run_round(ids, round_index, epochs, what=""):
+        for number, i in enumerate(ids):
+            log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs){what}, trial {number + 1}/"
+                f"{len(ids)}: {_point_text(points[i])}")
             results[i] = run_trial(_override(base, points[i]), epochs)
             log(f"  validation mAP {results[i]['val_map']:.4f}")
+
+    extended = []
+    for round_index, epochs in enumerate(rounds):
+        run_round(alive_ids, round_index, epochs)
+        for _ in range(sweep["hashlab"].get("edge_steps", 0) if round_index == 0 else 0):
+            added = extend_at_edges(grid, points[max(alive_ids, key=score)])
+            if not added:
+                break
+            extended.append(added)
+            new = [p for p in grid_points({"parameters": {n: {"values": v} for n, v in grid.items()}})
+                   if p not in points.values()]
+            new_ids = list(range(len(points), len(points) + len(new)))
+            points.update(zip(new_ids, new, strict=True))
+            run_round(new_ids, round_index, epochs, f", the grid grown past its edge ({_point_text(added)})")
+            alive_ids += new_ids
         if round_index < len(keep):
-            ranked = sorted(alive_ids, key=lambda i: -(results[i]["val_map"] or 0))
+            ranked = sorted(alive_ids, key=lambda i: -score(i))
             alive_ids = ranked[: keep[round_index]]
     ranked = sorted(alive_ids, key=lambda i: -(results[i]["val_map"] or 0))
     best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
@@ -170,6 +216,7 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
               "val_map": results[best]["val_map"], "epochs": results[best]["epochs"],
               "runner_up": points[runner_up] if runner_up is not None else None,
               "runner_up_val_map": results[runner_up]["val_map"] if runner_up is not None else None,
+              "grid": {name: sorted(values) for name, values in grid.items()}, "extended_at_edges": extended,
               "selected_on": "validation mAP (validation items vs the training set); the query set is never used"}
     _write_report(method, points, results, choice, runs_dir, reports_dir)
     if write_config:
@@ -207,8 +254,13 @@ def _write_report(method, points, results, choice, runs_dir, reports_dir) -> Non
 
 
 def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
+    """The method's committed choice; None when there is none, or when it was made before grids grew past
+    their edges (such a tuning runs again: its trials are kept, only the new points train)."""
     path = Path(reports_dir) / f"tune-{method}" / "choice.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    choice = json.loads(path.read_text())
+    return choice if "grid" in choice else None
 
 
 def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
