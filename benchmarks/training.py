@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import lightning as L
 import numpy as np
@@ -134,6 +135,12 @@ def layout_steps(steps: int = 20, batch: int = 50) -> list[dict]:
     return rows
 
 
+def onednn_weight_grad(grad, x, weight, stride: int, padding: int):
+    """PyTorch's own weight gradient of a depthwise convolution (oneDNN's kernel on CPU)."""
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False,
+                                               [0, 0], weight.shape[0], [False, True, False])[1]
+
+
 def depthwise_weight_grads(repeats: int = 30, batch: int = 50) -> list[dict]:
     """The weight gradient of each depthwise convolution shape that partial mode trains (efficientnet_lite0's
     blocks[4:] at 128 px): oneDNN's kernel against the compiled per-tap sum, same tensors, same process."""
@@ -148,12 +155,8 @@ def depthwise_weight_grads(repeats: int = 30, batch: int = 50) -> list[dict]:
         grad = torch.randn(batch, channels, out, out, generator=generator).contiguous(memory_format=torch.channels_last)
         weight = torch.randn(channels, 1, kernel, kernel, generator=generator)
 
-        def onednn():
-            return torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False,
-                                                       [0, 0], channels, [False, True, False])[1]
-
-        def taps():
-            return compiled(x, grad, (kernel, kernel), (stride, stride), (padding, padding))
+        onednn = partial(onednn_weight_grad, grad, x, weight, stride, padding)
+        taps = partial(compiled, x, grad, (kernel, kernel), (stride, stride), (padding, padding))
         error = float((taps() - onednn()).abs().max() / onednn().abs().max())
         times = {}
         for name, fn in (("oneDNN", onednn), ("compiled taps", taps)):

@@ -9,8 +9,15 @@ import pytest
 import yaml
 
 from hashlab.runs import tables
-from hashlab.runs.campaign import (CampaignError, commit_cell, load_plan, plan_work, portable_record, run_campaign,
-                                   status)
+from hashlab.runs.campaign import (
+    CampaignError,
+    commit_cell,
+    load_plan,
+    plan_work,
+    portable_record,
+    run_campaign,
+    status,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_ROOT = ROOT.parent / "shared" / "data"

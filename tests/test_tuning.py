@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from hashlab.runs.tuning import extend_at_edges, grid_points, run_trial, step_beyond, tune, tuned, write_choice
+from hashlab.runs.tuning import (
+    extend_at_edges,
+    grid_points,
+    run_trial,
+    step_beyond,
+    tune,
+    tuned,
+    write_choice,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.init_args.bits=16",

@@ -276,6 +276,18 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     return "\n".join(lines)
 
 
+def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> None:
+    """Re-render each table a committed cell belongs to, and the README's results block."""
+    from hashlab.records.render import readme_block, update_readme
+    from hashlab.runs.tables import render_table
+    for table in tables:
+        out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
+                           data_root=data_root)
+        readme = Path(reports_dir).resolve().parent / "README.md"
+        if "summary" in out and readme.exists() and readme_block(readme, out["dir"].name) is not None:
+            update_readme(readme, out["dir"].name, out["summary"])
+
+
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
                  log=print) -> list[Path]:
@@ -283,7 +295,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     plan lists it under ``tune`` and it has no committed choice; commit and render after each cell. The
     plan is resolved again after each step (a tuning changes the method's config, hence its cells)."""
     from hashlab.runs.fit import CellBusy
-    from hashlab.runs.tables import _run_cell, render_table
+    from hashlab.runs.tables import _run_cell
     from hashlab.runs.tuning import tune, tuned
     if nice:
         os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
@@ -329,14 +341,11 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             continue
         record_path = item.cell.record
         commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir)
-        for table in item.tables:
-            out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
-                               data_root=data_root)
-            readme = Path(reports_dir).resolve().parent / "README.md"
-            if "summary" in out and readme.exists():
-                from hashlab.records.render import readme_block, update_readme
-                if readme_block(readme, out["dir"].name) is not None:
-                    update_readme(readme, out["dir"].name, out["summary"])
+        try:
+            _render(item.tables, plan, runs_dir, reports_dir, data_root)
+        except Exception as error:  # noqa: BLE001 - the record is committed; the next cell renders the table again
+            log(f"  rendering failed ({type(error).__name__}: {error}); the record is committed, the campaign goes on")
+            traceback.print_exc(file=sys.stderr)
         metrics = read_record(record_path)["metrics"]
         log(f"  done in {(active_time() - start) / 60:.1f} min: mAP@all {metrics.get('map', float('nan')):.3f}; "
             f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")
