@@ -87,11 +87,17 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     committed = list((reports / "demo" / "records").rglob("record.json"))
     assert len(committed) == 1 and (committed[0].parent / "codes.npz").is_file()
     assert json.loads(committed[0].read_text())["bits"] == 16  # the first stage's cell first
-    # the same cell's record under an earlier config (before its method was tuned again) is replaced, not kept
-    older = committed[0].parent.with_name(committed[0].parent.name.rsplit("-", 1)[0] + "-0123456789")
-    shutil.copytree(committed[0].parent, older)
-    commit_cell(finished[0], ["demo"], runs, None, reports)
-    assert not older.exists() and committed[0].is_file()
+    # the same cell's record under an earlier config (before its method was tuned again) is replaced, not kept;
+    # one whose hash a cell of the tables still has (an ablation's other row) stays
+    stem = committed[0].parent.name.rsplit("-", 1)[0]
+    older, sibling = (committed[0].parent.with_name(f"{stem}-{h}") for h in ("0123456789", "9876543210"))
+    for folder in (older, sibling):
+        shutil.copytree(committed[0].parent, folder)
+    current = {committed[0].parent.name.rsplit("-", 1)[1], "9876543210"}
+    commit_cell(finished[0], ["demo"], runs, None, reports, current=current)
+    assert not older.exists() and sibling.exists() and committed[0].is_file()
+    shutil.rmtree(sibling)
+    tables.committed_records(reports, refresh=True)
     assert (reports / "demo" / "table.md").is_file()
     # the retrieval-examples figure, drawn from the committed codes and the data set's images
     assert (reports / "demo" / "retrieval_examples.png").stat().st_size > 1000

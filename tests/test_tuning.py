@@ -10,6 +10,7 @@ from hashlab.runs.tuning import (
     extend_at_edges,
     grid_points,
     run_trial,
+    score_at,
     step_beyond,
     tune,
     tuned,
@@ -87,3 +88,12 @@ def test_a_grid_grows_past_the_edge_its_best_point_sits_on():
     assert extend_at_edges(grid, {"lr": 0.001, "backbone_lr": 0.0003}) == {"lr": 0.0003}
     assert grid == {"lr": [0.001, 0.003, 0.01, 0.0003], "backbone_lr": [0.0001, 0.0003, 0.001]}
     assert extend_at_edges(grid, {"lr": 0.003, "backbone_lr": 0.0003}) == {}
+    assert step_beyond([256, 512, 1024], 1024) == 2000  # an integer axis stays integer
+    assert step_beyond(["pull", "push"], "push") is None and step_beyond([True, False], True) is None
+
+
+def test_a_round_compares_its_points_at_its_own_epochs():
+    """A trial kept from an earlier tuning trained 6 epochs; in a 2-epoch round it counts with its 2-epoch mAP."""
+    kept = {"epochs": 6, "val_map_by_epoch": [[1, 0.69], [3, 0.82], [5, 0.86]], "val_map": 0.86}
+    assert score_at(kept, 2) == 0.69 and score_at(kept, 4) == 0.82 and score_at(kept, 6) == 0.86
+    assert score_at({"val_map_by_epoch": []}, 2) is None

@@ -53,7 +53,9 @@ def compiled_weight_grad():
         import torch._dynamo
         # inductor's C++ build logs "No CUDA runtime is found" on every CPU-only machine: noise in a run's log
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+        config = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # its older name
+        setattr(config, limit, max(getattr(config, limit), RECOMPILE_LIMIT))
         _compiled = torch.compile(weight_grad_by_taps, dynamic=False)
     return _compiled
 

@@ -153,10 +153,10 @@ def portable_record(record: dict, data_root: str | None) -> dict:
 
 
 def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data_root: str | None,
-                reports_dir: str | Path = REPORTS_DIR) -> list[Path]:
+                reports_dir: str | Path = REPORTS_DIR, current: set[str] | None = None) -> list[Path]:
     """Copy a finished cell's record and codes into reports/<table>/records/ of each table (atomically:
-    codes first, then the record, each written beside and renamed), in place of that cell's record under
-    an earlier config."""
+    codes first, then the record, each written beside and renamed). With ``current`` (the config hashes of
+    every cell the tables hold now), the same cell's record under an earlier config is removed."""
     relative = record_path.parent.resolve().relative_to(Path(runs_dir).resolve())
     record = portable_record(read_record(record_path), data_root)
     out = []
@@ -169,10 +169,12 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
         tmp.replace(folder / codes.name)
         out.append(write_json_atomic(folder / RECORD_NAME, record))
         # the same cell (backbone, mode, bits, seed) under an earlier config, e.g. before its method was tuned
-        # again: that record matches no cell any more, and git keeps it
+        # again, matches no cell of any table now (git keeps it). An ablation's rows share the folder name but
+        # for the hash, and are all current: only a hash that no cell has any more goes
         cell = folder.name.rsplit("-", 1)[0]
-        for older in folder.parent.iterdir():
-            if older != folder and older.is_dir() and older.name.rsplit("-", 1)[0] == cell:
+        for older in folder.parent.iterdir() if current is not None else []:
+            name, _, config_hash = older.name.rpartition("-")
+            if older != folder and older.is_dir() and name == cell and config_hash not in current:
                 shutil.rmtree(older)
     committed_records(reports_dir, refresh=True)
     return out
@@ -340,7 +342,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             traceback.print_exc(file=sys.stderr)
             continue
         record_path = item.cell.record
-        commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir)
+        commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir,
+                    current={w.cell.config_hash for w in work if w.cell.config_hash})
         try:
             _render(item.tables, plan, runs_dir, reports_dir, data_root)
         except Exception as error:  # noqa: BLE001 - the record is committed; the next cell renders the table again

@@ -96,14 +96,26 @@ def grid_points(sweep: dict) -> list[dict]:
             for values in itertools.product(*(sweep["parameters"][n]["values"] for n in names))]
 
 
-def step_beyond(values: list[float], best: float) -> float | None:
+def step_beyond(values: list, best) -> float | int | None:
     """The next value of a geometric grid past the edge that ``best`` sits on, rounded to one significant
-    digit (0.001 past [0.001, 0.003, 0.01] is 0.0003); None when ``best`` is inside the grid."""
-    ordered = sorted(values)
+    digit (0.001 past [0.001, 0.003, 0.01] is 0.0003; an axis of integers stays integer); None when ``best``
+    is inside the grid, or the axis is not one of positive numbers (a choice between names has no edge)."""
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
+    ordered = sorted(values) if numbers else []
     if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
         return None
     value = ordered[0] ** 2 / ordered[1] if best == ordered[0] else ordered[-1] ** 2 / ordered[-2]
-    return float(f"{value:.1g}")
+    value = float(f"{value:.1g}")
+    if all(isinstance(v, int) for v in values):
+        value = max(1, round(value))
+    return None if value in values else value
+
+
+def score_at(trial: dict, epochs: int) -> float | None:
+    """A trial's validation mAP after ``epochs`` epochs (the last validation up to then): a trial kept from an
+    earlier tuning may have trained longer, and a round compares its points at the same epochs."""
+    seen = [value for epoch, value in trial["val_map_by_epoch"] if epoch < epochs]
+    return seen[-1] if seen else None
 
 
 def extend_at_edges(grid: dict[str, list], best: dict) -> dict[str, float]:
@@ -183,15 +195,22 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     points = dict(enumerate(grid_points(sweep)))
     alive_ids = list(points)
 
+    scores: dict[int, float] = {}  # at the current round's epochs
+
     def score(i):
-        return results[i]["val_map"] or 0
+        return scores[i]
 
     def run_round(ids, round_index, epochs, what=""):
         for number, i in enumerate(ids):
             log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs){what}, trial {number + 1}/"
                 f"{len(ids)}: {_point_text(points[i])}")
             results[i] = run_trial(_override(base, points[i]), epochs)
-            log(f"  validation mAP {results[i]['val_map']:.4f}")
+            value = score_at(results[i], epochs)
+            if value is None:
+                raise TuningError(f"tune {method}: trial {_point_text(points[i])} has no validation mAP after {epochs} "
+                                  "epochs: the tuned cell needs a validation split (data.val_fraction > 0)")
+            scores[i] = value
+            log(f"  validation mAP {value:.4f}")
 
     extended = []
     for round_index, epochs in enumerate(rounds):
@@ -210,12 +229,12 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
         if round_index < len(keep):
             ranked = sorted(alive_ids, key=lambda i: -score(i))
             alive_ids = ranked[: keep[round_index]]
-    ranked = sorted(alive_ids, key=lambda i: -(results[i]["val_map"] or 0))
+    ranked = sorted(alive_ids, key=lambda i: -score(i))
     best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     choice = {"method": method, "sweep": str(sweep_path(method)), "chosen": points[best],
-              "val_map": results[best]["val_map"], "epochs": results[best]["epochs"],
+              "val_map": scores[best], "epochs": rounds[-1],
               "runner_up": points[runner_up] if runner_up is not None else None,
-              "runner_up_val_map": results[runner_up]["val_map"] if runner_up is not None else None,
+              "runner_up_val_map": scores[runner_up] if runner_up is not None else None,
               "grid": {name: sorted(values) for name, values in grid.items()}, "extended_at_edges": extended,
               "selected_on": "validation mAP (validation items vs the training set); the query set is never used"}
     _write_report(method, points, results, choice, runs_dir, reports_dir)
