@@ -223,18 +223,21 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
     import csv
 
     from hashlab.runs.fit import finished_record
-    cells = {}
+    cells, trained = {}, {}
     for item in work:
         if item.cell.done and not item.cell.missing and item.key not in cells:
-            record = item.cell.record if finished_record(item.cell.record) else item.cell.committed
-            cells[item.key] = float(read_record(record).get("timings", {}).get("wall_s") or 0.0)
+            record = read_record(item.cell.record if finished_record(item.cell.record) else item.cell.committed)
+            cells[item.key] = float(record.get("timings", {}).get("wall_s") or 0.0)
+            if record.get("mode") != "frozen":  # a deep cell, trained for epochs (not fitted in closed form)
+                trained[item.key] = cells[item.key]
     tunings = {}
     for method in tune:
         trials = Path(reports_dir) / f"tune-{method}" / "trials.csv"
         if trials.exists():
             with open(trials) as handle:
                 tunings[method] = sum(float(row.get("seconds") or 0.0) for row in csv.DictReader(handle))
-    return {"cells": cells, "tunings": tunings, "total": sum(cells.values()) + sum(tunings.values())}
+    return {"cells": cells, "trained": trained, "tunings": tunings,
+            "total": sum(cells.values()) + sum(tunings.values())}
 
 
 def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None) -> str:
@@ -262,16 +265,26 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     to_tune = [m for m in plan.get("tune") or [] if not tuned(m)]
     # a tuning costs about two of the method's cells (its trials' epochs add up to about that)
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
-    tuning = sum(2 * per_method.get(m, 9.0) for m in to_tune)
+    # a tuning made before grids grew past their edges runs again on its kept trials: only the new points
+    # (3-4 trials of 2 epochs, and their next rounds) train, about half a cell
+    again = [m for m in to_tune if (Path(REPORTS_DIR) / f"tune-{m}" / "choice.json").exists()]
+    tuning = sum((0.5 if m in again else 2) * per_method.get(m, 9.0) for m in to_tune)
     if plan.get("tune"):
+        fresh = [m for m in to_tune if m not in again]
         lines.append(f"\ntuned: {', '.join(m for m in plan['tune'] if m not in to_tune) or 'none yet'}; to tune "
-                     f"before their cells: {', '.join(to_tune) or 'none'} (about {_hours(tuning)})")
+                     f"before their cells: {', '.join(fresh) or 'none'}"
+                     + (f"; to tune again, past their grid's edge: {', '.join(again)}" if again else "")
+                     + f" (about {_hours(tuning)})")
     lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)} with the tunings, from measured "
                  "cell times (the spec's estimate where a method has none yet)")
     spent = machine_time(work, plan.get("tune") or [])
     lines.append(f"machine time so far: {_hours(spent['total'] / 60)} ({len(spent['cells'])} cells "
                  f"{_hours(sum(spent['cells'].values()) / 60)}, tunings {_hours(sum(spent['tunings'].values()) / 60)}), "
                  "from the records' wall times (pauses left out since 2026-11-30)")
+    if spent["trained"]:
+        import statistics
+        lines.append(f"a trained (deep) cell: {statistics.median(spent['trained'].values()) / 60:.1f} min at the median "
+                     f"over {len(spent['trained'])} records")
     if pending:
         item = pending[0]
         lines.append(f"next: {item.cell.label} ({item.stage}{'; deferred: ' + item.deferred if item.deferred else ''})")
