@@ -83,12 +83,13 @@ def test_grid_points_cover_the_grid():
 def test_a_grid_grows_past_the_edge_its_best_point_sits_on():
     assert step_beyond([0.001, 0.003, 0.01], 0.001) == 0.0003
     assert step_beyond([0.0001, 0.0003, 0.001], 0.001) == 0.003
+    assert step_beyond([0.0003, 0.001, 0.003, 0.01], 0.0003) == 0.0001  # on the 1-3-10 ladder, not 9e-05
     assert step_beyond([0.001, 0.003, 0.01], 0.003) is None  # inside: nothing to add
     grid = {"lr": [0.001, 0.003, 0.01], "backbone_lr": [0.0001, 0.0003, 0.001]}
     assert extend_at_edges(grid, {"lr": 0.001, "backbone_lr": 0.0003}) == {"lr": 0.0003}
     assert grid == {"lr": [0.001, 0.003, 0.01, 0.0003], "backbone_lr": [0.0001, 0.0003, 0.001]}
     assert extend_at_edges(grid, {"lr": 0.003, "backbone_lr": 0.0003}) == {}
-    assert step_beyond([256, 512, 1024], 1024) == 2000  # an integer axis stays integer
+    assert step_beyond([256, 512, 1024], 1024) == 2048  # an integer axis keeps its own ratio
     assert step_beyond(["pull", "push"], "push") is None and step_beyond([True, False], True) is None
 
 

@@ -97,18 +97,25 @@ def grid_points(sweep: dict) -> list[dict]:
 
 
 def step_beyond(values: list, best) -> float | int | None:
-    """The next value of a geometric grid past the edge that ``best`` sits on, rounded to one significant
-    digit (0.001 past [0.001, 0.003, 0.01] is 0.0003; an axis of integers stays integer); None when ``best``
-    is inside the grid, or the axis is not one of positive numbers (a choice between names has no edge)."""
+    """The next value of a geometric grid past the edge that ``best`` sits on, on the 1-3-10 ladder that
+    learning-rate grids use (0.0003 past [0.001, 0.003, 0.01], then 0.0001; an axis of integers takes the
+    grid's own ratio: 2048 past [256, 512, 1024]); None when ``best`` is inside the grid, or the axis is not one of positive numbers (a choice
+    between names has no edge)."""
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
     ordered = sorted(values) if numbers else []
     if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
         return None
     value = ordered[0] ** 2 / ordered[1] if best == ordered[0] else ordered[-1] ** 2 / ordered[-2]
-    value = float(f"{value:.1g}")
-    if all(isinstance(v, int) for v in values):
-        value = max(1, round(value))
+    value = max(1, round(value)) if all(isinstance(v, int) for v in values) else _on_ladder(value)
     return None if value in values else value
+
+
+def _on_ladder(value: float) -> float:
+    """The nearest of 1 x 10^k and 3 x 10^k, in log scale (9e-05 -> 0.0001, 0.0033 -> 0.003)."""
+    import math
+    exponent = math.floor(math.log10(value))
+    rungs = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 3)]
+    return float(f"{min(rungs, key=lambda r: abs(math.log(r / value))):.1g}")
 
 
 def score_at(trial: dict, epochs: int) -> float | None:
