@@ -135,16 +135,10 @@ def layout_steps(steps: int = 20, batch: int = 50) -> list[dict]:
     return rows
 
 
-def onednn_weight_grad(grad, x, weight, stride: int, padding: int):
-    """PyTorch's own weight gradient of a depthwise convolution (oneDNN's kernel on CPU)."""
-    return torch.ops.aten.convolution_backward(grad, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False,
-                                               [0, 0], weight.shape[0], [False, True, False])[1]
-
-
 def depthwise_weight_grads(repeats: int = 30, batch: int = 50) -> list[dict]:
     """The weight gradient of each depthwise convolution shape that partial mode trains (efficientnet_lite0's
     blocks[4:] at 128 px): oneDNN's kernel against the compiled per-tap sum, same tensors, same process."""
-    from hashlab.backbones.depthwise import compiled_weight_grad
+    from hashlab.backbones.depthwise import compiled_weight_grad, onednn_backward
     compiled = compiled_weight_grad()
     rows = []
     for channels, side, kernel, stride, padding in [(480, 8, 5, 1, 2), (672, 8, 5, 1, 2), (672, 11, 5, 2, 0),
@@ -155,7 +149,7 @@ def depthwise_weight_grads(repeats: int = 30, batch: int = 50) -> list[dict]:
         grad = torch.randn(batch, channels, out, out, generator=generator).contiguous(memory_format=torch.channels_last)
         weight = torch.randn(channels, 1, kernel, kernel, generator=generator)
 
-        onednn = partial(onednn_weight_grad, grad, x, weight, stride, padding)
+        onednn = partial(onednn_backward, grad, x, weight, [stride] * 2, [padding] * 2, weight_grad=True)
         taps = partial(compiled, x, grad, (kernel, kernel), (stride, stride), (padding, padding))
         error = float((taps() - onednn()).abs().max() / onednn().abs().max())
         times = {}

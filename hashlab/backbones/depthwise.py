@@ -72,6 +72,13 @@ def _weight_grad(x, grad, kernel, stride, padding):
     return None
 
 
+def onednn_backward(grad, x, weight, stride, padding, weight_grad: bool) -> torch.Tensor:
+    """PyTorch's own gradient of a depthwise convolution (oneDNN's kernel on CPU): the input's, or the weight's."""
+    mask = [False, True, False] if weight_grad else [True, False, False]
+    return torch.ops.aten.convolution_backward(grad, x, weight, None, list(stride), list(padding), [1, 1], False,
+                                               [0, 0], weight.shape[0], mask)[1 if weight_grad else 0]
+
+
 class _DepthwiseConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stride, padding):
@@ -82,16 +89,13 @@ class _DepthwiseConv2d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
-        stride, padding, groups = list(ctx.stride), list(ctx.padding), weight.shape[0]
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, [1, 1], False,
-                                                         [0, 0], groups, [True, False, False])[0]
+            grad_x = onednn_backward(grad, x, weight, ctx.stride, ctx.padding, weight_grad=False)
         if ctx.needs_input_grad[1]:
-            grad_w = _weight_grad(x, grad, tuple(weight.shape[-2:]), tuple(stride), tuple(padding))
+            grad_w = _weight_grad(x, grad, tuple(weight.shape[-2:]), tuple(ctx.stride), tuple(ctx.padding))
             if grad_w is None:
-                grad_w = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, [1, 1], False,
-                                                             [0, 0], groups, [False, True, False])[1]
+                grad_w = onednn_backward(grad, x, weight, ctx.stride, ctx.padding, weight_grad=True)
         return grad_x, grad_w, None, None
 
 

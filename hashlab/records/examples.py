@@ -128,10 +128,10 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -
     for number, name in enumerate(names):
         ax.text(-12, number * (height + 4) + height / 2, name, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left", va="top", y=1 - 8 / (mosaic.shape[0] + 80))
+    from hashlab.records.render import figure_metadata
     out = []
     for suffix in ("png", "pdf"):
         path = out_dir / f"retrieval_examples.{suffix}"
-        from hashlab.records.render import figure_metadata
         fig.savefig(path, dpi=dpi, metadata=figure_metadata(path))
         out.append(path)
     plt.close(fig)

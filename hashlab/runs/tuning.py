@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -36,8 +37,8 @@ TRIAL_NAME = "trial.json"
 # the grid every deep method's cpu profile is tuned on: the two learning rates of the late-stage recipe
 DEFAULT_GRID = {"model.init_args.lr": [0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
 DEFAULT_ROUNDS, DEFAULT_KEEP = [2, 4, 6], [3, 2]
-# a grid whose best first-round point sits on its edge grows one step past that edge (the same ratio as the
-# grid's last step), up to this many times: an optimum on the boundary of a grid has not been found yet
+# a grid whose best first-round point sits on its edge grows one step past that edge (step_beyond), up to this
+# many times: an optimum on the boundary of a grid has not been found yet
 EDGE_STEPS = 2
 
 
@@ -99,8 +100,8 @@ def grid_points(sweep: dict) -> list[dict]:
 def step_beyond(values: list, best) -> float | int | None:
     """The next value of a geometric grid past the edge that ``best`` sits on, on the 1-3-10 ladder that
     learning-rate grids use (0.0003 past [0.001, 0.003, 0.01], then 0.0001; an axis of integers takes the
-    grid's own ratio: 2048 past [256, 512, 1024]); None when ``best`` is inside the grid, or the axis is not one of positive numbers (a choice
-    between names has no edge)."""
+    grid's own ratio: 2048 past [256, 512, 1024]). None when ``best`` is inside the grid, or when the axis is
+    not one of positive numbers (a choice between names has no edge)."""
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
     ordered = sorted(values) if numbers else []
     if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
@@ -112,7 +113,6 @@ def step_beyond(values: list, best) -> float | int | None:
 
 def _on_ladder(value: float) -> float:
     """The nearest of 1 x 10^k and 3 x 10^k, in log scale (9e-05 -> 0.0001, 0.0033 -> 0.003)."""
-    import math
     exponent = math.floor(math.log10(value))
     rungs = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 3)]
     return float(f"{min(rungs, key=lambda r: abs(math.log(r / value))):.1g}")
@@ -131,7 +131,7 @@ def extend_at_edges(grid: dict[str, list], best: dict) -> dict[str, float]:
     added = {}
     for name, values in grid.items():
         value = step_beyond(values, best[name])
-        if value is not None and value not in values:
+        if value is not None:
             values.append(value)
             added[name] = value
     return added
@@ -202,10 +202,7 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     points = dict(enumerate(grid_points(sweep)))
     alive_ids = list(points)
 
-    scores: dict[int, float] = {}  # at the current round's epochs
-
-    def score(i):
-        return scores[i]
+    scores: dict[int, float] = {}  # validation mAP at the epochs of the round each point last ran in
 
     def run_round(ids, round_index, epochs, what=""):
         for number, i in enumerate(ids):
@@ -223,7 +220,7 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     for round_index, epochs in enumerate(rounds):
         run_round(alive_ids, round_index, epochs)
         for _ in range(sweep["hashlab"].get("edge_steps", 0) if round_index == 0 else 0):
-            added = extend_at_edges(grid, points[max(alive_ids, key=score)])
+            added = extend_at_edges(grid, points[max(alive_ids, key=scores.__getitem__)])
             if not added:
                 break
             extended.append(added)
@@ -234,9 +231,9 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
             run_round(new_ids, round_index, epochs, f", the grid grown past its edge ({_point_text(added)})")
             alive_ids += new_ids
         if round_index < len(keep):
-            ranked = sorted(alive_ids, key=lambda i: -score(i))
+            ranked = sorted(alive_ids, key=scores.__getitem__, reverse=True)
             alive_ids = ranked[: keep[round_index]]
-    ranked = sorted(alive_ids, key=lambda i: -score(i))
+    ranked = sorted(alive_ids, key=scores.__getitem__, reverse=True)
     best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     choice = {"method": method, "sweep": str(sweep_path(method)), "chosen": points[best],
               "val_map": scores[best], "epochs": rounds[-1],
