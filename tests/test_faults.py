@@ -84,21 +84,6 @@ def test_two_reproductions_on_one_runs_folder_run_each_cell_once(tmp_path):
         assert "n/a" not in next((tmp_path / f"reports{i}").rglob("table.md")).read_text()
 
 
-@pytest.mark.slow
-def test_two_sweep_workers_on_one_runs_folder_run_each_cell_once(tmp_path):
-    runs = tmp_path / "runs"
-    sweep = tmp_path / "quick-sweep.yaml"
-    from hashlab.runs.sweeps import export_sweep, sweep_text
-    table = quick_table(tmp_path)
-    sweep.write_text(sweep_text(export_sweep(str(table))))
-    workers = [subprocess.Popen([sys.executable, "-m", "hashlab.cli", "sweep", "local", str(sweep), "--runs-dir",
-                                 str(runs), "--worker", name], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), outputs
-    assert sorted(attempts(runs).values()) == [1, 1, 1], attempts(runs)
-
-
 def test_a_cell_lock_left_by_a_killed_process_is_free_at_once(tmp_path):
     """The lock is the kernel's (flock): a holder killed with -9 leaves nothing to clear."""
     from hashlab.runs.fit import CellBusy, cell_lock

@@ -88,12 +88,18 @@ def test_hashlab_cell_runs_the_cell_reproduce_would_run(tmp_path, capsys, monkey
         run_cell(str(table), "dpsh_googlenet", "digits", 12, 0, runs_dir=str(tmp_path))
 
 
-def test_a_local_sweep_runs_every_cell_once_offline_and_resumes(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_two_local_sweep_workers_run_every_cell_once_offline_and_a_rerun_trains_nothing(tmp_path, monkeypatch):
+    """Two `hashlab sweep local --worker` processes on one runs folder (what a SLURM array's tasks do): each
+    cell is fitted once, by one of them, with W&B offline; a later local sweep resumes with nothing to train."""
+    import subprocess
+    import sys
+
     from hashlab.runs.sweeps import run_local_sweep
     from hashlab.runs.tables import render_table
     monkeypatch.chdir(ROOT)
     spec = yaml.safe_load((ROOT / "experiments/tables/demo.yaml").read_text())
-    spec["bits"], spec["methods"][0]["args"] = [8, 16], ["--trainer.max_epochs=2"]
+    spec["bits"], spec["curves_at_bits"], spec["methods"][0]["args"] = [8, 16], 16, ["--trainer.max_epochs=2"]
     table = tmp_path / "demo.yaml"
     table.write_text(yaml.safe_dump(spec))
     sweep = export_sweep(str(table))
@@ -102,14 +108,21 @@ def test_a_local_sweep_runs_every_cell_once_offline_and_resumes(tmp_path, monkey
     sweep_file.write_text(sweep_text(sweep))
     runs = tmp_path / "runs"
 
-    results = run_local_sweep(sweep_file, runs_dir=str(runs))
-    assert [r["returncode"] for r in results] == [0, 0], [r["stderr_tail"] for r in results]
+    workers = [subprocess.Popen([sys.executable, "-m", "hashlab.cli", "sweep", "local", str(sweep_file), "--runs-dir",
+                                 str(runs), "--worker", name], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    attempts = sorted(len(p.read_text().splitlines()) for p in runs.rglob("attempts.log"))
+    assert attempts == [1, 1], attempts  # each cell fitted once, by one of the two
     records = sorted(r for r in runs.rglob("record.json") if "wandb" not in r.relative_to(runs).parts)
-    assert len(records) == 2 and {Path(r["record"]) for r in results} == set(records)
+    assert len(records) == 2
     assert list((runs / "wandb").glob("offline-run-*"))  # W&B ran, offline
     stamps = [r.stat().st_mtime_ns for r in records]
 
-    again = run_local_sweep(sweep_file, runs_dir=str(runs))  # resumes: nothing left to train
-    assert len(again) == 2 and [r.stat().st_mtime_ns for r in records] == stamps
+    again = run_local_sweep(sweep_file, max_runs=1, runs_dir=str(runs))  # resumes: a finished cell is not refitted
+    assert [r["returncode"] for r in again] == [0], [r["stderr_tail"] for r in again]
+    assert Path(again[0]["record"]) in records
+    assert [r.stat().st_mtime_ns for r in records] == stamps
     frame = render_table(str(table), runs_dir=runs, reports_dir=tmp_path / "reports")["frame"]
     assert frame["map"].notna().all()

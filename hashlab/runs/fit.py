@@ -144,12 +144,16 @@ class _ParseOnlyCLI(HashlabCLI):
 
 def resolve_run_dir(args: list[str]) -> Path:
     """The run directory a `hashlab fit` command line would use, without building model or data."""
+    return _parse_only(args).run_dir
+
+
+def _parse_only(args: list[str]) -> HashlabCLI:
     import logging
     seed_log = logging.getLogger("lightning.fabric.utilities.seed")
     level = seed_log.level
     seed_log.setLevel(logging.WARNING)  # resolving a table's cells would print "Seed set to 0" once per cell
     try:
-        return build_cli(args, cli_class=_ParseOnlyCLI).run_dir
+        return build_cli(args, cli_class=_ParseOnlyCLI)
     finally:
         seed_log.setLevel(level)
 
@@ -184,11 +188,12 @@ def finished_record(path: Path) -> bool:
 def run_fit(args: list[str]) -> Path:
     """Fit, evaluate on query vs database, write the run record; return its path. A cell with a finished
     record is not rerun; a cell another process is running raises :class:`CellBusy`."""
-    cli = build_cli(args)
-    record_path = cli.run_dir / RECORD_NAME
-    if finished_record(record_path) and not cli.config.force:
+    parsed = _parse_only(args)  # a finished cell is known from its command line: build no model or data for it
+    record_path = parsed.run_dir / RECORD_NAME
+    if finished_record(record_path) and not parsed.config.force:
         print(f"finished record exists, not rerunning (pass --force true to rerun): {record_path}", file=sys.stderr)
         return record_path
+    cli = build_cli(args)
     with cell_lock(cli.run_dir):
         if finished_record(record_path) and not cli.config.force:  # finished while we waited to look
             return record_path
