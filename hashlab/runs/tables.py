@@ -63,6 +63,7 @@ class Cell:
     missing: str = ""          # why the cell cannot run here (no data), empty when it can
     estimate_min: float = DEFAULT_ESTIMATE_MIN
     _record: Path | None = field(default=None, repr=False)
+    _unresolved: Exception | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -70,9 +71,15 @@ class Cell:
 
     @property
     def record(self) -> Path:
+        if self._unresolved is not None:  # a cell whose config cannot resolve here (no data) is parsed once
+            raise self._unresolved
         if self._record is None:
             from hashlab.runs.fit import resolve_run_dir
-            self._record = resolve_run_dir(self.args) / RECORD_NAME
+            try:
+                self._record = resolve_run_dir(self.args) / RECORD_NAME
+            except Exception as error:  # noqa: BLE001 - kept for the next call; see _record_exists
+                self._unresolved = error
+                raise
         return self._record
 
     @property
