@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 THUMB, BORDER, GAP = 32, 3, 8  # 32 px: CIFAR-10's own size
+GROUP_GAP = 14  # between one query's block of rows and the next
 RIGHT, WRONG, QUERY = (40, 160, 60), (200, 40, 40), (60, 60, 60)
 
 
@@ -87,8 +88,8 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
     source = _source(first, data_root)
     if source is None:
         return []
-    rows, names = [], []
     chosen = None
+    hits_by_method = {}  # method -> per query: (query index, [(database index, right)])
     for method in methods:
         record_path = Path(part[part["method"] == method]["record"].iloc[0])
         codes = read_codes(record_path.parent / read_record(record_path).get("codes_file", "codes.npz"))
@@ -99,26 +100,36 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
         position = {int(i): p for p, i in enumerate(q_index)}
         # one fixed random order among tied items for every method (by dataset index, so that it is the same)
         tie_order = np.random.default_rng(0).permutation(int(d_index.max()) + 1)[d_index]
-        for number, query in enumerate(chosen):
+        hits_by_method[method] = []
+        for query in chosen:
             p = position[query]
             hits = top_k(q_codes[p], d_codes, top, tie_order)
+            hits_by_method[method].append(
+                [(int(d_index[hit]), bool((q_labels[p] & d_labels[hit]).any())) for hit in hits])
+    # grouped by query: every method's answer to one query sits together, to compare them at a glance
+    rows, names = [], []
+    for number, query in enumerate(chosen):
+        for method in methods:
             tiles = [_thumb(source, query, QUERY), np.full((THUMB + 2 * BORDER, GAP, 3), 255, np.uint8)]
-            for hit in hits:
-                right = bool((q_labels[p] & d_labels[hit]).any())
-                tiles.append(_thumb(source, int(d_index[hit]), RIGHT if right else WRONG))
+            tiles += [_thumb(source, index, RIGHT if right else WRONG) for index, right in hits_by_method[method][number]]
             rows.append(np.concatenate(tiles, axis=1))
-            names.append(f"{method}: query {number + 1}")
+            right = sum(r for _, r in hits_by_method[method][number])
+            names.append(f"query {number + 1}: {method}, {right}/{top}")
     return _draw(rows, names, out_dir, f"{spec['name']}: top {top} of {len(chosen)} fixed {dataset} queries at "
                  f"{bits} bits, ties in a fixed random order\nfirst tile: the query; green: shares a label with it, "
-                 "red: does not")
+                 "red: does not", group=len(methods))
 
 
-def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -> list[Path]:
+def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str, group: int = 0) -> list[Path]:
+    """One labelled row per entry; with ``group``, a wider gap after every ``group`` rows (one query's block)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     height = rows[0].shape[0]
-    mosaic = np.concatenate([np.pad(r, ((0, 4), (0, 0), (0, 0)), constant_values=255) for r in rows], axis=0)
+    gaps = [4 + (GROUP_GAP if group and (i + 1) % group == 0 and i + 1 < len(rows) else 0) for i in range(len(rows))]
+    mosaic = np.concatenate([np.pad(r, ((0, g), (0, 0), (0, 0)), constant_values=255)
+                             for r, g in zip(rows, gaps, strict=True)], axis=0)
+    tops = np.concatenate([[0], np.cumsum([height + g for g in gaps])[:-1]])
     dpi = 100
     fig = plt.figure(figsize=((mosaic.shape[1] + 260) / dpi, (mosaic.shape[0] + 80) / dpi), dpi=dpi)
     ax = fig.add_axes([260 / (mosaic.shape[1] + 260), 0, mosaic.shape[1] / (mosaic.shape[1] + 260),
@@ -126,7 +137,7 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str) -
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     for number, name in enumerate(names):
-        ax.text(-12, number * (height + 4) + height / 2, name, ha="right", va="center", fontsize=9)
+        ax.text(-12, tops[number] + height / 2, name, ha="right", va="center", fontsize=9)
     fig.suptitle(title, fontsize=10, x=0.02, ha="left", va="top", y=1 - 8 / (mosaic.shape[0] + 80))
     from hashlab.records.render import figure_metadata
     out = []
