@@ -176,7 +176,8 @@ def dispatch(argv: list[str]) -> None:
             for point in tuning.grid_points(sweep):
                 print(tuning._point_text(point))
             print(f"{len(tuning.grid_points(sweep))} trials; epochs by round {where['rounds']}, keeping {where['keep']}; "
-                  f"a grid whose best first-round point is on its edge grows past it, up to {where['edge_steps']} times")
+                  f"a grid whose best first-round point is on its edge grows past it, up to {where['edge_steps']} times; "
+                  "a best point still on an edge after the halving steps past it while the step wins")
             return
         choice = tuning.tune(args.method, args.runs_dir, args.data_root, args.reports_dir,
                              write_config=not args.no_config)

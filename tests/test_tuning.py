@@ -9,6 +9,7 @@ import pytest
 from hashlab.runs.tuning import (
     extend_at_edges,
     grid_points,
+    on_edge,
     run_trial,
     score_at,
     step_beyond,
@@ -38,10 +39,16 @@ def test_tuning_selects_on_validation_and_never_runs_the_queries(tmp_path):
     leader = max(first, key=lambda t: t["val_map_by_epoch"][0][1])["params"]["model.init_args.lr"]
     beyond = step_beyond([0.001, 0.01], leader)  # a two-point grid: its best is always on an edge
     assert choice["extended_at_edges"] == [{"model.init_args.lr": beyond}]
-    assert len(first) == 2 and len(trials) == 3 and choice["grid"]["model.init_args.lr"] == sorted([0.001, 0.01, beyond])
-    survivors = [t for t in trials if t["epochs"] == 2]
+    grid = sorted([0.001, 0.01, beyond])
+    assert len(first) == 2 and choice["grid"]["model.init_args.lr"] == grid
+    survivors = [t for t in trials if t["epochs"] == 2 and t["params"]["model.init_args.lr"] in grid]
     assert len(survivors) == 2  # the round kept two
-    best = max(survivors, key=lambda t: t["val_map"])
+    halving_best = max(survivors, key=lambda t: t["val_map"])["params"]
+    # the halving's best on an edge of the grown grid: one step past it, at the last round's epochs
+    past = [t for t in trials if t["params"]["model.init_args.lr"] not in grid]
+    assert len(past) == (1 if on_edge(halving_best, choice["grid"]) else 0) == len(choice["past_edges"])
+    assert len(trials) == 3 + len(past)
+    best = max(survivors + past, key=lambda t: t["val_map"])
     assert choice["chosen"] == best["params"] and choice["val_map"] == best["val_map"]
     assert "never used" in choice["selected_on"]
     # no trial ran the test phase: there is no record, no codes, no query metric anywhere
@@ -91,6 +98,40 @@ def test_a_grid_grows_past_the_edge_its_best_point_sits_on():
     assert extend_at_edges(grid, {"lr": 0.003, "backbone_lr": 0.0003}) == {}
     assert step_beyond([256, 512, 1024], 1024) == 2048  # an integer axis keeps its own ratio
     assert step_beyond(["pull", "push"], "push") is None and step_beyond([True, False], True) is None
+
+
+def test_a_best_point_still_on_an_edge_after_the_halving_steps_past_it(tmp_path):
+    """Small head rates on digits: the grid grows once (edge_steps 1) and its largest rate still wins the
+    halving, so that point one step further trains for the last round's epochs and counts if it wins."""
+    sweep = small_sweep()
+    sweep["parameters"]["model.init_args.lr"]["values"] = [0.0001, 0.0003]
+    choice = tune("dpsh_googlenet", tmp_path / "runs", reports_dir=tmp_path / "reports", write_config=False,
+                  sweep=sweep, log=lambda *_: None)
+    trials = {t["params"]["model.init_args.lr"]: t for t in
+              (json.loads(p.read_text()) for p in (tmp_path / "reports" / "tune-dpsh_googlenet" / "trials").glob("*.json"))}
+    grid = choice["grid"]["model.init_args.lr"]
+    assert grid == [0.0001, 0.0003, 0.001]
+    halving = max((trials[lr] for lr in grid if trials[lr]["epochs"] == 2), key=lambda t: t["val_map"])
+    assert halving["params"]["model.init_args.lr"] == 0.001, "the premise: the halving ends on the grown edge"
+    [past] = choice["past_edges"]
+    assert past["point"] == {"model.init_args.lr": 0.003} and trials[0.003]["epochs"] == 2
+    assert past["won"] == (trials[0.003]["val_map"] > halving["val_map"])
+    winner = trials[0.003] if past["won"] else halving
+    assert choice["chosen"] == winner["params"] and choice["val_map"] == winner["val_map"]
+    assert choice["on_edge"] == (["model.init_args.lr"] if past["won"] else [])  # edge_steps 1: no second step
+    assert tuned("dpsh_googlenet", tmp_path / "reports") == choice
+
+
+def test_a_choice_left_on_an_edge_is_tuned_again_unless_it_was_stepped_past(tmp_path):
+    folder = tmp_path / "tune-dsh"
+    folder.mkdir()
+    grid = {"model.init_args.lr": [0.0003, 0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
+    inside = {"chosen": {"model.init_args.lr": 0.001, "model.init_args.backbone_lr": 0.0003}, "grid": grid}
+    edge = {"chosen": {"model.init_args.lr": 0.0003, "model.init_args.backbone_lr": 0.0003}, "grid": grid}
+    assert on_edge(inside["chosen"], grid) == [] and on_edge(edge["chosen"], grid) == ["model.init_args.lr"]
+    for choice, expected in ((inside, True), (edge, False), ({**edge, "past_edges": []}, True), ({"chosen": {}}, False)):
+        (folder / "choice.json").write_text(json.dumps(choice))
+        assert (tuned("dsh", tmp_path) is not None) == expected, choice
 
 
 def test_a_round_compares_its_points_at_its_own_epochs():

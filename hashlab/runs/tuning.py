@@ -9,8 +9,10 @@ for the first ``rounds[0]`` epochs of the cell's own schedule, the best ``keep[0
 epochs (resumed from their checkpoints: a trial's epochs depend on (seed, epoch) alone, so a resumed trial
 is the run it would have been), and so on. When the best point of the first round sits on an edge of the grid,
 the grid grows one step past that edge (new points trained for the first round's epochs) before the
-halving goes on, up to ``EDGE_STEPS`` times. A trial is scored by validation mAP (validation items against
-the training set), never by the queries: the trials never run the test phase at all.
+halving goes on, up to ``EDGE_STEPS`` times. When the halving still ends on an edge, the best point one
+step further along that axis trains for the last round's epochs, and again while the step wins (up to
+``EDGE_STEPS`` times). A trial is scored by validation mAP (validation items against the training set),
+never by the queries: the trials never run the test phase at all.
 
 The best point's values go into experiments/methods/<method>-cpu.yaml, labelled "ours, swept" with the
 sweep file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv,
@@ -233,6 +235,24 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
         if round_index < len(keep):
             ranked = sorted(alive_ids, key=scores.__getitem__, reverse=True)
             alive_ids = ranked[: keep[round_index]]
+    # the halving can still end on an edge (the first round's best was inside, a later round's is not): step
+    # past it along that axis, from the best point, at the last round's epochs, for as long as the step wins
+    tried = {name: list(values) for name, values in grid.items()}
+    past_edges = []
+    for name in grid:
+        for _ in range(sweep["hashlab"].get("edge_steps", 0)):
+            best = max(alive_ids, key=scores.__getitem__)
+            value = step_beyond(tried[name], points[best][name])
+            if value is None:
+                break
+            tried[name].append(value)
+            new_id = len(points)
+            points[new_id] = {**points[best], name: value}
+            run_round([new_id], len(rounds) - 1, rounds[-1], f", a step past the best point's edge ({_point_text({name: value})})")
+            alive_ids.append(new_id)
+            past_edges.append({"point": points[new_id], "val_map": scores[new_id], "won": scores[new_id] > scores[best]})
+            if scores[new_id] <= scores[best]:
+                break
     ranked = sorted(alive_ids, key=scores.__getitem__, reverse=True)
     best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     choice = {"method": method, "sweep": str(sweep_path(method)), "chosen": points[best],
@@ -240,6 +260,7 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
               "runner_up": points[runner_up] if runner_up is not None else None,
               "runner_up_val_map": scores[runner_up] if runner_up is not None else None,
               "grid": {name: sorted(values) for name, values in grid.items()}, "extended_at_edges": extended,
+              "past_edges": past_edges, "on_edge": on_edge(points[best], tried),
               "selected_on": "validation mAP (validation items vs the training set); the query set is never used"}
     _write_report(method, points, results, choice, runs_dir, reports_dir)
     if write_config:
@@ -276,14 +297,22 @@ def _write_report(method, points, results, choice, runs_dir, reports_dir) -> Non
     write_json_atomic(folder / "choice.json", choice)
 
 
+def on_edge(point: dict, values: dict[str, list]) -> list[str]:
+    """The axes on which ``point`` sits at an edge of the values tried (where a step past it exists)."""
+    return [name for name, tried in values.items() if step_beyond(tried, point[name]) is not None]
+
+
 def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
     """The method's committed choice; None when there is none, or when it was made before grids grew past
-    their edges (such a tuning runs again: its trials are kept, only the new points train)."""
+    their edges, or before a choice left on an edge by the later rounds was stepped past (such a tuning runs
+    again: its trials are kept, only the new points train)."""
     path = Path(reports_dir) / f"tune-{method}" / "choice.json"
     if not path.exists():
         return None
     choice = json.loads(path.read_text())
-    return choice if "grid" in choice else None
+    if "grid" not in choice or ("past_edges" not in choice and on_edge(choice["chosen"], choice["grid"])):
+        return None
+    return choice
 
 
 def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
