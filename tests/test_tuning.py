@@ -69,14 +69,14 @@ def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_
 def test_the_choice_goes_into_the_config_with_where_it_came_from(tmp_path):
     config = tmp_path / "dsh-cpu.yaml"
     config.write_text((ROOT / "experiments" / "methods" / "dsh-cpu.yaml").read_text())
-    choice = {"sweep": "sweeps/tune-dsh.yaml", "chosen": {"model.init_args.lr": 0.01, "model.init_args.backbone_lr": 0.001},
+    choice = {"sweep": "sweeps/tune-dsh.yaml", "chosen": {"model.init_args.lr": 3e-05, "model.init_args.backbone_lr": 0.001},
               "val_map": 0.8123, "epochs": 6, "runner_up": {"model.init_args.lr": 0.003,
                                                              "model.init_args.backbone_lr": 0.001},
               "runner_up_val_map": 0.8011}
     write_choice("dsh", choice, config)
     import yaml
     loaded = yaml.safe_load(config.read_text())["model"]["init_args"]
-    assert loaded["lr"] == 0.01 and loaded["backbone_lr"] == 0.001
+    assert loaded["lr"] == 3e-05 and loaded["backbone_lr"] == 0.001  # a float, not the string YAML 1.1 makes of 3e-05
     line = next(text for text in config.read_text().splitlines() if text.strip().startswith("lr:"))
     assert "ours, swept (sweeps/tune-dsh.yaml): validation mAP 0.812" in line and "runner-up lr=0.003" in line
 

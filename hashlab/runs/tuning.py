@@ -315,6 +315,14 @@ def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
     return choice
 
 
+def _yaml_number(value):
+    """3e-05 as 3.0e-05: YAML 1.1 (PyYAML) reads a float's exponent form only with a dot, else a string."""
+    text = str(value)
+    if isinstance(value, float) and "e" in text and "." not in text.split("e")[0]:
+        return text.replace("e", ".0e", 1)
+    return value
+
+
 def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
     """Put the chosen values into the method's cpu config, each line labelled with where it came from."""
     path = config or Path(f"experiments/methods/{method}-cpu.yaml")
@@ -329,6 +337,7 @@ def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
         note = (f"# ours, swept ({choice['sweep']}): validation mAP {choice['val_map']:.3f} after "
                 f"{choice['epochs']} epochs; {runner}")
         # the comment column of the hand-written configs (34), the value padded up to it
+        value = _yaml_number(value)
         text = pattern.sub(lambda m, k=key, v=value, n=note:
                            f"{m.group(1)}{k}: {v:<{max(1, 33 - len(m.group(1)) - len(k) - 2)}} {n}", text, count=1)
     path.write_text(text)
