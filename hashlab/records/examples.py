@@ -89,7 +89,7 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
     if source is None:
         return []
     chosen = None
-    hits_by_method = {}  # method -> per query: (query index, [(database index, right)])
+    hits_by_method = {}  # method -> per chosen query, its top hits: [(database index, shares a label)]
     for method in methods:
         record_path = Path(part[part["method"] == method]["record"].iloc[0])
         codes = read_codes(record_path.parent / read_record(record_path).get("codes_file", "codes.npz"))

@@ -265,8 +265,9 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     to_tune = [m for m in plan.get("tune") or [] if not tuned(m)]
     # a tuning costs about two of the method's cells (its trials' epochs add up to about that)
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
-    # a tuning made before grids grew past their edges runs again on its kept trials: only the new points
-    # (3-4 trials of 2 epochs, and their next rounds) train, about half a cell
+    # a tuning made before its grid could grow, or whose choice sits on an edge, runs again on its kept trials:
+    # only the new points train. Grids that grew took 0.6-2.5 cells (2026-11-30); a step past a final edge
+    # (one or two 6-epoch trials) about half a cell, which is what remains
     again = [m for m in to_tune if (Path(REPORTS_DIR) / f"tune-{m}" / "choice.json").exists()]
     tuning = sum((0.5 if m in again else 2) * per_method.get(m, 9.0) for m in to_tune)
     if plan.get("tune"):

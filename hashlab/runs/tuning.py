@@ -40,7 +40,8 @@ TRIAL_NAME = "trial.json"
 DEFAULT_GRID = {"model.init_args.lr": [0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
 DEFAULT_ROUNDS, DEFAULT_KEEP = [2, 4, 6], [3, 2]
 # a grid whose best first-round point sits on its edge grows one step past that edge (step_beyond), up to this
-# many times: an optimum on the boundary of a grid has not been found yet
+# many times, and a final best point still on an edge steps past it up to this many times: an optimum on the
+# boundary of a grid has not been found yet
 EDGE_STEPS = 2
 
 
