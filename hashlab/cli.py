@@ -104,6 +104,8 @@ def dispatch(argv: list[str]) -> None:
                              "grid) and stop")
     tune_parser.add_argument("--dry-run", action="store_true", help="list the trials and the rounds")
     tune_parser.add_argument("--no-config", action="store_true", help="do not write the choice into the config")
+    tune_parser.add_argument("--render", action="store_true", help="write reports/tune-METHOD/table.md and "
+                             "trials.csv again from its committed choice.json and trials/, training nothing")
     tune_parser.add_argument("--runs-dir", default="runs")
     tune_parser.add_argument("--reports-dir", default="reports")
     tune_parser.add_argument("--data-root", default=None)
@@ -169,6 +171,9 @@ def dispatch(argv: list[str]) -> None:
             path = tuning.sweep_path(args.method)
             path.write_text(tuning.sweep_text(tuning.tuning_sweep(args.method)))
             print(path)
+            return
+        if args.render:
+            print(tuning.render_report(args.method, args.reports_dir))
             return
         if args.dry_run:
             sweep = tuning.load_sweep(args.method)

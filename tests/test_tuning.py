@@ -10,6 +10,7 @@ from hashlab.runs.tuning import (
     extend_at_edges,
     grid_points,
     on_edge,
+    render_report,
     run_trial,
     score_at,
     step_beyond,
@@ -139,3 +140,20 @@ def test_a_round_compares_its_points_at_its_own_epochs():
     kept = {"epochs": 6, "val_map_by_epoch": [[1, 0.69], [3, 0.82], [5, 0.86]], "val_map": 0.86}
     assert score_at(kept, 2) == 0.69 and score_at(kept, 4) == 0.82 and score_at(kept, 6) == 0.86
     assert score_at({"val_map_by_epoch": []}, 2) is None
+
+
+@pytest.mark.parametrize("method", sorted(p.name.removeprefix("tune-") for p in (ROOT / "reports").glob("tune-*")))
+def test_a_committed_tuning_report_renders_again_from_its_choice_and_trials_alone(tmp_path, method):
+    committed = ROOT / "reports" / f"tune-{method}"
+    folder = tmp_path / f"tune-{method}"
+    (folder / "trials").mkdir(parents=True)
+    (folder / "choice.json").write_bytes((committed / "choice.json").read_bytes())
+    for trial in (committed / "trials").glob("*.json"):
+        (folder / "trials" / trial.name).write_bytes(trial.read_bytes())
+    render_report(method, tmp_path)
+    for name in ("table.md", "trials.csv"):
+        assert (folder / name).read_text() == (committed / name).read_text(), name
+    table = (folder / "table.md").read_text()
+    choice = json.loads((committed / "choice.json").read_text())
+    assert table.count("| yes ") == 1 and "nan" not in table
+    assert all(f"{step['val_map']:.4f}" in table for step in choice.get("past_edges", []))

@@ -274,28 +274,64 @@ def _point_text(point: dict) -> str:
 
 
 def _write_report(method, points, results, choice, runs_dir, reports_dir) -> None:
-    import pandas as pd
     folder = Path(reports_dir) / f"tune-{method}"
-    rows = []
     for i, point in points.items():
         trial = results.get(i)
-        row = {name.rsplit(".", 1)[-1]: value for name, value in point.items()}
-        history = dict(trial["val_map_by_epoch"]) if trial else {}
-        row.update({f"val_map_epoch_{e + 1}": history.get(e) for e in sorted(history)})
-        row.update(epochs=trial["epochs"] if trial else 0, val_map=trial["val_map"] if trial else None,
-                   seconds=round(trial["seconds"]) if trial else None,
-                   chosen=point == choice["chosen"], config_hash=trial["config_hash"] if trial else "")
-        rows.append(row)
         if trial:
             write_json_atomic(folder / "trials" / f"{trial['config_hash']}.json", {"params": point, **trial})
-    frame = pd.DataFrame(rows).sort_values("val_map", ascending=False)
-    folder.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(folder / "trials.csv", index=False)
-    (folder / "table.md").write_text(
-        f"**tune-{method}**: validation mAP@all of each trial (validation items vs the training set; the query "
-        f"set is never used), successive halving over {choice['sweep']}. Chosen: {_point_text(choice['chosen'])} "
-        f"({choice['val_map']:.4f} after {choice['epochs']} epochs).\n\n{frame.to_markdown(index=False)}\n")
     write_json_atomic(folder / "choice.json", choice)
+    render_report(method, reports_dir)
+
+
+def trial_origin(point: dict, choice: dict) -> str:
+    """Where a trial's point came from: the sweep's own grid, the grid grown past an edge after the first
+    round, or a step past the edge the halving's final best point sat on."""
+    if any(step["point"] == point for step in choice.get("past_edges", [])):
+        return "step past edge"
+    grown = {name: {added[name] for added in choice.get("extended_at_edges", []) if name in added}
+             for name in point}
+    return "grown grid" if any(value in grown[name] for name, value in point.items()) else "grid"
+
+
+def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
+    """Write reports/tune-<method>/table.md and trials.csv from its committed choice.json and trials/ alone
+    (no run folder needed): one row per trial, best first, with its validation mAP at each round's epochs."""
+    import pandas as pd
+    folder = Path(reports_dir) / f"tune-{method}"
+    choice = json.loads((folder / "choice.json").read_text())
+    trials = [json.loads(path.read_text()) for path in sorted((folder / "trials").glob("*.json"))]
+    rounds = sorted({epoch + 1 for trial in trials for epoch, _ in trial["val_map_by_epoch"]})
+    rows = []
+    for trial in trials:
+        history = dict(trial["val_map_by_epoch"])
+        rows.append({**{name.rsplit(".", 1)[-1]: value for name, value in trial["params"].items()},
+                     "from": trial_origin(trial["params"], choice), "epochs": trial["epochs"],
+                     **{f"val mAP @{e} ep": history.get(e - 1) for e in rounds},
+                     "seconds": round(trial["seconds"]), "chosen": "yes" if trial["params"] == choice["chosen"] else "",
+                     "config_hash": trial["config_hash"], "_rank": (trial["epochs"], trial["val_map"])})
+    frame = pd.DataFrame(rows).sort_values("_rank", ascending=False).drop(columns="_rank")
+    frame.to_csv(folder / "trials.csv", index=False)
+    notes = []
+    if choice.get("extended_at_edges"):
+        notes.append("the grid grew past its edge after the first round (" +
+                     "; then ".join(_point_text(added) for added in choice["extended_at_edges"]) + ")")
+    for step in choice.get("past_edges", []):
+        notes.append(f"the final best point stepped past its edge to {_point_text(step['point'])}: "
+                     f"{step['val_map']:.4f}, {'won' if step['won'] else 'lost'}")
+    if choice.get("on_edge"):
+        notes.append("the choice still sits on the grid's edge along " + ", ".join(choice["on_edge"]))
+    runner_up = (f"; runner-up {_point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
+                 if choice.get("runner_up") else "")
+    path = folder / "table.md"
+    path.write_text(
+        f"**tune-{method}**: validation mAP@all of each trial (validation items vs the training set; the query "
+        f"set is never used), successive halving over {choice['sweep']}, best first. Chosen: "
+        f"{_point_text(choice['chosen'])} ({choice['val_map']:.4f} after {choice['epochs']} epochs){runner_up}.\n\n"
+        + "".join(f"- {note}\n" for note in notes) + ("\n" if notes else "")
+        # tabulate leaves only None blank, and pandas holds a missing float as NaN
+        + frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="", floatfmt=".4g")
+        + "\n")
+    return path
 
 
 def on_edge(point: dict, values: dict[str, list]) -> list[str]:
