@@ -275,9 +275,9 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
         lines.append(f"\ntuned: {', '.join(m for m in plan['tune'] if m not in to_tune) or 'none yet'}; to tune "
                      f"before their cells: {', '.join(fresh) or 'none'}"
                      + (f"; to tune again, past their grid's edge: {', '.join(again)}" if again else "")
-                     + f" (about {_hours(tuning)})")
-    lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)} with the tunings, from measured "
-                 "cell times (the spec's estimate where a method has none yet)")
+                     + (f" (about {_hours(tuning)})" if to_tune else ""))
+    lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)}{' with the tunings' if to_tune else ''}, "
+                 "from measured cell times (the spec's estimate where a method has none yet)")
     spent = machine_time(work, plan.get("tune") or [])
     lines.append(f"machine time so far: {_hours(spent['total'] / 60)} ({len(spent['cells'])} cells "
                  f"{_hours(sum(spent['cells'].values()) / 60)}, tunings {_hours(sum(spent['tunings'].values()) / 60)}), "
