@@ -10,6 +10,7 @@ from hashlab.runs.tuning import (
     extend_at_edges,
     grid_points,
     on_edge,
+    render_index,
     render_report,
     run_trial,
     score_at,
@@ -157,3 +158,13 @@ def test_a_committed_tuning_report_renders_again_from_its_choice_and_trials_alon
     choice = json.loads((committed / "choice.json").read_text())
     assert table.count("| yes ") == 1 and "nan" not in table
     assert all(f"{step['val_map']:.4f}" in table for step in choice.get("past_edges", []))
+
+
+def test_the_committed_tuning_index_renders_from_the_committed_choices(tmp_path):
+    for committed in (ROOT / "reports").glob("tune-*/"):
+        (tmp_path / committed.name / "trials").mkdir(parents=True)
+        for path in [committed / "choice.json", *(committed / "trials").glob("*.json")]:
+            (tmp_path / path.relative_to(committed.parent)).write_bytes(path.read_bytes())
+    assert render_index(tmp_path).read_text() == (ROOT / "reports" / "tuning.md").read_text()
+    assert all(f"[{p.name.removeprefix('tune-')}]" in (ROOT / "reports" / "tuning.md").read_text()
+               for p in (ROOT / "reports").glob("tune-*/"))
