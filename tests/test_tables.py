@@ -246,3 +246,15 @@ def test_the_summary_says_which_differences_are_within_the_seed_spread():
     text = results_summary(frame, spec, "d", 48)
     assert "0.720 ± 0.020 (3)" in text and "0.750 (1)" in text
     assert "Seed spread (std over 3 seeds): 0.020 to 0.020" in text and "below about 0.040" in text
+
+
+@pytest.mark.parametrize("table", ["table2", "table2-extended", "table3"])
+def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
+    from hashlab.records.render import method_styles
+    from hashlab.runs.tables import load_spec
+    spec = load_spec(table)
+    styles = method_styles(spec)
+    assert list(styles) == [m["name"] for m in spec["methods"]]
+    colours = [style["color"] for style in styles.values()]
+    assert len(set(colours)) == len(colours) or len(colours) > 20, table
+    assert len({(style["color"], style["marker"]) for style in styles.values()}) == len(styles)

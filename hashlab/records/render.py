@@ -201,7 +201,7 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     import matplotlib.pyplot as plt
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=150, metadata=figure_metadata(path))
+        fig.savefig(path, dpi=150, metadata=figure_metadata(path), bbox_inches="tight")
     plt.close(fig)
     return paths
 
@@ -214,24 +214,66 @@ def _axes(count: int, width: float = 4.2):
     return fig, axes[0]
 
 
+MARKERS = "osD^vP*Xph<>"
+
+
+def method_styles(spec: dict) -> dict[str, dict]:
+    """One look per method, the same in every figure of a table: a colour of its own (tab20's strong tones first,
+    then its light ones: 20 methods before one repeats) and a marker, a thicker line for the seed methods."""
+    import matplotlib
+    palette = matplotlib.colormaps["tab20"].colors
+    colors = palette[0::2] + palette[1::2]
+    groups = method_groups(spec)
+    return {method["name"]: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)],
+                             "linewidth": 2.0 if groups[method["name"]] == "seed methods" else 1.2}
+            for i, method in enumerate(spec["methods"])}
+
+
+def _reference_style(ref: dict, styles: dict[str, dict]) -> dict:
+    """A published row is dashed, in the colour of the method of ours it is first compared with."""
+    compared = ref.get("compare_with") or []
+    first = ([compared] if isinstance(compared, str) else compared)[:1]
+    color = styles[first[0]]["color"] if first and first[0] in styles else "0.4"
+    return {"color": color, "ls": "--", "marker": "x", "linewidth": 1.0}
+
+
 def _plot_map_vs_bits(frame: pd.DataFrame, spec: dict, out_dir: Path, label: str) -> list[Path]:
+    import textwrap
     datasets = [d["name"] for d in spec["datasets"]]
+    styles = method_styles(spec)
     fig, axes = _axes(len(datasets))
     for ax, dataset in zip(axes, datasets, strict=True):
         part = frame[frame.dataset == dataset]
-        for method in [m["name"] for m in spec["methods"]]:
+        for method in styles:
             stats = part[part.method == method].groupby("bits")["value"].agg(["mean", "std"]).dropna(subset=["mean"])
             if not stats.empty:
-                ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
-                            label=method)
+                ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), capsize=3, markersize=5,
+                            label=method, **styles[method])
         for ref in spec.get("references", []):
             if ref["dataset"] == dataset:
                 bits = sorted(int(b) for b in ref["bits"])
-                ax.plot(bits, [ref["bits"][b] for b in bits], ls="--", marker="x",
-                        label=f"{reference_label(ref)} (published)")
+                ax.plot(bits, [ref["bits"][b] for b in bits], **_reference_style(ref, styles),
+                        label=textwrap.fill(f"{reference_label(ref)}, published", 48, subsequent_indent="  "))
         _finish(ax, dataset, "bits", label, spec["bits"], empty_reason=_reason(part))
+    return _save_with_legend(fig, axes, out_dir, "map_vs_bits")
+
+
+def _save_with_legend(fig, axes, out_dir: Path, stem: str) -> list[Path]:
+    """One legend for the whole figure, right of the plots: a legend inside an axes hides its curves once a table
+    has more than a few methods."""
+    entries = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(text, handle)
+    # our methods first, in the table's order (matplotlib lists plain lines before error bars), then the
+    # published rows
+    ours = [text for text in entries if not text.endswith("published")]
+    entries = {text: entries[text] for text in ours + [t for t in entries if t not in ours]}
     fig.tight_layout()
-    return _save(fig, out_dir, "map_vs_bits")
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   fontsize=7, frameon=False, ncol=1 if len(entries) <= 22 else 2)
+    return _save(fig, out_dir, stem)
 
 
 def _reason(part: pd.DataFrame) -> str:
@@ -246,9 +288,7 @@ def _finish(ax, title: str, xlabel: str, ylabel: str, xticks=None, empty_reason:
     if xticks is not None:
         ax.set_xticks(xticks)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    elif empty_reason:
+    if not ax.get_legend_handles_labels()[0] and empty_reason:
         import textwrap
         ax.text(0.5, 0.5, "\n".join(textwrap.wrap(empty_reason, 38)), ha="center", va="center", fontsize=8,
                 transform=ax.transAxes, color="grey")
@@ -259,12 +299,13 @@ def _plot_curves(frame: pd.DataFrame, spec: dict, out_dir: Path) -> list[Path]:
     import numpy as np
     bits = spec.get("curves_at_bits", spec["bits"][-1])
     datasets = [d["name"] for d in spec["datasets"]]
+    styles = method_styles(spec)
     paths = []
     for kind, stem in (("pr_by_radius", f"pr_curve_{bits}b"), ("precision_at_n", f"precision_at_n_{bits}b")):
         fig, axes = _axes(len(datasets))
         for ax, dataset in zip(axes, datasets, strict=True):
             part = frame[(frame.dataset == dataset) & (frame.bits == bits)]
-            for method in [m["name"] for m in spec["methods"]]:
+            for method in styles:
                 curves = [c[kind] for c in part[part.method == method].get("curves", pd.Series(dtype=object))
                           if isinstance(c, dict)]
                 if not curves:
@@ -272,17 +313,16 @@ def _plot_curves(frame: pd.DataFrame, spec: dict, out_dir: Path) -> list[Path]:
                 if kind == "pr_by_radius":
                     recall = np.mean([c["recall"] for c in curves], axis=0)
                     precision = np.mean([c["precision"] for c in curves], axis=0)
-                    ax.plot(recall, precision, marker=".", label=method)
+                    ax.plot(recall, precision, markersize=3, label=method, **styles[method])
                 else:
-                    ax.plot(curves[0]["n"], np.mean([c["precision"] for c in curves], axis=0), marker=".",
-                            label=method)
+                    ax.plot(curves[0]["n"], np.mean([c["precision"] for c in curves], axis=0), markersize=3,
+                            label=method, **styles[method])
             if kind == "pr_by_radius":
                 _finish(ax, f"{dataset}, {bits} bits", "recall", "precision", empty_reason=_reason(part))
             else:
                 _finish(ax, f"{dataset}, {bits} bits", "N (top of the Hamming ranking)", "precision@N",
                         empty_reason=_reason(part))
-        fig.tight_layout()
-        paths.extend(_save(fig, out_dir, stem))
+        paths.extend(_save_with_legend(fig, axes, out_dir, stem))
     return paths
 
 
