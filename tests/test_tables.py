@@ -250,11 +250,18 @@ def test_the_summary_says_which_differences_are_within_the_seed_spread():
 
 @pytest.mark.parametrize("table", ["table2", "table2-extended", "table3"])
 def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
-    from hashlab.records.render import method_styles
+    from hashlab.records.render import _reference_style, method_groups, method_styles
     from hashlab.runs.tables import load_spec
     spec = load_spec(table)
     styles = method_styles(spec)
     assert list(styles) == [m["name"] for m in spec["methods"]]
     colours = [style["color"] for style in styles.values()]
-    assert len(set(colours)) == len(colours) or len(colours) > 20, table
-    assert len({(style["color"], style["marker"]) for style in styles.values()}) == len(styles)
+    assert len(set(colours)) == len(colours), table
+    seed_methods = [name for name, group in method_groups(spec).items() if group == "seed methods"]
+    assert seed_methods and all((styles[name]["linewidth"] > styles[other]["linewidth"])
+                                for name in seed_methods for other in styles if other not in seed_methods)
+    for ref in spec.get("references", []):  # a published row takes the colour of the method it is compared with
+        compared = ref.get("compare_with")
+        if compared:
+            first = compared if isinstance(compared, str) else compared[0]
+            assert _reference_style(ref, styles)["color"] == styles[first]["color"], ref["label"]

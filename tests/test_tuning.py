@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from hashlab.runs.tuning import (
+    TuningError,
+    _write_report,
     extend_at_edges,
     grid_points,
     on_edge,
@@ -161,6 +163,7 @@ def test_a_committed_tuning_report_renders_again_from_its_choice_and_trials_alon
 
 
 def test_the_committed_tuning_index_renders_from_the_committed_choices(tmp_path):
+    assert len(list((ROOT / "reports").glob("tune-*/"))) == 11  # every deep method of experiments/campaign.yaml
     for committed in (ROOT / "reports").glob("tune-*/"):
         (tmp_path / committed.name / "trials").mkdir(parents=True)
         for path in [committed / "choice.json", *(committed / "trials").glob("*.json")]:
@@ -168,3 +171,32 @@ def test_the_committed_tuning_index_renders_from_the_committed_choices(tmp_path)
     assert render_index(tmp_path).read_text() == (ROOT / "reports" / "tuning.md").read_text()
     assert all(f"[{p.name.removeprefix('tune-')}]" in (ROOT / "reports" / "tuning.md").read_text()
                for p in (ROOT / "reports").glob("tune-*/"))
+
+
+def test_a_tuning_report_of_an_older_choice_renders_and_drops_the_trials_of_an_earlier_config(tmp_path):
+    """A choice.json from before the grid could grow (no past_edges, extended_at_edges or runner-up), a trial
+    stopped before its first validation (val_map None) beside one of the same epochs, and a trial file left by
+    an earlier base config: the report renders, and the stale file goes."""
+    lr = "model.init_args.lr"
+    choice = {"method": "dsh", "sweep": "sweeps/tune-dsh.yaml", "chosen": {lr: 0.001}, "val_map": 0.8, "epochs": 4}
+    points = {0: {lr: 0.001}, 1: {lr: 0.003}, 2: {lr: 0.01}}
+    results = {0: {"epochs": 4, "val_map_by_epoch": [[1, 0.7], [3, 0.8]], "val_map": 0.8, "config_hash": "a0",
+                   "seconds": 60.0},
+               1: {"epochs": 2, "val_map_by_epoch": [[1, 0.6]], "val_map": 0.6, "config_hash": "a1", "seconds": 30.0},
+               2: {"epochs": 2, "val_map_by_epoch": [], "val_map": None, "config_hash": "a2", "seconds": 30.0}}
+    folder = tmp_path / "tune-dsh"
+    with pytest.raises(TuningError, match="run `hashlab tune dsh` first"):
+        render_report("dsh", tmp_path)
+    (folder / "trials").mkdir(parents=True)
+    (folder / "trials" / "stale.json").write_text(json.dumps({"params": {lr: 0.001}, **results[0]}))
+    _write_report("dsh", points, results, choice, tmp_path / "runs", tmp_path)
+    assert sorted(p.stem for p in (folder / "trials").glob("*.json")) == ["a0", "a1", "a2"]
+    table = (folder / "table.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| 0.")]
+    assert [row.split("|")[1].strip() for row in rows] == ["0.001", "0.003", "0.01"]  # longest, then best, None last
+    assert "| yes " in rows[0] and "nan" not in table and "runner-up" not in table
+    assert "|     0.800 |        4 |" in (tmp_path / "tuning.md").read_text()
+    for path in (folder / "trials").glob("*.json"):
+        path.unlink()
+    with pytest.raises(TuningError, match="holds no trial"):
+        render_report("dsh", tmp_path)

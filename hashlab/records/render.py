@@ -255,19 +255,19 @@ def _plot_map_vs_bits(frame: pd.DataFrame, spec: dict, out_dir: Path, label: str
                 ax.plot(bits, [ref["bits"][b] for b in bits], **_reference_style(ref, styles),
                         label=textwrap.fill(f"{reference_label(ref)}, published", 48, subsequent_indent="  "))
         _finish(ax, dataset, "bits", label, spec["bits"], empty_reason=_reason(part))
-    return _save_with_legend(fig, axes, out_dir, "map_vs_bits")
+    return _save_with_legend(fig, axes, out_dir, "map_vs_bits", list(styles))
 
 
-def _save_with_legend(fig, axes, out_dir: Path, stem: str) -> list[Path]:
+def _save_with_legend(fig, axes, out_dir: Path, stem: str, order: list[str]) -> list[Path]:
     """One legend for the whole figure, right of the plots: a legend inside an axes hides its curves once a table
     has more than a few methods."""
     entries = {}
     for ax in axes:
         for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
             entries.setdefault(text, handle)
-    # our methods first, in the table's order (matplotlib lists plain lines before error bars), then the
-    # published rows
-    ours = [text for text in entries if not text.endswith("published")]
+    # our methods first, in the table's order (matplotlib lists plain lines before error bars, and a method may
+    # first appear on a later axes), then the published rows
+    ours = [text for text in order if text in entries]
     entries = {text: entries[text] for text in ours + [t for t in entries if t not in ours]}
     fig.tight_layout()
     if entries:
@@ -322,7 +322,7 @@ def _plot_curves(frame: pd.DataFrame, spec: dict, out_dir: Path) -> list[Path]:
             else:
                 _finish(ax, f"{dataset}, {bits} bits", "N (top of the Hamming ranking)", "precision@N",
                         empty_reason=_reason(part))
-        paths.extend(_save_with_legend(fig, axes, out_dir, stem))
+        paths.extend(_save_with_legend(fig, axes, out_dir, stem, list(styles)))
     return paths
 
 

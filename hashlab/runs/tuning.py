@@ -275,10 +275,16 @@ def _point_text(point: dict) -> str:
 
 def _write_report(method, points, results, choice, runs_dir, reports_dir) -> None:
     folder = Path(reports_dir) / f"tune-{method}"
+    kept = set()
     for i, point in points.items():
         trial = results.get(i)
         if trial:
             write_json_atomic(folder / "trials" / f"{trial['config_hash']}.json", {"params": point, **trial})
+            kept.add(f"{trial['config_hash']}.json")
+    # every point of this tuning has a result, so a trial file not among them belongs to an earlier base config
+    for path in (folder / "trials").glob("*.json"):
+        if path.name not in kept:
+            path.unlink()
     write_json_atomic(folder / "choice.json", choice)
     render_report(method, reports_dir)
 
@@ -295,11 +301,17 @@ def trial_origin(point: dict, choice: dict) -> str:
 
 def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
     """Write reports/tune-<method>/table.md and trials.csv from its committed choice.json and trials/ alone
-    (no run folder needed): one row per trial, best first, with its validation mAP at each round's epochs."""
+    (no run folder needed): one row per trial, the longest-trained and best first, with its validation mAP at
+    every epoch any trial validated at (the rounds' last epochs)."""
     import pandas as pd
     folder = Path(reports_dir) / f"tune-{method}"
+    if not (folder / "choice.json").exists():
+        raise TuningError(f"{folder / 'choice.json'} does not exist: run `hashlab tune {method}` first")
     choice = json.loads((folder / "choice.json").read_text())
     trials = [json.loads(path.read_text()) for path in sorted((folder / "trials").glob("*.json"))]
+    if not trials:
+        raise TuningError(f"{folder / 'trials'} holds no trial: run `hashlab tune {method}` again (its kept "
+                          "trials under runs/tuning/ are reused)")
     rounds = sorted({epoch + 1 for trial in trials for epoch, _ in trial["val_map_by_epoch"]})
     rows = []
     for trial in trials:
@@ -308,8 +320,8 @@ def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
                      "from": trial_origin(trial["params"], choice), "epochs": trial["epochs"],
                      **{f"val mAP @{e} ep": history.get(e - 1) for e in rounds},
                      "seconds": round(trial["seconds"]), "chosen": "yes" if trial["params"] == choice["chosen"] else "",
-                     "config_hash": trial["config_hash"], "_rank": (trial["epochs"], trial["val_map"])})
-    frame = pd.DataFrame(rows).sort_values("_rank", ascending=False).drop(columns="_rank")
+                     "config_hash": trial["config_hash"], "_rank": (trial["epochs"], -math.inf if trial["val_map"] is None else trial["val_map"])})
+    frame = pd.DataFrame(rows).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
     frame.to_csv(folder / "trials.csv", index=False)
     notes = []
     if choice.get("extended_at_edges"):
@@ -347,7 +359,7 @@ def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
         steps = "; ".join(f"{_point_text(step['point'])}: {step['val_map']:.3f} {'won' if step['won'] else 'lost'}"
                           for step in choice.get("past_edges", []))
         rows.append({"method": f"[{choice['method']}]({folder.name}/table.md)", "chosen": _point_text(choice["chosen"]),
-                     f"val mAP ({choice['epochs']} ep)": f"{choice['val_map']:.3f}",
+                     "val mAP": choice["val_map"], "epochs": choice["epochs"],
                      "runner-up": (f"{_point_text(choice['runner_up'])}: {choice['runner_up_val_map']:.3f}"
                                    if choice.get("runner_up") else ""),
                      "steps past the final edge": steps, "trials": len(seconds),
@@ -358,7 +370,7 @@ def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
         "successive halving on validation mAP (validation items vs the training set; the query set is never used). "
         "The chosen values are in experiments/methods/<method>-cpu.yaml, labelled \"ours, swept\". Rendered from "
         "reports/tune-<method>/ by `hashlab tune METHOD --render`; do not edit.\n\n"
-        + pd.DataFrame(rows).to_markdown(index=False) + "\n")
+        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n")
     return path
 
 
