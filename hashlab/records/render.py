@@ -39,7 +39,12 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     markdown = _markdown(spec["name"], text, references, caption, missing, groups)
     files[1].write_text(markdown + "\n")
     files[2].write_text(_latex(text, means, references, caption, spec["name"], missing, groups))
-    files.extend(_plot_map_vs_bits(frame, spec, out_dir, label))
+    if len(spec["bits"]) == 1:  # one bit length (an ablation): a line over bits would be one point per row
+        for stale in ("map_vs_bits.png", "map_vs_bits.pdf"):
+            (out_dir / stale).unlink(missing_ok=True)
+        files.extend(_plot_map_by_method(frame, spec, out_dir, label))
+    else:
+        files.extend(_plot_map_vs_bits(frame, spec, out_dir, label))
     files.extend(_plot_curves(frame, spec, out_dir))
     out = {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir}
     if spec.get("summary"):  # the column the README shows (table 2: CIFAR-10 at 48 bits)
@@ -256,6 +261,39 @@ def _plot_map_vs_bits(frame: pd.DataFrame, spec: dict, out_dir: Path, label: str
                         label=textwrap.fill(f"{reference_label(ref)}, published", 48, subsequent_indent="  "))
         _finish(ax, dataset, "bits", label, spec["bits"], empty_reason=_reason(part))
     return _save_with_legend(fig, axes, out_dir, "map_vs_bits", list(styles))
+
+
+def _plot_map_by_method(frame: pd.DataFrame, spec: dict, out_dir: Path, label: str) -> list[Path]:
+    """A table at one bit length: one bar per row (mean over seeds, ± std), the first row's value as a dashed
+    line, so that what each ablated part costs reads as the gap to it."""
+    import matplotlib.pyplot as plt
+    datasets = [d["name"] for d in spec["datasets"]]
+    styles = method_styles(spec)
+    names = list(styles)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.2 * len(datasets), 0.9 + 0.42 * len(names)),
+                             squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = frame[frame.dataset == dataset]
+        stats = part.groupby("method")["value"].agg(["mean", "std"]).reindex(names)
+        if stats["mean"].notna().any():
+            rows = range(len(names))
+            ax.barh(rows, stats["mean"].fillna(0), xerr=stats["std"].fillna(0), capsize=3,
+                    color=[styles[n]["color"] for n in names])
+            for row, value in zip(rows, stats["mean"], strict=True):
+                ax.text(value + 0.015 if pd.notna(value) else 0.01, row, f"{value:.3f}" if pd.notna(value) else "n/a",
+                        va="center", fontsize=8)
+            if pd.notna(stats["mean"].iloc[0]):
+                ax.axvline(stats["mean"].iloc[0], ls="--", color="0.3", linewidth=1)
+            ax.set_yticks(list(rows), names, fontsize=8)
+            ax.invert_yaxis()
+            ax.set_xlim(0, min(1.0, float(stats["mean"].max()) + 0.12))
+        else:
+            ax.set_yticks([])
+        _finish(ax, f"{dataset}, {spec['bits'][0]} bits", label, "",
+                empty_reason="" if stats["mean"].notna().any() else _reason(part))
+        ax.grid(axis="y", visible=False)
+    fig.tight_layout()
+    return _save(fig, out_dir, "map_by_method")
 
 
 def _save_with_legend(fig, axes, out_dir: Path, stem: str, order: list[str]) -> list[Path]:
