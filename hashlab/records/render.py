@@ -94,6 +94,12 @@ def reference_label(ref: dict) -> str:
     return f"{ref['label']} [{ref['backbone']}]"
 
 
+def compared_methods(ref: dict) -> list[str]:
+    """The methods of ours a published row is compared with (``compare_with``: one name or a list)."""
+    compared = ref.get("compare_with") or []
+    return [compared] if isinstance(compared, str) else list(compared)
+
+
 def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, dict]]:
     """(row label, {(dataset, bits): published}, {our method: {(dataset, bits): ours - published}}) per
     reference. ``compare_with`` names the methods of ours it is compared with (one, or a list: the
@@ -102,9 +108,8 @@ def _reference_rows(spec: dict, means: pd.DataFrame) -> list[tuple[str, dict, di
     out = []
     for ref in spec.get("references", []):
         published = {(ref["dataset"], int(b)): float(v) for b, v in ref["bits"].items()}
-        compared = ref.get("compare_with") or []
         diffs = {}
-        for ours_name in [compared] if isinstance(compared, str) else compared:
+        for ours_name in compared_methods(ref):
             diffs[ours_name] = {key: means.loc[ours_name, key] - value for key, value in published.items()
                                 if ours_name in means.index and key in means.columns
                                 and pd.notna(means.loc[ours_name, key])}
@@ -236,8 +241,7 @@ def method_styles(spec: dict) -> dict[str, dict]:
 
 def _reference_style(ref: dict, styles: dict[str, dict]) -> dict:
     """A published row is dashed, in the colour of the method of ours it is first compared with."""
-    compared = ref.get("compare_with") or []
-    first = ([compared] if isinstance(compared, str) else compared)[:1]
+    first = compared_methods(ref)[:1]
     color = styles[first[0]]["color"] if first and first[0] in styles else "0.4"
     return {"color": color, "ls": "--", "marker": "x", "linewidth": 1.0}
 
@@ -275,7 +279,8 @@ def _plot_map_by_method(frame: pd.DataFrame, spec: dict, out_dir: Path, label: s
     for ax, dataset in zip(axes[0], datasets, strict=True):
         part = frame[frame.dataset == dataset]
         stats = part.groupby("method")["value"].agg(["mean", "std"]).reindex(names)
-        if stats["mean"].notna().any():
+        has_data = bool(stats["mean"].notna().any())
+        if has_data:
             rows = range(len(names))
             ax.barh(rows, stats["mean"].fillna(0), xerr=stats["std"].fillna(0), capsize=3,
                     color=[styles[n]["color"] for n in names])
@@ -290,7 +295,7 @@ def _plot_map_by_method(frame: pd.DataFrame, spec: dict, out_dir: Path, label: s
         else:
             ax.set_yticks([])
         _finish(ax, f"{dataset}, {spec['bits'][0]} bits", label, "",
-                empty_reason="" if stats["mean"].notna().any() else _reason(part))
+                empty_reason="" if has_data else _reason(part))
         ax.grid(axis="y", visible=False)
     fig.tight_layout()
     return _save(fig, out_dir, "map_by_method")
@@ -397,8 +402,7 @@ def results_summary(frame: pd.DataFrame, spec: dict, dataset: str, bits: int) ->
         seeds = len(values)
         ours = _cell_text(values) if seeds else "not run yet"
         refs = [r for r in spec.get("references", []) if r["dataset"] == dataset and bits in r["bits"]
-                and method in ([r["compare_with"]] if isinstance(r.get("compare_with"), str)
-                               else r.get("compare_with") or [])]
+                and method in compared_methods(r)]
         published = "; ".join(f"{r['bits'][bits]:.3f} {reference_label(r)}" for r in refs)
         difference = "; ".join(f"{values.mean() - r['bits'][bits]:+.3f}" for r in refs) if seeds else ""
         rows.append({"method": method, "ours, mAP@all (seeds)": f"{ours} ({seeds})" if seeds else ours,

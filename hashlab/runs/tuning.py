@@ -289,6 +289,11 @@ def _write_report(method, points, results, choice, runs_dir, reports_dir) -> Non
     render_report(method, reports_dir)
 
 
+def _step_text(step: dict, digits: int) -> str:
+    """One step past an edge: its point, its validation mAP and whether it beat the point it stepped from."""
+    return f"{_point_text(step['point'])}: {step['val_map']:.{digits}f} {'won' if step['won'] else 'lost'}"
+
+
 def trial_origin(point: dict, choice: dict) -> str:
     """Where a trial's point came from: the sweep's own grid, the grid grown past an edge after the first
     round, or a step past the edge the halving's final best point sat on."""
@@ -320,7 +325,8 @@ def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
                      "from": trial_origin(trial["params"], choice), "epochs": trial["epochs"],
                      **{f"val mAP @{e} ep": history.get(e - 1) for e in rounds},
                      "seconds": round(trial["seconds"]), "chosen": "yes" if trial["params"] == choice["chosen"] else "",
-                     "config_hash": trial["config_hash"], "_rank": (trial["epochs"], -math.inf if trial["val_map"] is None else trial["val_map"])})
+                     "config_hash": trial["config_hash"],
+                     "_rank": (trial["epochs"], -math.inf if trial["val_map"] is None else trial["val_map"])})
     frame = pd.DataFrame(rows).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
     frame.to_csv(folder / "trials.csv", index=False)
     notes = []
@@ -328,8 +334,7 @@ def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
         notes.append("the grid grew past its edge after the first round (" +
                      "; then ".join(_point_text(added) for added in choice["extended_at_edges"]) + ")")
     for step in choice.get("past_edges", []):
-        notes.append(f"the final best point stepped past its edge to {_point_text(step['point'])}: "
-                     f"{step['val_map']:.4f}, {'won' if step['won'] else 'lost'}")
+        notes.append(f"the final best point stepped past its edge to {_step_text(step, 4)}")
     if choice.get("on_edge"):
         notes.append("the choice still sits on the grid's edge along " + ", ".join(choice["on_edge"]))
     runner_up = (f"; runner-up {_point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
@@ -356,8 +361,7 @@ def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
             continue
         choice = json.loads((folder / "choice.json").read_text())
         seconds = [json.loads(path.read_text())["seconds"] for path in (folder / "trials").glob("*.json")]
-        steps = "; ".join(f"{_point_text(step['point'])}: {step['val_map']:.3f} {'won' if step['won'] else 'lost'}"
-                          for step in choice.get("past_edges", []))
+        steps = "; ".join(_step_text(step, 3) for step in choice.get("past_edges", []))
         rows.append({"method": f"[{choice['method']}]({folder.name}/table.md)", "chosen": _point_text(choice["chosen"]),
                      "val mAP": choice["val_map"], "epochs": choice["epochs"],
                      "runner-up": (f"{_point_text(choice['runner_up'])}: {choice['runner_up_val_map']:.3f}"
