@@ -71,6 +71,8 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
     assert record["bits"] == 16 and record["method"] == "dpsh_googlenet" and record["epochs"] == 2
     assert set(record["metrics"]) >= {"map", "map_at_1000", "precision_h2", "map_tie_aware"}
     assert record["environment"]["packages"]["torch"]
+    assert record["environment"]["accelerator"] == ("cpu" if not torch.cuda.is_available() else
+                                                    torch.cuda.get_device_name(0))
     assert not list(path.parent.glob(".*tmp*"))  # the atomic write left nothing behind
     stamp = path.stat().st_mtime_ns
     assert run_fit(args) == path and path.stat().st_mtime_ns == stamp

@@ -89,13 +89,20 @@ def git_commit() -> dict:
         return {"commit": "unknown", "dirty": None}
 
 
-def environment() -> dict:
+def environment(device=None) -> dict:
+    """The software and machine a record was made with; ``device`` (a torch.device) is the one the run
+    trained on, named in full for a GPU, since a record's wall time means little without it."""
     packages = {}
     for name in ("hashlab", "torch", "torchvision", "lightning", "numpy", "numba", "timm", "torchmetrics"):
         try:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
+    import torch
+
     from hashlab.allocator import allocator_state
+    device = torch.device(device or "cpu")
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "packages": packages, "allocator": allocator_state().get("malloc", "default"), **git_commit()}
+            "accelerator": accelerator, "packages": packages, "allocator": allocator_state().get("malloc", "default"),
+            **git_commit()}

@@ -255,7 +255,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,
         "config": cli.resolved,
-        "environment": environment(),
+        "environment": environment(model.device),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "codes_file": CODES_NAME,
     }
