@@ -363,10 +363,10 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         except Exception as error:  # noqa: BLE001 - the record is committed; the next cell renders the table again
             log(f"  rendering failed ({type(error).__name__}: {error}); the record is committed, the campaign goes on")
             traceback.print_exc(file=sys.stderr)
-        record = read_record(record_path)
-        metrics, wall = record["metrics"], record["timings"].get("wall_s") or active_time() - start
+        record, this_run = read_record(record_path), active_time() - start
+        metrics, wall = record["metrics"], record["timings"].get("wall_s") or this_run
         # the record's wall time, which counts a resumed cell's earlier runs too; this process ran only part of it
-        resumed = "" if abs(wall - (active_time() - start)) < 60 else f" (this run {(active_time() - start) / 60:.1f})"
+        resumed = "" if abs(wall - this_run) < 60 else f" (this run {this_run / 60:.1f})"
         log(f"  done in {wall / 60:.1f} min{resumed}: mAP@all {metrics.get('map', float('nan')):.3f}; "
             f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")
         finished.append(record_path)
