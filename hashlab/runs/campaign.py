@@ -368,7 +368,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         # the record's wall time, which counts a resumed cell's earlier runs too; this process ran only part of it
         resumed = "" if abs(wall - this_run) < 60 else f" (this run {this_run / 60:.1f})"
         log(f"  done in {wall / 60:.1f} min{resumed}: mAP@all {metrics.get('map', float('nan')):.3f}; "
-            f"committed under {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)}")
+            f"written to {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)} (commit it)")
         finished.append(record_path)
     if failed:
         log(f"{len(failed)} cells failed or could not be tuned; see the log above")
