@@ -39,9 +39,9 @@ report: setup
 	$(HASHLAB) report --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
 
 # the table campaign (experiments/campaign.yaml): pending cells one at a time, niced, resumable; records and
-# codes land under reports/<table>/records/ as cells finish
+# codes land under reports/<table>/records/ as cells finish (COMMIT=1: each one git-committed as it lands)
 campaign: setup
-	$(HASHLAB) campaign --data-root $(DATA)
+	$(HASHLAB) campaign --data-root $(DATA) $(if $(COMMIT),--commit)
 
 campaign-status: setup
 	$(HASHLAB) campaign --status --data-root $(DATA)

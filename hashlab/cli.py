@@ -97,6 +97,8 @@ def dispatch(argv: list[str]) -> None:
     campaign.add_argument("--data-root", default=None, help="folder holding cifar10/, ... (default $HASHLAB_DATA)")
     campaign.add_argument("--nice", type=int, default=10, help="CPU priority increment (0: none)")
     campaign.add_argument("--max-cells", type=int, default=None, help="stop after this many finished cells")
+    campaign.add_argument("--commit", action="store_true", help="git-commit each finished cell's record, codes and "
+                          "re-rendered tables (those paths only; other staged work stays staged)")
     tune_parser = commands.add_parser("tune", help="choose a method's cpu-profile learning rates on validation "
                                       "(sweeps/tune-METHOD.yaml, successive halving) and write them into its config")
     tune_parser.add_argument("method")
@@ -193,7 +195,8 @@ def dispatch(argv: list[str]) -> None:
         if args.status:
             print(status(load_plan(args.plan), args.runs_dir, args.data_root))
         else:
-            run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells)
+            run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells,
+                         commit=args.commit)
         return
     if args.command in ("cell", "sweep"):
         from hashlab.runs.sweeps import run_cell, write_sweep

@@ -3,6 +3,7 @@ finished cell leaves under reports/ (a real run of the demo table's cells on the
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,17 @@ def test_records_as_committed_carry_no_path_of_the_machine():
     assert "/home/me" not in text and "$HASHLAB_DATA/cifar10" in text
 
 
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
 def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_them_done(tmp_path, monkeypatch):
+    # the campaign's folder is a git repository where the user has staged work of their own: --commit must
+    # commit the cell's files and leave that staged
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "test@hashlab"), git(tmp_path, "config", "user.name", "test")
+    (tmp_path / "notes.md").write_text("mine\n")
+    git(tmp_path, "add", "notes.md")
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [
         {"name": "the demo at 16 bits", "tables": ["demo"], "bits": [16]},
@@ -82,8 +93,17 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     monkeypatch.setattr(tables, "REPORTS_DIR", reports)
     plan_data = load_plan(plan)
     assert "3 cells to run" in status(plan_data, runs)
-    finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1)
+    logged = []
+    finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1, commit=True, log=logged.append)
     assert len(finished) == 1
+    assert "  committed" in logged, logged
+    subject = git(tmp_path, "log", "--format=%s").splitlines()
+    assert len(subject) == 1 and subject[0].startswith("reports/demo: ") and "16b seed0: mAP@all 0." in subject[0]
+    tracked = git(tmp_path, "ls-tree", "-r", "--name-only", "HEAD").split()
+    assert "notes.md" not in tracked and any(f.endswith("/record.json") for f in tracked)
+    assert "reports/demo/table.md" in tracked
+    assert git(tmp_path, "diff", "--cached", "--name-only").split() == ["notes.md"]
+    assert not git(tmp_path, "status", "--porcelain", "--", "reports").strip()
     committed = list((reports / "demo" / "records").rglob("record.json"))
     assert len(committed) == 1 and (committed[0].parent / "codes.npz").is_file()
     assert json.loads(committed[0].read_text())["bits"] == 16  # the first stage's cell first

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 import traceback
@@ -180,6 +181,27 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
     return out
 
 
+def git_commit(paths: list[Path], message: str) -> str | None:
+    """Commit these paths, and only these (work the user has staged elsewhere stays staged), in the git
+    repository holding them. Returns None when committed, else why not: the records stay in place either way."""
+    present = [str(Path(p).resolve()) for p in paths if Path(p).exists()]
+    if not present:
+        return "nothing to commit"
+    where = Path(present[0]).parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(where), *args], check=True, capture_output=True, text=True).stdout
+    try:
+        git("add", "-A", "--", *present)  # -A: a record folder replaced by the cell's newer config goes too
+        git("commit", "-q", "-m", message, "--", *present)
+    except FileNotFoundError:
+        return "git is not installed"
+    except subprocess.CalledProcessError as error:
+        lines = (error.stderr or error.stdout or "").strip().splitlines()
+        return lines[-1] if lines else f"git exited with {error.returncode}"
+    return None
+
+
 # -- running and reporting -----------------------------------------------------------------------------
 
 def _minutes_of(record_path: Path) -> float | None:
@@ -306,10 +328,11 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
 
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
-                 log=print) -> list[Path]:
+                 log=print, commit: bool = False) -> list[Path]:
     """Run the plan's pending cells one at a time; before a method's first cell, its tuning sweep when the
-    plan lists it under ``tune`` and it has no committed choice; commit and render after each cell. The
-    plan is resolved again after each step (a tuning changes the method's config, hence its cells)."""
+    plan lists it under ``tune`` and it has no committed choice; copy the record into reports/ and render
+    after each cell, and with ``commit`` git-commit those files. The plan is resolved again after each step
+    (a tuning changes the method's config, hence its cells)."""
     from hashlab.runs.fit import CellBusy
     from hashlab.runs.tables import _run_cell
     from hashlab.runs.tuning import tune, tuned
@@ -367,8 +390,15 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         metrics, wall = record["metrics"], record["timings"].get("wall_s") or this_run
         # the record's wall time, which counts a resumed cell's earlier runs too; this process ran only part of it
         resumed = "" if abs(wall - this_run) < 60 else f" (this run {this_run / 60:.1f})"
+        where = ', '.join(f'{reports_dir}/{t}/records' for t in item.tables)
         log(f"  done in {wall / 60:.1f} min{resumed}: mAP@all {metrics.get('map', float('nan')):.3f}; "
-            f"written to {', '.join(f'{reports_dir}/{t}/records' for t in item.tables)} (commit it)")
+            f"written to {where}{'' if commit else ' (commit it)'}")
+        if commit:
+            readme = Path(reports_dir).resolve().parent / "README.md"
+            why_not = git_commit([*(Path(reports_dir) / t for t in item.tables), readme],
+                                 f"reports/{', '.join(item.tables)}: {item.cell.label}: mAP@all "
+                                 f"{metrics.get('map', float('nan')):.3f}, wall {wall / 60:.1f} min (record and codes)")
+            log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
         finished.append(record_path)
     if failed:
         log(f"{len(failed)} cells failed or could not be tuned; see the log above")
