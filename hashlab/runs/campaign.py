@@ -314,6 +314,11 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     return "\n".join(lines)
 
 
+def _readme(reports_dir) -> Path:
+    """The README whose results block the campaign keeps current: the one beside reports/."""
+    return Path(reports_dir).resolve().parent / "README.md"
+
+
 def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> None:
     """Re-render each table a committed cell belongs to, and the README's results block."""
     from hashlab.records.render import readme_block, update_readme
@@ -321,7 +326,7 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
     for table in tables:
         out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
                            data_root=data_root)
-        readme = Path(reports_dir).resolve().parent / "README.md"
+        readme = _readme(reports_dir)
         if "summary" in out and readme.exists() and readme_block(readme, out["dir"].name) is not None:
             update_readme(readme, out["dir"].name, out["summary"])
 
@@ -383,21 +388,20 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                     current={w.cell.config_hash for w in work if w.cell.config_hash})
         try:
             _render(item.tables, plan, runs_dir, reports_dir, data_root)
-        except Exception as error:  # noqa: BLE001 - the record is committed; the next cell renders the table again
-            log(f"  rendering failed ({type(error).__name__}: {error}); the record is committed, the campaign goes on")
+        except Exception as error:  # noqa: BLE001 - the record is in place; the next cell renders the table again
+            log(f"  rendering failed ({type(error).__name__}: {error}); the record is in place, the campaign goes on")
             traceback.print_exc(file=sys.stderr)
         record, this_run = read_record(record_path), active_time() - start
-        metrics, wall = record["metrics"], record["timings"].get("wall_s") or this_run
+        wall = record["timings"].get("wall_s") or this_run
+        result = f"mAP@all {record['metrics'].get('map', float('nan')):.3f}"
         # the record's wall time, which counts a resumed cell's earlier runs too; this process ran only part of it
         resumed = "" if abs(wall - this_run) < 60 else f" (this run {this_run / 60:.1f})"
         where = ', '.join(f'{reports_dir}/{t}/records' for t in item.tables)
-        log(f"  done in {wall / 60:.1f} min{resumed}: mAP@all {metrics.get('map', float('nan')):.3f}; "
-            f"written to {where}{'' if commit else ' (commit it)'}")
+        log(f"  done in {wall / 60:.1f} min{resumed}: {result}; written to {where}{'' if commit else ' (commit it)'}")
         if commit:
-            readme = Path(reports_dir).resolve().parent / "README.md"
-            why_not = git_commit([*(Path(reports_dir) / t for t in item.tables), readme],
-                                 f"reports/{', '.join(item.tables)}: {item.cell.label}: mAP@all "
-                                 f"{metrics.get('map', float('nan')):.3f}, wall {wall / 60:.1f} min (record and codes)")
+            why_not = git_commit([*(Path(reports_dir) / t for t in item.tables), _readme(reports_dir)],
+                                 f"reports/{', '.join(item.tables)}: {item.cell.label}: {result}, "
+                                 f"wall {wall / 60:.1f} min (record and codes)")
             log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
         finished.append(record_path)
     if failed:
