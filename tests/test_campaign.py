@@ -97,6 +97,10 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1, commit=True, log=logged.append)
     assert len(finished) == 1
     assert "  committed" in logged, logged
+    # a long cell shows where it is: one line per epoch, the validation mAP where it validated, the time left
+    epochs = [line for line in logged if line.startswith("    epoch ")]
+    assert len(epochs) == 30 and epochs[-1].startswith("    epoch 30/30: validation mAP 0."), epochs[-3:]
+    assert "about 0 min of epochs left" in epochs[-1] and "min of epochs left" in epochs[0]
     subject = git(tmp_path, "log", "--format=%s").splitlines()
     assert len(subject) == 1 and subject[0].startswith("reports/demo: ") and "16b seed0: mAP@all 0." in subject[0]
     tracked = git(tmp_path, "ls-tree", "-r", "--name-only", "HEAD").split()

@@ -15,6 +15,7 @@ the cell from its last checkpoint. Pause it with `kill -STOP PID` and go on with
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -333,14 +334,15 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
 
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
-                 log=print, commit: bool = False) -> list[Path]:
+                 log=None, commit: bool = False) -> list[Path]:
     """Run the plan's pending cells one at a time; before a method's first cell, its tuning sweep when the
     plan lists it under ``tune`` and it has no committed choice; copy the record into reports/ and render
     after each cell, and with ``commit`` git-commit those files. The plan is resolved again after each step
     (a tuning changes the method's config, hence its cells)."""
-    from hashlab.runs.fit import CellBusy
+    from hashlab.runs.fit import CellBusy, EpochLine
     from hashlab.runs.tables import _run_cell
     from hashlab.runs.tuning import tune, tuned
+    log = log or functools.partial(print, flush=True)  # a log file shows each line as it happens
     if nice:
         os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
     plan = load_plan(plan_path)
@@ -373,7 +375,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         log(f"[{len(pending)} to go] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
         start = active_time()
         try:
-            _run_cell(item.cell, load_spec(item.tables[0]), runs_dir, wandb=False)
+            _run_cell(item.cell, load_spec(item.tables[0]), runs_dir, wandb=False, callbacks=[EpochLine(log)])
         except CellBusy as error:
             log(f"  skipped: {error}")
             skipped.add(item.key)

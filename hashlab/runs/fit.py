@@ -16,6 +16,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from hashlab.clock import active_time, paused_seconds
@@ -185,15 +186,38 @@ def finished_record(path: Path) -> bool:
         return False
 
 
-def run_fit(args: list[str]) -> Path:
+class EpochLine(L.Callback):
+    """One line per finished epoch through ``log``: where a long cell is, its validation mAP and the time left
+    (for a log file, where a progress bar would be a wall of carriage returns)."""
+
+    def __init__(self, log=print):
+        self.say, self.start, self.first_epoch = log, None, 0
+
+    def on_train_epoch_start(self, trainer, module):
+        if self.start is None:  # a resumed cell starts past epoch 0: time only this process's epochs
+            self.start, self.first_epoch = active_time(), trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer, module):  # runs after that epoch's validation
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        history = getattr(module, "val_history", [])
+        validated = f"validation mAP {history[-1][1]:.3f}, " if history and history[-1][0] == trainer.current_epoch else ""
+        elapsed = active_time() - self.start
+        left = (f", about {elapsed / (epoch - self.first_epoch) * (total - epoch) / 60:.0f} min of epochs left"
+                if total and total > 0 else "")
+        self.say(f"    epoch {epoch}/{total}: {validated}{elapsed / 60:.1f} min in this run{left}")
+
+
+def run_fit(args: list[str], callbacks=()) -> Path:
     """Fit, evaluate on query vs database, write the run record; return its path. A cell with a finished
-    record is not rerun; a cell another process is running raises :class:`CellBusy`."""
+    record is not rerun; a cell another process is running raises :class:`CellBusy`. ``callbacks``: more
+    Lightning callbacks for this fit (they do not change the cell)."""
     parsed = _parse_only(args)  # a finished cell is known from its command line: build no model or data for it
     record_path = parsed.run_dir / RECORD_NAME
     if finished_record(record_path) and not parsed.config.force:
         print(f"finished record exists, not rerunning (pass --force true to rerun): {record_path}", file=sys.stderr)
         return record_path
     cli = build_cli(args)
+    cli.trainer.callbacks.extend(callbacks)
     with cell_lock(cli.run_dir):
         if finished_record(record_path) and not cli.config.force:  # finished while we waited to look
             return record_path

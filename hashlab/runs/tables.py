@@ -318,12 +318,12 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
     return todo
 
 
-def _run_cell(cell: Cell, spec: dict, runs_dir, wandb: bool) -> None:
+def _run_cell(cell: Cell, spec: dict, runs_dir, wandb: bool, callbacks=()) -> None:
     from hashlab.runs.fit import run_fit
     # the bar over cells is the one progress display; Lightning's own would overwrite it
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     with quiet_framework():
-        run_fit(cell.args + quiet + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
+        run_fit(cell.args + quiet + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []), callbacks)
 
 
 # what the framework prints once per cell that a user can do nothing about (hardware lines, advertising tips,
