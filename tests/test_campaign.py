@@ -101,6 +101,12 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     epochs = [line for line in logged if line.startswith("    epoch ")]
     assert len(epochs) == 30 and epochs[-1].startswith("    epoch 30/30: validation mAP 0."), epochs[-3:]
     assert "about 0 min of epochs left" in epochs[-1] and "min of epochs left" in epochs[0]
+    # a plan whose cells are all done runs nothing and says so
+    done_plan = tmp_path / "done.yaml"
+    done_plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "16", "tables": ["demo"], "bits": [16]}]}))
+    said = []
+    assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append) == []
+    assert said[-1] == "no cell left to run: 1 done", said
     subject = git(tmp_path, "log", "--format=%s").splitlines()
     assert len(subject) == 1 and subject[0].startswith("reports/demo: ") and "16b seed0: mAP@all 0." in subject[0]
     tracked = git(tmp_path, "ls-tree", "-r", "--name-only", "HEAD").split()

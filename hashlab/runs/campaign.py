@@ -358,6 +358,10 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             continue
         pending = [w for w in work if not w.cell.missing and not w.cell.done and w.key not in failed | skipped]
         if not pending:
+            done, missing = sum(w.cell.done for w in work), sum(bool(w.cell.missing) for w in work)
+            log(f"no cell left to run: {done} done" + (f", {missing} waiting for their data (--status names the tables)"
+                                                        if missing else "")
+                + (f", {len(failed | skipped)} failed or busy" if failed | skipped else ""))
             break
         item = pending[0]
         base = _base(item.cell.method)
