@@ -191,6 +191,7 @@ class EpochLine(L.Callback):
     (for a log file, where a progress bar would be a wall of carriage returns)."""
 
     def __init__(self, log=print):
+        # `say`, not `log`: a callback attribute named `log` ended up calling LightningModule.log (Lightning 2.6)
         self.say, self.start, self.first_epoch = log, None, 0
 
     def on_train_epoch_start(self, trainer, module):
