@@ -111,6 +111,15 @@ def dispatch(argv: list[str]) -> None:
     tune_parser.add_argument("--runs-dir", default="runs")
     tune_parser.add_argument("--reports-dir", default="reports")
     tune_parser.add_argument("--data-root", default=None)
+    rescore_parser = commands.add_parser("rescore", help="recompute finished records' metrics from their saved codes "
+                                         "with today's (order-free) evaluation, training nothing")
+    rescore_parser.add_argument("folders", nargs="*", default=["reports"], help="folders searched for record.json "
+                                "(default: reports)")
+    rescore_parser.add_argument("--data-root", default=None, help="folder holding cifar10/, ...: which database "
+                                "items were trained on, for records whose codes file does not say (default "
+                                "$HASHLAB_DATA)")
+    rescore_parser.add_argument("--only-old", action="store_true", help="only records scored before today's "
+                                "evaluation")
     docs = commands.add_parser("docs", help="generated parts of the docs")
     docs.add_argument("what", choices=["profiles"], help="profiles: each method doc's cpu-profile block from its config")
     sweep = commands.add_parser("sweep", help="W&B sweeps generated from the table specs")
@@ -162,6 +171,11 @@ def dispatch(argv: list[str]) -> None:
         run_search(args)
         return
 
+    if args.command == "rescore":
+        from hashlab.runs.rescore import rescore
+        done = rescore(args.folders, args.data_root, args.only_old)
+        print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}")
+        return
     if args.command == "docs":
         from hashlab.records.profiles import write_blocks
         for path in write_blocks():

@@ -1,4 +1,6 @@
-"""The evaluation engine against brute-force references written straight from the definitions."""
+"""The evaluation engine against brute-force references written straight from the definitions: the order-free
+metrics against the average over every (or many random) orders of tied items, the stable-order figure against
+a stable argsort."""
 
 import itertools
 
@@ -12,7 +14,6 @@ from hashlab.evaluation import (
     evaluate_retrieval,
     mean_average_precision,
     pack_codes,
-    tie_aware_mean_average_precision,
 )
 
 
@@ -47,11 +48,14 @@ def random_problem(rng, nq, ndb, bits, classes, multi_label):
 
 @pytest.mark.parametrize("multi_label", [False, True])
 @pytest.mark.parametrize("bits,topk", [(4, None), (8, 50), (12, 7), (70, None), (33, 120)])
-def test_map_equals_brute_force(multi_label, bits, topk):
+def test_stable_map_equals_a_stable_argsort(multi_label, bits, topk):
     rng = np.random.default_rng(bits * 7 + int(multi_label))
     q, db, ql, dbl = random_problem(rng, 40, 300, bits, 6, multi_label)
     expected = brute_force_map(q, db, ql, dbl, topk)
-    assert mean_average_precision(q, db, ql, dbl, topk=topk) == pytest.approx(expected, abs=1e-12)
+    assert mean_average_precision(q, db, ql, dbl, topk=topk, ties="database") == pytest.approx(expected, abs=1e-12)
+    if topk is None:
+        report = evaluate_retrieval(q, db, ql, dbl, stable=True)
+        assert report.summary()["map_stable"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_code_formats_agree():
@@ -89,31 +93,82 @@ def test_query_without_relevant_items_counts_zero():
     assert mean_average_precision(q, db, [0, 2], [0, 1]) == pytest.approx(0.5)
 
 
-def tie_aware_brute_force(q_code, db_codes, q_label, db_labels):
-    """Exact expectation: average the AP over every order consistent with the distances."""
+def ap_of_order(relevant_in_order, topk):
+    top = relevant_in_order[:topk]
+    positions = np.flatnonzero(top) + 1
+    return float(np.mean(np.arange(1, len(positions) + 1) / positions)) if len(positions) else 0.0
+
+
+def every_tie_order(q_code, db_codes):
+    """Every ranking of the database consistent with the Hamming distances (all orders inside each tie)."""
     dist = (q_code[None, :] != db_codes).sum(1)
     groups = [np.flatnonzero(dist == d) for d in np.unique(dist)]
-    aps = []
     for perms in itertools.product(*[itertools.permutations(g) for g in groups]):
-        order = np.concatenate(perms)
-        relevant = (db_labels[order] @ q_label) > 0
-        positions = np.flatnonzero(relevant) + 1
-        aps.append(np.mean(np.arange(1, len(positions) + 1) / positions) if len(positions) else 0.0)
-    return float(np.mean(aps))
+        yield np.concatenate(perms)
 
 
+@pytest.mark.parametrize("topk", [None, 1, 3, 5])
 @pytest.mark.parametrize("seed", range(4))
-def test_tie_aware_map_is_the_expectation_over_tie_orders(seed):
+def test_map_is_the_exact_expectation_over_every_tie_order(seed, topk):
+    """AP@K with K inside a tied bucket too: the hypergeometric sum against the average over every order."""
     rng = np.random.default_rng(seed)
     q, db, ql, dbl = random_problem(rng, 5, 7, 2, 3, multi_label=seed % 2 == 1)
-    expected = np.mean([tie_aware_brute_force(q[i], db, ql[i], dbl) for i in range(len(q))])
-    assert tie_aware_mean_average_precision(q, db, ql, dbl) == pytest.approx(expected, abs=1e-12)
+    k = len(db) if topk is None else topk
+    expected = np.mean([np.mean([ap_of_order((dbl[order] @ ql[i]) > 0, k) for order in every_tie_order(q[i], db)])
+                        for i in range(len(q))])
+    assert mean_average_precision(q, db, ql, dbl, topk=topk) == pytest.approx(expected, abs=1e-12)
+
+
+def test_map_and_precision_equal_the_average_over_many_random_tie_orders():
+    """A database of 60 items at 3 bits (ties of about 8 items): the closed forms against 20,000 random orders."""
+    rng = np.random.default_rng(11)
+    q, db, ql, dbl = random_problem(rng, 6, 60, 3, 3, multi_label=False)
+    report = evaluate_retrieval(q, db, ql, dbl)
+    dist = (q[:, None, :] != db[None]).sum(-1)
+    relevant = (ql @ dbl.T) > 0
+    orders = 20_000
+    sums = {"all": 0.0, "at10": 0.0, "p5": 0.0}
+    for _ in range(orders):
+        shuffle = rng.random(dist.shape)
+        ranking = np.lexsort((shuffle, dist), axis=1)  # distance first, ties in a random order
+        rel = np.take_along_axis(relevant, ranking, 1)
+        sums["all"] += np.mean([ap_of_order(r, 60) for r in rel])
+        sums["at10"] += np.mean([ap_of_order(r, 10) for r in rel])
+        sums["p5"] += rel[:, :5].mean()
+    # the Monte Carlo mean is within a few standard errors (about 1e-3 here) of the exact expectation
+    assert report.mean_average_precision() == pytest.approx(sums["all"] / orders, abs=3e-3)
+    assert report.mean_average_precision(10) == pytest.approx(sums["at10"] / orders, abs=3e-3)
+    assert report.precision_at_n((5,))["precision"][0] == pytest.approx(sums["p5"] / orders, abs=3e-3)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_every_metric_is_unchanged_when_the_database_and_the_queries_are_permuted(multi_label):
+    rng = np.random.default_rng(21)
+    q, db, ql, dbl = random_problem(rng, 50, 2000, 8, 5, multi_label)  # 8 bits, 2,000 items: large ties
+    centres = rng.choice([-1, 1], size=(5, 8))
+    for codes, labels in ((q, ql), (db, dbl)):  # codes near their first class's centre, as trained codes are
+        codes[:] = np.where(rng.random(codes.shape) < 0.1, -1, 1) * centres[labels.argmax(1)]
+    db_order, q_order = rng.permutation(len(db)), rng.permutation(len(q))
+    before = evaluate_retrieval(q, db, ql, dbl)
+    after = evaluate_retrieval(q[q_order], db[db_order], ql[q_order], dbl[db_order])
+    for topk in (None, 1, 10, 100, 1000):
+        assert after.mean_average_precision(topk) == pytest.approx(before.mean_average_precision(topk), abs=1e-9)
+    for curve in ("precision_at_n", "pr_curve_by_radius"):
+        for key, values in getattr(before, curve)().items():
+            np.testing.assert_allclose(getattr(after, curve)()[key], values, rtol=0, atol=1e-9)
+    assert after.precision_within_radius(2) == pytest.approx(before.precision_within_radius(2), abs=1e-9)
+    # the stable-order figure is what does depend on the order: a database grouped by class, as data sets are
+    # stored, against the same database shuffled
+    grouped = np.lexsort(dbl.T[::-1])
+    stable = [evaluate_retrieval(q, db[o], ql, dbl[o], stable=True).stable_mean_average_precision()
+              for o in (grouped, db_order)]
+    assert abs(stable[0] - stable[1]) > 1e-3
 
 
 def test_curves_against_brute_force():
     rng = np.random.default_rng(3)
     q, db, ql, dbl = random_problem(rng, 15, 200, 10, 4, True)
-    report = evaluate_retrieval(q, db, ql, dbl, curve_ns=(1, 10, 50, 200, 1000))
+    report = evaluate_retrieval(q, db, ql, dbl)
     dist = (q[:, None, :] != db[None]).sum(-1)
     relevant = (ql @ dbl.T) > 0
     pr = report.pr_curve_by_radius()
@@ -126,12 +181,18 @@ def test_curves_against_brute_force():
         assert pr["precision"][radius] == pytest.approx(precision.mean())
         assert pr["recall"][radius] == pytest.approx(recall.mean())
     assert report.precision_within_radius(2) == pytest.approx(pr["precision"][2])
-    p_at_n = report.precision_at_n()
+    p_at_n = report.precision_at_n((1, 10, 50, 200, 1000))
     assert list(p_at_n["n"]) == [1, 10, 50, 200]  # cut-offs beyond the database are clipped
     for j, n in enumerate(p_at_n["n"]):
-        top = np.argsort(dist, axis=1, kind="stable")[:, :n]
-        expected = np.take_along_axis(relevant, top, 1).sum(1) / n
-        assert p_at_n["precision"][j] == pytest.approx(expected.mean())
+        # expected relevant items in the top N: every bucket wholly inside, and the cut bucket's share
+        expected = []
+        for i in range(len(q)):
+            cut = np.sort(dist[i])[n - 1]
+            inside = dist[i] < cut
+            taken = n - inside.sum()
+            at_cut = dist[i] == cut
+            expected.append((relevant[i][inside].sum() + taken * relevant[i][at_cut].mean()) / n)
+        assert p_at_n["precision"][j] == pytest.approx(np.mean(expected))
 
 
 def test_torchmetric_restores_dataset_order_and_drops_sampler_padding():
@@ -145,7 +206,10 @@ def test_torchmetric_restores_dataset_order_and_drops_sampler_padding():
         metric.update(torch.tensor(db[chunk], dtype=torch.float32), torch.tensor(dbl[chunk]),
                       torch.tensor(chunk), "database")
     metric.update(torch.tensor(q, dtype=torch.float32), torch.tensor(ql), torch.arange(12), "query")
-    assert metric.compute().mean_average_precision() == expected
+    metric.stable = True
+    report = metric.compute()
+    assert report.mean_average_precision() == expected
+    assert report.stable_mean_average_precision() == mean_average_precision(q, db, ql, dbl, ties="database")
 
 
 def test_graded_ndcg_matches_a_direct_computation():
@@ -171,18 +235,21 @@ def test_graded_ndcg_matches_a_direct_computation():
 
 
 @pytest.mark.parametrize("topk", [None, 100])
-def test_the_one_word_kernel_gives_the_general_kernels_values_exactly(topk):
-    """Codes of <= 64 bits and labels of <= 64 classes take the faster one-word kernel: every output equal."""
+def test_the_one_word_path_gives_the_general_paths_values_exactly(topk):
+    """Codes of <= 64 bits and labels of <= 64 classes take the one-word loop; the same codes with an empty
+    second label word take the general one: every output equal."""
     from hashlab.evaluation.codes import pack_codes, pack_labels
-    from hashlab.evaluation.kernel import one_word_kernel, retrieval_kernel
+    from hashlab.evaluation.kernel import histogram_kernel, stable_kernel
     rng = np.random.default_rng(3)
     q = pack_codes(rng.choice([-1, 1], size=(37, 48))).words()
     db = pack_codes(rng.choice([-1, 1], size=(501, 48))).words()
     ql = pack_labels((rng.random((37, 12)) < 0.2).astype(np.uint8), 12)
     dbl = pack_labels((rng.random((501, 12)) < 0.2).astype(np.uint8), 12)
+    wide_ql, wide_dbl = (np.concatenate([x, np.zeros_like(x)], axis=1) for x in (ql, dbl))
     k = 501 if topk is None else topk
-    ns = np.array([1, 10, 100, 501], dtype=np.int64)
-    general = retrieval_kernel(q, db, ql, dbl, 48, k, ns)
     for chunks in (1, 3, 64):
-        fast = one_word_kernel(q, db, ql, dbl, 48, k, ns, chunks)
-        assert all(np.array_equal(a, b) for a, b in zip(general, fast, strict=True))
+        for one, general in ((histogram_kernel(q, db, ql, dbl, 48, chunks),
+                              histogram_kernel(q, db, wide_ql, wide_dbl, 48, chunks)),
+                             ((stable_kernel(q, db, ql, dbl, 48, k, chunks),),
+                              (stable_kernel(q, db, wide_ql, wide_dbl, 48, k, chunks),))):
+            assert all(np.array_equal(a, b) for a, b in zip(one, general, strict=True))

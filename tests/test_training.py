@@ -69,7 +69,13 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
                 "config", "environment", "split"):
         assert key in record
     assert record["bits"] == 16 and record["method"] == "dpsh_googlenet" and record["epochs"] == 2
-    assert set(record["metrics"]) >= {"map", "map_at_1000", "precision_h2", "map_tie_aware"}
+    assert set(record["metrics"]) >= {"map", "map_at_1000", "precision_h2", "map_stable"}
+    assert record["evaluation"]["version"] == 2
+    assert 0 < record["metrics"]["map_unseen"] < 1 and 0 < record["metrics"]["map_seen"] <= 1
+    # `hashlab rescore` recomputes the same numbers from the saved codes alone (the codes say what was trained on)
+    from hashlab.runs.rescore import rescore_record
+    assert rescore_record(path) == record["metrics"]
+    assert json.loads(path.read_text())["curves"] == record["curves"]
     assert record["environment"]["packages"]["torch"]
     assert record["environment"]["accelerator"] == ("cpu" if not torch.cuda.is_available() else
                                                     torch.cuda.get_device_name(0))

@@ -1,61 +1,59 @@
-"""Retrieval metrics for hash codes: mAP@K, tie-aware mAP, precision@N, PR by Hamming radius.
+"""Retrieval metrics for hash codes: mAP@K, precision@N, PR by Hamming radius, precision within radius 2.
 
-Definitions are in docs/evaluation.md. Everything is computed from one kernel pass
-(:func:`hashlab.evaluation.kernel.retrieval_kernel`), so asking for every metric costs the same
-as asking for mAP.
+Every headline metric is order-free: the expectation over random orders of the items tied at the same
+Hamming distance (:mod:`hashlab.evaluation.expected`), so it depends on the codes alone, never on the
+order the database happens to be stored in. The stable figure (ties broken by database order, what code
+that sorts stably by index reports) is there on request as ``ties="database"``. Definitions are in
+docs/evaluation.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from hashlab.evaluation.codes import pack_codes, pack_labels
-from hashlab.evaluation.kernel import one_word_kernel, retrieval_kernel
+from hashlab.evaluation.expected import expected_average_precision, expected_hits
+from hashlab.evaluation.kernel import histogram_kernel, stable_kernel
 
-DEFAULT_CURVE_NS = (1, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-MAX_BITS = 127  # the kernel keeps a distance and a relevance flag in one byte
+DEFAULT_CURVE_NS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+MAX_BITS = 127  # distances and counts share one int64 per bucket
+TIES = ("random", "database")
 
 
 @dataclass
 class RetrievalReport:
-    """Per-query statistics of one retrieval run, from which every metric is derived."""
+    """Per query, the database items and the relevant items at each Hamming distance: every order-free
+    metric follows from these two histograms. ``stable_average_precision`` (AP@all with ties broken by
+    database order) is there when it was asked for."""
 
     bits: int
     num_database: int
-    topk: int
-    average_precision: np.ndarray  # (nq,) stable AP@topk
-    hist_all: np.ndarray  # (nq, bits+1) database items at each Hamming distance
+    hist_all: np.ndarray       # (nq, bits+1) database items at each distance
     hist_relevant: np.ndarray  # (nq, bits+1) relevant items at each distance
-    curve_ns: np.ndarray  # (m,) cut-offs of the precision@N curve
-    hits_at_n: np.ndarray  # (nq, m) relevant items within the first N
-    extras: dict = field(default_factory=dict)
+    stable_average_precision: np.ndarray | None = None  # (nq,)
 
     @property
     def num_queries(self) -> int:
-        return len(self.average_precision)
+        return self.hist_all.shape[0]
 
-    def mean_average_precision(self) -> float:
-        return float(self.average_precision.mean()) if self.num_queries else 0.0
+    def average_precision(self, topk: int | None = None) -> np.ndarray:
+        """Per query, the expected AP@topk over random orders of tied items (``None``: the whole database)."""
+        k = self.num_database if topk is None else int(topk)
+        if k <= 0:
+            raise ValueError(f"topk must be positive or None (whole database), got {topk}")
+        return expected_average_precision(self.hist_all, self.hist_relevant, k)
 
-    def tie_aware_mean_average_precision(self) -> float:
-        """Expected AP over random orders inside tied distances (He et al., CVPR 2018), whole database."""
-        n_d = self.hist_all.astype(np.float64)
-        r_d = self.hist_relevant.astype(np.float64)
-        before = np.cumsum(n_d, axis=1) - n_d  # items at smaller distance
-        before_rel = np.cumsum(r_d, axis=1) - r_d
-        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, self.num_database + 1))])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            slope = np.where(n_d > 1, (r_d - 1) / np.maximum(n_d - 1, 1), 0.0)
-            start = before.astype(np.int64)
-            harmonic_span = harmonic[start + n_d.astype(np.int64)] - harmonic[start]
-            # sum over t in (before, before + n_d] of (before_rel + 1 + slope * (t - before - 1)) / t
-            inner = (before_rel + 1 - slope * (before + 1)) * harmonic_span + slope * n_d
-            group = np.where(r_d > 0, r_d / np.maximum(n_d, 1) * inner, 0.0)
-        total_rel = r_d.sum(axis=1)
-        ap = np.where(total_rel > 0, group.sum(axis=1) / np.maximum(total_rel, 1), 0.0)
-        return float(ap.mean()) if self.num_queries else 0.0
+    def mean_average_precision(self, topk: int | None = None) -> float:
+        """mAP@topk, order-free (the headline metric); ``None``: mAP@all."""
+        return float(self.average_precision(topk).mean()) if self.num_queries else 0.0
+
+    def stable_mean_average_precision(self) -> float:
+        """mAP@all with ties broken by database order: the figure of code that sorts stably by index."""
+        if self.stable_average_precision is None:
+            raise ValueError("this report has no stable-order AP: evaluate with evaluate_retrieval(..., stable=True)")
+        return float(self.stable_average_precision.mean()) if self.num_queries else 0.0
 
     def pr_curve_by_radius(self) -> dict[str, np.ndarray]:
         """Mean precision and recall of the items within Hamming radius r, for r = 0..bits."""
@@ -71,26 +69,21 @@ class RetrievalReport:
         """Mean precision of the items within Hamming radius ``radius``; a query that retrieves nothing counts 0."""
         return float(self.pr_curve_by_radius()["precision"][min(radius, self.bits)])
 
-    def precision_at_n(self) -> dict[str, np.ndarray]:
-        """Mean precision of the first N items in the stable ranking, for each N of ``curve_ns``."""
-        return {"n": self.curve_ns, "precision": (self.hits_at_n / self.curve_ns).mean(axis=0)}
+    def precision_at_n(self, curve_ns=DEFAULT_CURVE_NS) -> dict[str, np.ndarray]:
+        """Expected precision of the first N items, for each N of ``curve_ns`` (clipped to the database)."""
+        ns = np.asarray(sorted({min(int(c), self.num_database) for c in curve_ns if c > 0}) or [self.num_database],
+                        dtype=np.int64)
+        hits = expected_hits(self.hist_all, self.hist_relevant, ns)
+        return {"n": ns, "precision": (hits / ns).mean(axis=0)}
 
     def summary(self) -> dict[str, float]:
-        return {
-            "map": self.mean_average_precision(),
-            "map_tie_aware": self.tie_aware_mean_average_precision(),
-            "precision_h2": self.precision_within_radius(2),
-        }
+        out = {"map": self.mean_average_precision(), "precision_h2": self.precision_within_radius(2)}
+        if self.stable_average_precision is not None:
+            out["map_stable"] = self.stable_mean_average_precision()
+        return out
 
 
-def evaluate_retrieval(query_codes, database_codes, query_labels, database_labels,
-                       topk: int | None = None, curve_ns=DEFAULT_CURVE_NS) -> RetrievalReport:
-    """Rank the database for every query by Hamming distance (stable) and collect the statistics.
-
-    Codes: +-1 or {0,1} arrays (numpy or torch, (n, bits)) or :class:`PackedCodes`.
-    Labels: one-hot / multi-hot (n, C) or integer class ids (n,); relevant = sharing a label.
-    ``topk=None`` ranks the whole database.
-    """
+def _prepared(query_codes, database_codes, query_labels, database_labels):
     query = pack_codes(query_codes, "query_codes")
     database = pack_codes(database_codes, "database_codes")
     if query.bits != database.bits:
@@ -103,33 +96,50 @@ def evaluate_retrieval(query_codes, database_codes, query_labels, database_label
     for codes, labels, name in ((query, q_labels, "query"), (database, db_labels, "database")):
         if len(codes) != labels.shape[0]:
             raise ValueError(f"{name}: {len(codes)} codes but {labels.shape[0]} label rows")
-    n = len(database)
-    if topk is not None and topk <= 0:
-        raise ValueError(f"topk must be positive or None (whole database), got {topk}")
-    k = n if topk is None else min(int(topk), n)
-    ns = np.asarray(sorted({min(int(c), n) for c in curve_ns if c > 0}) or [n], dtype=np.int64)
-    q_words, db_words = query.words(), database.words()
-    if q_words.shape[1] == 1 and q_labels.shape[1] == 1 and n < 2 ** 31:
-        import numba
-        chunks = max(1, min(len(q_words), 4 * numba.get_num_threads()))  # a few per thread: balanced under load
-        ap, _, hist_all, hist_rel, hits = one_word_kernel(q_words, db_words, q_labels, db_labels, query.bits, k, ns,
-                                                          chunks)
-    else:
-        ap, _, hist_all, hist_rel, hits = retrieval_kernel(q_words, db_words, q_labels, db_labels, query.bits, k, ns)
-    return RetrievalReport(query.bits, n, k, ap, hist_all, hist_rel, ns, hits)
+    if len(database) >= 2 ** 31:
+        raise ValueError(f"{len(database)} database items: the evaluation engine counts at most 2**31 - 1")
+    return query.words(), database.words(), q_labels, db_labels, query.bits
+
+
+def _chunks(num_queries: int) -> int:
+    import numba
+    return max(1, min(num_queries, 4 * numba.get_num_threads()))  # a few per thread: balanced under load
+
+
+def evaluate_retrieval(query_codes, database_codes, query_labels, database_labels,
+                       stable: bool = False) -> RetrievalReport:
+    """Count, for every query, the database items and the relevant ones at each Hamming distance.
+
+    Codes: +-1 or {0,1} arrays (numpy or torch, (n, bits)) or :class:`PackedCodes`.
+    Labels: one-hot / multi-hot (n, C) or integer class ids (n,); relevant = sharing a label.
+    ``stable=True`` also ranks with ties broken by database order, for ``map_stable``.
+    """
+    q_words, db_words, q_labels, db_labels, bits = _prepared(query_codes, database_codes, query_labels,
+                                                             database_labels)
+    chunks = _chunks(len(q_words))
+    hist_all, hist_rel = histogram_kernel(q_words, db_words, q_labels, db_labels, bits, chunks)
+    stable_ap = (stable_kernel(q_words, db_words, q_labels, db_labels, bits, len(db_words), chunks)
+                 if stable else None)
+    return RetrievalReport(bits, len(db_words), hist_all, hist_rel, stable_ap)
 
 
 def mean_average_precision(query_codes, database_codes, query_labels, database_labels,
-                           topk: int | None = None) -> float:
-    """mAP@topk with the database ranked by Hamming distance, ties broken by database order."""
-    return evaluate_retrieval(query_codes, database_codes, query_labels, database_labels,
-                              topk=topk, curve_ns=(1,)).mean_average_precision()
-
-
-def tie_aware_mean_average_precision(query_codes, database_codes, query_labels, database_labels) -> float:
-    """Expected mAP over random orders inside tied distances (whole database)."""
-    return evaluate_retrieval(query_codes, database_codes, query_labels, database_labels,
-                              curve_ns=(1,)).tie_aware_mean_average_precision()
+                           topk: int | None = None, ties: str = "random") -> float:
+    """mAP@topk of the Hamming ranking (``None``: the whole database). ``ties="random"`` (the default): the
+    expectation over random orders of tied items, which depends on the codes alone. ``ties="database"``:
+    ties broken by database order, as code that sorts stably by index does."""
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    if topk is not None and topk <= 0:
+        raise ValueError(f"topk must be positive or None (whole database), got {topk}")
+    if ties == "random":
+        return evaluate_retrieval(query_codes, database_codes, query_labels,
+                                  database_labels).mean_average_precision(topk)
+    q_words, db_words, q_labels, db_labels, bits = _prepared(query_codes, database_codes, query_labels,
+                                                             database_labels)
+    k = len(db_words) if topk is None else min(int(topk), len(db_words))
+    ap = stable_kernel(q_words, db_words, q_labels, db_labels, bits, k, _chunks(len(q_words)))
+    return float(ap.mean()) if len(ap) else 0.0
 
 
 def _num_classes(*labels) -> int | None:

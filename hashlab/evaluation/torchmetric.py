@@ -1,8 +1,8 @@
 """A torchmetrics ``Metric`` that gathers query and database codes across DDP processes.
 
 Each process sees a shard of the data in sampler order; the dataset indices travel with the
-codes so that, after the gather, both sides are put back in dataset order and the stable tie
-order (and so the mAP) is the same as in a single-process run.
+codes so that, after the gather, both sides are put back in dataset order and the database order (and so
+the stable-order figure) is the same as in a single-process run; the order-free metrics do not depend on it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from hashlab.evaluation.metrics import RetrievalReport, evaluate_retrieval
 class HashingRetrievalMetric(Metric):
     full_state_update = False
 
-    def __init__(self, topk: int | None = None, **kwargs):
+    def __init__(self, stable: bool = False, **kwargs):
+        """``stable``: also compute the stable-order AP (ties by database order) in :meth:`compute`."""
         super().__init__(**kwargs)
-        self.topk = topk
+        self.stable = stable
         for role in ("query", "database"):
             self.add_state(f"{role}_codes", default=[], dist_reduce_fx="cat")
             self.add_state(f"{role}_labels", default=[], dist_reduce_fx="cat")
@@ -56,4 +57,4 @@ class HashingRetrievalMetric(Metric):
     def compute(self) -> RetrievalReport:
         q_codes, q_labels, _ = self.gathered("query")
         db_codes, db_labels, _ = self.gathered("database")
-        return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=self.topk)
+        return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, stable=self.stable)

@@ -8,9 +8,10 @@ from pathlib import Path
 CODES_NAME = "codes.npz"
 
 
-def write_codes(path: Path, model) -> Path:
+def write_codes(path: Path, model, database_seen=None) -> Path:
     """The evaluated query and database codes (bits packed, as sign >= 0), labels and dataset indices,
-    gathered over every process: what re-evaluation and indexing read without the model."""
+    gathered over every process, and which database items the model trained on (``database_seen``): what
+    re-evaluation and indexing read without the model or the data."""
     import os
 
     import numpy as np
@@ -21,6 +22,8 @@ def write_codes(path: Path, model) -> Path:
         arrays[f"{role}_codes"] = np.packbits(codes.cpu().numpy() >= 0, axis=1)
         arrays[f"{role}_labels"] = labels.cpu().numpy().astype(np.uint8)
         arrays[f"{role}_index"] = index.cpu().numpy()
+    if database_seen is not None:
+        arrays["database_seen"] = np.packbits(np.asarray(database_seen, dtype=bool))
     from hashlab.errors import storage_error
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
     try:
@@ -50,7 +53,8 @@ def check_codes(path: Path) -> None:
 
 
 def read_codes(path: str | Path) -> dict:
-    """codes.npz -> {role_codes: float tensors of +-1, role_labels, role_index, bits}."""
+    """codes.npz -> {role_codes: float tensors of +-1, role_labels, role_index, bits}, and database_seen (a bool
+    array) when the file has it."""
     import numpy as np
     import torch
     data = np.load(path)
@@ -61,4 +65,6 @@ def read_codes(path: str | Path) -> dict:
         out[f"{role}_codes"] = torch.from_numpy(unpacked)
         out[f"{role}_labels"] = torch.from_numpy(data[f"{role}_labels"])
         out[f"{role}_index"] = torch.from_numpy(data[f"{role}_index"])
+    if "database_seen" in data.files:
+        out["database_seen"] = np.unpackbits(data["database_seen"], count=len(out["database_index"])).astype(bool)
     return out

@@ -5,7 +5,6 @@ and the data set's own images; no model is loaded.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,10 @@ RIGHT, WRONG, QUERY = (40, 160, 60), (200, 40, 40), (60, 60, 60)
 
 
 def _source(record: dict, data_root: str | None):
-    """The data set's items in source order (the indices codes.npz refers to)."""
-    from hashlab.runs.fit import class_of
-    data = record["config"]["data"]
-    args = dict(data.get("init_args", {}))
-    root = str(args.get("root") or "")
-    base = data_root or os.environ.get("HASHLAB_DATA")
-    if root.startswith("$HASHLAB_DATA/"):
-        if not base:
-            return None
-        args["root"] = str(Path(base) / root.removeprefix("$HASHLAB_DATA/"))
-    if args.get("root") and not Path(args["root"]).exists():
-        return None
-    return class_of(data["class_path"])(**args).load_source()
+    """The data set's items in source order (the indices codes.npz refers to); None when its data is not here."""
+    from hashlab.runs.rescore import datamodule_of
+    module = datamodule_of(record, data_root)
+    return None if module is None else module.load_source()
 
 
 def fixed_queries(labels: np.ndarray, count: int = 5, seed: int = 0) -> list[int]:

@@ -17,11 +17,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.cli import LightningCLI
 
 from hashlab.clock import active_time, paused_seconds
 from hashlab.data import HashingDataModule
 from hashlab.errors import HashlabError
+from hashlab.evaluation.scores import EVALUATION
 from hashlab.methods import HashingModule
 from hashlab.records.codes import CODES_NAME, write_codes
 from hashlab.records.record import RECORD_NAME, config_hash, environment, write_json_atomic
@@ -254,10 +256,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
                      "val_map": score, "checkpoint": str(Path(best).resolve().relative_to(cli.run_dir.resolve()))}
     trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
-    report = model.test_report
-    metrics = report.summary()
-    for k in (1000, *datamodule.report_topk):
-        metrics[f"map_at_{k}"] = _map_at(model, k)
+    metrics, curves = _scores(model, datamodule)
     describe = datamodule.describe()
     if describe["multi_label"]:
         metrics["ndcg_at_100"] = _ndcg_at(model, 100)
@@ -267,8 +266,8 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "backbone": model.hparams.backbone, "mode": model.hparams.mode, "bits": model.bits,
         "seed": cli.config.seed_everything, "config_hash": cli.config_hash, "data_fingerprint": cli.data_fingerprint,
         "metrics": {**metrics, **model.extra_metrics()},
-        "curves": {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
-                   "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}},
+        "evaluation": EVALUATION,
+        "curves": curves,
         "evaluated_checkpoint": evaluated,
         "val_map_by_epoch": [value for _, value in history],
         "split": describe,
@@ -285,7 +284,8 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "codes_file": CODES_NAME,
     }
     if trainer.is_global_zero:
-        write_codes(cli.run_dir / CODES_NAME, model)  # before the record: a record always has its codes
+        seen = database_seen(model.evaluated_codes["database"][2].numpy(), datamodule)
+        write_codes(cli.run_dir / CODES_NAME, model, seen)  # before the record: a record always has its codes
         write_json_atomic(record_path, record)
         log_record(trainer.loggers, record, record_path)
     return record_path
@@ -297,11 +297,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _map_at(model: HashingModule, k: int) -> float:
-    from hashlab.evaluation import evaluate_retrieval
+def database_seen(database_index, datamodule) -> np.ndarray:
+    """True for the database items the model trained on (the protocol's training set)."""
+    return np.isin(np.asarray(database_index), np.asarray(datamodule.split.train))
+
+
+def _scores(model: HashingModule, datamodule) -> tuple[dict, dict]:
+    from hashlab.evaluation.scores import score_codes
     q_codes, q_labels, _ = model.evaluated_codes["query"]
-    db_codes, db_labels, _ = model.evaluated_codes["database"]
-    return evaluate_retrieval(q_codes, db_codes, q_labels, db_labels, topk=k, curve_ns=(1,)).mean_average_precision()
+    db_codes, db_labels, db_index = model.evaluated_codes["database"]
+    return score_codes(q_codes, db_codes, q_labels, db_labels, database_seen(db_index.numpy(), datamodule),
+                       topks=(1000, *datamodule.report_topk))
 
 
 def _ndcg_at(model: HashingModule, k: int) -> float:

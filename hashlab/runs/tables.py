@@ -26,6 +26,7 @@ from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.records.codes import CODES_NAME, check_codes
 from hashlab.records.record import RECORD_NAME, read_record
+from hashlab.runs.rescore import is_current
 
 TABLES_DIR = Path("experiments/tables")
 REPORTS_DIR = Path("reports")
@@ -377,8 +378,12 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
                 record, unreadable = None, f"unreadable: {error}"
         if record is not None:
             metrics, timings = record["metrics"], record.get("timings", {})
+            if not is_current(record):
+                warnings.warn(f"{record_path} was scored with ties in database order (before the order-free "
+                              "evaluation): run `hashlab rescore` on its folder", stacklevel=2)
             row.update(backbone=record["backbone"], mode=record["mode"], map=metrics.get("map"),
-                       map_tie_aware=metrics.get("map_tie_aware"), map_at_1000=metrics.get("map_at_1000"),
+                       map_stable=metrics.get("map_stable"), map_seen=metrics.get("map_seen"),
+                       map_unseen=metrics.get("map_unseen"), map_at_1000=metrics.get("map_at_1000"),
                        value=metrics.get(spec["metric"]), wall_s=timings.get("wall_s"),
                        commit=record["environment"]["commit"], curves=record.get("curves"), missing="",
                        record=str(record_path))

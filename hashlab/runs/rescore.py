@@ -1,0 +1,93 @@
+"""`hashlab rescore`: recompute the retrieval metrics of finished records from the codes saved beside them.
+
+Nothing is retrained: each record's codes.npz is evaluated again with today's evaluation (order-free: the
+expectation over random orders of tied items) and the record's metrics and curves are replaced, atomically.
+Metrics that are not retrieval scores (bit balance, proxy distances, NDCG) stay as they were. Which database
+items the model trained on (for mAP against the seen and the unseen part of the database) comes from the
+codes file when it says so, else from the record's data set and split, read from the data root.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hashlab.evaluation.scores import EVALUATION, score_codes
+from hashlab.records.codes import CODES_NAME, read_codes
+from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
+
+RETRIEVAL_METRICS = ("map", "map_stable", "map_tie_aware", "precision_h2", "map_seen", "map_unseen")
+
+
+def is_current(record: dict) -> bool:
+    """Scored by today's evaluation (records without the field ranked ties by database order)."""
+    return record.get("evaluation", {}).get("version") == EVALUATION["version"]
+
+
+def datamodule_of(record: dict, data_root: str | None):
+    """The record's data module, its root resolved against ``data_root`` ($HASHLAB_DATA/... in committed
+    records); None when its data is not here."""
+    from hashlab.runs.fit import class_of
+    data = record["config"]["data"]
+    args = dict(data.get("init_args", {}))
+    root = str(args.get("root") or "")
+    base = data_root or os.environ.get("HASHLAB_DATA")
+    if root.startswith("$HASHLAB_DATA/"):
+        if not base:
+            return None
+        args["root"] = str(Path(base) / root.removeprefix("$HASHLAB_DATA/"))
+    if args.get("root") and not Path(args["root"]).exists():
+        return None
+    return class_of(data["class_path"])(**args)
+
+
+def _seen(record: dict, codes: dict, data_root: str | None, modules: dict) -> np.ndarray | None:
+    if "database_seen" in codes:
+        return codes["database_seen"]
+    data = record["config"]["data"]
+    key = repr(sorted(data.get("init_args", {}).items())) + data["class_path"]
+    if key not in modules:
+        module = datamodule_of(record, data_root)
+        if module is not None:
+            module.prepare()
+        modules[key] = module
+    module = modules[key]
+    if module is None:
+        return None
+    return np.isin(codes["database_index"].numpy(), module.split.train)
+
+
+def rescore_record(path: Path, data_root: str | None = None, modules: dict | None = None) -> dict | None:
+    """Rescore one record in place; returns the new metrics, or None when it has no codes file."""
+    record = read_record(path)
+    codes_path = path.parent / record.get("codes_file", CODES_NAME)
+    if not codes_path.exists():
+        warnings.warn(f"{path}: no {codes_path.name} beside it, so it cannot be rescored", stacklevel=2)
+        return None
+    codes = read_codes(codes_path)
+    seen = _seen(record, codes, data_root, {} if modules is None else modules)
+    topks = sorted({int(k.removeprefix("map_at_")) for k in record["metrics"] if k.startswith("map_at_")} | {1000})
+    metrics, curves = score_codes(codes["query_codes"], codes["database_codes"], codes["query_labels"],
+                                  codes["database_labels"], seen, topks=topks)
+    kept = {k: v for k, v in record["metrics"].items() if k not in RETRIEVAL_METRICS and not k.startswith("map_at_")}
+    record["metrics"] = {**metrics, **kept}
+    record["curves"] = curves
+    record["evaluation"] = EVALUATION
+    write_json_atomic(path, record)
+    return record["metrics"]
+
+
+def rescore(folders: list[str | Path], data_root: str | None = None, only_old: bool = False) -> list[Path]:
+    """Rescore every record.json under ``folders``; ``only_old``: only records scored before today's evaluation."""
+    paths = sorted(p for folder in folders for p in Path(folder).rglob(RECORD_NAME))
+    if only_old:
+        paths = [p for p in paths if not is_current(read_record(p))]
+    done, modules = [], {}
+    for path in tqdm(paths, desc="rescoring records", unit="record"):
+        if rescore_record(path, data_root, modules) is not None:
+            done.append(path)
+    return done
