@@ -97,13 +97,16 @@ def dispatch(argv: list[str]) -> None:
     campaign.add_argument("--data-root", default=None, help="folder holding cifar10/, ... (default $HASHLAB_DATA)")
     campaign.add_argument("--nice", type=int, default=10, help="CPU priority increment (0: none)")
     campaign.add_argument("--max-cells", type=int, default=None, help="stop after this many finished cells")
+    campaign.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes to the code "
+                          "(hashlab/, experiments/, sweeps/), for trying the campaign itself: its records say dirty")
     campaign.add_argument("--commit", action="store_true", help="git-commit each finished cell's record, codes and "
                           "re-rendered tables (those paths only; other staged work stays staged)")
-    tune_parser = commands.add_parser("tune", help="choose a method's cpu-profile learning rates on validation "
-                                      "(sweeps/tune-METHOD.yaml, successive halving) and write them into its config")
+    tune_parser = commands.add_parser("tune", help="choose a method's cpu-profile learning rates and free loss weights "
+                                      "on validation (sweeps/tune-METHOD.yaml: the same budget of trials for every "
+                                      "method, successive halving) and write them into its config")
     tune_parser.add_argument("method")
     tune_parser.add_argument("--write-sweep", action="store_true", help="write sweeps/tune-METHOD.yaml (the default "
-                             "grid) and stop")
+                             "space: the two learning rates) and stop")
     tune_parser.add_argument("--dry-run", action="store_true", help="list the trials and the rounds")
     tune_parser.add_argument("--no-config", action="store_true", help="do not write the choice into the config")
     tune_parser.add_argument("--render", action="store_true", help="write reports/tune-METHOD/table.md and "
@@ -192,13 +195,7 @@ def dispatch(argv: list[str]) -> None:
             print(tuning.render_report(args.method, args.reports_dir))
             return
         if args.dry_run:
-            sweep = tuning.load_sweep(args.method)
-            where = sweep["hashlab"]
-            for point in tuning.grid_points(sweep):
-                print(tuning._point_text(point))
-            print(f"{len(tuning.grid_points(sweep))} trials; epochs by round {where['rounds']}, keeping {where['keep']}; "
-                  f"a grid whose best first-round point is on its edge grows past it, up to {where['edge_steps']} times; "
-                  "a best point still on an edge after the halving steps past it while the step wins")
+            print(tuning.dry_run_text(args.method, args.runs_dir, args.data_root))
             return
         choice = tuning.tune(args.method, args.runs_dir, args.data_root, args.reports_dir,
                              write_config=not args.no_config)
@@ -210,7 +207,7 @@ def dispatch(argv: list[str]) -> None:
             print(status(load_plan(args.plan), args.runs_dir, args.data_root))
         else:
             run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells,
-                         commit=args.commit)
+                         commit=args.commit, allow_dirty=args.allow_dirty)
         return
     if args.command in ("cell", "sweep"):
         from hashlab.runs.sweeps import run_cell, write_sweep

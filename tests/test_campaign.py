@@ -16,6 +16,7 @@ from hashlab.runs.campaign import (
     load_plan,
     plan_work,
     portable_record,
+    refuse_uncommitted_code,
     run_campaign,
     status,
 )
@@ -54,9 +55,13 @@ def test_the_plan_runs_deferred_methods_last_and_a_shared_cell_once():
     shared = [w for w in runnable if w.cell.method == "dfch" and w.cell.bits == 48 and w.cell.seed == 0
               and w.cell.protocol == "cifar10-1"]
     assert len(shared) == 1 and set(shared[0].tables) == {"table2", "ablation-dfch"}
-    # three seeds at 48 bits for the seed methods, one elsewhere
-    seeds = {(w.cell.bits, w.cell.seed) for w in runnable if w.cell.method == "fdh_mfe" and "table2" in w.tables}
-    assert seeds == {(12, 0), (24, 0), (32, 0), (48, 0), (48, 1), (48, 2)}
+    # three seeds at 48 bits for every deep method, one elsewhere
+    for method in ("fdh_mfe", "csq"):
+        seeds = {(w.cell.bits, w.cell.seed) for w in runnable if w.cell.method == method and "table2" in w.tables}
+        assert seeds == {(12, 0), (24, 0), (32, 0), (48, 0), (48, 1), (48, 2)}, method
+    # an ablation row runs the seeds of its full row
+    ablated = {w.cell.seed for w in runnable if w.cell.method == "fdh_mfe without proxy loss"}
+    assert ablated == {0, 1, 2}
 
 
 def test_a_plan_with_an_unknown_field_is_named(tmp_path):
@@ -94,7 +99,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     plan_data = load_plan(plan)
     assert "3 cells to run" in status(plan_data, runs)
     logged = []
-    finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1, commit=True, log=logged.append)
+    finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1, commit=True, log=logged.append,
+                            allow_dirty=True)  # this checkout may be a work in progress; the refusal is tested below
     assert len(finished) == 1
     assert "  committed" in logged, logged
     # a long cell shows where it is: one line per epoch, the validation mAP where it validated, the time left
@@ -105,7 +111,7 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     done_plan = tmp_path / "done.yaml"
     done_plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "16", "tables": ["demo"], "bits": [16]}]}))
     said = []
-    assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append) == []
+    assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append, allow_dirty=True) == []
     assert said[-1] == "no cell left to run: 1 done", said
     subject = git(tmp_path, "log", "--format=%s").splitlines()
     assert len(subject) == 1 and subject[0].startswith("reports/demo: ") and "16b seed0: mAP@all 0." in subject[0]
@@ -152,3 +158,23 @@ def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
     labels = np.eye(3, dtype=np.uint8)[[0, 0, 1, 1, 2, 2]]
     chosen = fixed_queries(labels, 3)
     assert len({int(labels[c].argmax()) for c in chosen}) == 3 and chosen == fixed_queries(labels, 3)
+
+
+def test_the_campaign_refuses_uncommitted_changes_to_the_code_it_runs(tmp_path):
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "test@hashlab"), git(tmp_path, "config", "user.name", "test")
+    for name in ("hashlab/methods/dsh.py", "experiments/methods/dsh-cpu.yaml", "README.md", "reports/t/table.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("v1\n")
+    git(tmp_path, "add", "-A"), git(tmp_path, "commit", "-q", "-m", "start")
+    refuse_uncommitted_code(tmp_path)  # clean
+    (tmp_path / "README.md").write_text("v2\n")
+    (tmp_path / "reports/t/table.md").write_text("v2\n")
+    refuse_uncommitted_code(tmp_path)  # documents and reports change while a campaign runs: not code
+    (tmp_path / "experiments/methods/dsh-cpu.yaml").write_text("v2\n")
+    with pytest.raises(CampaignError, match=r"uncommitted changes .*experiments/methods/dsh-cpu.yaml.*Commit them"):
+        refuse_uncommitted_code(tmp_path)
+    git(tmp_path, "commit", "-q", "-am", "config")
+    (tmp_path / "hashlab/methods/new_method.py").write_text("x = 1\n")  # a new file counts too
+    with pytest.raises(CampaignError, match="new_method.py"):
+        refuse_uncommitted_code(tmp_path)

@@ -114,6 +114,33 @@ def test_adsh_protocol_pools_the_whole_database_and_samples_each_epoch(tmp_path)
     assert len(database.dataset) == 200 and len(queries.dataset) == len(held.split.val) == 110
 
 
+def test_the_validation_database_is_shaped_like_the_test_database_and_never_holds_a_query(tmp_path):
+    """cifar10-1's test database holds its training images and images no model trains on; the validation items
+    retrieve against a sample in the same proportion, drawn from outside the queries and the validation items."""
+    write_batches(tmp_path / "cifar-10-batches-py", per_class_train=1100, per_class_test=100)
+    data = CIFAR10(root=str(tmp_path), protocol="cifar10-1", splits_dir=str(tmp_path / "splits"))
+    data.prepare()
+    split, database = data.split, data.validation_database()
+    assert len(database) == len(split.train) == 5000 and len(np.unique(database)) == len(database)
+    assert not np.isin(database, split.query).any() and not np.isin(database, split.val).any()
+    assert np.isin(database, split.database).all()
+    seen = np.isin(database, split.train).mean()
+    test_share = np.isin(split.database, split.train).mean()  # 5,000 of 11,000 here (of 59,000 in the real one)
+    assert seen == pytest.approx(test_share, abs=1e-3)
+    again = CIFAR10(root=str(tmp_path), protocol="cifar10-1", splits_dir=str(tmp_path / "splits"))
+    again.prepare()
+    np.testing.assert_array_equal(again.validation_database(), database)  # drawn once from the split seed
+    queries, loader = data.val_dataloader()
+    assert len(loader.dataset) == 5000 and len(queries.dataset) == len(split.val)
+    described = data.describe()
+    assert described["validation_database"] == 5000 and described["validation_database_seen"] == round(5000 * test_share)
+    # a smaller data set keeps the proportion and shrinks the validation database instead
+    small = CIFAR10(root=str(tmp_path), protocol="cifar10-1", val_database=12000, splits_dir=str(tmp_path / "splits"))
+    small.prepare()
+    shrunk = small.validation_database()
+    assert len(shrunk) < 12000 and np.isin(shrunk, split.train).mean() == pytest.approx(test_share, abs=1e-3)
+
+
 @pytest.mark.skipif(not SHARED_CIFAR10.exists(), reason="../shared/data/cifar10 is not beside the project")
 def test_describe_on_the_real_cifar10(capsys, monkeypatch):
     monkeypatch.setenv("HASHLAB_DATA", str(SHARED_CIFAR10.parent))

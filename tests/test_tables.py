@@ -36,8 +36,8 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     spec = load_spec("2")
     table = cells(spec, tmp_path / "runs", "cpu", data_root=str(tmp_path))
     # methods (4 seed + 10 baselines + 2 pooled-feature codes) x data sets x bits, and seeds 1 and 2 of the
-    # four seed methods at 48 bits
-    assert len(table) == 16 * 2 * 4 + 4 * 2 * 2
+    # 11 deep methods at 48 bits
+    assert len(table) == 16 * 2 * 4 + 11 * 2 * 2
     flickr = [c for c in table if c.dataset == "flickr25k"]
     # named relative to the data root: a committed report carries no path of the machine it ran on
     assert all("the data root has no flickr25k/ folder" in c.missing for c in flickr)
@@ -202,15 +202,22 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     committed = pd.read_csv(ROOT / "reports" / "table2" / "table.csv").set_index(key).sort_index()
     assert list(fresh.index) == list(committed.index)
     pd.testing.assert_series_equal(fresh["value"].astype(float), committed["value"].astype(float), rtol=0, atol=1e-12)
-    records = list((ROOT / "reports" / "table2" / "records").rglob("record.json"))
-    found = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in (json.loads(p.read_text()) for p in records)}
+    from hashlab.records.record import RESULTS_VERSION
+    records = [json.loads(p.read_text()) for p in (ROOT / "reports" / "table2" / "records").rglob("record.json")]
+    # every record of today's results version matches a cell; a record of an earlier version matches none (it
+    # stays in git's history, and in reports/ until its cell's record of today's version replaces it)
+    current = [r for r in records if r["environment"].get("results_version", 1) == RESULTS_VERSION]
+    found = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in current}
     for cell in found:
         assert fresh.loc[cell, "missing"] == "", f"committed record {cell} no longer matches its cell"
+    older = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in records if r not in current} - found
+    assert all(fresh.loc[cell, "missing"] == "not run yet" for cell in older)
     # the README's results are generated from the same records, never typed
     from hashlab.records.render import readme_block
     assert readme_block(ROOT / "README.md", "table2") == out["summary"].strip(), \
         "README results block is stale: run `hashlab report --table 2 --readme README.md`"
-    assert "A trained (deep) cell took" in out["summary"]  # the cost a reader (and the campaign) reckons with
+    if any(r["mode"] != "frozen" for r in current):
+        assert "A trained (deep) cell took" in out["summary"]  # the cost a reader (and the campaign) reckons with
     # a figure re-rendered from the same records is the same file: no creation date in the PDFs
     assert all(b"/CreationDate" not in pdf.read_bytes() for pdf in (tmp_path / "table2").glob("*.pdf"))
 
@@ -279,3 +286,19 @@ def test_a_table_at_one_bit_length_draws_bars_of_its_rows_instead_of_a_line_over
     assert not (tmp_path / "ablation-fdh_mfe" / "map_vs_bits.png").exists()
     assert {p.name for p in (ROOT / "reports" / "ablation-fdh_mfe").glob("map_*")} == {"map_by_method.png",
                                                                                    "map_by_method.pdf"}
+
+
+def test_an_ablation_row_is_marked_only_when_its_paired_difference_is_outside_the_seed_spread():
+    """Rows against the full method, paired by seed: a consistent gain is marked; a larger mean gain that one
+    seed contradicts is not; a single seed has no spread and marks nothing; a seed only one row ran is left out."""
+    from hashlab.records.render import paired_differences
+    values = {"full": [0.70, 0.72, 0.71, 0.90], "steady": [0.72, 0.74, 0.73, None],
+              "noisy": [0.68, 0.80, 0.77, None], "single": [0.75, None, None, None]}
+    rows = [{"method": m, "dataset": "cifar10", "bits": 48, "seed": seed, "value": v}
+            for m, vs in values.items() for seed, v in enumerate(vs) if v is not None]
+    paired = paired_differences(pd.DataFrame(rows), list(values))
+    steady, noisy, single = (paired[(m, "cifar10", 48)] for m in ("steady", "noisy", "single"))
+    assert steady["seeds"] == 3 and steady["mean"] == pytest.approx(0.02) and steady["outside"]
+    assert steady["text"] == "+0.020 ± 0.000*"
+    assert noisy["mean"] == pytest.approx(0.04) and not noisy["outside"] and "*" not in noisy["text"]
+    assert single["seeds"] == 1 and not single["outside"] and single["text"] == "+0.050"

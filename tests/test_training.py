@@ -234,3 +234,17 @@ def test_an_option_added_at_its_old_behaviour_keeps_the_config_hash():
     same = {"model": {"init_args": {"bits": 48, "head_batchnorm": True}}}
     other = {"model": {"init_args": {"bits": 48, "head_batchnorm": False}}}
     assert config_hash(base) == config_hash(same) != config_hash(other)
+
+
+def test_dpsh_googlenet_binarises_an_exact_zero_to_minus_one_as_claim_3_does():
+    """Claim 3: b = +1 where v > 0, else -1 (the shared binarisation, sign >= 0, would give +1)."""
+    model = DPSHGoogLeNet(bits=8).eval()
+    last = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    features = torch.randn(3, 1280)
+    assert torch.equal(model(features), torch.zeros(3, 8))
+    assert torch.equal(model.test_codes(features, torch.arange(3), "database"), -torch.ones(3, 8))
+    from hashlab.methods import AttributeHash
+    assert AttributeHash(bits=8).reconstruction_weight == 0.1  # the class default the demo trains with

@@ -4,19 +4,22 @@ the demo table's cell on the digits data)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hashlab.runs.tuning import (
+    TRIALS,
     TuningError,
     _write_report,
-    extend_at_edges,
-    grid_points,
-    on_edge,
+    budget,
+    epochs_trained,
+    load_sweep,
     render_index,
     render_report,
     run_trial,
     score_at,
-    step_beyond,
+    sobol_points,
+    trial_points,
     tune,
     tuned,
     write_choice,
@@ -28,38 +31,61 @@ CELL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.ini
 
 
 def small_sweep():
-    return {"name": "tune-dpsh_googlenet", "method": "grid", "metric": {"name": "val/map", "goal": "maximize"},
-            "parameters": {"model.init_args.lr": {"values": [0.001, 0.01]}},
+    return {"name": "tune-dpsh_googlenet", "method": "random", "metric": {"name": "val/map", "goal": "maximize"},
+            "parameters": {"model.init_args.lr": {"distribution": "log_uniform_values", "min": 0.0003, "max": 0.03},
+                           "model.init_args.bounded": {"values": [False, True]}},
             "command": [], "hashlab": {"table": "demo", "dataset": "digits", "bits": 16, "seed": 0,
-                                       "rounds": [1, 2], "keep": [2], "edge_steps": 1}}
+                                       "trials": 4, "rounds": [1, 2], "keep": [2], "sobol_seed": 0}}
 
 
 def test_tuning_selects_on_validation_and_never_runs_the_queries(tmp_path):
     choice = tune("dpsh_googlenet", tmp_path / "runs", reports_dir=tmp_path / "reports", write_config=False,
                   sweep=small_sweep(), log=lambda *_: None)
     trials = [json.loads(p.read_text()) for p in (tmp_path / "reports" / "tune-dpsh_googlenet" / "trials").glob("*.json")]
-    # the grid grew past its edge exactly when the first round's best point was on it
-    first = [t for t in trials if t["params"]["model.init_args.lr"] in (0.001, 0.01)]
-    leader = max(first, key=lambda t: t["val_map_by_epoch"][0][1])["params"]["model.init_args.lr"]
-    beyond = step_beyond([0.001, 0.01], leader)  # a two-point grid: its best is always on an edge
-    assert choice["extended_at_edges"] == [{"model.init_args.lr": beyond}]
-    grid = sorted([0.001, 0.01, beyond])
-    assert len(first) == 2 and choice["grid"]["model.init_args.lr"] == grid
-    survivors = [t for t in trials if t["epochs"] == 2 and t["params"]["model.init_args.lr"] in grid]
-    assert len(survivors) == 2  # the round kept two
-    halving_best = max(survivors, key=lambda t: t["val_map"])["params"]
-    # the halving's best on an edge of the grown grid: one step past it, at the last round's epochs
-    past = [t for t in trials if t["params"]["model.init_args.lr"] not in grid]
-    assert len(past) == (1 if on_edge(halving_best, choice["grid"]) else 0) == len(choice["past_edges"])
-    assert len(trials) == 3 + len(past)
-    best = max(survivors + past, key=lambda t: t["val_map"])
+    assert len(trials) == 4  # the budget, whatever the space
+    # the first trial is the config as it is (the demo config: lr 0.003, no tanh bound), the others Sobol points
+    assert choice["incumbent"] == {"model.init_args.lr": 0.003, "model.init_args.bounded": False}
+    assert any(t["params"] == choice["incumbent"] for t in trials)
+    survivors = [t for t in trials if t["epochs"] == 2]
+    assert len(survivors) == 2 and all(t["epochs"] == 1 for t in trials if t not in survivors)
+    first_round = sorted(trials, key=lambda t: -t["val_map_by_epoch"][0][1])
+    assert {json.dumps(t["params"]) for t in first_round[:2]} == {json.dumps(t["params"]) for t in survivors}
+    best = max(survivors, key=lambda t: t["val_map"])
     assert choice["chosen"] == best["params"] and choice["val_map"] == best["val_map"]
-    assert "never used" in choice["selected_on"]
+    assert "never used" in choice["selected_on"] and choice["budget"]["trials"] == 4
     # no trial ran the test phase: there is no record, no codes, no query metric anywhere
     runs = tmp_path / "runs" / "tuning"
     assert list(runs.rglob("trial.json")) and not list(runs.rglob("record.json")) and not list(runs.rglob("codes.npz"))
-    assert tuned("dpsh_googlenet", tmp_path / "reports") == choice
+    # a choice made with another budget than every method's is not a choice: the campaign tunes the method again
+    assert tuned("dpsh_googlenet", tmp_path / "reports") is None
     assert (tmp_path / "reports" / "tune-dpsh_googlenet" / "table.md").read_text().count("|") > 10
+
+
+def test_every_deep_method_is_tuned_with_the_same_budget():
+    """The same number of trials, rounds and kept points for every method of the campaign's tune list, whatever
+    the size of its space; every space holds both learning rates."""
+    import yaml
+    methods = yaml.safe_load((ROOT / "experiments" / "campaign.yaml").read_text())["tune"]
+    assert len(methods) == 11
+    sizes = {}
+    for method in methods:
+        sweep = load_sweep(method)
+        assert {k: sweep["hashlab"][k] for k in budget()} == budget(), method
+        assert {"model.init_args.lr", "model.init_args.backbone_lr"} <= set(sweep["parameters"]), method
+        incumbent = {name: "now" for name in sweep["parameters"]}
+        sizes[method] = len(trial_points(sweep, incumbent))
+    assert set(sizes.values()) == {TRIALS}, sizes
+    assert epochs_trained() == 16 * 2 + 4 * 2 + 2 * 2
+
+
+def test_sobol_points_lie_in_the_space_and_do_not_depend_on_the_run():
+    space = {"a": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2}, "b": {"values": ["x", "y", "z"]}}
+    points = sobol_points(space, 15)
+    assert points == sobol_points(space, 15) and len(points) == 15
+    assert all(1e-4 <= p["a"] <= 1e-2 and p["b"] in ("x", "y", "z") for p in points)
+    assert {p["b"] for p in points} == {"x", "y", "z"}
+    logs = sorted(np.log10([p["a"] for p in points]))
+    assert logs[0] < -3.6 and logs[-1] > -2.4  # spread over both decades, not bunched
 
 
 def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_path):
@@ -74,7 +100,7 @@ def test_the_choice_goes_into_the_config_with_where_it_came_from(tmp_path):
     config = tmp_path / "dsh-cpu.yaml"
     config.write_text((ROOT / "experiments" / "methods" / "dsh-cpu.yaml").read_text())
     choice = {"sweep": "sweeps/tune-dsh.yaml", "chosen": {"model.init_args.lr": 3e-05, "model.init_args.backbone_lr": 0.001},
-              "val_map": 0.8123, "epochs": 6, "runner_up": {"model.init_args.lr": 0.003,
+              "val_map": 0.8123, "epochs": 6, "budget": budget(), "runner_up": {"model.init_args.lr": 0.003,
                                                              "model.init_args.backbone_lr": 0.001},
               "runner_up_val_map": 0.8011}
     write_choice("dsh", choice, config)
@@ -82,60 +108,9 @@ def test_the_choice_goes_into_the_config_with_where_it_came_from(tmp_path):
     loaded = yaml.safe_load(config.read_text())["model"]["init_args"]
     assert loaded["lr"] == 3e-05 and loaded["backbone_lr"] == 0.001  # a float, not the string YAML 1.1 makes of 3e-05
     line = next(text for text in config.read_text().splitlines() if text.strip().startswith("lr:"))
-    assert "ours, swept (sweeps/tune-dsh.yaml): validation mAP 0.812" in line and "runner-up lr=0.003" in line
-
-
-def test_grid_points_cover_the_grid():
-    assert len(grid_points({"parameters": {"a": {"values": [1, 2]}, "b": {"values": [3, 4, 5]}}})) == 6
-    with pytest.raises(KeyError):  # a fixed value is not a grid axis
-        grid_points({"parameters": {"a": {"value": 1}}})
-
-
-def test_a_grid_grows_past_the_edge_its_best_point_sits_on():
-    assert step_beyond([0.001, 0.003, 0.01], 0.001) == 0.0003
-    assert step_beyond([0.0001, 0.0003, 0.001], 0.001) == 0.003
-    assert step_beyond([0.0003, 0.001, 0.003, 0.01], 0.0003) == 0.0001  # on the 1-3-10 ladder, not 9e-05
-    assert step_beyond([0.001, 0.003, 0.01], 0.003) is None  # inside: nothing to add
-    grid = {"lr": [0.001, 0.003, 0.01], "backbone_lr": [0.0001, 0.0003, 0.001]}
-    assert extend_at_edges(grid, {"lr": 0.001, "backbone_lr": 0.0003}) == {"lr": 0.0003}
-    assert grid == {"lr": [0.001, 0.003, 0.01, 0.0003], "backbone_lr": [0.0001, 0.0003, 0.001]}
-    assert extend_at_edges(grid, {"lr": 0.003, "backbone_lr": 0.0003}) == {}
-    assert step_beyond([256, 512, 1024], 1024) == 2048  # an integer axis keeps its own ratio
-    assert step_beyond(["pull", "push"], "push") is None and step_beyond([True, False], True) is None
-
-
-def test_a_best_point_still_on_an_edge_after_the_halving_steps_past_it(tmp_path):
-    """Small head rates on digits: the grid grows once (edge_steps 1) and its largest rate still wins the
-    halving, so that point one step further trains for the last round's epochs and counts if it wins."""
-    sweep = small_sweep()
-    sweep["parameters"]["model.init_args.lr"]["values"] = [0.0001, 0.0003]
-    choice = tune("dpsh_googlenet", tmp_path / "runs", reports_dir=tmp_path / "reports", write_config=False,
-                  sweep=sweep, log=lambda *_: None)
-    trials = {t["params"]["model.init_args.lr"]: t for t in
-              (json.loads(p.read_text()) for p in (tmp_path / "reports" / "tune-dpsh_googlenet" / "trials").glob("*.json"))}
-    grid = choice["grid"]["model.init_args.lr"]
-    assert grid == [0.0001, 0.0003, 0.001]
-    halving = max((trials[lr] for lr in grid if trials[lr]["epochs"] == 2), key=lambda t: t["val_map"])
-    assert halving["params"]["model.init_args.lr"] == 0.001, "the premise: the halving ends on the grown edge"
-    [past] = choice["past_edges"]
-    assert past["point"] == {"model.init_args.lr": 0.003} and trials[0.003]["epochs"] == 2
-    assert past["won"] == (trials[0.003]["val_map"] > halving["val_map"])
-    winner = trials[0.003] if past["won"] else halving
-    assert choice["chosen"] == winner["params"] and choice["val_map"] == winner["val_map"]
-    assert choice["on_edge"] == (["model.init_args.lr"] if past["won"] else [])  # edge_steps 1: no second step
-    assert tuned("dpsh_googlenet", tmp_path / "reports") == choice
-
-
-def test_a_choice_left_on_an_edge_is_tuned_again_unless_it_was_stepped_past(tmp_path):
-    folder = tmp_path / "tune-dsh"
-    folder.mkdir()
-    grid = {"model.init_args.lr": [0.0003, 0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
-    inside = {"chosen": {"model.init_args.lr": 0.001, "model.init_args.backbone_lr": 0.0003}, "grid": grid}
-    edge = {"chosen": {"model.init_args.lr": 0.0003, "model.init_args.backbone_lr": 0.0003}, "grid": grid}
-    assert on_edge(inside["chosen"], grid) == [] and on_edge(edge["chosen"], grid) == ["model.init_args.lr"]
-    for choice, expected in ((inside, True), (edge, False), ({**edge, "past_edges": []}, True), ({"chosen": {}}, False)):
-        (folder / "choice.json").write_text(json.dumps(choice))
-        assert (tuned("dsh", tmp_path) is not None) == expected, choice
+    assert "ours, tuned (sweeps/tune-dsh.yaml, 16 trials): validation mAP 0.812" in line and "runner-up lr=0.003" in line
+    write_choice("dsh", {**choice, "chosen": {"model.init_args.alpha": True}}, config)  # a boolean reads back as one
+    assert yaml.safe_load(config.read_text())["model"]["init_args"]["alpha"] is True
 
 
 def test_a_round_compares_its_points_at_its_own_epochs():
@@ -158,8 +133,7 @@ def test_a_committed_tuning_report_renders_again_from_its_choice_and_trials_alon
         assert (folder / name).read_text() == (committed / name).read_text(), name
     table = (folder / "table.md").read_text()
     choice = json.loads((committed / "choice.json").read_text())
-    assert table.count("| yes ") == 1 and "nan" not in table
-    assert all(f"{step['val_map']:.4f}" in table for step in choice.get("past_edges", []))
+    assert table.count("| yes ") == 1 and "nan" not in table and f"{choice['val_map']:.4f}" in table
 
 
 def test_the_committed_tuning_index_renders_from_the_committed_choices(tmp_path):
@@ -168,6 +142,10 @@ def test_the_committed_tuning_index_renders_from_the_committed_choices(tmp_path)
         (tmp_path / committed.name / "trials").mkdir(parents=True)
         for path in [committed / "choice.json", *(committed / "trials").glob("*.json")]:
             (tmp_path / path.relative_to(committed.parent)).write_bytes(path.read_bytes())
+    for snapshot in (ROOT / "reports").glob("tuning-v*.json"):  # the choices of earlier versions, and the test mAP
+        (tmp_path / snapshot.name).write_bytes(snapshot.read_bytes())
+    (tmp_path / "table2").mkdir()
+    (tmp_path / "table2" / "table.csv").write_bytes((ROOT / "reports" / "table2" / "table.csv").read_bytes())
     assert render_index(tmp_path).read_text() == (ROOT / "reports" / "tuning.md").read_text()
     assert all(f"[{p.name.removeprefix('tune-')}]" in (ROOT / "reports" / "tuning.md").read_text()
                for p in (ROOT / "reports").glob("tune-*/"))
@@ -195,7 +173,7 @@ def test_a_tuning_report_of_an_older_choice_renders_and_drops_the_trials_of_an_e
     rows = [line for line in table.splitlines() if line.startswith("| 0.")]
     assert [row.split("|")[1].strip() for row in rows] == ["0.001", "0.003", "0.01"]  # longest, then best, None last
     assert "| yes " in rows[0] and "nan" not in table and "runner-up" not in table
-    assert "|     0.800 |        4 |" in (tmp_path / "tuning.md").read_text()
+    assert "|     0.800 |        4 |" in (tmp_path / "tuning.md").read_text()  # val mAP, epochs
     for path in (folder / "trials").glob("*.json"):
         path.unlink()
     with pytest.raises(TuningError, match="holds no trial"):

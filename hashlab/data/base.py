@@ -16,7 +16,7 @@ import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 
 from hashlab.data.protocols import Split, get_protocol, make_split
@@ -230,8 +230,8 @@ class HashingDataModule(L.LightningDataModule):
         class_balanced on fine-grained data for a method that asks for it (fdh_mfe), else random.
         samples_per_epoch: an epoch is this many training items drawn at random, a new draw each epoch
         (ADSH samples 2,000 query points per outer iteration from its 59,000-image pool); None: all.
-        val_database: validate against this many training items, drawn once from the split seed, instead
-        of the whole training set (a 59,000-image pool would be encoded at every validation)."""
+        val_database: the size of the validation database (default: the training set's size); see
+        :meth:`validation_database`."""
         super().__init__()
         if resize_whole:
             self.family = "small"
@@ -336,7 +336,11 @@ class HashingDataModule(L.LightningDataModule):
 
     def dataset(self, part: str, train: bool = False) -> Dataset:
         self.prepare()
-        indices = getattr(self.split, part)
+        return self.items(getattr(self.split, part), train)
+
+    def items(self, indices: np.ndarray, train: bool = False) -> Dataset:
+        """These items of the source (indices in source order), as images or cached features."""
+        self.prepare()
         if self.features is not None:
             return FeatureItems(self.features, self.source.labels, indices)
         return ImageItems(self.source, indices, self.train_transform() if train else self.eval_transform())
@@ -381,25 +385,56 @@ class HashingDataModule(L.LightningDataModule):
         return DataLoader(dataset, batch_sampler=sampler, num_workers=workers)
 
     def val_dataloader(self):
-        """Model selection: validation items as queries against the training set as database, so the
-        query set is never looked at before the final test. No loaders without a validation set."""
+        """Model selection: validation items as queries against the validation database (never the query set,
+        which is looked at only in the final test). No loaders without a validation set."""
         self.prepare()
         if len(self.split.val) == 0:
             return []
-        database = self.dataset("train")
-        if self.val_database is not None and self.val_database < len(self.split.train):
-            rng = np.random.default_rng([self.split_seed, 2])
-            database = Subset(database, np.sort(rng.choice(len(self.split.train), self.val_database, replace=False)))
-        return [self.loader(self.dataset("val")), self.loader(database)]
+        return [self.loader(self.dataset("val")), self.loader(self.items(self.validation_database()))]
+
+    def validation_database(self) -> np.ndarray:
+        """What the validation items retrieve against, shaped like the test's database: training images and
+        images no model trains on, in the test database's proportion (in cifar10-1, 5,000 of its 59,000 images
+        are training images, so 424 of a 5,000-image validation database are; the other 4,576 are drawn from
+        the database images that are neither training, validation nor query images). ``val_database`` items
+        (default: as many as the training set), drawn once from the split seed. Where the database holds no
+        image outside the training and validation sets (cifar10-all, digits, the fine-grained protocols: the
+        database is the training set, with the held-out validation items), it is the training set; where it
+        holds no training image (flickr25k), only unseen images. Never a query: the queries stay unseen until
+        the test."""
+        split = self.split
+        size = self.val_database if self.val_database is not None else len(split.train)
+        seen_pool = np.intersect1d(split.train, split.database)
+        unseen_pool = np.setdiff1d(split.database, np.concatenate([split.train, split.val, split.query]))
+        rng = np.random.default_rng([self.split_seed, 2])
+        if len(unseen_pool) == 0:  # nothing outside the training (and validation) items to draw from
+            pool = seen_pool if len(seen_pool) else split.train
+            return np.sort(rng.choice(pool, min(size, len(pool)), replace=False))
+        share = len(seen_pool) / len(split.database)  # of the test database: training images
+        # a small data set keeps the proportion and shrinks the size
+        size = min(size, int(len(seen_pool) / share) if share > 0 else size,
+                   int(len(unseen_pool) / (1 - share)) if share < 1 else size)
+        seen = min(int(round(size * share)), len(seen_pool))
+        unseen = min(size - seen, len(unseen_pool))
+        chosen = [rng.choice(seen_pool, seen, replace=False), rng.choice(unseen_pool, unseen, replace=False)]
+        return np.sort(np.concatenate(chosen))
 
     def test_dataloader(self):
         """Two loaders: 0 = queries, 1 = database."""
         return [self.loader(self.dataset("query")), self.loader(self.dataset("database"))]
 
+    def _validation_database_sizes(self) -> dict:
+        if len(self.split.val) == 0:
+            return {}
+        database = self.validation_database()
+        return {"validation_database": len(database),
+                "validation_database_seen": int(np.isin(database, self.split.train).sum())}
+
     def describe(self) -> dict:
         self.prepare()
         return {"dataset": self.name, "protocol": self.protocol, "num_classes": self.num_classes,
                 "multi_label": bool((self.source.labels.sum(1) > 1).any()), **self.split.sizes(),
-                "validation_from": self.split.val_from, "training_batches": self.batch_kind,
+                "validation_from": self.split.val_from, **self._validation_database_sizes(),
+                "training_batches": self.batch_kind,
                 "split_seed": self.split_seed, "val_fraction": self.val_fraction, "split_fingerprint": self.split.fingerprint(), "data_fingerprint": self.source.fingerprint(),
                 "split_file": str(self.split_file), **self.source.notes}

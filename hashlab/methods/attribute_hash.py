@@ -13,7 +13,8 @@ al., NeurIPS 2021). docs/methods/attribute_hash.md maps every claim of the seed 
    keep the image's attribute information.
    The target f is not detached: the source trains everything by one total loss, and f is batch-
    normalised without affine parameters, so the decoder cannot shrink its target to zero.
-4. Self-orthogonality: V^T V / n close to the identity (beta * orthogonality loss), so each bit
+4. Self-orthogonality: V^T V / n close to the identity (the / n and the mean over k^2 are ours; beta *
+   orthogonality loss), so each bit
    carries a distinct attribute. With fewer rows n than bits k, V^T V / n has rank <= n and the
    term cannot fall below (k - n) / k^2; orthogonality_window adds earlier batches' codes (detached).
 
@@ -36,7 +37,8 @@ from hashlab.methods.base import HashingModule
 
 class AttentionFeatures(nn.Module):
     """Deep map (n, C, h, w) -> f (n, 2C): GAP of the locally attended map, and the globally attended
-    sum. Local guides: one sigmoid map per channel, from a 1x1 bottleneck C -> C/8 -> C (a full
+    sum. Local guides (their form ours; claim 2 names C guides): one sigmoid map per channel, from a shared 1x1
+    bottleneck C -> C/8 -> C (a full
     C x C convolution costs 4x more for the same role); global guide: one spatial softmax (a 1x1
     convolution C -> 1)."""
 
@@ -88,12 +90,14 @@ def orthogonality_loss(codes: torch.Tensor, earlier: torch.Tensor | None = None)
 class AttributeHash(AsymmetricTraining, HashingModule):
     method_id = "attribute_hash"
 
-    def __init__(self, *args, grid: int = 4, local_attention: bool = True, reconstruction_weight: float = 1.0,
+    def __init__(self, *args, grid: int = 4, local_attention: bool = True, reconstruction_weight: float = 0.1,
                  orthogonality_weight: float = 1.0, orthogonality_window: int = 1, gamma: float = 200.0,
                  sampled_database: int | None = 2000, pool_codes: Literal["network", "learned"] = "network",
                  database_codes: Literal["encoded", "learned"] = "encoded",
                  dissimilar: float | Literal["balanced"] = "balanced", **kwargs):
-        """gamma: weight of |V_i - B_i|^2 in ADSH's objective. sampled_database: database codes compared
+        """gamma: weight of |V_i - B_i|^2 in ADSH's objective; with pool_codes=network a quantization penalty
+        between the batch's codes and their signs (ours in this use; 200 is ADSH's value for learned codes).
+        reconstruction_weight, orthogonality_weight: alpha and beta (values ours). sampled_database: database codes compared
         against per iteration (None: all). pool_codes: the database side of the training loss, the
         network's codes of the pool items (network, the source's) or free codes learned in closed form
         (learned, ADSH's). orthogonality_window: batches whose codes the orthogonality term sees (the

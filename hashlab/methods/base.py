@@ -329,7 +329,7 @@ class HashingModule(L.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
         inputs, labels, index = batch
-        role = "query" if dataloader_idx == 0 else "database"  # validation items vs the training set
+        role = "query" if dataloader_idx == 0 else "database"  # validation items vs the validation database
         self.validation_retrieval.update(self(inputs), labels, index, role)
 
     def on_validation_epoch_end(self):

@@ -2,8 +2,9 @@
 consistent Hash algorithm", Ocean University of China, 2021). docs/methods/dfch.md maps every
 sentence of the patent to this file and names the sources of what it leaves open.
 
-S1: the label similarity is a "percentage", s_ij = cos(l_i, l_j), which splits pairs into strongly
-similar (s = 1), weakly similar (0 < s < 1) and dissimilar (s = 0). Strong and dissimilar pairs
+S1: the label similarity is a "percentage", s_ij = cos(l_i, l_j), the patent divides images into strong
+and weak similarity ([0063]); here (ours) strong is s = 1, weak 0 < s < 1, and dissimilar pairs (s = 0) join the
+strong ones. Strong and dissimilar pairs
 enter a pairwise likelihood, weak pairs a pull weighted by s (or IDHN's regression). A
 consistency term keeps the codes' similarity structure that of the deep features, and a
 quantization term (lambda = 0.1) pulls the tanh codes to +-1.

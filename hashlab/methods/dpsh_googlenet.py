@@ -5,10 +5,11 @@ to [-1, +1]^q (a tanh here). Each iteration draws 50 images; the loss over their
 relaxed Hamming distance for similar pairs and a hinge max(0, t - distance) for dissimilar pairs,
 plus a bit-uniformity term (every bit +1 and -1 with probability 0.5 over the batch) and a
 quantization term between the layer output and its sign; the patent sums the three. Its formulas are
-images missing from its text, so how each term is scaled is ours, taken from DSH (the closest published
-relative, CVPR 2016): per pair, half the squared distance or half the hinge on it; each image's
-regularisers summed over its bits, counted for both images of a pair, weighted by DSH's alpha = 0.01.
-Trained with SGD; b = sign(v) at test time. docs/methods/dpsh_googlenet.md maps the patent to code.
+images missing from its text, so how each term is scaled is ours: the pair term in DSH's form (CVPR 2016:
+half the squared distance, or half the hinge on it with m = 4t); the regularisers ours (squared, not DSH's
+L1; DSH has no uniformity term), each summed over its bits and counted for both images of a pair; default
+weights 0.01 (ours; the cpu profile tunes them). Trained with SGD; at test time b = +1 where v > 0, else -1
+(claim 3). docs/methods/dpsh_googlenet.md maps the patent to code.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ class DPSHGoogLeNet(HashingModule):
     def __init__(self, *args, margin: float = 0.5, uniformity_weight: float = 0.01,
                  quantization_weight: float = 0.01, bounded: bool = True, **kwargs):
         """margin: threshold t for dissimilar pairs, as a fraction of the code length (t = margin * bits).
-        uniformity_weight, quantization_weight: DSH's alpha for each regulariser (0 turns a term off).
-        bounded: relaxed codes in [-1, +1]^q (tanh), as the patent constrains them."""
+        uniformity_weight, quantization_weight: weights of our two regularisers (0 turns a term off).
+        bounded: relaxed codes in [-1, +1]^q, as the patent constrains them (the tanh is ours)."""
         super().__init__(*args, **kwargs)
         self.margin = margin * self.bits
         self.uniformity_weight = uniformity_weight
@@ -41,10 +42,15 @@ class DPSHGoogLeNet(HashingModule):
     def tanh_codes(self) -> bool:  # the patent's [-1, +1]^q constraint
         return self.hparams.bounded
 
+    def test_codes(self, inputs: torch.Tensor, indices: torch.Tensor, role: str) -> torch.Tensor:
+        # claim 3: b = +1 where v > 0, else -1 (an output of exactly 0 is -1; the shared binarisation gives +1)
+        outputs = self(inputs)
+        return torch.where(outputs > 0, 1.0, -1.0).to(outputs.dtype)
+
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):
         # every pair of the randomly drawn batch: the patent's "paired at random" pairs are a subset
-        # DSH's scale: the per-bit means below times the bits; the pair term in DSH's units (1/2 |u - v|^2 is
+        # our scale: the per-bit means below times 2q; the pair term in DSH's units (1/2 |u - v|^2 is
         # twice the relaxed Hamming distance) and each regulariser counted for both images of a pair
         scale = 2 * self.bits
         pairwise = scale * contrastive_hamming_loss(codes, label_overlap_similarity(labels, labels), self.margin)

@@ -8,8 +8,8 @@ docs/methods/fdh_mfe.md maps every sentence of the paper to this file.
   long-range dependencies; the fused representation is read from the global nodes.
 - Background suppression: a spatial mask from the channel-summed deep activation map, normalised
   per image and soft-thresholded, weighs every region before pooling and before the graph.
-- A proxy loss (one learnable hash centre per class) with a bit-balance term, a triplet loss on
-  the suppressed representation's codes, and a quantization term.
+- A proxy loss (one learnable hash centre per class; the paper credits it with the codes' uniformity), a
+  triplet loss on the suppressed representation's codes, and, ours, a bit-balance term and a quantization term.
 
 Ablation switches: use_gnn (off: the level vectors are concatenated), use_shallow (off: the
 deepest level only), suppress_background, proxy_weight = 0, triplet_weight = 0.

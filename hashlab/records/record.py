@@ -12,6 +12,16 @@ from importlib import metadata
 from pathlib import Path
 
 RECORD_NAME = "record.json"
+# The version of the code's results. Bump it with every change that alters any method's numbers (a loss, a
+# default, the data pipeline, the evaluation, the model selection): it is part of every cell's config hash, so
+# a new version is a new set of cells, and a table renders the records of one version only. The test in
+# tests/test_results_version.py fails when a method's codes change while this number stays the same.
+# 1: every record before 2026-12-04. 2: order-free evaluation and model selection, a validation database shaped
+# like the test's, dpsh_googlenet binarising 0 to -1, weights chosen by the equal-budget tuning.
+RESULTS_VERSION = 2
+# what a record's "dirty" flag looks at: the files that decide a cell's numbers (reports, docs and the README
+# change while a campaign runs and do not)
+CODE_PATHS = ("hashlab", "experiments", "sweeps", "pyproject.toml")
 # config fields that say where things are or how the run looks, not what it computes
 NOT_IN_HASH = {
     "config", "runs_dir", "force", "trainer.default_root_dir", "trainer.enable_progress_bar", "trainer.logger",
@@ -75,18 +85,32 @@ def config_hash(config: dict, data_fingerprint: str | None = None) -> str:
             and not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
     if data_fingerprint is not None:
         kept["data_fingerprint"] = data_fingerprint
+    kept["results_version"] = RESULTS_VERSION
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def code_changes(root: str | Path | None = None) -> list[str] | None:
+    """The uncommitted changes (``git status --porcelain`` lines, untracked files included) to the files that
+    decide a cell's numbers (CODE_PATHS) in the repository at ``root`` (default: this checkout); None when it
+    is not a git checkout."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", *CODE_PATHS],
+                             cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else None
+
+
 def git_commit() -> dict:
+    """The commit a run came from, and whether the code it ran (CODE_PATHS) had uncommitted changes."""
     root = Path(__file__).resolve().parents[2]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-        return {"commit": sha.stdout.strip() or "unknown", "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": "unknown", "dirty": None}
+    changes = code_changes(root)
+    return {"commit": sha.stdout.strip() or "unknown", "dirty": None if changes is None else bool(changes)}
 
 
 def environment(device=None) -> dict:
@@ -103,6 +127,7 @@ def environment(device=None) -> dict:
     from hashlab.allocator import allocator_state
     device = torch.device(device or "cpu")
     accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
-    return {"python": sys.version.split()[0], "platform": platform.platform(), "cpu_count": os.cpu_count(),
+    return {"results_version": RESULTS_VERSION, "python": sys.version.split()[0], "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
             "accelerator": accelerator, "packages": packages, "allocator": allocator_state().get("malloc", "default"),
             **git_commit()}

@@ -24,6 +24,9 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     grouped = frame.groupby(["method", "dataset", "bits"], sort=False)["value"]
     text = grouped.apply(_cell_text).unstack(["dataset", "bits"]).reindex(index=method_order, columns=columns)
     means = grouped.mean().unstack(["dataset", "bits"]).reindex(index=method_order, columns=columns)
+    paired = paired_differences(frame, method_order) if spec.get("kind") == "ablation" else {}
+    for (method, dataset, bits), diff in paired.items():
+        text.loc[method, (dataset, bits)] += f" ({diff['text']})"
     references = _reference_rows(spec, means)
     missing = _missing_lines(frame)
 
@@ -31,10 +34,16 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     backbones = sorted(frame["backbone"].dropna().unique()) if "backbone" in frame else []
     commits = sorted({c[:10] for c in frame["commit"].dropna()}) if "commit" in frame else []
     seeds = sorted(frame["seed"].unique())
-    facts = (f"profile {profile} ({spec['profiles'].get(profile) or 'n/a'}); backbone {', '.join(backbones) or 'n/a'}; "
+    versions = sorted({int(v) for v in frame["results_version"].dropna()}) if "results_version" in frame else []
+    facts = (f"results version {', '.join(map(str, versions)) or 'n/a'}; "
+             f"profile {profile} ({spec['profiles'].get(profile) or 'n/a'}); backbone {', '.join(backbones) or 'n/a'}; "
              f"protocol {', '.join(d['protocol'] for d in spec['datasets'])}; seeds {', '.join(map(str, seeds))}"
              f"{' (mean ± std)' if len(seeds) > 1 else ''}; commit {', '.join(commits) or 'n/a'}")
     caption = f"{label}. {spec.get('caption', '').rstrip('.')}. {facts}.{_own_protocols(spec)}"
+    if paired:
+        caption += (" In brackets: the difference to the full method (first row), paired by seed over the seeds both "
+                    f"rows ran, mean ± std; {SIGNIFICANT} marks a difference outside the seed spread (a paired t-test "
+                    "at 95 %); a single seed has no spread and marks nothing.")
     groups = method_groups(spec)
     markdown = _markdown(spec["name"], text, references, caption, missing, groups) + _unseen_block(frame, spec)
     files[1].write_text(markdown + "\n")
@@ -57,6 +66,37 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
         files.append(out_dir / "summary.md")
         files[-1].write_text(summary + "\n")
         out["summary"] = summary
+    return out
+
+
+SIGNIFICANT = "*"
+
+
+def paired_differences(frame: pd.DataFrame, method_order: list[str]) -> dict[tuple, dict]:
+    """Each row after the first against the first (an ablation against its full method), paired by seed:
+    {(method, dataset, bits): {"mean", "std", "seeds", "outside", "text"}}. A difference is outside the seed
+    spread when a paired t-test on the per-seed differences rejects zero at 95 % (n - 1 degrees of freedom)."""
+    from scipy import stats
+    done = frame.dropna(subset=["value"])
+    full = done[done["method"] == method_order[0]].set_index(["dataset", "bits", "seed"])["value"]
+    out = {}
+    for method in method_order[1:]:
+        rows = done[done["method"] == method].set_index(["dataset", "bits", "seed"])["value"]
+        common = rows.index.intersection(full.index)
+        if common.empty:
+            continue
+        diffs = (rows[common] - full[common]).groupby(level=["dataset", "bits"])
+        for (dataset, bits), d in diffs:
+            n, mean = len(d), float(d.mean())
+            std = float(d.std()) if n > 1 else float("nan")
+            if n < 2:
+                outside = False
+            elif std == 0:
+                outside = mean != 0
+            else:
+                outside = abs(mean) > stats.t.ppf(0.975, n - 1) * std / n ** 0.5
+            text = f"{mean:+.3f}" + (f" ± {std:.3f}" if n > 1 else "") + (SIGNIFICANT if outside else "")
+            out[(method, dataset, bits)] = {"mean": mean, "std": std, "seeds": n, "outside": outside, "text": text}
     return out
 
 

@@ -286,18 +286,13 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned
     to_tune = [m for m in plan.get("tune") or [] if not tuned(m)]
-    # a tuning costs about two of the method's cells (its trials' epochs add up to about that)
+    # a tuning trains budget epochs in all; a cell trains 16 (the cpu profile's schedule), validating as often
+    from hashlab.runs.tuning import epochs_trained
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
-    # a tuning made before its grid could grow, or whose choice sits on an edge, runs again on its kept trials:
-    # only the new points train. Grids that grew took 0.6-2.5 cells (2026-11-30); a step past a final edge
-    # (one or two 6-epoch trials) about half a cell, which is what remains
-    again = [m for m in to_tune if (Path(REPORTS_DIR) / f"tune-{m}" / "choice.json").exists()]
-    tuning = sum((0.5 if m in again else 2) * per_method.get(m, 9.0) for m in to_tune)
+    tuning = sum(epochs_trained() / 16 * per_method.get(m, 9.0) for m in to_tune)
     if plan.get("tune"):
-        fresh = [m for m in to_tune if m not in again]
         lines.append(f"\ntuned: {', '.join(m for m in plan['tune'] if m not in to_tune) or 'none yet'}; to tune "
-                     f"before their cells: {', '.join(fresh) or 'none'}"
-                     + (f"; to tune again, past their grid's edge: {', '.join(again)}" if again else "")
+                     f"before their cells: {', '.join(to_tune) or 'none'}"
                      + (f" (about {_hours(tuning)})" if to_tune else ""))
     lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)}{' with the tunings' if to_tune else ''}, "
                  "from measured cell times (the spec's estimate where a method has none yet)")
@@ -313,6 +308,18 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
         item = pending[0]
         lines.append(f"next: {item.cell.label} ({item.stage}{'; deferred: ' + item.deferred if item.deferred else ''})")
     return "\n".join(lines)
+
+
+def refuse_uncommitted_code(root: str | Path | None = None) -> None:
+    """A cell's record names the commit it came from: the code it runs must be that commit's."""
+    from hashlab.records.record import CODE_PATHS, code_changes
+    changes = code_changes(root)
+    if changes:
+        shown = "; ".join(line.strip() for line in changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5
+                                                                     else "")
+        raise CampaignError(f"uncommitted changes to the code the campaign runs ({', '.join(CODE_PATHS)}): {shown}. "
+                            "Commit them (a record names the commit it came from) or stash them; --allow-dirty runs "
+                            "anyway, with records marked dirty")
 
 
 def _readme(reports_dir) -> Path:
@@ -334,15 +341,18 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
 
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
-                 log=None, commit: bool = False) -> list[Path]:
+                 log=None, commit: bool = False, allow_dirty: bool = False) -> list[Path]:
     """Run the plan's pending cells one at a time; before a method's first cell, its tuning sweep when the
     plan lists it under ``tune`` and it has no committed choice; copy the record into reports/ and render
     after each cell, and with ``commit`` git-commit those files. The plan is resolved again after each step
-    (a tuning changes the method's config, hence its cells)."""
+    (a tuning changes the method's config, hence its cells). Refuses to start, and stops before the next cell,
+    when the code it runs has uncommitted changes (``allow_dirty``: run anyway; the records say dirty)."""
     from hashlab.runs.fit import CellBusy, EpochLine
     from hashlab.runs.tables import _run_cell
-    from hashlab.runs.tuning import tune, tuned
+    from hashlab.runs.tuning import _point_text, tune, tuned
     log = log or functools.partial(print, flush=True)  # a log file shows each line as it happens
+    if not allow_dirty:
+        refuse_uncommitted_code()
     if nice:
         os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
     plan = load_plan(plan_path)
@@ -363,6 +373,12 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                                                         if missing else "")
                 + (f", {len(failed | skipped)} failed or busy" if failed | skipped else ""))
             break
+        if not allow_dirty:
+            try:
+                refuse_uncommitted_code()
+            except CampaignError as error:
+                log(f"stopping: {error}")
+                break
         item = pending[0]
         base = _base(item.cell.method)
         if base in (plan.get("tune") or []) and not tuned(base, reports_dir):
@@ -375,6 +391,18 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                 failed.update(w.key for w in pending if _base(w.cell.method) == base)
                 continue
             log(f"  chose {choice['chosen']} (validation mAP {choice['val_map']:.4f}); wrote its cpu config")
+            # the method's next cells run the new config: it must be committed before they run (a record names
+            # the commit it came from)
+            changed = [Path(f"experiments/methods/{base}-cpu.yaml"), Path(reports_dir) / f"tune-{base}",
+                       Path(reports_dir) / "tuning.md", Path(f"docs/methods/{base}.md")]
+            if commit:
+                why_not = git_commit(changed, f"tune {base}: {choice['budget']['trials']} trials on validation, chose "
+                                     f"{_point_text(choice['chosen'])} (validation mAP {choice['val_map']:.3f})")
+                log("  committed" if why_not is None else f"  not committed ({why_not})")
+            elif not allow_dirty:
+                log(f"  commit {', '.join(map(str, changed))}: the campaign stops here, since its next cells must "
+                    "run from committed code (--commit does this itself)")
+                break
             continue
         log(f"[{len(pending)} to go] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
         start = active_time()

@@ -253,7 +253,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         best = str(found) if found.exists() else ""
     if best:
         epoch, score = max(history, key=lambda item: item[1])
-        evaluated = {"selection": "best validation mAP@all (validation items vs training set)", "epoch": epoch,
+        evaluated = {"selection": "best validation mAP@all (validation items vs the validation database)", "epoch": epoch,
                      "val_map": score, "checkpoint": str(Path(best).resolve().relative_to(cli.run_dir.resolve()))}
     trainer.test(model, datamodule=datamodule, verbose=False, ckpt_path=best or None)
     metrics, curves = _scores(model, datamodule)

@@ -21,7 +21,7 @@ from hashlab.runs.tables import (
 )
 
 SWEEPS_DIR = Path("sweeps")
-VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the training set
+VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the validation database
 
 
 def export_sweep(table: str, profile: str | None = None) -> dict:

@@ -124,6 +124,9 @@ def spec_path(table: str) -> Path:
     return TABLES_DIR / f"{name}.yaml"
 
 
+TABLE_KINDS = ("datasets", "ablation")  # a table of the data sets; rows against the first, paired by seed
+
+
 def load_spec(table: str) -> dict:
     path = spec_path(table)
     if not path.exists():
@@ -134,6 +137,8 @@ def load_spec(table: str) -> dict:
     if spec.get("kind") == "datasets":
         return {**spec, "path": str(path)}
     _check_fields(spec, TABLE_FIELDS, str(path))
+    if spec.get("kind") not in (None, *TABLE_KINDS):
+        raise TableSpecError(f"{path}: kind {spec['kind']!r} is not one of {TABLE_KINDS} (or leave it out)")
     for key in REQUIRED_FIELDS:
         if key not in spec:
             raise TableSpecError(f"{path}: the field {key!r} is missing (see experiments/tables/demo.yaml)")
@@ -385,13 +390,22 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
                        map_stable=metrics.get("map_stable"), map_seen=metrics.get("map_seen"),
                        map_unseen=metrics.get("map_unseen"), map_at_1000=metrics.get("map_at_1000"),
                        value=metrics.get(spec["metric"]), wall_s=timings.get("wall_s"),
-                       commit=record["environment"]["commit"], curves=record.get("curves"), missing="",
+                       commit=record["environment"]["commit"], results_version=record["environment"].get(
+                           "results_version", 1), curves=record.get("curves"), missing="",
                        record=str(record_path))
         else:
             row.update(value=float("nan"), map=float("nan"), missing=cell.missing or unreadable or "not run yet",
                        record="" if cell.missing else str(cell.record))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for column in RECORD_COLUMNS:  # a table with no record yet still has every column
+        if column not in frame:
+            frame[column] = None
+    return frame
+
+
+RECORD_COLUMNS = ("backbone", "mode", "map", "map_stable", "map_seen", "map_unseen", "map_at_1000", "wall_s", "commit",
+                  "results_version", "curves")
 
 
 def _cell_hash(cell: Cell) -> str | None:

@@ -1,27 +1,27 @@
-"""Tuning a method's cpu-profile learning rates on validation, before its table cells run.
+"""Tuning a method's cpu profile on validation before its table cells run: its learning rates and every loss
+weight its source does not fix, with the same budget for every method.
 
     hashlab tune dsh                 run (or resume) sweeps/tune-dsh.yaml; write the choice into dsh-cpu.yaml
     hashlab tune dsh --dry-run       the trials and what each round keeps
 
-A tuning sweep is a grid (sweeps/tune-<method>.yaml, a W&B sweep file that `wandb sweep` also takes) over
-the method's cpu config at 48 bits on CIFAR-10, run as successive halving: every point of the grid trains
-for the first ``rounds[0]`` epochs of the cell's own schedule, the best ``keep[0]`` go on to ``rounds[1]``
-epochs (resumed from their checkpoints: a trial's epochs depend on (seed, epoch) alone, so a resumed trial
-is the run it would have been), and so on. When the best point of the first round sits on an edge of the grid,
-the grid grows one step past that edge (new points trained for the first round's epochs) before the
-halving goes on, up to ``EDGE_STEPS`` times. When the halving still ends on an edge, the best point one
-step further along that axis trains for the last round's epochs, and again while the step wins (up to
-``EDGE_STEPS`` times). A trial is scored by validation mAP (validation items against the training set),
-never by the queries: the trials never run the test phase at all.
+A tuning sweep (sweeps/tune-<method>.yaml, a W&B random-search sweep file that `wandb sweep` also takes) names
+the method's search space: a range per number (log-uniform) or a list of choices. Every method gets the same
+budget, whatever the size of its space: ``TRIALS`` points, the first the config's current values (the
+incumbent, so a tuning never chooses worse than what it started from, on validation), the others the first
+points of a scrambled Sobol sequence with a fixed seed mapped into the space . They run as successive halving: every point trains for the first ``ROUNDS[0]`` epochs
+of the cell's own schedule, the best ``KEEP[0]`` go on to ``ROUNDS[1]`` epochs (resumed from their
+checkpoints: a trial's epochs depend on (seed, epoch) alone, so a resumed trial is the run it would have
+been), and so on. A trial is scored by order-free validation mAP (validation items against a validation
+database shaped like the test's), never by the queries: the trials never run the test phase at all.
 
-The best point's values go into experiments/methods/<method>-cpu.yaml, labelled "ours, swept" with the
-sweep file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv,
-table.md, choice.json and one trial.json per trial) so that a fresh clone knows the method is tuned.
+The best point's values go into experiments/methods/<method>-cpu.yaml, labelled "ours, tuned" with the sweep
+file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv, table.md,
+choice.json and one trial.json per trial) so that a fresh clone knows the method is tuned. A choice made
+under another results version or another budget is not a choice any more: the method is tuned again.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
@@ -31,22 +31,33 @@ import yaml
 
 from hashlab.clock import active_time
 from hashlab.errors import HashlabError
-from hashlab.records.record import write_json_atomic
+from hashlab.records.record import RESULTS_VERSION, write_json_atomic
 from hashlab.runs.tables import REPORTS_DIR
 
 SWEEPS_DIR = Path("sweeps")
 TRIAL_NAME = "trial.json"
-# the grid every deep method's cpu profile is tuned on: the two learning rates of the late-stage recipe
-DEFAULT_GRID = {"model.init_args.lr": [0.001, 0.003, 0.01], "model.init_args.backbone_lr": [0.0001, 0.0003, 0.001]}
-DEFAULT_ROUNDS, DEFAULT_KEEP = [2, 4, 6], [3, 2]
-# a grid whose best first-round point sits on its edge grows one step past that edge (step_beyond), up to this
-# many times, and a final best point still on an edge steps past it up to this many times: an optimum on the
-# boundary of a grid has not been found yet
-EDGE_STEPS = 2
+# the budget of every method's tuning: TRIALS points, each round's epochs, how many points each round keeps
+TRIALS, ROUNDS, KEEP = 16, [2, 4, 6], [4, 2]
+SOBOL_SEED = 0
+# the space every deep method's cpu profile is tuned on at least: the two learning rates of the late-stage recipe
+DEFAULT_SPACE = {"model.init_args.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-2},
+                 "model.init_args.backbone_lr": {"distribution": "log_uniform_values", "min": 3e-5, "max": 3e-3}}
 
 
 class TuningError(HashlabError):
     pass
+
+
+def budget() -> dict:
+    return {"trials": TRIALS, "rounds": list(ROUNDS), "keep": list(KEEP), "sobol_seed": SOBOL_SEED}
+
+
+def epochs_trained(plan: dict | None = None) -> int:
+    """Epochs one tuning trains in all (a resumed trial counts only its new epochs): the budget in epochs."""
+    plan = plan or budget()
+    counts = [plan["trials"], *plan["keep"]]
+    starts = [0, *plan["rounds"][:-1]]
+    return sum(n * (end - start) for n, start, end in zip(counts, starts, plan["rounds"], strict=True))
 
 
 def sweep_path(method: str) -> Path:
@@ -57,17 +68,18 @@ def sweep_path(method: str) -> Path:
 TUNED_CELL = {"table": "table2", "dataset": "cifar10", "seed": 0}
 
 
-def tuning_sweep(method: str, grid: dict | None = None, bits: int = 48) -> dict:
-    """The W&B sweep file of a method's tuning (grid; hyperband where a W&B server runs it)."""
-    rounds, keep = DEFAULT_ROUNDS, DEFAULT_KEEP
+def tuning_sweep(method: str, space: dict | None = None, bits: int = 48) -> dict:
+    """The W&B sweep file of a method's tuning: random search over its space with the shared trial budget
+    (W&B's hyperband stands in for the successive halving)."""
     return {
         "name": f"tune-{method}",
-        "description": f"Learning rates of {method}'s cpu profile at {bits} bits on CIFAR-10, chosen on validation "
-                       f"mAP by successive halving (`hashlab tune {method}`; epochs {rounds}, keeping {keep}).",
-        "method": "grid",
+        "description": f"{method}'s cpu profile at {bits} bits on CIFAR-10: learning rates and the loss weights its "
+                       f"source does not fix, chosen on validation mAP by successive halving (`hashlab tune {method}`; "
+                       f"{TRIALS} trials, epochs {ROUNDS}, keeping {KEEP}).",
+        "method": "random",  # `wandb agent --count 16` runs the budget (the schema has no run cap)
         "metric": {"name": "val/map", "goal": "maximize"},
-        "early_terminate": {"type": "hyperband", "min_iter": rounds[0], "eta": 3},
-        "parameters": {name: {"values": list(values)} for name, values in (grid or DEFAULT_GRID).items()},
+        "early_terminate": {"type": "hyperband", "min_iter": ROUNDS[0], "eta": 3},
+        "parameters": dict(space or DEFAULT_SPACE),
         "command": ["${env}", "hashlab", "fit", "--config", f"experiments/methods/{method}-cpu.yaml",
                     f"--model.init_args.bits={bits}", "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
                     "${args}"],
@@ -76,49 +88,85 @@ def tuning_sweep(method: str, grid: dict | None = None, bits: int = 48) -> dict:
 
 def sweep_text(sweep: dict) -> str:
     return (f"# {sweep['description']}\n# Written by `hashlab tune {sweep['name'].removeprefix('tune-')} --write-sweep`; "
-            "edit the grid here. `wandb sweep` takes this file as it is\n"
-            "# (its hyperband stands in for the successive halving of hashlab.runs.tuning).\n"
+            "edit the space here (a range: distribution log_uniform_values with min and max; a choice: values).\n"
+            "# `wandb sweep` takes this file as it is (its hyperband stands in for hashlab's successive halving).\n"
             + yaml.safe_dump(sweep, sort_keys=False, width=120))
 
 
 def load_sweep(method: str) -> dict:
     path = sweep_path(method)
     if not path.exists():
-        raise TuningError(f"no tuning sweep {path}; `hashlab tune {method} --write-sweep` writes the default grid")
+        raise TuningError(f"no tuning sweep {path}; `hashlab tune {method} --write-sweep` writes the default space")
     sweep = yaml.safe_load(path.read_text())
-    if sweep.get("method") != "grid":
-        raise TuningError(f"{path}: a tuning sweep is a grid (method: grid); `hashlab tune {method} --write-sweep` "
-                          "writes the default one")
+    if sweep.get("method") != "random":
+        raise TuningError(f"{path}: a tuning sweep is a random search over a space (method: random); "
+                          f"`hashlab tune {method} --write-sweep` writes the default one")
+    for name, spec in sweep["parameters"].items():
+        if "values" not in spec and not (spec.get("distribution") == "log_uniform_values" and 0 < spec.get("min", 0)
+                                         < spec.get("max", 0)):
+            raise TuningError(f"{path}: parameter {name}: give `values: [...]` or `distribution: log_uniform_values` "
+                              "with 0 < min < max")
     bits = [int(a.split("=", 1)[1]) for a in sweep["command"] if a.startswith("--model.init_args.bits=")]
-    return {**sweep, "hashlab": {**TUNED_CELL, "bits": bits[0] if bits else 48, "rounds": DEFAULT_ROUNDS,
-                                 "keep": DEFAULT_KEEP, "edge_steps": EDGE_STEPS}}
+    return {**sweep, "hashlab": {**TUNED_CELL, "bits": bits[0] if bits else 48, **budget()}}
 
 
-def grid_points(sweep: dict) -> list[dict]:
-    names = list(sweep["parameters"])
-    return [dict(zip(names, values, strict=True))
-            for values in itertools.product(*(sweep["parameters"][n]["values"] for n in names))]
+def sobol_points(space: dict, count: int, seed: int = SOBOL_SEED) -> list[dict]:
+    """``count`` points of the space at the first positions of a scrambled Sobol sequence (log scale for ranges)."""
+    from scipy.stats import qmc
+    names = list(space)
+    if count <= 0:
+        return []
+    unit = qmc.Sobol(len(names), scramble=True, seed=seed).random(2 ** math.ceil(math.log2(count)))[:count]
+    points = []
+    for row in unit:
+        point = {}
+        for name, u in zip(names, row, strict=True):
+            spec = space[name]
+            if "values" in spec:
+                point[name] = spec["values"][min(int(u * len(spec["values"])), len(spec["values"]) - 1)]
+            else:
+                low, high = math.log(spec["min"]), math.log(spec["max"])
+                point[name] = float(f"{math.exp(low + u * (high - low)):.2g}")  # two digits: a value one can write
+        points.append(point)
+    return points
 
 
-def step_beyond(values: list, best) -> float | int | None:
-    """The next value of a geometric grid past the edge that ``best`` sits on, on the 1-3-10 ladder that
-    learning-rate grids use (0.0003 past [0.001, 0.003, 0.01], then 0.0001; an axis of integers takes the
-    grid's own ratio: 2048 past [256, 512, 1024]). None when ``best`` is inside the grid, or when the axis is
-    not one of positive numbers (a choice between names has no edge)."""
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in values)
-    ordered = sorted(values) if numbers else []
-    if len(ordered) < 2 or best not in (ordered[0], ordered[-1]):
-        return None
-    value = ordered[0] ** 2 / ordered[1] if best == ordered[0] else ordered[-1] ** 2 / ordered[-2]
-    value = max(1, round(value)) if all(isinstance(v, int) for v in values) else _on_ladder(value)
-    return None if value in values else value
+def trial_points(sweep: dict, incumbent: dict) -> list[dict]:
+    """The incumbent, then Sobol points up to the budget (one that repeats a point already listed is skipped)."""
+    points = [incumbent]
+    for point in sobol_points(sweep["parameters"], 4 * sweep["hashlab"]["trials"], sweep["hashlab"]["sobol_seed"]):
+        if len(points) == sweep["hashlab"]["trials"]:
+            break
+        if point not in points:
+            points.append(point)
+    return points
 
 
-def _on_ladder(value: float) -> float:
-    """The nearest of 1 x 10^k and 3 x 10^k, in log scale (9e-05 -> 0.0001, 0.0033 -> 0.003)."""
-    exponent = math.floor(math.log10(value))
-    rungs = [m * 10.0 ** e for e in (exponent - 1, exponent, exponent + 1) for m in (1, 3)]
-    return float(f"{min(rungs, key=lambda r: abs(math.log(r / value))):.1g}")
+def incumbent_point(args: list[str], names: list[str]) -> dict:
+    """The values the cell's config has now for each tuned parameter."""
+    from hashlab.records.record import flatten
+    from hashlab.runs.fit import _parse_only
+    resolved = flatten(_parse_only(args).resolved)
+    missing = [name for name in names if name not in resolved]
+    if missing:
+        raise TuningError(f"the cell's config has no {missing}: a tuning sweep names the config's own options")
+    return {name: resolved[name] for name in names}
+
+
+def dry_run_text(method: str, runs_dir: str | Path = "runs", data_root: str | None = None) -> str:
+    """The trials a tuning would run and what each round keeps."""
+    sweep = load_sweep(method)
+    plan = sweep["hashlab"]
+    try:
+        incumbent = incumbent_point(_cell_args(method, sweep, runs_dir, data_root), list(sweep["parameters"]))
+    except Exception as error:  # noqa: BLE001 - without the data, the config's values are named, not read
+        incumbent = {name: f"(the config's value: {type(error).__name__})" for name in sweep["parameters"]}
+    points = trial_points(sweep, incumbent)
+    lines = [f"{number + 1:>3}. {_point_text(point)}{'  (the config now)' if number == 0 else ''}"
+             for number, point in enumerate(points)]
+    lines.append(f"{len(points)} trials (every method: {plan['trials']}); epochs by round {plan['rounds']}, keeping "
+                 f"{plan['keep']}: {epochs_trained(plan)} trained epochs")
+    return "\n".join(lines)
 
 
 def score_at(trial: dict, epochs: int) -> float | None:
@@ -126,18 +174,6 @@ def score_at(trial: dict, epochs: int) -> float | None:
     earlier tuning may have trained longer, and a round compares its points at the same epochs."""
     seen = [value for epoch, value in trial["val_map_by_epoch"] if epoch < epochs]
     return seen[-1] if seen else None
-
-
-def extend_at_edges(grid: dict[str, list], best: dict) -> dict[str, float]:
-    """Grow ``grid`` (name -> values, in place) one step past each edge the best point sits on; returns the
-    values added."""
-    added = {}
-    for name, values in grid.items():
-        value = step_beyond(values, best[name])
-        if value is not None:
-            values.append(value)
-            added[name] = value
-    return added
 
 
 def _cell_args(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> list[str]:
@@ -197,21 +233,21 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
          reports_dir: str | Path = REPORTS_DIR, write_config: bool = True, log=print, sweep: dict | None = None) -> dict:
     """Run (or resume) the method's tuning; write reports/tune-<method>/ and, with write_config, the chosen
     values into its cpu config. Returns the choice. ``sweep``: a loaded sweep in place of the method's file."""
+    from hashlab.evaluation.scores import EVALUATION
     sweep = sweep or load_sweep(method)
-    rounds, keep = sweep["hashlab"]["rounds"], sweep["hashlab"]["keep"]
+    plan = sweep["hashlab"]
+    rounds, keep = plan["rounds"], plan["keep"]
     base = _cell_args(method, sweep, runs_dir, data_root)
     base = [a for a in base if not a.startswith("--runs_dir=")] + [f"--runs_dir={Path(runs_dir) / 'tuning'}"]
-    grid = {name: list(spec["values"]) for name, spec in sweep["parameters"].items()}
+    incumbent = incumbent_point(base, list(sweep["parameters"]))
+    points = dict(enumerate(trial_points(sweep, incumbent)))
     results: dict[int, dict] = {}
-    points = dict(enumerate(grid_points(sweep)))
-    alive_ids = list(points)
-
     scores: dict[int, float] = {}  # validation mAP at the epochs of the round each point last ran in
-
-    def run_round(ids, round_index, epochs, what=""):
-        for number, i in enumerate(ids):
-            log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs){what}, trial {number + 1}/"
-                f"{len(ids)}: {_point_text(points[i])}")
+    alive = list(points)
+    for round_index, epochs in enumerate(rounds):
+        for number, i in enumerate(alive):
+            log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs), trial {number + 1}/"
+                f"{len(alive)}: {_point_text(points[i])}{' (the config now)' if i == 0 else ''}")
             results[i] = run_trial(_override(base, points[i]), epochs)
             value = score_at(results[i], epochs)
             if value is None:
@@ -219,51 +255,19 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
                                   "epochs: the tuned cell needs a validation split (data.val_fraction > 0)")
             scores[i] = value
             log(f"  validation mAP {value:.4f}")
-
-    extended = []
-    for round_index, epochs in enumerate(rounds):
-        run_round(alive_ids, round_index, epochs)
-        for _ in range(sweep["hashlab"].get("edge_steps", 0) if round_index == 0 else 0):
-            added = extend_at_edges(grid, points[max(alive_ids, key=scores.__getitem__)])
-            if not added:
-                break
-            extended.append(added)
-            new = [p for p in grid_points({"parameters": {n: {"values": v} for n, v in grid.items()}})
-                   if p not in points.values()]
-            new_ids = list(range(len(points), len(points) + len(new)))
-            points.update(zip(new_ids, new, strict=True))
-            run_round(new_ids, round_index, epochs, f", the grid grown past its edge ({_point_text(added)})")
-            alive_ids += new_ids
-        if round_index < len(keep):
-            ranked = sorted(alive_ids, key=scores.__getitem__, reverse=True)
-            alive_ids = ranked[: keep[round_index]]
-    # the halving can still end on an edge (the first round's best was inside, a later round's is not): step
-    # past it along that axis, from the best point, at the last round's epochs, for as long as the step wins
-    tried = {name: list(values) for name, values in grid.items()}
-    past_edges = []
-    for name in grid:
-        for _ in range(sweep["hashlab"].get("edge_steps", 0)):
-            best = max(alive_ids, key=scores.__getitem__)
-            value = step_beyond(tried[name], points[best][name])
-            if value is None:
-                break
-            tried[name].append(value)
-            new_id = len(points)
-            points[new_id] = {**points[best], name: value}
-            run_round([new_id], len(rounds) - 1, rounds[-1], f", a step past the best point's edge ({_point_text({name: value})})")
-            alive_ids.append(new_id)
-            past_edges.append({"point": points[new_id], "val_map": scores[new_id], "won": scores[new_id] > scores[best]})
-            if scores[new_id] <= scores[best]:
-                break
-    ranked = sorted(alive_ids, key=scores.__getitem__, reverse=True)
+        if round_index < len(keep):  # stable: a tie keeps the earlier point (the incumbent first)
+            alive = sorted(alive, key=lambda i: -scores[i])[: keep[round_index]]
+    ranked = sorted(alive, key=lambda i: -scores[i])
     best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
     choice = {"method": method, "sweep": str(sweep_path(method)), "chosen": points[best],
               "val_map": scores[best], "epochs": rounds[-1],
               "runner_up": points[runner_up] if runner_up is not None else None,
               "runner_up_val_map": scores[runner_up] if runner_up is not None else None,
-              "grid": {name: sorted(values) for name, values in grid.items()}, "extended_at_edges": extended,
-              "past_edges": past_edges, "on_edge": on_edge(points[best], tried),
-              "selected_on": "validation mAP (validation items vs the training set); the query set is never used"}
+              "incumbent": incumbent, "incumbent_val_map": scores[0], "incumbent_epochs": results[0]["epochs"],
+              "space": sweep["parameters"], "budget": {k: plan[k] for k in budget()},
+              "results_version": RESULTS_VERSION, "evaluation": EVALUATION,
+              "selected_on": "order-free validation mAP (validation items vs a validation database shaped like the "
+                             "test's); the query set is never used"}
     _write_report(method, points, results, choice, runs_dir, reports_dir)
     if write_config:
         write_choice(method, choice)
@@ -290,21 +294,6 @@ def _write_report(method, points, results, choice, runs_dir, reports_dir) -> Non
     render_report(method, reports_dir)
 
 
-def _step_text(step: dict, digits: int) -> str:
-    """One step past an edge: its point, its validation mAP and whether it beat the point it stepped from."""
-    return f"{_point_text(step['point'])}: {step['val_map']:.{digits}f} {'won' if step['won'] else 'lost'}"
-
-
-def trial_origin(point: dict, choice: dict) -> str:
-    """Where a trial's point came from: the sweep's own grid, the grid grown past an edge after the first
-    round, or a step past the edge the halving's final best point sat on."""
-    if any(step["point"] == point for step in choice.get("past_edges", [])):
-        return "step past edge"
-    grown = {name: {added[name] for added in choice.get("extended_at_edges", []) if name in added}
-             for name in point}
-    return "grown grid" if any(value in grown[name] for name, value in point.items()) else "grid"
-
-
 def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
     """Write reports/tune-<method>/table.md and trials.csv from its committed choice.json and trials/ alone
     (no run folder needed): one row per trial, the longest-trained and best first, with its validation mAP at
@@ -323,7 +312,9 @@ def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
     for trial in trials:
         history = dict(trial["val_map_by_epoch"])
         rows.append({**{name.rsplit(".", 1)[-1]: value for name, value in trial["params"].items()},
-                     "from": trial_origin(trial["params"], choice), "epochs": trial["epochs"],
+                     "from": ("the config now" if trial["params"] == choice.get("incumbent") else
+                              "Sobol" if "space" in choice else "grid"),  # a choice before the equal budgets: a grid
+                     "epochs": trial["epochs"],
                      **{f"val mAP @{e} ep": history.get(e - 1) for e in rounds},
                      "seconds": round(trial["seconds"]), "chosen": "yes" if trial["params"] == choice["chosen"] else "",
                      "config_hash": trial["config_hash"],
@@ -331,19 +322,13 @@ def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
     frame = pd.DataFrame(rows).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
     frame.to_csv(folder / "trials.csv", index=False)
     notes = []
-    if choice.get("extended_at_edges"):
-        notes.append("the grid grew past its edge after the first round (" +
-                     "; then ".join(_point_text(added) for added in choice["extended_at_edges"]) + ")")
-    for step in choice.get("past_edges", []):
-        notes.append(f"the final best point stepped past its edge to {_step_text(step, 4)}")
-    if choice.get("on_edge"):
-        notes.append("the choice still sits on the grid's edge along " + ", ".join(choice["on_edge"]))
     runner_up = (f"; runner-up {_point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
                  if choice.get("runner_up") else "")
     path = folder / "table.md"
     path.write_text(
-        f"**tune-{method}**: validation mAP@all of each trial (validation items vs the training set; the query "
-        f"set is never used), successive halving over {choice['sweep']}, best first. Chosen: "
+        f"**tune-{method}**: order-free validation mAP@all of each trial (validation items vs a validation database "
+        f"shaped like the test's; the query set is never used), successive halving over {choice['sweep']} "
+        f"({len(trials)} trials), longest-trained and best first. Chosen: "
         f"{_point_text(choice['chosen'])} ({choice['val_map']:.4f} after {choice['epochs']} epochs){runner_up}.\n\n"
         + "".join(f"- {note}\n" for note in notes) + ("\n" if notes else "")
         # tabulate leaves only None blank, and pandas holds a missing float as NaN
@@ -354,7 +339,8 @@ def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
 
 
 def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
-    """reports/tuning.md: every tuned method's choice on one page, from the committed tune-<method>/ folders."""
+    """reports/tuning.md: every tuned method's choice on one page, from the committed tune-<method>/ folders, and
+    how well validation ranks the methods as the test does."""
     import pandas as pd
     rows = []
     for folder in sorted(Path(reports_dir).glob("tune-*/")):
@@ -362,21 +348,74 @@ def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
             continue
         choice = json.loads((folder / "choice.json").read_text())
         seconds = [json.loads(path.read_text())["seconds"] for path in (folder / "trials").glob("*.json")]
-        steps = "; ".join(_step_text(step, 3) for step in choice.get("past_edges", []))
+        current = choice.get("results_version") == RESULTS_VERSION
         rows.append({"method": f"[{choice['method']}]({folder.name}/table.md)", "chosen": _point_text(choice["chosen"]),
                      "val mAP": choice["val_map"], "epochs": choice["epochs"],
+                     "the config before": (f"{choice['incumbent_val_map']:.3f}" if "incumbent_val_map" in choice
+                                           else ""),
                      "runner-up": (f"{_point_text(choice['runner_up'])}: {choice['runner_up_val_map']:.3f}"
                                    if choice.get("runner_up") else ""),
-                     "steps past the final edge": steps, "trials": len(seconds),
-                     "trial time": f"{sum(seconds) / 60:.0f} min"})
+                     "trials": len(seconds), "trial time": f"{sum(seconds) / 60:.0f} min",
+                     "version": choice.get("results_version", 1) if current else
+                     f"{choice.get('results_version', 1)} (to tune again)"})
     path = Path(reports_dir) / "tuning.md"
+    plan = budget()
     path.write_text(
-        "**Tuned learning rates** of each deep method's cpu profile at 48 bits on CIFAR-10 (`hashlab tune METHOD`): "
-        "successive halving on validation mAP (validation items vs the training set; the query set is never used). "
-        "The chosen values are in experiments/methods/<method>-cpu.yaml, labelled \"ours, swept\". Rendered from "
-        "reports/tune-<method>/ by `hashlab tune METHOD --render`; do not edit.\n\n"
-        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n" + _stable_trials_note(reports_dir))
+        "**Tuned cpu profiles** of the deep methods at 48 bits on CIFAR-10 (`hashlab tune METHOD`): each method's "
+        "learning rates and the loss weights its source does not fix (sweeps/tune-<method>.yaml names them), with "
+        f"the same budget for every method: {plan['trials']} trials (the config's values and Sobol points of the "
+        f"space), successive halving over {plan['rounds']} epochs keeping {plan['keep']}, {epochs_trained(plan)} "
+        "trained epochs in all. Scored by order-free validation mAP (validation items vs a validation database shaped "
+        "like the test's; the query set is never used). \"the config before\": the validation mAP of the values the "
+        "config had (the first trial). The chosen values are in experiments/methods/<method>-cpu.yaml, labelled "
+        "\"ours, tuned\". Rendered from reports/tune-<method>/ by `hashlab tune METHOD --render`; do not edit.\n\n"
+        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n" + _rank_agreement(reports_dir)
+        + _stable_trials_note(reports_dir))
     return path
+
+
+def _spearman(pairs: dict[str, tuple[float, float]]) -> float | None:
+    from scipy.stats import spearmanr
+    if len(pairs) < 3:
+        return None
+    values = list(pairs.values())
+    return float(spearmanr([v for v, _ in values], [t for _, t in values]).statistic)
+
+
+def _rank_agreement(reports_dir: str | Path) -> str:
+    """Does validation rank the deep methods as the test does? Spearman's rank correlation between each method's
+    chosen validation mAP and its test mAP@all (cifar10-1, 48 bits, the mean over seeds), for the choices of
+    an earlier version (a snapshot, reports/tuning-v<N>.json) and for today's."""
+    lines = ["", "**Does validation rank the methods as the test does?** Spearman's rank correlation between each "
+             "deep method's chosen validation mAP and its test mAP@all (CIFAR-10 `cifar10-1`, 48 bits, the mean over "
+             "its seeds; adsh runs on its own protocol and is left out):", ""]
+    for snapshot in sorted(Path(reports_dir).glob("tuning-v*.json")):
+        data = json.loads(snapshot.read_text())
+        pairs = {m: (v["val_map"], v["test_map"]) for m, v in data["methods"].items() if v["protocol"] == "cifar10-1"}
+        seeds = sorted({v["test_seeds"] for v in data["methods"].values()})
+        rho = _spearman(pairs)
+        lines.append(f"- results version {data['results_version']} (before; {data['about']}): "
+                     f"{'n/a' if rho is None else f'{rho:.2f}'} over {len(pairs)} methods "
+                     f"({' or '.join(map(str, seeds))} seeds each).")
+    pairs, seeds = {}, set()
+    table = Path(reports_dir) / "table2" / "table.csv"
+    if table.exists():
+        import pandas as pd
+        frame = pd.read_csv(table)
+        test = frame[(frame["protocol"] == "cifar10-1") & (frame["bits"] == 48) & frame["map"].notna()]
+        for folder in sorted(Path(reports_dir).glob("tune-*/")):
+            path = folder / "choice.json"
+            choice = json.loads(path.read_text()) if path.exists() else {}
+            maps = test[test["method"] == choice.get("method")]["map"]
+            if choice.get("results_version") == RESULTS_VERSION and len(maps):
+                pairs[choice["method"]] = (choice["val_map"], float(maps.mean()))
+                seeds.add(len(maps))
+    rho = _spearman(pairs)
+    lines.append(f"- results version {RESULTS_VERSION} (today's choices): "
+                 + (f"{rho:.2f} over {len(pairs)} methods ({' or '.join(map(str, sorted(seeds)))} seeds each)."
+                    if rho is not None else f"not yet: {len(pairs)} methods have a choice and a 48-bit cell of this "
+                    "version."))
+    return "\n".join(lines) + "\n"
 
 
 def _stable_trials_note(reports_dir: str | Path) -> str:
@@ -404,30 +443,27 @@ def _stable_trials_note(reports_dir: str | Path) -> str:
             "again on the order-free, test-shaped ""validation before the table's next version.\n")
 
 
-def on_edge(point: dict, values: dict[str, list]) -> list[str]:
-    """The axes on which ``point`` sits at an edge of the values tried (where a step past it exists)."""
-    return [name for name, tried in values.items() if step_beyond(tried, point[name]) is not None]
-
-
 def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
-    """The method's committed choice; None when there is none, or when it was made before grids grew past
-    their edges, or before a choice left on an edge by the later rounds was stepped past (such a tuning runs
-    again: its trials are kept, only the new points train)."""
+    """The method's committed choice; None when there is none, or when it was made under another results
+    version or another budget (the method is tuned again: the choice must come from today's validation)."""
     path = Path(reports_dir) / f"tune-{method}" / "choice.json"
     if not path.exists():
         return None
     choice = json.loads(path.read_text())
-    if "grid" not in choice or ("past_edges" not in choice and on_edge(choice["chosen"], choice["grid"])):
+    if choice.get("results_version") != RESULTS_VERSION or choice.get("budget") != budget():
         return None
     return choice
 
 
-def _yaml_number(value):
-    """3e-05 as 3.0e-05: YAML 1.1 (PyYAML) reads a float's exponent form only with a dot, else a string."""
+def _yaml_value(value) -> str:
+    """A value as YAML 1.1 (PyYAML) reads it back: 3e-05 as 3.0e-05 (the exponent form needs a dot), booleans as
+    true / false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = str(value)
     if isinstance(value, float) and "e" in text and "." not in text.split("e")[0]:
         return text.replace("e", ".0e", 1)
-    return value
+    return text
 
 
 def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
@@ -441,10 +477,10 @@ def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
         pattern = re.compile(rf"^(\s+){re.escape(key)}:[^\n]*$", re.MULTILINE)
         if not pattern.search(text):
             raise TuningError(f"{path}: no line `{key}:` to put the swept value into")
-        note = (f"# ours, swept ({choice['sweep']}): validation mAP {choice['val_map']:.3f} after "
-                f"{choice['epochs']} epochs; {runner}")
+        note = (f"# ours, tuned ({choice['sweep']}, {choice.get('budget', {}).get('trials', '?')} trials): validation "
+                f"mAP {choice['val_map']:.3f} after {choice['epochs']} epochs; {runner}")
         # the comment column of the hand-written configs (34), the value padded up to it
-        value = _yaml_number(value)
+        value = _yaml_value(value)
         text = pattern.sub(lambda m, k=key, v=value, n=note:
                            f"{m.group(1)}{k}: {v:<{max(1, 33 - len(m.group(1)) - len(k) - 2)}} {n}", text, count=1)
     path.write_text(text)

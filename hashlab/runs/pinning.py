@@ -1,0 +1,82 @@
+"""The tiny fixed cell of every method whose codes pin the results version (tests/test_results_version.py).
+
+Each method trains a few batches of its demo config on the embedded digits (dfch on digit mosaics, its
+multi-label demo), and one more cell runs dpsh_googlenet through the cpu profile's own path (the stem and
+blocks[:4] cached, the late stages fine-tuned). A change that alters any method's numbers changes its codes
+here; `RESULTS_VERSION` (hashlab/records/record.py) must then be bumped and the pins written again:
+
+    .venv/bin/python -m hashlab.runs.pinning     # writes tests/results_pins.npz after a version bump
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+PINS = Path(__file__).resolve().parents[2] / "tests" / "results_pins.npz"
+LATE_STAGES = "dpsh_googlenet partial"  # the cpu profile's path: cached early stages, fine-tuned late ones
+AGREEMENT = 0.99  # of the bits: another CPU's rounding may flip a few; a change of a method flips many
+
+
+def tiny_cells(work_dir: Path) -> dict[str, list[str]]:
+    """Method (and the late-stage cell) -> the command line of its tiny cell."""
+    from hashlab.data.mosaics import write_digit_mosaics
+    from hashlab.methods import METHODS
+    from hashlab.methods.closed_form import ClosedFormHashing
+    common = ["--model.init_args.bits=16", "--seed_everything=0", "--trainer.enable_progress_bar=false",
+              f"--runs_dir={work_dir / 'runs'}"]
+    quick = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=3", *common]
+    cells = {}
+    for method, cls in METHODS.items():
+        if issubclass(cls, ClosedFormHashing):  # fitted in closed form, no epochs
+            cells[method] = ["--config", f"experiments/methods/{method}-demo.yaml", *common]
+        elif method == "dfch":
+            mosaics = write_digit_mosaics(work_dir / "mosaics", num_images=400, num_queries=60, num_train=200)
+            cells[method] = ["--config", "experiments/methods/dfch-mosaics.yaml", f"--data.root={mosaics}", *quick]
+        else:
+            cells[method] = ["--config", f"experiments/methods/{method}-demo.yaml", *quick]
+    cells[LATE_STAGES] = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.init_args.mode=partial",
+                          "--model.init_args.frozen_stages=5", "--data.image_size=64", *quick]
+    return cells
+
+
+def run_tiny_cells(work_dir: Path, only: list[str] | None = None) -> dict[str, np.ndarray]:
+    """{cell: the packed query and database codes it evaluates, one row each, concatenated}."""
+    from hashlab.records.codes import CODES_NAME
+    from hashlab.runs.fit import run_fit
+    out = {}
+    for name, args in tiny_cells(work_dir).items():
+        if only is not None and name not in only:
+            continue
+        record = run_fit(args)
+        with np.load(record.parent / CODES_NAME) as codes:
+            out[name] = np.concatenate([codes["query_codes"], codes["database_codes"]])
+    return out
+
+
+def read_pins(path: Path = PINS) -> tuple[int | None, dict[str, np.ndarray]]:
+    if not path.exists():
+        return None, {}
+    with np.load(path) as data:
+        return int(data["results_version"]), {k: data[k] for k in data.files if k != "results_version"}
+
+
+def write_pins(path: Path = PINS) -> Path:
+    from hashlab.records.record import RESULTS_VERSION
+    with tempfile.TemporaryDirectory() as work:
+        codes = run_tiny_cells(Path(work))
+    np.savez_compressed(path, results_version=np.array(RESULTS_VERSION), **codes)
+    return path
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The share of equal bits of two packed code arrays (0 when their shapes differ)."""
+    if a.shape != b.shape:
+        return 0.0
+    return float(1 - np.unpackbits(a ^ b).mean())
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_pins()}")
