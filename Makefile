@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest
 
+# writes under runs/ only (ignored by git): the committed reports/demo is the reference a test compares it with
 demo: setup
-	$(HASHLAB) reproduce --table demo
+	$(HASHLAB) reproduce --table demo --reports-dir runs/reports
 	$(HASHLAB) data digits --out runs/demo-images
 	$(HASHLAB) index build --images runs/demo-images --out runs/demo-index --features crow --bits 32 --image-size 64
 	$(HASHLAB) search --index runs/demo-index runs/demo-images/3/0003.png -k 5 --rerank cosine

@@ -84,7 +84,7 @@ def explain_bits(checkpoint: str, data_root: str | None, out: str, bits: list[in
     signs = torch.where(soft >= 0, 1.0, -1.0).numpy()
     correlation = np.nan_to_num(np.corrcoef(signs.T))
     figure, axis = plt.subplots(figsize=(5, 4.2))
-    shown = axis.imshow(correlation, cmap="coolwarm", vmin=-1, vmax=1)
+    shown = axis.imshow(correlation, cmap="RdBu_r", vmin=-1, vmax=1)  # diverging around 0, perceptually even
     off = correlation[~np.eye(len(correlation), dtype=bool)]
     axis.set_title(f"bit correlation (mean |off-diagonal| {np.abs(off).mean():.3f})", fontsize=9)
     axis.set_xlabel("bit"), axis.set_ylabel("bit")
@@ -119,14 +119,18 @@ def explain(method: str, checkpoint: str, images: list[str], out: str, image_siz
             mask = model.background_mask(tensor[None])
         masks.append(F.interpolate(mask[:, None], size=tensor.shape[-2:], mode="bilinear")[0, 0])
         pictures.append(tensor.permute(1, 2, 0).clamp(0, 1))
-    figure, axes = plt.subplots(2, len(images), figsize=(2.4 * len(images), 5), squeeze=False)
+    figure, axes = plt.subplots(2, len(images), figsize=(1.7 * len(images) + 0.6, 3.6), squeeze=False,
+                                layout="constrained")
+    shown = None
     for column, (name, picture, mask) in enumerate(zip(images, pictures, masks, strict=True)):
+        # the image and its mask share a column, titled in the order the images were given
         axes[0, column].imshow(picture)
-        axes[0, column].set_title(Path(name).name, fontsize=8)
+        axes[0, column].set_title(f"{column + 1}. {Path(name).name}", fontsize=7)
         axes[1, column].imshow(picture)
-        axes[1, column].imshow(mask, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[1, column].set_title(f"mask mean {float(mask.mean()):.2f}", fontsize=8)
+        shown = axes[1, column].imshow(mask, cmap="magma", alpha=0.6, vmin=0, vmax=1)  # perceptually uniform
+        axes[1, column].set_title(f"{column + 1}. mask mean {float(mask.mean()):.2f}", fontsize=7)
         for axis in axes[:, column]:
             axis.axis("off")
-    figure.suptitle(f"{method}: background-suppression mask (red = kept)", fontsize=9)
+    figure.colorbar(shown, ax=axes[1, :].tolist(), shrink=0.8, label="mask (1 = kept)")
+    figure.suptitle(f"{method}: background-suppression mask", fontsize=9)
     return _save(figure, out)

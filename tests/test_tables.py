@@ -51,8 +51,10 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     adsh = {c.protocol for c in cifar if c.method == "adsh"}
     assert adsh == {"cifar10-all"} and {c.protocol for c in cifar if c.method != "adsh"} == {"cifar10-1"}
     assert all("--data.init_args.protocol=cifar10-all" in c.args for c in cifar if c.method == "adsh")
-    from hashlab.records.render import _own_protocols
-    assert "adsh on cifar10: its own protocol cifar10-all (ADSH's protocol" in _own_protocols(spec)
+    from hashlab.records.layout import build_layout
+    frame = pd.DataFrame([{"method": "adsh", "dataset": "cifar10", "bits": 48, "seed": 0, "value": 0.9, "missing": ""}])
+    notes = build_layout(frame, spec, "cpu").notes
+    assert any(note.startswith("† ADSH on CIFAR-10 runs on its own paper's protocol") for note in notes), notes
     with pytest.raises(TableSpecError, match="no profile 'gpu'"):
         cells(spec, tmp_path / "runs", "gpu", data_root=str(tmp_path))
 
@@ -63,9 +65,9 @@ def tiny_table(tmp_path: Path) -> Path:
     spec["bits"] = [8, 16]
     spec["curves_at_bits"] = 16
     spec["methods"][0]["args"] = ["--trainer.max_epochs=3"]
-    spec["references"] = [{"compare_with": "dpsh_googlenet", "dataset": "digits", "label": "made-up paper",
-                           "backbone": "made-up CNN",
-                           "source": "a test", "bits": {8: 0.5, 16: 0.6}}]
+    spec["references"] = [{"method": "dpsh_googlenet", "dataset": "digits", "protocol": "digits",
+                           "label": "made-up paper", "backbone": "made-up CNN", "source": "a test",
+                           "bits": {8: 0.5, 16: 0.6}}]
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -101,7 +103,9 @@ def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path, ca
         assert column in frame.columns
     assert len(frame) == 2 and frame["map"].between(0, 1).all()
     tex = (out / "table.tex").read_text()
-    assert r"\toprule" in tex and r"\textbf{" in tex and "profile cpu" in tex and "made-up paper" in tex
+    assert r"\toprule" in tex and "made-up paper" in tex and "DPSH-GoogLeNet" in tex
+    assert r"\textbf{" not in tex  # one row: nothing to be best among
+    assert "profile cpu" in (out / "caption.tex").read_text()
     markdown = (out / "table.md").read_text()
     assert "dpsh_googlenet − published" in markdown and "made-up paper [made-up CNN]" in markdown
     best = frame.set_index("bits")["map"]
@@ -249,7 +253,7 @@ def test_fine_grained_cells_train_on_the_whole_training_split():
 def test_the_summary_says_which_differences_are_within_the_seed_spread():
     from hashlab.records.render import results_summary
     frame = pd.DataFrame({"method": ["a", "a", "a", "b"], "dataset": "d", "bits": 48, "value": [0.70, 0.72, 0.74, 0.75]})
-    spec = {"methods": [{"name": "a"}, {"name": "b"}], "references": []}
+    spec = {"methods": [{"name": "a"}, {"name": "b"}], "references": [], "datasets": [{"name": "d", "protocol": "p"}]}
     text = results_summary(frame, spec, "d", 48)
     assert "0.720 ± 0.020 (3)" in text and "0.750 (1)" in text
     assert "Seed spread (std over 3 seeds): 0.020 to 0.020" in text and "below about 0.040" in text
@@ -257,7 +261,8 @@ def test_the_summary_says_which_differences_are_within_the_seed_spread():
 
 @pytest.mark.parametrize("table", ["table2", "table2-extended", "table3"])
 def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
-    from hashlab.records.render import _reference_style, method_groups, method_styles
+    from hashlab.records.figures import method_styles, reference_style
+    from hashlab.records.layout import method_groups
     from hashlab.runs.tables import load_spec
     spec = load_spec(table)
     styles = method_styles(spec)
@@ -267,11 +272,10 @@ def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
     seed_methods = [name for name, group in method_groups(spec).items() if group == "seed methods"]
     assert seed_methods and all((styles[name]["linewidth"] > styles[other]["linewidth"])
                                 for name in seed_methods for other in styles if other not in seed_methods)
-    for ref in spec.get("references", []):  # a published row takes the colour of the method it is compared with
-        compared = ref.get("compare_with")
-        if compared:
-            first = compared if isinstance(compared, str) else compared[0]
-            assert _reference_style(ref, styles)["color"] == styles[first]["color"], ref["label"]
+    for ref in spec.get("references", []):  # a published figure of a method of ours takes that method's colour
+        if ref.get("method") in styles:
+            assert reference_style(ref["method"], styles)["color"] == styles[ref["method"]]["color"], ref["label"]
+    assert reference_style("", styles)["ls"] == ":"  # context: dotted grey
 
 
 def test_a_table_at_one_bit_length_draws_bars_of_its_rows_instead_of_a_line_over_bits(tmp_path):
@@ -291,7 +295,7 @@ def test_a_table_at_one_bit_length_draws_bars_of_its_rows_instead_of_a_line_over
 def test_an_ablation_row_is_marked_only_when_its_paired_difference_is_outside_the_seed_spread():
     """Rows against the full method, paired by seed: a consistent gain is marked; a larger mean gain that one
     seed contradicts is not; a single seed has no spread and marks nothing; a seed only one row ran is left out."""
-    from hashlab.records.render import paired_differences
+    from hashlab.records.layout import paired_differences
     values = {"full": [0.70, 0.72, 0.71, 0.90], "steady": [0.72, 0.74, 0.73, None],
               "noisy": [0.68, 0.80, 0.77, None], "single": [0.75, None, None, None]}
     rows = [{"method": m, "dataset": "cifar10", "bits": 48, "seed": seed, "value": v}

@@ -212,6 +212,7 @@ class HashingDataModule(L.LightningDataModule):
     """
 
     name = "dataset"
+    display_name = "Dataset"
     default_protocol = ""
     default_image_size = 224
     family: TransformFamily = "small"

@@ -22,6 +22,7 @@ HOW_TO_GET = ("Get it with `--data.download true` (torchvision fetches the offic
 
 class CIFAR10(HashingDataModule):
     name = "cifar10"
+    display_name = "CIFAR-10"  # in tables and figures
     default_protocol = "cifar10-1"
     default_image_size = 128
 

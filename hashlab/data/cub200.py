@@ -18,6 +18,7 @@ HOW_TO_GET = ("Get CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets
 
 class CUB200(FineGrainedDataModule):
     name = "cub200"
+    display_name = "CUB-200-2011"  # in tables and figures
 
     def load_files(self) -> Source:
         root = resolve_root(self.root, "cub200", self.name, HOW_TO_GET)

@@ -10,6 +10,7 @@ from hashlab.data.base import HashingDataModule, Source
 
 class Digits(HashingDataModule):
     name = "digits"
+    display_name = "Digits"  # in tables and figures
     default_protocol = "digits"
     default_image_size = 64
     flip = False  # a mirrored 2 is not a 2

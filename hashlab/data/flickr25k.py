@@ -29,6 +29,7 @@ HOW_TO_GET = ("Get mirflickr25k.zip and mirflickr25k_annotations_v080.zip from h
 
 class Flickr25K(HashingDataModule):
     name = "flickr25k"
+    display_name = "Flickr25K"  # in tables and figures
     default_protocol = "flickr25k"
     default_image_size = 224
     family = "photo"

@@ -21,6 +21,7 @@ ROLES = ("train", "query", "database")
 
 class ListFile(HashingDataModule):
     name = "listfile"
+    display_name = "List files"  # in tables and figures
     default_protocol = "lists"
     family = "photo"
 

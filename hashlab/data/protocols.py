@@ -52,14 +52,15 @@ class Protocol:
     fn: ProtocolFn
     description: str
     report_topk: tuple[int, ...] = ()  # mAP@K values the protocol's papers report besides mAP@all
+    in_words: str = ""  # for a paper's caption: the split in a few words, no protocol id
 
 
 _PROTOCOLS: dict[str, Protocol] = {}
 
 
-def register_protocol(name: str, description: str, report_topk: tuple[int, ...] = ()):
+def register_protocol(name: str, description: str, report_topk: tuple[int, ...] = (), in_words: str = ""):
     def decorator(fn: ProtocolFn) -> ProtocolFn:
-        _PROTOCOLS[name] = Protocol(fn, description, report_topk)
+        _PROTOCOLS[name] = Protocol(fn, description, report_topk, in_words or description)
         return fn
     return decorator
 
@@ -138,7 +139,8 @@ def _official(source: Source, protocol: str) -> np.ndarray:
 
 
 @register_protocol("cifar10-1", "pool all 60,000 images; 100 per class as queries (1,000), the rest as database "
-                   "(59,000), 500 per class of the database as training set (5,000); mAP@all")
+                   "(59,000), 500 per class of the database as training set (5,000); mAP@all",
+                   in_words="1,000 queries (100 per class), the other 59,000 images as database, 5,000 of them (500 per class) for training")
 def cifar10_1(source, rng):
     classes, query, database = _hundred_queries_per_class(source, rng, "cifar10-1")
     train = per_class_sample(classes, database, 500, rng, "cifar10-1 training set")
@@ -154,19 +156,22 @@ def _hundred_queries_per_class(source, rng, protocol: str) -> tuple[np.ndarray, 
 
 
 @register_protocol("cifar10-all", "ADSH's protocol: 100 per class as queries (1,000), the rest (59,000) as database and "
-                   "training set, every database image labelled for training; mAP@all")
+                   "training set, every database image labelled for training; mAP@all",
+                   in_words="1,000 queries, the other 59,000 images as database and training set (ADSH's protocol)")
 def cifar10_all(source, rng):
     _, query, database = _hundred_queries_per_class(source, rng, "cifar10-all")  # the queries of cifar10-1
     return Split(train=database, query=query, database=database, val=EMPTY)
 
 
 @register_protocol("cifar10-2", "official test set (10,000) as queries, official training set (50,000) as "
-                   "training set and database; mAP@all")
+                   "training set and database; mAP@all",
+                   in_words="the 10,000 test images as queries, the 50,000 training images as database and training set")
 def cifar10_2(source, rng):
     return official_test_as_queries(source, rng)
 
 
-@register_protocol("digits", "30 per class as queries (300), the rest as database and training set (1,497); mAP@all")
+@register_protocol("digits", "30 per class as queries (300), the rest as database and training set (1,497); mAP@all",
+                   in_words="300 queries (30 per class), the other 1,497 images as database and training set")
 def digits(source, rng):
     classes = _single_label(source.labels, "digits")
     everything = np.arange(len(classes))
@@ -176,7 +181,8 @@ def digits(source, rng):
 
 
 @register_protocol("flickr25k", "1,000 random queries, 4,000 random training images from the rest, the remaining "
-                   "images (neither query nor training) as database; mAP@all and mAP@5000", report_topk=(5000,))
+                   "images (neither query nor training) as database; mAP@all and mAP@5000", report_topk=(5000,),
+                   in_words="1,000 queries, 4,000 training images, the other images as database")
 def flickr25k(source, rng):
     everything = np.arange(len(source.labels))
     if len(everything) < 5001:
@@ -188,14 +194,16 @@ def flickr25k(source, rng):
 
 @register_protocol("flickr25k-dfch", "DFCH's protocol: 1,000 random queries, 4,000 random training images from the "
                    "rest, retrieved among the training images (database = training set); the other images are "
-                   "used by no set except validation; mAP@all and mAP@5000", report_topk=(5000,))
+                   "used by no set except validation; mAP@all and mAP@5000", report_topk=(5000,),
+                   in_words="1,000 queries, 4,000 training images that are also the database")
 def flickr25k_dfch(source, rng):
     split = flickr25k(source, rng)
     return replace(split, database=split.train)
 
 
 @register_protocol("official-test-query", "fine-grained protocol: the official test images as queries, the official "
-                   "training images as database and training pool; mAP@all")
+                   "training images as database and training pool; mAP@all",
+                   in_words="the official test images as queries, the official training images as database and training set")
 def official_test_as_queries(source, rng):
     split = _official(source, "official-test-query")
     train = np.flatnonzero(split == "train")
@@ -203,7 +211,8 @@ def official_test_as_queries(source, rng):
 
 
 @register_protocol("lists", "the split the list files give: train list = training set, test list = queries, "
-                   "database list = database; mAP@all")
+                   "database list = database; mAP@all",
+                   in_words="the training, query and database lists given with the data")
 def given_lists(source, rng):
     if source.given_split is None:
         raise ValueError(f"protocol 'lists' needs a data set read from list files; {source.name} is not")

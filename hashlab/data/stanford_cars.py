@@ -22,6 +22,7 @@ FIELDS = ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "fname")
 
 class StanfordCars(FineGrainedDataModule):
     name = "stanford_cars"
+    display_name = "Stanford Cars"  # in tables and figures
 
     def load_files(self) -> Source:
         root = resolve_root(self.root, "stanford_cars", self.name, HOW_TO_GET)

@@ -19,6 +19,7 @@ from hashlab.methods.base import HashingModule
 
 class ADSH(AsymmetricTraining, HashingModule):
     method_id = "adsh"
+    display_name = "ADSH"  # in tables and figures
     tanh_codes = True
 
     def __init__(self, *args, gamma: float = 200.0, sampled_database: int | None = None,

@@ -14,6 +14,7 @@ from hashlab.methods.base import HashingModule
 
 class CSQ(HashingModule):
     method_id = "csq"
+    display_name = "CSQ"  # in tables and figures
     tanh_codes = True
 
     def __init__(self, *args, quantization_weight: float = 1e-4, **kwargs):

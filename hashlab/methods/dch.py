@@ -15,6 +15,7 @@ from hashlab.methods.base import HashingModule
 
 class DCH(HashingModule):
     method_id = "dch"
+    display_name = "DCH"  # in tables and figures
     tanh_codes = True
 
     def __init__(self, *args, gamma: float = 20.0, quantization_weight: float = 0.1, **kwargs):

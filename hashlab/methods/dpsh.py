@@ -18,6 +18,7 @@ from hashlab.methods.base import HashingModule
 
 class DPSH(HashingModule):
     method_id = "dpsh"
+    display_name = "DPSH"  # in tables and figures
 
     def __init__(self, *args, eta: float = 10.0, **kwargs):
         """eta: the paper's weight of the quantization term (on the official code's normalisation)."""

@@ -14,6 +14,7 @@ from hashlab.methods.base import HashingModule
 
 class DSH(HashingModule):
     method_id = "dsh"
+    display_name = "DSH"  # in tables and figures
 
     def __init__(self, *args, alpha: float = 0.01, **kwargs):
         """alpha: weight of the regulariser (the paper's 0.01)."""

@@ -16,6 +16,7 @@ from hashlab.methods.base import HashingModule
 
 class GreedyHash(HashingModule):
     method_id = "greedyhash"
+    display_name = "GreedyHash"  # in tables and figures
 
     def __init__(self, *args, alpha: float = 0.1, num_classes: int | None = None, **kwargs):
         """alpha: weight of the cubic penalty; num_classes: the classifier's outputs (default: the data's)."""

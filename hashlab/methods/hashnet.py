@@ -14,6 +14,7 @@ from hashlab.methods.base import HashingModule
 
 class HashNet(HashingModule):
     method_id = "hashnet"
+    display_name = "HashNet"  # in tables and figures
 
     def __init__(self, *args, alpha: float | None = None, continuation_step: float = 0.005, **kwargs):
         """alpha: the scale of theta (default 10 / bits, so theta spans [-10, 10]). continuation_step: gamma

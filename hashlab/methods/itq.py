@@ -12,6 +12,7 @@ from hashlab.methods.pooled_itq import fit_itq
 
 class ITQ(ClosedFormHashing):
     method_id = "itq"
+    display_name = "ITQ"  # in tables and figures
 
     def fit_head(self, features: np.ndarray, labels: np.ndarray) -> None:
         fit_itq(self.head, features, self.bits)

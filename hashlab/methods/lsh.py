@@ -12,6 +12,7 @@ from hashlab.methods.closed_form import ClosedFormHashing
 
 class LSH(ClosedFormHashing):
     method_id = "lsh"
+    display_name = "LSH"  # in tables and figures
 
     def fit_head(self, features: np.ndarray, labels: np.ndarray) -> None:
         planes = torch.randn(features.shape[1], self.bits)  # seeded by the run's seed_everything

@@ -33,9 +33,11 @@ class PooledITQ(ClosedFormHashing):
 
 class CrowITQ(PooledITQ):
     method_id = "crow_itq"
+    display_name = "CroW+ITQ"  # in tables and figures
     pooling = "crow"
 
 
 class PwaITQ(PooledITQ):
     method_id = "pwa_itq"
+    display_name = "PWA+ITQ"  # in tables and figures
     pooling = "pwa"

@@ -41,6 +41,7 @@ class RBFCodes(nn.Module):
 
 class SDH(ClosedFormHashing):
     method_id = "sdh"
+    display_name = "SDH"  # in tables and figures
 
     def __init__(self, *args, anchors: int = 1000, regularization: float = 1.0, penalty: float = 1e-5,
                  iterations: int = 5, projection_ridge: float = 1e-2, sweeps: int = 10, **kwargs):

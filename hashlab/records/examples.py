@@ -1,6 +1,7 @@
-"""The retrieval-examples figure of a table: five fixed queries, each method's top 10 at one bit length,
-right results framed green and wrong ones red. Drawn from the codes saved beside the records (codes.npz)
-and the data set's own images; no model is loaded.
+"""The retrieval-examples figure of a table: three fixed queries, the top 10 of as many of the table's methods
+as fit a page (15 rows), at one bit length, right results framed green and wrong ones red. Ties are taken in
+one fixed random order, as the order-free metrics average over them. Drawn from the codes saved beside the
+records (codes.npz) and the data set's own images; no model is loaded.
 """
 
 from __future__ import annotations
@@ -58,11 +59,16 @@ def _thumb(source, index: int, colour) -> np.ndarray:
     return out
 
 
+MAX_ROWS = 15  # rows of a page-high figure at a readable size
+
+
 def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: str | None,
-                    queries: int = 5, top: int = 10) -> list[Path]:
+                    queries: int = 3, top: int = 10) -> list[Path]:
     """reports/<table>/retrieval_examples.png and .pdf, or nothing when no record or no images are here."""
     from hashlab.records.codes import read_codes
+    from hashlab.records.layout import display_name
     from hashlab.records.record import read_record
+    entries = {m["name"]: m for m in spec["methods"]}
     done = frame[frame["record"].astype(bool) & (frame["missing"] == "")]
     if done.empty:
         return []
@@ -73,7 +79,7 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
     part = part[part["seed"] == part["seed"].min()]
     dataset = part["dataset"].iloc[0]
     part = part[part["dataset"] == dataset]
-    methods = [m["name"] for m in spec["methods"] if m["name"] in set(part["method"])]
+    methods = [m["name"] for m in spec["methods"] if m["name"] in set(part["method"])][: max(1, MAX_ROWS // queries)]
     first = read_record(Path(part[part["method"] == methods[0]]["record"].iloc[0]))
     source = _source(first, data_root)
     if source is None:
@@ -104,40 +110,34 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
             tiles += [_thumb(source, index, RIGHT if right else WRONG) for index, right in hits_by_method[method][number]]
             rows.append(np.concatenate(tiles, axis=1))
             right = sum(r for _, r in hits_by_method[method][number])
-            names.append(f"query {number + 1}: {method}, {right}/{top}")
-    return _draw(rows, names, out_dir, f"{spec['name']}: top {top} of {len(chosen)} fixed {dataset} queries at "
-                 f"{bits} bits, ties in a fixed random order\nfirst tile: the query; green: shares a label with it, "
-                 "red: does not", group=len(methods))
+            names.append(f"query {number + 1}, {display_name(method, entries.get(method))}: {right}/{top}")
+    return _draw(rows, names, out_dir, group=len(methods))
 
 
-def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, title: str, group: int = 0) -> list[Path]:
-    """One labelled row per entry; with ``group``, a wider gap after every ``group`` rows (one query's block)."""
-    import matplotlib
-    matplotlib.use("Agg")
+def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, group: int = 0) -> list[Path]:
+    """One labelled row per entry (first tile the query, then the top hits framed green when they share a label
+    with it, red when not); with ``group``, a wider gap after every ``group`` rows (one query's block). The labels
+    are the axis's tick labels, so the saved figure's bounding box holds them whole."""
     import matplotlib.pyplot as plt
+
+    from hashlab.records.figures import paper_style, save
     height = rows[0].shape[0]
     gaps = [4 + (GROUP_GAP if group and (i + 1) % group == 0 and i + 1 < len(rows) else 0) for i in range(len(rows))]
     mosaic = np.concatenate([np.pad(r, ((0, g), (0, 0), (0, 0)), constant_values=255)
                              for r, g in zip(rows, gaps, strict=True)], axis=0)
     tops = np.concatenate([[0], np.cumsum([height + g for g in gaps])[:-1]])
-    dpi = 100
-    fig = plt.figure(figsize=((mosaic.shape[1] + 260) / dpi, (mosaic.shape[0] + 80) / dpi), dpi=dpi)
-    ax = fig.add_axes([260 / (mosaic.shape[1] + 260), 0, mosaic.shape[1] / (mosaic.shape[1] + 260),
-                       mosaic.shape[0] / (mosaic.shape[0] + 80)])
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_axis_off()
-    for number, name in enumerate(names):
-        ax.text(-12, tops[number] + height / 2, name, ha="right", va="center", fontsize=9)
-    fig.suptitle(title, fontsize=10, x=0.02, ha="left", va="top", y=1 - 8 / (mosaic.shape[0] + 80))
-    from hashlab.records.render import figure_metadata
-    out = []
-    for suffix in ("png", "pdf"):
-        path = out_dir / f"retrieval_examples.{suffix}"
-        fig.savefig(path, dpi=dpi, metadata=figure_metadata(path))
-        out.append(path)
-    plt.close(fig)
+    with paper_style():
+        width_in = 4.6  # the tiles; the labels add about 2 in: a page-wide figure
+        fig, ax = plt.subplots(figsize=(width_in, width_in * mosaic.shape[0] / mosaic.shape[1]))
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_yticks(tops + height / 2, names, fontsize=7)
+        ax.set_xticks([])
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        out = save(fig, out_dir, "retrieval_examples")
     from PIL import (
-        Image,  # a 256-colour PNG: every method's rows of photos stay a small file in the repository
+        Image,  # a 256-colour PNG: rows of photos stay a small file in the repository
     )
     with Image.open(out[0]) as image:
         image.convert("RGB").quantize(256).save(out[0], optimize=True)

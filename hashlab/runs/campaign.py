@@ -31,8 +31,8 @@ import yaml
 from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.records.codes import CODES_NAME
+from hashlab.records.layout import method_groups
 from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
-from hashlab.records.render import method_groups
 from hashlab.runs.tables import REPORTS_DIR, Cell, cells, committed_records, load_spec
 
 CAMPAIGN_FILE = Path("experiments/campaign.yaml")

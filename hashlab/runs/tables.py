@@ -40,7 +40,9 @@ class TableSpecError(HashlabError):
 
 TABLE_FIELDS = {*REQUIRED_FIELDS, "caption", "metric_label", "default_profile", "profiles", "curves_at_bits",
                 "references", "kind", "summary"}
-METHOD_FIELDS = {"name", "config", "estimate_minutes", "args", "group", "seeds_at_bits", "skip_datasets", "protocols"}
+METHOD_FIELDS = {"name", "label", "config", "estimate_minutes", "args", "group", "seeds_at_bits", "skip_datasets",
+                 "protocols"}
+REFERENCE_FIELDS = {"label", "backbone", "dataset", "protocol", "source", "bits", "method", "relative_of"}
 DATASET_FIELDS = {"name", "protocol", "data", "folder", "args"}
 
 
@@ -147,10 +149,11 @@ def load_spec(table: str) -> dict:
     for dataset in spec["datasets"]:
         _check_fields(dataset, DATASET_FIELDS, f"{path}, data set {dataset.get('name', '?')!r}")
     for ref in spec.get("references", []):
-        missing = [k for k in ("label", "backbone", "dataset", "source", "bits") if k not in ref]
+        _check_fields(ref, REFERENCE_FIELDS, f"{path}, reference {ref.get('label', '?')!r}")
+        missing = [k for k in ("label", "backbone", "dataset", "protocol", "source", "bits") if k not in ref]
         if missing:
             raise TableSpecError(f"{path}: reference {ref.get('label', '?')!r} lacks {missing}: a published row "
-                                 "names its method (label), backbone, data set, source and figures by bits")
+                                 "names its method (label), backbone, data set, protocol, source and figures by bits")
     profiles = spec.get("profiles", {"default": ""})
     for method in spec["methods"]:
         configs = method.get("config")

@@ -1,0 +1,229 @@
+"""A table's figures, sized and set as a paper needs them: mAP against bits (or one bar per row at a single bit
+length), precision-recall by Hamming radius and precision@N.
+
+TrueType fonts in the PDFs (pdf.fonttype 42: publishers reject Type 3), 7-9 pt text at the printed size, a
+figure a column (3.3 in) or a page (7 in) wide, no panel for a data set without a cell, P@N on a log axis (the
+first 100 positions are what a user sees), methods by their display names in one legend beside the plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hashlab.records.layout import Layout, display_name, method_groups
+
+COLUMN_IN, PAGE_IN = 3.3, 7.0
+PAPER = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
+         "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.linewidth": 0.6,
+         "savefig.dpi": 200}
+MARKERS = "osD^vP*Xph<>"
+FIGURES = ("map_vs_bits", "map_by_method", "pr_curve_{bits}b", "precision_at_n_{bits}b")
+
+
+@contextlib.contextmanager
+def paper_style():
+    import matplotlib
+    matplotlib.use("Agg")
+    with matplotlib.rc_context(PAPER):
+        yield
+
+
+def figure_metadata(path: Path) -> dict:
+    """No creation date in a PDF: a figure re-rendered from the same records is the same file (no churn in git)."""
+    return {"CreationDate": None} if path.suffix == ".pdf" else {}
+
+
+def save(fig, out_dir: Path, stem: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, metadata=figure_metadata(path), bbox_inches="tight", pad_inches=0.02)
+    plt.close(fig)
+    return paths
+
+
+def method_styles(spec: dict) -> dict[str, dict]:
+    """One look per method, the same in every figure of a table: a colour of its own (tab20's strong tones first,
+    then its light ones: 20 methods before one repeats) and a marker, a thicker line for the seed methods."""
+    import matplotlib
+    palette = matplotlib.colormaps["tab20"].colors
+    colors = palette[0::2] + palette[1::2]
+    groups = method_groups(spec)
+    return {method["name"]: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)],
+                             "linewidth": 1.6 if groups[method["name"]] == "seed methods" else 0.9}
+            for i, method in enumerate(spec["methods"])}
+
+
+def reference_style(ref_method: str, styles: dict[str, dict]) -> dict:
+    """A published figure of the same method is dashed in its colour; a context figure dotted grey."""
+    if ref_method in styles:
+        return {"color": styles[ref_method]["color"], "ls": "--", "marker": "x", "linewidth": 0.9, "markersize": 4}
+    return {"color": "0.45", "ls": ":", "marker": "x", "linewidth": 0.9, "markersize": 4}
+
+
+def render_figures(frame: pd.DataFrame, spec: dict, layout: Layout, out_dir: Path, label: str) -> list[Path]:
+    """Every figure of the table; a figure with no data to show is not written (and an old one is removed)."""
+    bits = spec.get("curves_at_bits", spec["bits"][-1])
+    stems = [s.format(bits=bits) for s in FIGURES]
+    with paper_style():
+        made = (_map_by_method(frame, spec, layout, out_dir, label) if len(spec["bits"]) == 1 else
+                _map_vs_bits(frame, spec, layout, out_dir, label))
+        made += _curves(frame, spec, layout, out_dir, bits)
+    for stem in stems:  # the figures this table does not draw (any more): not left behind
+        for suffix in (".png", ".pdf"):
+            path = out_dir / f"{stem}{suffix}"
+            if path.exists() and path not in made:
+                path.unlink()
+    return made
+
+
+def _datasets(layout: Layout, bits: int | None = None) -> list[str]:
+    return list(dict.fromkeys(d for d, b in layout.columns if bits is None or b == bits))
+
+
+def _legend_figure(panels: int, rows: int):
+    """Panels side by side, the legend right of them: a page wide when the legend is long or panels are several."""
+    import matplotlib.pyplot as plt
+    wide = panels > 1 or rows > 6
+    width = PAGE_IN if wide else COLUMN_IN
+    legend_in = (2.9 if rows > 12 else 1.6) if wide else 0.0  # two legend columns past 12 entries
+    fig, axes = plt.subplots(1, panels, figsize=(width - legend_in, 3.0 if wide else 2.3), squeeze=False)
+    return fig, axes[0]
+
+
+def _legend(fig, axes, order: list[str]) -> None:
+    entries = {}
+    for ax in axes:
+        for handle, text in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(text, handle)
+    ours = [text for text in order if text in entries]
+    entries = {text: entries[text] for text in ours + [t for t in entries if t not in ours]}
+    if not entries:
+        return
+    if len(entries) <= 6 and len(axes) == 1 and fig.get_figwidth() <= COLUMN_IN:
+        axes[0].legend(list(entries.values()), list(entries), frameon=False, fontsize=6)
+        return
+    fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
+               ncol=1 if len(entries) <= 12 else 2, handlelength=1.8, columnspacing=1.0)
+
+
+def _map_vs_bits(frame, spec, layout, out_dir, label) -> list[Path]:
+    datasets = _datasets(layout)
+    if not datasets:
+        return []
+    styles = method_styles(spec)
+    names = {r.method: r.label for r in layout.rows}
+    fig, axes = _legend_figure(len(datasets), len(layout.rows) + len(layout.published) + len(layout.context))
+    for ax, dataset in zip(axes, datasets, strict=True):
+        part = frame[frame.dataset == dataset].dropna(subset=["value"])
+        for method in [m for m in styles if m in names]:
+            stats = part[part.method == method].groupby("bits")["value"].agg(["mean", "std", "count"])
+            if stats.empty:
+                continue
+            ax.plot(stats.index, stats["mean"], markersize=3.5, label=names[method], **styles[method])
+            spread = stats[stats["count"] > 1]  # error bars only where there are seeds
+            if not spread.empty:
+                ax.errorbar(spread.index, spread["mean"], yerr=spread["std"], fmt="none", capsize=2,
+                            ecolor=styles[method]["color"], elinewidth=0.8)
+        for item in [*layout.published, *layout.context]:
+            points = sorted((b, v) for (d, b), v in item.values.items() if d == dataset)
+            if points:
+                name = item.label.split(" (")[0]
+                ax.plot(*zip(*points, strict=True), **reference_style(item.method, styles),
+                        label=f"{name}, published" + ("" if item.method else " (context)"))
+        ax.set_title(layout.dataset_labels[dataset])
+        ax.set_xlabel("bits")
+        ax.set_ylabel(label)
+        ax.set_xticks(spec["bits"])
+        ax.grid(alpha=0.3, linewidth=0.5)
+    fig.tight_layout()
+    _legend(fig, axes, [names[m] for m in styles if m in names])
+    return save(fig, out_dir, "map_vs_bits")
+
+
+def _map_by_method(frame, spec, layout, out_dir, label) -> list[Path]:
+    """One bar per row (mean over seeds; ± std only where there are seeds), the first row's value as a dashed
+    line, on an axis zoomed to the values, so that a difference of 0.01 shows."""
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import blended_transform_factory
+    datasets = _datasets(layout)
+    if not datasets:
+        return []
+    styles = method_styles(spec)
+    rows = layout.rows
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(COLUMN_IN, 0.55 + 0.24 * len(rows) * len(datasets)),
+                             squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets, strict=True):
+        column = (dataset, spec["bits"][0])
+        cells = [r.cells[column] for r in rows]
+        means = np.array([c.mean if c.mean is not None else np.nan for c in cells])
+        stds = np.array([c.std if c.std is not None else 0.0 for c in cells])
+        shown = ~np.isnan(means)
+        low = float(np.nanmin(means - stds)) - 0.02
+        high = float(np.nanmax(means + stds)) + 0.05
+        y = np.arange(len(rows))
+        ax.barh(y[shown], means[shown] - low, left=low, color=[styles[r.method]["color"] for r, s in
+                                                                 zip(rows, shown, strict=True) if s], height=0.65)
+        seeded = shown & np.array([c.seeds > 1 for c in cells])
+        if seeded.any():
+            ax.errorbar(means[seeded], y[seeded], xerr=stds[seeded], fmt="none", ecolor="0.15", capsize=2,
+                        elinewidth=0.8)
+        if shown[0]:
+            ax.axvline(means[0], ls="--", color="0.3", linewidth=0.8)
+        values = blended_transform_factory(ax.transAxes, ax.transData)
+        for row, cell in zip(y, cells, strict=True):  # at the right edge: clear of the bars and the line
+            ax.text(0.99, row, cell.text.replace(" ± ", "±") if cell.mean is not None else "n/a", ha="right",
+                    va="center", fontsize=6.5, transform=values)
+        ax.set_xlim(low, high)
+        ax.set_yticks(y, [r.label for r in rows])
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{label}, {layout.dataset_labels[dataset]}, {spec['bits'][0]} bits")
+        ax.grid(axis="x", alpha=0.3, linewidth=0.5)
+    fig.tight_layout()
+    return save(fig, out_dir, "map_by_method")
+
+
+def _curves(frame, spec, layout, out_dir, bits) -> list[Path]:
+    """Precision-recall (over Hamming radii) and precision@N (log axis) at one bit length, seed-averaged."""
+    datasets = [d for d in _datasets(layout, bits)]
+    if not datasets:
+        return []
+    styles = method_styles(spec)
+    names = {r.method: r.label for r in layout.rows}
+    paths = []
+    for kind, stem in (("pr_by_radius", f"pr_curve_{bits}b"), ("precision_at_n", f"precision_at_n_{bits}b")):
+        fig, axes = _legend_figure(len(datasets), len(layout.rows))
+        for ax, dataset in zip(axes, datasets, strict=True):
+            part = frame[(frame.dataset == dataset) & (frame.bits == bits)]
+            for method in [m for m in styles if m in names]:
+                curves = [c[kind] for c in part[part.method == method].get("curves", pd.Series(dtype=object))
+                          if isinstance(c, dict)]
+                if not curves:
+                    continue
+                style = {**styles[method], "markersize": 2.5}
+                if kind == "pr_by_radius":
+                    ax.plot(np.mean([c["recall"] for c in curves], axis=0),
+                            np.mean([c["precision"] for c in curves], axis=0), label=names[method], **style)
+                else:
+                    ax.plot(curves[0]["n"], np.mean([c["precision"] for c in curves], axis=0), label=names[method],
+                            **style)
+            ax.set_title(f"{layout.dataset_labels[dataset]}, {bits} bits")
+            if kind == "pr_by_radius":
+                ax.set_xlabel("recall (within Hamming radius r)")
+                ax.set_ylabel("precision")
+            else:
+                ax.set_xscale("log")
+                ax.set_xlabel("N (top of the Hamming ranking)")
+                ax.set_ylabel("precision@N")
+            ax.grid(alpha=0.3, linewidth=0.5)
+        fig.tight_layout()
+        _legend(fig, axes, [names[m] for m in styles if m in names])
+        paths.extend(save(fig, out_dir, stem))
+    return paths
+
+
+__all__ = ["render_figures", "method_styles", "reference_style", "figure_metadata", "paper_style", "display_name"]

@@ -1,0 +1,238 @@
+"""What a table shows, before it becomes Markdown or LaTeX: its rows and columns, each cell's text, which cell
+is bold and which ran on another protocol, the published figures of the same method on the same protocol, the
+figures that are only context, and the notes.
+
+Built from the long-format frame of :func:`hashlab.runs.tables.collect` (one row per cell) and the table spec;
+:mod:`hashlab.records.render` writes it as Markdown, :mod:`hashlab.records.latex` as a booktabs tabular.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+SIGNIFICANT = "*"
+DAGGER = "†"
+
+
+@dataclass
+class Cell:
+    mean: float | None = None
+    std: float | None = None
+    seeds: int = 0
+    bold: bool = False
+    dagger: bool = False      # ran on another protocol than the column's (it never takes the bold)
+    diff: dict | None = None  # an ablation row: its difference to the full row, paired by seed
+
+    @property
+    def text(self) -> str:
+        if self.mean is None:
+            return "n/a"
+        return f"{self.mean:.3f}" + (f" ± {self.std:.3f}" if self.seeds > 1 else "")
+
+
+@dataclass
+class Row:
+    method: str   # the spec's name of the row (a method id, or an ablation of one)
+    label: str    # the name a paper prints
+    group: str
+    cells: dict = field(default_factory=dict)  # (dataset, bits) -> Cell
+
+
+@dataclass
+class Published:
+    label: str        # "DPSH (Li et al., IJCAI 2016), CNN-F, fine-tuned"
+    method: str       # the row of ours it is compared with ("" for context)
+    protocol: str
+    values: dict      # (dataset, bits) -> published figure
+    diffs: dict = field(default_factory=dict)  # (dataset, bits) -> ours - published
+    relative_of: list = field(default_factory=list)  # seed methods it is the closest published relative of
+
+
+@dataclass
+class Layout:
+    name: str
+    kind: str                   # "" or "ablation"
+    columns: list               # [(dataset, bits)] with at least one cell (columns of n/a only are dropped)
+    dataset_labels: dict        # dataset -> "CIFAR-10"
+    rows: list                  # [Row]
+    published: list             # [Published]: the same method on the same protocol, with our difference
+    context: list               # [Published]: another protocol, or a relative of a method of ours
+    notes: list                 # sentences for the caption: daggers, dropped columns, missing cells
+    caption: str                # the caption in words (metric, data, protocol, backbone, seeds)
+    provenance: str             # one short line: results version, commits, profile
+
+
+def method_groups(spec: dict) -> dict[str, str]:
+    """Each method's group (seed methods | baselines): a method without one belongs to the one above it."""
+    groups, group = {}, ""
+    for method in spec["methods"]:
+        group = groups[method["name"]] = method.get("group", group)
+    return groups
+
+
+def display_name(row_name: str, spec_entry: dict | None = None) -> str:
+    """The name a paper prints for a row: the spec's ``label`` when it has one, else the method's display name
+    (hashlab.methods: "DPSH-GoogLeNet"), an ablation row as what it changes ("w/o quantization")."""
+    if spec_entry and spec_entry.get("label"):
+        return spec_entry["label"]
+    from hashlab.methods import METHODS
+    base, _, rest = row_name.partition(" ")
+    method = METHODS.get(base)
+    name = getattr(method, "display_name", base) if method else row_name
+    if not rest:
+        return name
+    return rest.replace("without ", "w/o ", 1)
+
+
+def dataset_label(dataset: dict) -> str:
+    """The data set's display name ("CIFAR-10"), from its data module's class."""
+    path = dataset.get("data") or ""
+    module, _, cls = path.rpartition(".")
+    try:
+        return getattr(__import__(module, fromlist=[cls]), cls).display_name
+    except (ImportError, AttributeError, ValueError):
+        return dataset["name"]
+
+
+def paired_differences(frame: pd.DataFrame, method_order: list[str]) -> dict[tuple, dict]:
+    """Each row after the first against the first (an ablation against its full method), paired by seed:
+    {(method, dataset, bits): {"mean", "std", "seeds", "outside", "text"}}. A difference is outside the seed
+    spread when a paired t-test on the per-seed differences rejects zero at 95 % (n - 1 degrees of freedom)."""
+    from scipy import stats
+    done = frame.dropna(subset=["value"])
+    full = done[done["method"] == method_order[0]].set_index(["dataset", "bits", "seed"])["value"]
+    out = {}
+    for method in method_order[1:]:
+        rows = done[done["method"] == method].set_index(["dataset", "bits", "seed"])["value"]
+        common = rows.index.intersection(full.index)
+        if common.empty:
+            continue
+        for (dataset, bits), d in (rows[common] - full[common]).groupby(level=["dataset", "bits"]):
+            n, mean = len(d), float(d.mean())
+            std = float(d.std()) if n > 1 else float("nan")
+            if n < 2:
+                outside = False
+            elif std == 0:
+                outside = mean != 0
+            else:
+                outside = abs(mean) > stats.t.ppf(0.975, n - 1) * std / n ** 0.5
+            text = f"{mean:+.3f}" + (f" ± {std:.3f}" if n > 1 else "") + (SIGNIFICANT if outside else "")
+            out[(method, dataset, bits)] = {"mean": mean, "std": std, "seeds": n, "outside": outside, "text": text}
+    return out
+
+
+def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
+    from hashlab.data.protocols import get_protocol
+    groups = method_groups(spec)
+    entries = {m["name"]: m for m in spec["methods"]}
+    column_protocol = {d["name"]: d["protocol"] for d in spec["datasets"]}
+    all_columns = [(d["name"], b) for d in spec["datasets"] for b in spec["bits"]]
+    done = frame.dropna(subset=["value"]) if "value" in frame else frame.iloc[0:0]
+    stats = done.groupby(["method", "dataset", "bits"])["value"].agg(["mean", "std", "count"])
+    kind = spec.get("kind") or ""
+    paired = paired_differences(frame, list(entries)) if kind == "ablation" else {}
+    rows = []
+    for name, entry in entries.items():
+        row = Row(name, display_name(name, entry), groups[name])
+        own = entry.get("protocols") or {}
+        for dataset, bits in all_columns:
+            cell = Cell(dagger=own.get(dataset, column_protocol[dataset]) != column_protocol[dataset])
+            if (name, dataset, bits) in stats.index:
+                s = stats.loc[(name, dataset, bits)]
+                cell.mean, cell.seeds = float(s["mean"]), int(s["count"])
+                cell.std = float(s["std"]) if s["count"] > 1 else None
+            cell.diff = paired.get((name, dataset, bits))
+            row.cells[(dataset, bits)] = cell
+        rows.append(row)
+    columns = [c for c in all_columns if any(r.cells[c].mean is not None for r in rows)]
+    # a row that cannot have a cell in any shown column (a switch that means nothing on these data) is left out
+    # and said once; a row merely not run yet stays, with its dashes
+    skipped = {}
+    for row in rows:
+        reasons = set(frame[(frame["method"] == row.method) & frame["dataset"].isin({d for d, _ in columns})]["missing"])
+        if columns and all(row.cells[c].mean is None for c in columns) and reasons and "" not in reasons \
+                and "not run yet" not in reasons:
+            skipped[row.label] = sorted(reasons)[0]
+    rows = [r for r in rows if r.label not in skipped]
+    for column in columns:  # bold: the best mean among the cells of the column's own protocol, when several
+        comparable = [r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger]
+        if len(comparable) > 1:
+            max(comparable, key=lambda c: c.mean).bold = True
+    published, context = _published(spec, rows, column_protocol)
+    notes = []
+    backbones = {f"{r['label']} [{r['backbone'].split(',')[0]}]": r["backbone"] for r in spec.get("references", [])}
+    if published:
+        notes.append("Published, the same method on the same protocol: " + "; ".join(
+            f"{p.label.split(' [')[0]} ({backbones[p.label]})" for p in published))
+    for item in context:
+        relatives = ", ".join(display_name(m, entries.get(m)) for m in item.relative_of)
+        relation = f", the closest published relative of {relatives}" if relatives else ""
+        where = get_protocol(item.protocol).in_words if item.protocol else "its own protocol"
+        notes.append(f"Context: {item.label.split(' [')[0]} ({backbones[item.label]}) is on {where}{relation}; "
+                     "no difference is taken")
+    dropped = sorted({d for d, _ in all_columns} - {d for d, _ in columns}, key=[x for x, _ in all_columns].index)
+    labels = {d["name"]: dataset_label(d) for d in spec["datasets"]}
+    for dataset in dropped:
+        reasons = frame[(frame["dataset"] == dataset) & (frame["missing"] != "")]["missing"].unique()
+        notes.append(f"{labels[dataset]}: no cell yet ({reasons[0] if len(reasons) else 'not run yet'}); its columns "
+                     "are left out")
+    for label, reason in skipped.items():
+        notes.append(f"{label}: left out ({reason})")
+    for name, entry in entries.items():
+        for dataset, protocol in (entry.get("protocols") or {}).items():
+            if any(d == dataset for d, _ in columns):
+                notes.append(f"{DAGGER} {display_name(name, entry)} on {labels[dataset]} runs on its own paper's "
+                             f"protocol ({get_protocol(protocol).in_words}), so it takes no bold from the others")
+    return Layout(spec["name"], kind, columns, labels, rows, published, context, notes,
+                  _caption(frame, spec, profile, labels, columns, paired), _provenance(frame, profile))
+
+
+def _published(spec: dict, rows: list[Row], column_protocol: dict) -> tuple[list, list]:
+    """A published figure stands beside a row of ours only when it is the same method on the same protocol;
+    every other one (another protocol, or a relative of a method with no figure of its own) is context."""
+    by_method = {r.method: r for r in rows}
+    published, context = [], []
+    for ref in spec.get("references", []):
+        values = {(ref["dataset"], int(b)): float(v) for b, v in ref["bits"].items()}
+        label = f"{ref['label']} [{ref['backbone'].split(',')[0]}]"  # the whole backbone text is in the notes
+        protocol = ref.get("protocol", "")
+        entry = next((m for m in spec["methods"] if m["name"] == ref.get("method")), None)
+        ours = by_method.get(ref.get("method", ""))
+        own_protocol = ((entry or {}).get("protocols") or {}).get(ref["dataset"], column_protocol.get(ref["dataset"]))
+        item = Published(label, ref.get("method", ""), protocol, values, relative_of=list(ref.get("relative_of", [])))
+        if ours is not None and protocol == own_protocol:
+            item.diffs = {key: ours.cells[key].mean - value for key, value in values.items()
+                          if key in ours.cells and ours.cells[key].mean is not None}
+            published.append(item)
+        else:
+            item.method = ""
+            context.append(item)
+    return published, context
+
+
+def _caption(frame: pd.DataFrame, spec: dict, profile: str, labels: dict, columns: list, paired: dict) -> str:
+    from hashlab.data.protocols import get_protocol
+    metric = spec.get("metric_label", spec["metric"])
+    shown = [d for d in spec["datasets"] if any(c[0] == d["name"] for c in columns)] or spec["datasets"]
+    data = "; ".join(f"{labels[d['name']]}: {get_protocol(d['protocol']).in_words}" for d in shown)
+    seeds = (frame.dropna(subset=["value"]).groupby(["method", "dataset", "bits"])["seed"].nunique()
+             if "value" in frame and len(frame) else pd.Series(dtype=int))
+    most = int(seeds.max()) if len(seeds) else 1
+    seed_text = (f"Mean ± std over {most} seeds where a ± is shown, else one seed." if most > 1 and seeds.min() < most
+                 else f"Mean ± std over {most} seeds." if most > 1 else "One seed per cell.")
+    parts = [f"{spec.get('caption', '').rstrip('.')}; {metric}. {data}.",
+             f"{spec['profiles'].get(profile) or ''}".strip().rstrip(".") + ".", seed_text]
+    if paired:
+        parts.append("Δ: the difference to the full method, paired by seed (the mean over seeds); "
+                     f"{SIGNIFICANT} marks a difference outside the seed spread (a paired t-test at 95 %).")
+    return " ".join(p for p in parts if p.strip(". "))
+
+
+def _provenance(frame: pd.DataFrame, profile: str) -> str:
+    versions = sorted({int(v) for v in frame["results_version"].dropna()}) if "results_version" in frame else []
+    commits = sorted({c[:7] for c in frame["commit"].dropna()}) if "commit" in frame else []
+    commit_text = (f"commit {commits[0]}" if len(commits) == 1 else
+                   f"cells from {len(commits)} commits (each record names its own)" if commits else "no record yet")
+    return f"hashlab results version {', '.join(map(str, versions)) or 'n/a'}, profile {profile}, {commit_text}."

@@ -1,0 +1,116 @@
+"""The tables and figures as a paper author uses them: every committed table.tex `\\input` inside the author's own
+float of a two-column article compiles with pdflatex, with no error and no box overfull by more than 1 pt; a full
+table 2 needs the page (table*) and fits it, an ablation with three seeds fits a column; no figure PDF embeds a
+Type 3 font."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hashlab.records.paper import compile_table, type3_fonts
+from hashlab.records.render import render_frame
+from hashlab.runs.tables import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = sorted(p.parent for p in (ROOT / "reports").glob("*/table.tex"))
+
+
+@pytest.fixture(scope="module")
+def pdflatex():
+    if shutil.which("pdflatex") is None:
+        installed = subprocess.run([str(ROOT / "scripts" / "install-texlive.sh")], capture_output=True, text=True)
+        assert installed.returncode == 0, f"could not install TeX Live: {installed.stderr[-2000:]}"
+    return shutil.which("pdflatex")
+
+
+def assert_compiles(folder: Path) -> dict:
+    result = compile_table(folder)
+    assert result["ok"], f"{folder.name}: pdflatex failed: {result['errors'][:3]}\n{result['log'][-1500:]}"
+    assert result["overfull_pt"] <= 1.0, f"{folder.name}: a box is {result['overfull_pt']:.1f} pt too wide"
+    return result
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+def test_every_committed_table_compiles_inside_an_authors_float(pdflatex, folder):
+    text = (folder / "table.tex").read_text()
+    assert r"\begin{table" not in text.replace("% ", "")  # a tabular, not a float of its own
+    assert (folder / "caption.tex").exists()
+    assert_compiles(folder)
+
+
+def full_frame(table: str, seeds_at_48: int = 3) -> tuple[dict, pd.DataFrame]:
+    """A table with every cell filled (plausible values; three seeds at 48 bits), as the campaign will leave it."""
+    spec = load_spec(table)
+    rng = np.random.default_rng(0)
+    rows = []
+    for index, method in enumerate(spec["methods"]):
+        for dataset in spec["datasets"]:
+            for bits in spec["bits"]:
+                skip = (method.get("skip_datasets") or {}).get(dataset["name"])
+                absent = dataset["name"] != "cifar10"
+                for seed in range(seeds_at_48 if bits == 48 else 1):
+                    value = float("nan") if skip or absent else 0.70 + 0.01 * index + rng.normal(0, 0.003)
+                    rows.append({"method": method["name"], "dataset": dataset["name"], "protocol": dataset["protocol"],
+                                 "bits": bits, "seed": seed, "value": value, "map": value,
+                                 "missing": skip or ("no data here" if absent else ""), "results_version": 2,
+                                 "commit": "0123456789abcdef", "mode": "partial", "wall_s": 480.0, "curves": None})
+    return spec, pd.DataFrame(rows)
+
+
+def test_a_full_table_2_needs_the_page_and_fits_it(pdflatex, tmp_path):
+    spec, frame = full_frame("table2")
+    render_frame(frame, spec, "cpu", tmp_path / "table2")
+    result = assert_compiles(tmp_path / "table2")
+    assert result["float"] == "table*"
+    text = (tmp_path / "table2" / "table.tex").read_text()
+    assert "DPSH-GoogLeNet" in text and "dpsh_googlenet" not in text  # display names, not ids
+    assert "Flickr25K" not in text  # a data set with no cell is left out of the tabular ...
+    assert "Flickr25K: no cell yet" in (tmp_path / "table2" / "caption.tex").read_text()  # ... and said once
+
+
+@pytest.mark.parametrize("table", ["ablation-dpsh_googlenet", "ablation-dfch", "ablation-fdh_mfe",
+                                   "ablation-attribute_hash"])
+def test_an_ablation_with_three_seeds_fits_a_column(pdflatex, tmp_path, table):
+    spec, frame = full_frame(table)
+    render_frame(frame, spec, "cpu", tmp_path / table)
+    assert assert_compiles(tmp_path / table)["float"] == "table"
+
+
+def test_a_cell_of_another_protocol_is_marked_and_bold_needs_two_cells(tmp_path):
+    """adsh runs on its own protocol: a dagger, never the bold; a column of a single row bolds nothing."""
+    spec, frame = full_frame("table2")
+    frame.loc[frame["method"] == "adsh", "value"] = 0.95  # the highest: still not bold
+    layout = render_frame(frame, spec, "cpu", tmp_path / "t")["layout"]
+    adsh = next(r for r in layout.rows if r.method == "adsh")
+    column = ("cifar10", 48)
+    assert adsh.cells[column].dagger and not adsh.cells[column].bold
+    assert sum(r.cells[column].bold for r in layout.rows) == 1
+    demo = load_spec("demo")
+    single = pd.DataFrame([{"method": "dpsh_googlenet", "dataset": "digits", "protocol": "digits", "bits": b,
+                            "seed": 0, "value": 0.9, "missing": ""} for b in demo["bits"]])
+    out = render_frame(single, demo, "cpu", tmp_path / "demo")
+    assert not any(c.bold for r in out["layout"].rows for c in r.cells.values())
+    assert r"\textbf" not in (tmp_path / "demo" / "table.tex").read_text()
+
+
+def test_a_published_figure_stands_beside_a_method_only_on_its_own_protocol(tmp_path):
+    spec, frame = full_frame("table2")
+    layout = render_frame(frame, spec, "cpu", tmp_path / "t")["layout"]
+    beside = {p.method for p in layout.published}
+    assert beside == {"dpsh", "greedyhash", "adsh"}  # DPSH, GreedyHash and ADSH on their papers' own protocols
+    [dsh] = layout.context  # DSH published on another protocol: context, with no difference taken
+    assert "DSH" in dsh.label and not dsh.diffs and dsh.relative_of == ["dpsh_googlenet"]
+    markdown = (tmp_path / "t" / "table.md").read_text()
+    assert "| dsh − published" not in markdown and "dpsh_googlenet − published" not in markdown
+    assert "dpsh − published" in markdown
+
+
+def test_no_figure_under_reports_embeds_a_type3_font():
+    pdfs = sorted((ROOT / "reports").rglob("*.pdf"))
+    assert pdfs, "no figure PDF under reports/"
+    with_type3 = [str(p.relative_to(ROOT)) for p in pdfs if type3_fonts(p)]
+    assert not with_type3, f"Type 3 fonts in {with_type3}: render with matplotlib's pdf.fonttype 42"
