@@ -436,7 +436,11 @@ def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | P
     frame = collect(spec, runs_dir, profile, data_root, records)
     out = render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))
     from hashlab.records.examples import render_examples
-    out["files"].extend(render_examples(frame, spec, out["dir"], data_root))  # needs the images: none without
+    examples = render_examples(frame, spec, out["dir"], data_root)  # needs the images: none without
+    if not examples and frame["value"].notna().sum() == 0:  # no record any more: no figure of an earlier one
+        for path in out["dir"].glob("retrieval_examples.*"):
+            path.unlink()
+    out["files"].extend(examples)
     return out
 
 
