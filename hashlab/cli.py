@@ -277,7 +277,7 @@ def dispatch(argv: list[str]) -> None:
         print(out["markdown"])
         print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
         if getattr(args, "readme", None):
-            from hashlab.records.render import update_readme
+            from hashlab.reporting.render import update_readme
             if "summary" not in out:
                 parser.error(f"table {args.table} has no summary: field in its spec; nothing to write")
             changed = update_readme(Path(args.readme), out["dir"].name, out["summary"])

@@ -22,7 +22,7 @@ def eval_transform_of(config: dict | None, image_size: int | None):
     """The evaluation transform the run used (its DataModule's), or a plain resize."""
     from torchvision.transforms import v2
     if config is not None:
-        from hashlab.runs.fit import class_of
+        from hashlab.objects import class_of
         data = config["data"]
         init_args = {k: v for k, v in data["init_args"].items() if k != "root"}
         if image_size:
@@ -54,7 +54,7 @@ def explain_bits(checkpoint: str, data_root: str | None, out: str, bits: list[in
     import numpy as np
 
     from hashlab.methods import METHODS
-    from hashlab.runs.fit import class_of
+    from hashlab.objects import class_of
     path = Path(checkpoint)
     config = _run_config(path)
     if config is None:

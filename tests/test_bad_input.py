@@ -145,7 +145,8 @@ def test_search_cli_names_a_bad_query_image(small_index, tmp_path, kind, capsys)
 def test_an_index_whose_run_changed_since_it_was_built(tmp_path, capsys):
     """A run rerun after its index was built would encode queries with another model: refused, named."""
     from hashlab.data.digits import write_digit_images
-    from hashlab.records.record import read_record, write_json_atomic
+    from hashlab.io import write_json_atomic
+    from hashlab.records.record import read_record
     from hashlab.runs.fit import run_fit
     record = run_fit(["--config", DEMO, "--trainer.max_epochs=1", f"--runs_dir={tmp_path}", "--model.bits=8"])
     paths = write_digit_images(tmp_path / "images", count=20)

@@ -19,11 +19,12 @@ from hashlab.losses.baselines import (
     multi_label_centers,
     weighted_pairwise_cross_entropy,
 )
+from hashlab.methods import METHODS
 from hashlab.runs.fit import run_fit
 
 ROOT = Path(__file__).resolve().parents[1]
-SHALLOW = ["lsh", "itq", "sdh"]
-DEEP = ["dpsh", "dsh", "hashnet", "dch", "csq", "adsh", "greedyhash"]
+SHALLOW = [name for name, cls in METHODS.items() if cls.kind == "closed-form"]
+DEEP = [name for name, cls in METHODS.items() if cls.kind == "deep" and not cls.seed_method]
 
 
 def test_dsh_is_a_contrastive_loss_with_margin_two_bits():

@@ -45,8 +45,9 @@ def test_the_plan_runs_deferred_methods_last_and_a_shared_cell_once():
     first = [w for w in runnable if not w.deferred]
     assert first[0].stage == "table 2 at 48 bits, every method" and first[0].cell.bits == 48
     # inside a stage, the methods still to be tuned come after the rest (closed-form and tuned methods first)
+    from hashlab.runs.campaign import tuned_methods
     from hashlab.runs.tuning import tuned
-    untuned = {m for m in plan["tune"] if not tuned(m)}
+    untuned = {m for m in tuned_methods(plan) if not tuned(m)}
     stage_one = [w.cell.method.split(" ")[0] in untuned for w in runnable if w.stage == first[0].stage]
     assert stage_one == sorted(stage_one)
     stages = [w.stage for w in runnable]
@@ -93,7 +94,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     plan = tmp_path / "plan.yaml"
     plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [
         {"name": "the demo at 16 bits", "tables": ["demo"], "bits": [16]},
-        {"name": "the rest", "tables": ["demo"]}], "deferred": {"dpsh_googlenet": "a test"}}))
+        {"name": "the rest", "tables": ["demo"]}], "deferred": {"dpsh_googlenet": "a test"},
+        "tune": []}))  # no tuning: it stands for table 2's CIFAR-10 cell
     reports, runs = tmp_path / "reports", tmp_path / "runs"
     monkeypatch.setattr(tables, "REPORTS_DIR", reports)
     plan_data = load_plan(plan)
@@ -109,7 +111,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "about 0 min of epochs left" in epochs[-1] and "min of epochs left" in epochs[0]
     # a plan whose cells are all done runs nothing and says so
     done_plan = tmp_path / "done.yaml"
-    done_plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "16", "tables": ["demo"], "bits": [16]}]}))
+    done_plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "16", "tables": ["demo"], "bits": [16]}],
+                                         "tune": []}))
     said = []
     assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append, allow_dirty=True) == []
     assert said[-1] == "no cell left to run: 1 done", said
@@ -151,7 +154,7 @@ def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
     """The figure's top 10: by Hamming distance; ties (collapsed codes are common) in a given order."""
     import numpy as np
 
-    from hashlab.records.examples import fixed_queries, top_k
+    from hashlab.reporting.examples import fixed_queries, top_k
     database = np.array([[1, 1, 1, 1], [1, 1, 1, -1], [-1, -1, -1, -1], [1, 1, 1, -1], [1, 1, 1, 1]], dtype=float)
     assert top_k(np.ones(4), database, 5).tolist() == [0, 4, 1, 3, 2]
     assert top_k(np.ones(4), database, 5, tie_order=np.array([4, 3, 2, 1, 0])).tolist() == [4, 0, 3, 1, 2]

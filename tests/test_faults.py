@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hashlab.records.record import read_record, write_json_atomic
+from hashlab.io import write_json_atomic
+from hashlab.records.record import read_record
 from hashlab.runs.fit import resolve_run_dir, run_fit
 from hashlab.runs.tables import render_table
 
@@ -169,7 +170,33 @@ def test_a_full_disk_while_caching_features_names_the_cache(small_disk, monkeypa
     backbone = create_backbone("efficientnet_lite0")
     with pytest.raises(StorageError, match=r"could not write .*digits-efficientnet_lite0-.*\.npy"):
         cached_features(module, backbone, True, small_disk)  # 1,797 x 1280 float16 = 4.6 MB > 1 MB
-    assert not list(small_disk.iterdir())
+    assert not [p for p in small_disk.iterdir() if p.suffix != ".lock"]  # the (empty) lock file only
+
+
+CACHE_ONCE = """
+import sys
+from hashlab.backbones import create_backbone
+from hashlab.data import Digits
+from hashlab.features import cached_features
+module = Digits(image_size=32, num_workers=0)
+module.prepare()
+features, info = cached_features(module, create_backbone("efficientnet_lite0"), True, sys.argv[1])
+print("HIT" if info["hit"] else "COMPUTED", features.shape[0], float(features.float().sum()))
+"""
+
+
+def test_two_processes_on_a_cold_cache_compute_it_once(tmp_path):
+    """Two processes started together on a cold cache: one computes, the other waits for its lock and reads
+    what it wrote (the same values)."""
+    command = [sys.executable, "-c", CACHE_ONCE, str(tmp_path / "cache")]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err[-1500:] for _, err in outputs]
+    lines = sorted(out.strip().splitlines()[-1] for out, _ in outputs)
+    assert [line.split()[0] for line in lines] == ["COMPUTED", "HIT"], lines
+    assert lines[0].split()[1:] == lines[1].split()[1:]
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
 
 
 def test_a_full_disk_during_an_index_build_keeps_the_previous_index(small_disk, tmp_path):

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hashlab.records.paper import compile_table, type3_fonts
-from hashlab.records.render import render_frame
+from hashlab.reporting.paper import compile_table, type3_fonts
+from hashlab.reporting.render import render_frame
 from hashlab.runs.tables import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]

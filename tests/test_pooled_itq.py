@@ -28,8 +28,8 @@ def test_pooled_itq_fits_without_epochs_and_beats_chance(method, tmp_path):
 
 
 def test_its_projection_is_the_search_quantizers():
+    from hashlab.features.quantize import fit_quantizer
     from hashlab.methods.pooled_itq import fit_itq
-    from hashlab.search.quantize import fit_quantizer
     rng = np.random.default_rng(0)
     features = rng.standard_normal((400, 40)).astype(np.float32) @ rng.standard_normal((40, 40)).astype(np.float32)
     model = CrowITQ(bits=16, backbone_pretrained=False)

@@ -51,7 +51,7 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     adsh = {c.protocol for c in cifar if c.method == "adsh"}
     assert adsh == {"cifar10-all"} and {c.protocol for c in cifar if c.method != "adsh"} == {"cifar10-1"}
     assert all("--data.init_args.protocol=cifar10-all" in c.args for c in cifar if c.method == "adsh")
-    from hashlab.records.layout import build_layout
+    from hashlab.reporting.layout import build_layout
     frame = pd.DataFrame([{"method": "adsh", "dataset": "cifar10", "bits": 48, "seed": 0, "value": 0.9, "missing": ""}])
     notes = build_layout(frame, spec, "cpu").notes
     assert any(note.startswith("† ADSH on CIFAR-10 runs on its own paper's protocol") for note in notes), notes
@@ -217,7 +217,7 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     older = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in records if r not in current} - found
     assert all(fresh.loc[cell, "missing"] == "not run yet" for cell in older)
     # the README's results are generated from the same records, never typed
-    from hashlab.records.render import readme_block
+    from hashlab.reporting.render import readme_block
     assert readme_block(ROOT / "README.md", "table2") == out["summary"].strip(), \
         "README results block is stale: run `hashlab report --table 2 --readme README.md`"
     if any(r["mode"] != "frozen" for r in current):
@@ -251,7 +251,7 @@ def test_fine_grained_cells_train_on_the_whole_training_split():
 
 
 def test_the_summary_says_which_differences_are_within_the_seed_spread():
-    from hashlab.records.render import results_summary
+    from hashlab.reporting.render import results_summary
     frame = pd.DataFrame({"method": ["a", "a", "a", "b"], "dataset": "d", "bits": 48, "value": [0.70, 0.72, 0.74, 0.75]})
     spec = {"methods": [{"name": "a"}, {"name": "b"}], "references": [], "datasets": [{"name": "d", "protocol": "p"}]}
     text = results_summary(frame, spec, "d", 48)
@@ -261,8 +261,8 @@ def test_the_summary_says_which_differences_are_within_the_seed_spread():
 
 @pytest.mark.parametrize("table", ["table2", "table2-extended", "table3"])
 def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
-    from hashlab.records.figures import method_styles, reference_style
-    from hashlab.records.layout import method_groups
+    from hashlab.reporting.figures import method_styles, reference_style
+    from hashlab.reporting.layout import method_groups
     from hashlab.runs.tables import load_spec
     spec = load_spec(table)
     styles = method_styles(spec)
@@ -279,7 +279,7 @@ def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
 
 
 def test_a_table_at_one_bit_length_draws_bars_of_its_rows_instead_of_a_line_over_bits(tmp_path):
-    from hashlab.records.render import render_frame
+    from hashlab.reporting.render import render_frame
     from tests.test_paper import full_frame
     spec, frame = full_frame("ablation-fdh_mfe")
     out_dir = tmp_path / "ablation-fdh_mfe"
@@ -295,7 +295,7 @@ def test_a_table_at_one_bit_length_draws_bars_of_its_rows_instead_of_a_line_over
 def test_an_ablation_row_is_marked_only_when_its_paired_difference_is_outside_the_seed_spread():
     """Rows against the full method, paired by seed: a consistent gain is marked; a larger mean gain that one
     seed contradicts is not; a single seed has no spread and marks nothing; a seed only one row ran is left out."""
-    from hashlab.records.layout import paired_differences
+    from hashlab.reporting.layout import paired_differences
     values = {"full": [0.70, 0.72, 0.71, 0.90], "steady": [0.72, 0.74, 0.73, None],
               "noisy": [0.68, 0.80, 0.77, None], "single": [0.75, None, None, None]}
     rows = [{"method": m, "dataset": "cifar10", "bits": 48, "seed": seed, "value": v}

@@ -64,9 +64,10 @@ def test_tuning_selects_on_validation_and_never_runs_the_queries(tmp_path):
 def test_every_deep_method_is_tuned_with_the_same_budget():
     """The same number of trials, rounds and kept points for every method of the campaign's tune list, whatever
     the size of its space; every space holds both learning rates."""
-    import yaml
-    methods = yaml.safe_load((ROOT / "experiments" / "campaign.yaml").read_text())["tune"]
-    assert len(methods) == 11
+    from hashlab.methods import METHODS
+    from hashlab.runs.campaign import load_plan, tuned_methods
+    methods = tuned_methods(load_plan(ROOT / "experiments" / "campaign.yaml"))
+    assert methods == [name for name, cls in METHODS.items() if cls.kind == "deep"] and len(methods) == 11
     sizes = {}
     for method in methods:
         sweep = load_sweep(method)

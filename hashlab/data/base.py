@@ -439,3 +439,20 @@ class HashingDataModule(L.LightningDataModule):
                 "training_batches": self.batch_kind,
                 "split_seed": self.split_seed, "val_fraction": self.val_fraction, "split_fingerprint": self.split.fingerprint(), "data_fingerprint": self.source.fingerprint(),
                 "split_file": str(self.split_file), **self.source.notes}
+
+
+def datamodule_of(data: dict, data_root: str | None = None):
+    """The data module a record's config names (its ``data`` section), its root resolved against ``data_root``
+    ($HASHLAB_DATA/... in committed records, which carry no path of the machine they ran on); None when its
+    data is not here."""
+    from hashlab.objects import class_of
+    args = dict(data.get("init_args", {}))
+    root = str(args.get("root") or "")
+    base = data_root or os.environ.get("HASHLAB_DATA")
+    if root.startswith("$HASHLAB_DATA/"):
+        if not base:
+            return None
+        args["root"] = str(Path(base) / root.removeprefix("$HASHLAB_DATA/"))
+    if args.get("root") and not Path(args["root"]).exists():
+        return None
+    return class_of(data["class_path"])(**args)

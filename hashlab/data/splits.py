@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hashlab.data.protocols import Split
-from hashlab.records.record import write_json_atomic
+from hashlab.io import write_json_atomic
 
 SPLIT_FORMAT = 2  # 2: validation drawn outside the training set where possible (1 held it out)
 

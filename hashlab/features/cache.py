@@ -1,10 +1,14 @@
 """Backbone features computed once per (data, extractor, input size, preprocessing) and reused by
 every run in frozen mode. The extractor is a backbone (pooled vectors) or any module with a
 ``cache_name`` (e.g. :class:`hashlab.backbones.taps.StageGrids`, multi-level grids). Files are
-written beside, then renamed: a killed caching pass leaves no half-written cache behind."""
+written beside, then renamed: a killed caching pass leaves no half-written cache behind. Processes that start
+on a cold cache together (two sweep agents, a campaign beside a reproduction) compute it once: the first takes
+a lock on the file, the others wait for it and read what it wrote. A cache is read memory-mapped
+(copy-on-write): processes that read one share its pages instead of each holding a copy."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,14 +34,38 @@ def cache_key(datamodule, extractor: nn.Module, pretrained: bool) -> dict:
 def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_dir: str | Path | None = None,
                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, dict]:
     """(extractor outputs of every item in source order as float16, info with path / hit / seconds)."""
-    import time
     datamodule.prepare()
     key = cache_key(datamodule, extractor, pretrained)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     path = folder / f"{datamodule.name}-{extractor.cache_name}-{digest}.npy"
     if path.exists():
-        return torch.from_numpy(np.load(path)), {"path": str(path), "hit": True, "seconds": 0.0}
+        return _read(path), {"path": str(path), "hit": True, "seconds": 0.0}
+    folder.mkdir(parents=True, exist_ok=True)
+    with _lock(path.with_suffix(".lock")):
+        if path.exists():  # another process computed it while this one waited
+            return _read(path), {"path": str(path), "hit": True, "seconds": 0.0}
+        return _compute(datamodule, extractor, key, path, device)
+
+
+def _read(path: Path) -> torch.Tensor:
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive flock (the kernel drops it when its holder dies, so a killed pass blocks nobody)."""
+    import fcntl
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _compute(datamodule, extractor: nn.Module, key: dict, path: Path, device) -> tuple[torch.Tensor, dict]:
+    import time
     start = time.perf_counter()
     was_training = extractor.training
     extractor = extractor.to(device).eval().to(memory_format=torch.channels_last)
@@ -57,14 +85,8 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
     # them back in the layout and mode they came in, or a run that computed the cache would train on
     # channels-last weights (other kernels, other sums) and give another result than one that found it
     extractor.to(memory_format=torch.contiguous_format).train(was_training)
-    from hashlab.errors import storage_error
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+    from hashlab.io import atomic_path
+    with atomic_path(path, kept="every other cached feature file") as tmp:
         np.save(tmp, out)
-        tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(key, indent=1))
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(path, error, "every other cached feature file") from error
+    path.with_suffix(".json").write_text(json.dumps(key, indent=1))
     return torch.from_numpy(out), {"path": str(path), "hit": False, "seconds": time.perf_counter() - start}

@@ -90,6 +90,7 @@ def orthogonality_loss(codes: torch.Tensor, earlier: torch.Tensor | None = None)
 class AttributeHash(AsymmetricTraining, HashingModule):
     method_id = "attribute_hash"
     display_name = "AttributeHash"  # in tables and figures
+    seed_method = True
 
     def __init__(self, *args, grid: int = 4, local_attention: bool = True, reconstruction_weight: float = 0.1,
                  orthogonality_weight: float = 1.0, orthogonality_window: int = 1, gamma: float = 200.0,

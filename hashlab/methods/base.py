@@ -9,6 +9,7 @@ keeps.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -131,7 +132,28 @@ class EpochCheckpoint(Checkpoint):
         trainer.strategy.barrier("last checkpoint")
 
 
+KINDS = ("deep", "closed-form", "unsupervised")
+_REGISTRY: dict[str, type] = {}
+
+
 class HashingModule(L.LightningModule):
+    """A method registers itself by defining ``method_id`` (its name in configs, tables and the CLI), ``kind``
+    (deep: trained for epochs, and tuned before its table cells; closed-form: fitted once on frozen features;
+    unsupervised: no labels) and ``display_name`` (what a paper prints); ``seed_method`` marks the four
+    methods the project exists for."""
+
+    method_id: str = ""
+    display_name: str = ""
+    kind: str = "deep"
+    seed_method: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "method_id" in cls.__dict__ and cls.method_id:
+            if cls.kind not in KINDS:
+                raise TypeError(f"{cls.__name__}.kind = {cls.kind!r}: one of {KINDS}")
+            _REGISTRY[cls.method_id] = cls
+
     def __init__(self, bits: int = 32, backbone: str = "efficientnet_lite0", backbone_pretrained: bool = True,
                  mode: Literal["frozen", "partial", "finetune"] = "frozen", frozen_stages: int = 6,
                  optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
@@ -417,3 +439,22 @@ class HashingModule(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class Registry(Mapping):
+    """method_id -> class of every method imported so far (a method defined later, in a user's own module, is
+    in it once imported): the seed methods first, then the others by kind and name."""
+
+    def __getitem__(self, method_id: str) -> type:
+        return _REGISTRY[method_id]
+
+    def __iter__(self):
+        order = {kind: index for index, kind in enumerate(KINDS)}
+        return iter(sorted(_REGISTRY, key=lambda m: (not _REGISTRY[m].seed_method, order[_REGISTRY[m].kind], m)))
+
+    def __len__(self) -> int:
+        return len(_REGISTRY)
+
+
+def registered_methods() -> Registry:
+    return Registry()

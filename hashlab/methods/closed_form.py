@@ -32,6 +32,7 @@ class LinearCodes(nn.Module):
 
 
 class ClosedFormHashing(HashingModule):
+    kind = "closed-form"  # fitted once on frozen features: no epochs, nothing to tune
     def build_head(self, feature_dim: int) -> nn.Module:
         return LinearCodes(self.bits)
 

@@ -39,6 +39,7 @@ from hashlab.methods.base import HashingModule
 class DFCH(HashingModule):
     method_id = "dfch"
     display_name = "DFCH"  # in tables and figures
+    seed_method = True
 
     def __init__(self, *args, weak_similarity: bool = True, likelihood_scale: float = 0.5,
                  weak_form: Literal["pull", "regress_cosine", "regress_centred"] = "pull", weak_weight: float = 2.0,

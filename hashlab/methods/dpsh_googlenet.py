@@ -28,6 +28,7 @@ from hashlab.methods.base import HashingModule
 class DPSHGoogLeNet(HashingModule):
     method_id = "dpsh_googlenet"
     display_name = "DPSH-GoogLeNet"  # in tables and figures
+    seed_method = True
 
     def __init__(self, *args, margin: float = 0.5, uniformity_weight: float = 0.01,
                  quantization_weight: float = 0.01, bounded: bool = True, **kwargs):

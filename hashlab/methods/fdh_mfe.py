@@ -114,6 +114,7 @@ class MultiLevelFusion(nn.Module):
 class FDHMFE(HashingModule):
     method_id = "fdh_mfe"
     display_name = "FDH-MFE"  # in tables and figures
+    seed_method = True
 
     def __init__(self, *args, grid: int = 4, fusion_dim: int = 256, gnn_layers: int = 2, use_gnn: bool = True,
                  use_shallow: bool = True, suppress_background: bool = True, proxy_weight: float = 1.0,

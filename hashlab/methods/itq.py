@@ -1,6 +1,6 @@
 """ITQ (Gong & Lazebnik, CVPR 2011): PCA of the frozen backbone features to `bits` dimensions, then the
 rotation that best matches their signs, fitted on the training set. Unsupervised, no epochs; the same
-quantizer `hashlab index build` uses (hashlab/search/quantize.py)."""
+quantizer `hashlab index build` uses (hashlab/features/quantize.py)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from hashlab.features.pooling import PooledMap
+from hashlab.features.quantize import fit_quantizer
 from hashlab.methods.closed_form import ClosedFormHashing
-from hashlab.search.pooling import PooledMap
-from hashlab.search.quantize import fit_quantizer
 
 
 def fit_itq(head, features, bits: int, method: str = "itq") -> None:
@@ -22,6 +22,7 @@ def fit_itq(head, features, bits: int, method: str = "itq") -> None:
 
 
 class PooledITQ(ClosedFormHashing):
+    kind = "unsupervised"  # no labels: pooled features, PCA and ITQ
     pooling = "crow"
 
     def build_extractor(self) -> nn.Module:

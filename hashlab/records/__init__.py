@@ -1,5 +1,5 @@
-"""Run records, tables and figures."""
+"""Run records: one JSON per run (record.py) and the codes beside it (codes.npz); reading, writing, W&B."""
 
-from hashlab.records.record import RECORD_NAME, config_hash, read_record, write_json_atomic
+from hashlab.records.record import RECORD_NAME, config_hash, read_record
 
-__all__ = ["RECORD_NAME", "config_hash", "read_record", "write_json_atomic"]
+__all__ = ["RECORD_NAME", "config_hash", "read_record"]

@@ -12,7 +12,6 @@ def write_codes(path: Path, model, database_seen=None) -> Path:
     """The evaluated query and database codes (bits packed, as sign >= 0), labels and dataset indices,
     gathered over every process, and which database items the model trained on (``database_seen``): what
     re-evaluation and indexing read without the model or the data."""
-    import os
 
     import numpy as np
     path.parent.mkdir(parents=True, exist_ok=True)  # a run without epochs has written nothing yet
@@ -24,14 +23,9 @@ def write_codes(path: Path, model, database_seen=None) -> Path:
         arrays[f"{role}_index"] = index.cpu().numpy()
     if database_seen is not None:
         arrays["database_seen"] = np.packbits(np.asarray(database_seen, dtype=bool))
-    from hashlab.errors import storage_error
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    try:
+    from hashlab.io import atomic_path
+    with atomic_path(path) as tmp:
         np.savez_compressed(tmp, bits=np.array(model.bits), **arrays)
-        tmp.replace(path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(path, error, f"the previous {path.name}" if path.exists() else "no file") from error
     return path
 
 

@@ -39,24 +39,6 @@ ADDED_OPTIONS = {
 }
 
 
-def write_json_atomic(path: str | Path, payload: dict) -> Path:
-    """Write beside the target and rename over it: readers see the old file or the new, never half."""
-    from hashlab.errors import storage_error
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        raise storage_error(path, error, f"the previous {path.name}" if path.exists() else "no file") from error
-    return path
-
-
 def read_record(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():

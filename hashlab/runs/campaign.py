@@ -30,9 +30,10 @@ import yaml
 
 from hashlab.clock import active_time
 from hashlab.errors import HashlabError
+from hashlab.io import copy_atomic, write_json_atomic
 from hashlab.records.codes import CODES_NAME
-from hashlab.records.layout import method_groups
-from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
+from hashlab.records.record import RECORD_NAME, read_record
+from hashlab.reporting.layout import method_groups
 from hashlab.runs.tables import REPORTS_DIR, Cell, cells, committed_records, load_spec
 
 CAMPAIGN_FILE = Path("experiments/campaign.yaml")
@@ -56,6 +57,15 @@ class Work:
     def key(self) -> str:
         """The config hash (a cell's identity); a cell whose config cannot resolve here (no data) by its label."""
         return self.cell.config_hash or f"unresolved:{self.stage}:{self.cell.label}"
+
+
+def tuned_methods(plan: dict) -> list[str]:
+    """The methods tuned before their cells: the plan's ``tune`` list when it has one, else every deep method of
+    the registry (hashlab.methods: a new deep method is tuned with no list to edit)."""
+    if "tune" in plan:
+        return list(plan["tune"] or [])
+    from hashlab.methods import METHODS
+    return [name for name, cls in METHODS.items() if cls.kind == "deep"]
 
 
 def load_plan(path: str | Path = CAMPAIGN_FILE) -> dict:
@@ -95,7 +105,7 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
     stage, the cells of methods still to be tuned come after the others, so that a stage's closed-form
     and tuned cells (minutes) fill the table while a tuning (hours) waits its turn."""
     from hashlab.runs.tuning import tuned
-    untuned = {m for m in plan.get("tune") or [] if not tuned(m, reports_dir)}
+    untuned = {m for m in tuned_methods(plan) if not tuned(m, reports_dir)}
     profile = plan.get("profile")
     ordered: dict[str, Work] = {}
     stage_of: dict[str, int] = {}
@@ -166,9 +176,7 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
         folder = Path(reports_dir) / table / "records" / relative
         folder.mkdir(parents=True, exist_ok=True)
         codes = record_path.parent / record.get("codes_file", CODES_NAME)
-        tmp = folder / f".{codes.name}.tmp{os.getpid()}"
-        shutil.copyfile(codes, tmp)
-        tmp.replace(folder / codes.name)
+        copy_atomic(codes, folder / codes.name)
         out.append(write_json_atomic(folder / RECORD_NAME, record))
         # the same cell (backbone, mode, bits, seed) under an earlier config, e.g. before its method was tuned
         # again, matches no cell of any table now (git keeps it). An ablation's rows share the folder name but
@@ -285,18 +293,18 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     pending = [w for w in work if not w.cell.missing and not w.cell.done]
     total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned
-    to_tune = [m for m in plan.get("tune") or [] if not tuned(m)]
+    to_tune = [m for m in tuned_methods(plan) if not tuned(m)]
     # a tuning trains budget epochs in all; a cell trains 16 (the cpu profile's schedule), validating as often
     from hashlab.runs.tuning import epochs_trained
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
     tuning = sum(epochs_trained() / 16 * per_method.get(m, 9.0) for m in to_tune)
-    if plan.get("tune"):
-        lines.append(f"\ntuned: {', '.join(m for m in plan['tune'] if m not in to_tune) or 'none yet'}; to tune "
+    if tuned_methods(plan):
+        lines.append(f"\ntuned: {', '.join(m for m in tuned_methods(plan) if m not in to_tune) or 'none yet'}; to tune "
                      f"before their cells: {', '.join(to_tune) or 'none'}"
                      + (f" (about {_hours(tuning)})" if to_tune else ""))
     lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)}{' with the tunings' if to_tune else ''}, "
                  "from measured cell times (the spec's estimate where a method has none yet)")
-    spent = machine_time(work, plan.get("tune") or [])
+    spent = machine_time(work, tuned_methods(plan))
     lines.append(f"machine time so far: {_hours(spent['total'] / 60)} ({len(spent['cells'])} cells "
                  f"{_hours(sum(spent['cells'].values()) / 60)}, tunings {_hours(sum(spent['tunings'].values()) / 60)}), "
                  "from the records' wall times (pauses left out since 2026-11-30)")
@@ -329,7 +337,7 @@ def _readme(reports_dir) -> Path:
 
 def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> None:
     """Re-render each table a committed cell belongs to, and the README's results block."""
-    from hashlab.records.render import readme_block, update_readme
+    from hashlab.reporting.render import readme_block, update_readme
     from hashlab.runs.tables import render_table
     for table in tables:
         out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
@@ -381,7 +389,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                 break
         item = pending[0]
         base = _base(item.cell.method)
-        if base in (plan.get("tune") or []) and not tuned(base, reports_dir):
+        if base in tuned_methods(plan) and not tuned(base, reports_dir):
             log(f"tuning {base} before its cells (sweeps/tune-{base}.yaml)")
             try:
                 choice = tune(base, runs_dir, data_root, reports_dir, log=log)

@@ -24,15 +24,12 @@ from hashlab.clock import active_time, paused_seconds
 from hashlab.data import HashingDataModule
 from hashlab.errors import HashlabError
 from hashlab.evaluation.scores import EVALUATION
+from hashlab.io import write_json_atomic
 from hashlab.methods import HashingModule
+from hashlab.objects import class_of
 from hashlab.records.codes import CODES_NAME, write_codes
-from hashlab.records.record import RECORD_NAME, config_hash, environment, write_json_atomic
+from hashlab.records.record import RECORD_NAME, config_hash, environment
 from hashlab.records.wandb_runs import log_record
-
-
-def class_of(class_path: str):
-    module, _, name = class_path.rpartition(".")
-    return getattr(__import__(module, fromlist=[name]), name)
 
 
 class HashlabCLI(LightningCLI):

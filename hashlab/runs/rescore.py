@@ -9,16 +9,17 @@ codes file when it says so, else from the record's data set and split, read from
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from hashlab.data.base import datamodule_of
 from hashlab.evaluation.scores import EVALUATION, score_codes
+from hashlab.io import write_json_atomic
 from hashlab.records.codes import CODES_NAME, read_codes
-from hashlab.records.record import RECORD_NAME, read_record, write_json_atomic
+from hashlab.records.record import RECORD_NAME, read_record
 
 RETRIEVAL_METRICS = ("map", "map_stable", "map_tie_aware", "precision_h2", "map_seen", "map_unseen")
 
@@ -28,30 +29,13 @@ def is_current(record: dict) -> bool:
     return record.get("evaluation", {}).get("version") == EVALUATION["version"]
 
 
-def datamodule_of(record: dict, data_root: str | None):
-    """The record's data module, its root resolved against ``data_root`` ($HASHLAB_DATA/... in committed
-    records); None when its data is not here."""
-    from hashlab.runs.fit import class_of
-    data = record["config"]["data"]
-    args = dict(data.get("init_args", {}))
-    root = str(args.get("root") or "")
-    base = data_root or os.environ.get("HASHLAB_DATA")
-    if root.startswith("$HASHLAB_DATA/"):
-        if not base:
-            return None
-        args["root"] = str(Path(base) / root.removeprefix("$HASHLAB_DATA/"))
-    if args.get("root") and not Path(args["root"]).exists():
-        return None
-    return class_of(data["class_path"])(**args)
-
-
 def _seen(record: dict, codes: dict, data_root: str | None, modules: dict) -> np.ndarray | None:
     if "database_seen" in codes:
         return codes["database_seen"]
     data = record["config"]["data"]
     key = repr(sorted(data.get("init_args", {}).items())) + data["class_path"]
     if key not in modules:
-        module = datamodule_of(record, data_root)
+        module = datamodule_of(record["config"]["data"], data_root)
         if module is not None:
             module.prepare()
         modules[key] = module

@@ -1,6 +1,6 @@
 """Tables: a YAML spec (experiments/tables/<name>.yaml) -> cells -> runs -> rendered reports.
 
-Rendering itself lives in :mod:`hashlab.records.render`; this module plans and runs the cells and
+Rendering itself lives in :mod:`hashlab.reporting.render`; this module plans and runs the cells and
 collects their records.
 
 A cell is one `hashlab fit` command line. Its identity is the run directory the CLI derives from
@@ -428,14 +428,14 @@ def _record_exists(cell: Cell) -> bool:
 def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
                  profile: str | None = None, data_root: str | None = None, records: list | None = None) -> dict:
     """Collect the table's records (runs_dir, then ``records`` folders) and render reports/<table>/."""
-    from hashlab.records.render import render_datasets_table, render_frame
+    from hashlab.reporting.render import render_datasets_table, render_frame
     spec = load_spec(table)
     if spec.get("kind") == "datasets":
         return render_datasets_table(spec, reports_dir, data_root)
     profile = profile or default_profile(spec)
     frame = collect(spec, runs_dir, profile, data_root, records)
     out = render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))
-    from hashlab.records.examples import render_examples
+    from hashlab.reporting.examples import render_examples
     examples = render_examples(frame, spec, out["dir"], data_root)  # needs the images: none without
     if not examples and frame["value"].notna().sum() == 0:  # no record any more: no figure of an earlier one
         for path in out["dir"].glob("retrieval_examples.*"):

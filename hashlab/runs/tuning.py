@@ -31,7 +31,8 @@ import yaml
 
 from hashlab.clock import active_time
 from hashlab.errors import HashlabError
-from hashlab.records.record import RESULTS_VERSION, write_json_atomic
+from hashlab.io import write_json_atomic
+from hashlab.records.record import RESULTS_VERSION
 from hashlab.runs.tables import REPORTS_DIR
 
 SWEEPS_DIR = Path("sweeps")
@@ -95,9 +96,8 @@ def sweep_text(sweep: dict) -> str:
 
 def load_sweep(method: str) -> dict:
     path = sweep_path(method)
-    if not path.exists():
-        raise TuningError(f"no tuning sweep {path}; `hashlab tune {method} --write-sweep` writes the default space")
-    sweep = yaml.safe_load(path.read_text())
+    # a method with no sweep file of its own is tuned on the default space (its two learning rates)
+    sweep = yaml.safe_load(path.read_text()) if path.exists() else tuning_sweep(method)
     if sweep.get("method") != "random":
         raise TuningError(f"{path}: a tuning sweep is a random search over a space (method: random); "
                           f"`hashlab tune {method} --write-sweep` writes the default one")

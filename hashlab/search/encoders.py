@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from hashlab.data.transforms import eval_transform, resize_size
-from hashlab.search.pooling import PooledMap
-from hashlab.search.quantize import Quantizer, fit_quantizer
+from hashlab.features.pooling import PooledMap
+from hashlab.features.quantize import Quantizer, fit_quantizer
 
 PWA_PARTS = 8  # part detectors (channels) for pwa, chosen on the first batch of the collection
 PRECISIONS = ("auto", "float32", "bfloat16")

@@ -9,7 +9,7 @@ table.tex inside an author's float with pdflatex and fails on an overfull box.
 
 from __future__ import annotations
 
-from hashlab.records.layout import DAGGER, Layout
+from hashlab.reporting.layout import DAGGER, Layout
 
 COLUMN_PT, PAGE_PT = 241.0, 469.0
 TABCOLSEP_PT = 4.0  # narrower than LaTeX's 6 pt: set inside the table's own group, the author's other tables keep theirs

@@ -3,7 +3,7 @@ author inputs in their own float), the figures, and the README's summary column.
 
 Reads nothing but the long-format frame it is given (one row per cell, built from records by
 :func:`hashlab.runs.tables.collect`) and the table spec; writes reports/<table>/. What the table shows is decided
-once (:mod:`hashlab.records.layout`); :mod:`hashlab.records.latex` and :mod:`hashlab.records.figures` draw it.
+once (:mod:`hashlab.reporting.layout`); :mod:`hashlab.reporting.latex` and :mod:`hashlab.reporting.figures` draw it.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from hashlab.records.figures import render_figures
-from hashlab.records.latex import escape as _tex_escape
-from hashlab.records.latex import latex
-from hashlab.records.layout import (
+from hashlab.reporting.figures import render_figures
+from hashlab.reporting.latex import escape as _tex_escape
+from hashlab.reporting.latex import latex
+from hashlab.reporting.layout import (
     DAGGER,
     Layout,
     build_layout,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hashlab.records.layout import Layout, display_name, method_groups
+from hashlab.reporting.layout import Layout, display_name, method_groups
 
 COLUMN_IN, PAGE_IN = 3.3, 7.0
 PAPER = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,

@@ -3,7 +3,7 @@ is bold and which ran on another protocol, the published figures of the same met
 figures that are only context, and the notes.
 
 Built from the long-format frame of :func:`hashlab.runs.tables.collect` (one row per cell) and the table spec;
-:mod:`hashlab.records.render` writes it as Markdown, :mod:`hashlab.records.latex` as a booktabs tabular.
+:mod:`hashlab.reporting.render` writes it as Markdown, :mod:`hashlab.reporting.latex` as a booktabs tabular.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ RIGHT, WRONG, QUERY = (40, 160, 60), (200, 40, 40), (60, 60, 60)
 
 def _source(record: dict, data_root: str | None):
     """The data set's items in source order (the indices codes.npz refers to); None when its data is not here."""
-    from hashlab.runs.rescore import datamodule_of
-    module = datamodule_of(record, data_root)
+    from hashlab.data.base import datamodule_of
+    module = datamodule_of(record["config"]["data"], data_root)
     return None if module is None else module.load_source()
 
 
@@ -66,8 +66,8 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
                     queries: int = 3, top: int = 10) -> list[Path]:
     """reports/<table>/retrieval_examples.png and .pdf, or nothing when no record or no images are here."""
     from hashlab.records.codes import read_codes
-    from hashlab.records.layout import display_name
     from hashlab.records.record import read_record
+    from hashlab.reporting.layout import display_name
     entries = {m["name"]: m for m in spec["methods"]}
     done = frame[frame["record"].astype(bool) & (frame["missing"] == "")]
     if done.empty:
@@ -120,7 +120,7 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, group: int = 
     are the axis's tick labels, so the saved figure's bounding box holds them whole."""
     import matplotlib.pyplot as plt
 
-    from hashlab.records.figures import paper_style, save
+    from hashlab.reporting.figures import paper_style, save
     height = rows[0].shape[0]
     gaps = [4 + (GROUP_GAP if group and (i + 1) % group == 0 and i + 1 < len(rows) else 0) for i in range(len(rows))]
     mosaic = np.concatenate([np.pad(r, ((0, g), (0, 0), (0, 0)), constant_values=255)
