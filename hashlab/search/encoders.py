@@ -187,3 +187,78 @@ def open_image(path_or_file, max_pixels: int | None = None) -> Image.Image:
 
 class ImageTooLarge(ValueError):
     pass
+
+
+class TruncatedImage(ValueError):
+    pass
+
+
+# What a query upload may be, and the names the server's refusal gives: the formats `hashlab index build` reads
+# by suffix. (PIL's JPEG opener also opens MPO, the JPEG with a second frame that some cameras write.)
+QUERY_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+QUERY_FORMAT_NAMES = "jpg, png, webp or bmp"
+
+
+def open_query_image(data: bytes, max_pixels: int) -> Image.Image:
+    """An uploaded query image, checked from its header before any pixel is decoded: one of QUERY_FORMATS
+    (else PIL.UnidentifiedImageError), at most ``max_pixels`` pixels, and at most the bytes of pixel data a
+    ``max_pixels`` RGB image holds (3 a pixel): an RGBA or CMYK image (4 bytes a pixel) gets three quarters of
+    the pixels (ImageTooLarge). A PNG whose image data ends before its last row is refused (TruncatedImage):
+    Pillow fills the missing rows with black and says nothing, so 103 bytes declaring 6,320 x 6,320 pixels
+    would be decoded, converted and encoded in full."""
+    import io
+    with Image.open(io.BytesIO(data), formats=QUERY_FORMATS) as image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} pixels is over the limit of {max_pixels}")
+        depth = max(3, pixel_bytes(image.mode))  # the query becomes RGB: never fewer than 3 bytes a pixel
+        if width * height * depth > 3 * max_pixels:
+            raise ImageTooLarge(f"{width}x{height} {image.mode} is {width * height * depth / 1e6:.0f} MB of pixels, "
+                                f"over the limit of {3 * max_pixels / 1e6:.0f} MB ({max_pixels} RGB pixels)")
+        if image.format == "PNG":
+            check_png_rows(data)
+        return image.convert("RGB")
+
+
+def pixel_bytes(mode: str) -> int:
+    """Bytes a pixel of this PIL mode holds: bands x bytes a band (RGB 3, RGBA and CMYK 4, L and P 1, I;16 2)."""
+    from PIL import ImageMode
+    mode_info = ImageMode.getmode(mode)
+    return len(mode_info.bands) * max(1, int(mode_info.typestr[-1]))
+
+
+# Adam7 interlacing: each pass's first column, first row, column step and row step (the PNG specification)
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def check_png_rows(data: bytes) -> None:
+    """Raise TruncatedImage unless the PNG's image data (its IDAT chunks, inflated) holds every row its header
+    declares. Inflated a megabyte at a time and dropped, so a bomb costs no memory; stops at the last row."""
+    import struct
+    import zlib
+    width, height, bit_depth, color_type, _, _, interlaced = struct.unpack(">IIBBBBB", data[16:29])
+    bits = bit_depth * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color_type]  # bits a pixel: depth x channels
+
+    def row_bytes(columns: int) -> int:
+        return 1 + (columns * bits + 7) // 8  # a filter-type byte, then the pixels
+
+    if interlaced:  # seven reduced images, each row of each with its filter byte
+        passes = [(-(-(width - x) // dx), -(-(height - y) // dy)) for x, y, dx, dy in ADAM7]
+        expected = sum(rows * row_bytes(columns) for columns, rows in passes if columns > 0 and rows > 0)
+    else:
+        expected = height * row_bytes(width)
+    inflater, produced, position = zlib.decompressobj(), 0, 8
+    while position + 8 <= len(data) and produced < expected:
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"IEND":
+            break
+        if kind == b"IDAT":
+            pending = data[position + 8:position + 8 + length]
+            while pending and produced < expected:
+                produced += len(inflater.decompress(pending, 1 << 20))
+                pending = inflater.unconsumed_tail
+            if inflater.eof:
+                break
+        position += 12 + length  # length, type, data, CRC
+    if produced < expected:
+        raise TruncatedImage(f"the PNG's image data ends at row {produced * height // expected} of {height}")
