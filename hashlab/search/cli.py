@@ -47,7 +47,11 @@ def add_commands(commands) -> None:
     serve.add_argument("--shards", nargs="+", default=None, metavar="URL",
                        help="serve as a router instead: encode each query once, ask these shard servers "
                             "(`hashlab serve --index OUT/shard-K`) and merge their answers")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this "
+                       "machine only; 0.0.0.0: every interface, with --allowed-host for the names clients use)")
+    serve.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                       help="a Host name the server answers besides 127.0.0.1, localhost and --host (repeatable; "
+                            "'*': any, which lets a web page in a local browser read the API by DNS rebinding)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max-upload-mb", type=float, default=10.0)
     serve.add_argument("--max-pixels", type=int, default=40_000_000)
@@ -82,8 +86,9 @@ def run(args) -> None:
                              "(one fewer than the cores)")
         if (args.index is None) == (args.shards is None):
             raise SystemExit("hashlab serve: give --index INDEX (an index or a shard), or --shards URL ... (a router)")
-        app = create_app(args.index, shards=args.shards, max_upload_bytes=int(args.max_upload_mb * 1e6), max_pixels=args.max_pixels,
-                         batch_window_ms=args.batch_window_ms, torch_threads=args.threads)
+        app = create_app(args.index, shards=args.shards, max_upload_bytes=int(args.max_upload_mb * 1e6),
+                         max_pixels=args.max_pixels, batch_window_ms=args.batch_window_ms, torch_threads=args.threads,
+                         allowed_hosts=[args.host, *args.allowed_host])
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 

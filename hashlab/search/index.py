@@ -33,6 +33,7 @@ from hashlab.search.encoders import load_encoder, open_image
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 INDEX_TYPES = ("flat", "hnsw", "ivf")
 BATCH = 64
+SHORTLIST = 100  # the Hamming shortlist that re-ranking reorders (hashlab search --shortlist; the server's)
 
 
 
@@ -365,7 +366,7 @@ class SearchIndex:
                            np.asarray(self.features[found[q]], np.float32) if with_features else None)
                 for q in range(len(packed))]
 
-    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = 100,
+    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = SHORTLIST,
               ids: list[int] | None = None) -> list[dict]:
         """Top k for each query image (PIL images) or indexed id: one dict per query with its results
         (id, path, label, Hamming distance, re-ranked score) and timings in ms."""

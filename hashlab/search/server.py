@@ -3,14 +3,17 @@
 POST /api/search (multipart: image, k, rerank) or GET /api/search?id=N -> the `hashlab search --json` object;
 GET /api/image/{id}[?thumb=1] serves an indexed image by catalog id only (never a path from the request);
 GET /api/meta -> the index's metadata. The index is opened read-only and re-opened when `index build`
-swaps in a new build, so the server keeps serving while an index is rebuilt.
+swaps in a new build, so the server keeps serving while an index is rebuilt. A server of a shard also
+answers its router (/api/candidates, /api/vectors, /api/encoder). Every route, its limits and its refusals:
+docs/search.md; every refusal has the shape {"error": "..."}.
 """
 
 from __future__ import annotations
 
-import io
 import json
+import logging
 import os
+import re
 import threading
 import time
 from contextlib import contextmanager
@@ -18,17 +21,28 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hashlab.search.encoders import ImageTooLarge, open_image
-from hashlab.search.index import SearchIndex
+from hashlab.search.encoders import QUERY_FORMAT_NAMES, ImageTooLarge, open_query_image
+from hashlab.search.guards import LOCAL_HOSTS, RequestLimits, TrustedHosts, describe_validation
+from hashlab.search.index import SHORTLIST, SearchIndex
 from hashlab.search.rerank import RERANKERS
-from hashlab.search.shards import ShardUnavailable
+from hashlab.search.shards import ShardUnavailable, split_fingerprint
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_K = 100
-MAX_SHORTLIST = 10_000
+MAX_BATCH = 32  # queries in one forward pass, and so in one request of a router to a shard
+MAX_DEPTH = max(MAX_K, SHORTLIST)  # the longest shortlist a router asks a shard for: max(k, shortlist)
+MAX_IDS = 100  # ids in one /api/vectors request (a router asks for one at a time)
+ID = re.compile(r"[0-9]{1,18}")  # a catalog id as a request spells it (18 digits: any int64)
+MAX_JSON_BODY = 64 * 1024  # the body of any route but an upload: a batch of codes is well under 1 KB
+FORM_OVERHEAD = 64 * 1024  # an upload's multipart framing and its k and rerank fields, beside the image
+# index metadata a client is not told: paths on this machine (encoder_key holds the run's path)
+PRIVATE_META = ("encoder_key", "images_root", "run", "split_from")
+log = logging.getLogger("hashlab.serve")
 
 
 class LiveIndex:
@@ -113,7 +127,8 @@ class QueryBatcher:
 
     PEAK_SECONDS = 1.0  # how long a burst of concurrent queries keeps the batches waiting for its size
 
-    def __init__(self, encoder: EncoderThread, lock: threading.Lock, window_ms: float = 10.0, max_batch: int = 32):
+    def __init__(self, encoder: EncoderThread, lock: threading.Lock, window_ms: float = 10.0,
+                 max_batch: int = MAX_BATCH):
         import collections
         import queue
         self.encoder, self.lock, self.window, self.max_batch = encoder, lock, window_ms / 1000, max_batch
@@ -199,23 +214,37 @@ class QueryBatcher:
 
 def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000, max_pixels: int = 40_000_000,
                batch_window_ms: float = 10.0, torch_threads: int | None = None,
-               shards: list[str] | None = None) -> FastAPI:
+               shards: list[str] | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
     """torch_threads: the encoder's CPU threads (None: one fewer than the cores, at least 1). A core is left to
     receiving, decoding and answering, which run beside the encoder: with every core in the encoder, its
-    forward passes wait at barriers for a core busy elsewhere (8 clients on 2 cores: docs/search.md)."""
+    forward passes wait at barriers for a core busy elsewhere (8 clients on 2 cores: docs/search.md).
+    allowed_hosts: the Host names the server answers besides 127.0.0.1, localhost and [::1] (guards.py)."""
     import asyncio
 
     import torch
     from starlette.concurrency import run_in_threadpool
     torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 2) - 1))
     live = Shards(shards) if shards else LiveIndex(index_root)
+    is_shard = not shards and "shard" in live.get().meta  # `hashlab index split` made it: serve a router too
     Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses bigger images (decompression bombs) before decoding
     app = FastAPI(title="hashlab search", docs_url=None, redoc_url=None)
     search_lock = threading.Lock()  # one query at a time (torch on CPU is already parallel)
     encoder = EncoderThread(live)
-    batcher = QueryBatcher(encoder, search_lock, batch_window_ms) if batch_window_ms > 0 else None
+    batcher = QueryBatcher(encoder, search_lock, batch_window_ms, MAX_BATCH) if batch_window_ms > 0 else None
+    # decodes at once: one a core, so that uploads arriving together cannot each hold a full-size image
+    decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
+    upload_body = max_upload_bytes + FORM_OVERHEAD
+
+    def body_limit(path: str) -> tuple[int, str]:
+        if path == "/api/search":
+            return upload_body, f"send an image under {max_upload_bytes / 1e6:g} MB (the server's --max-upload-mb)"
+        return MAX_JSON_BODY, "this route takes a small JSON body at most"
+
+    # middleware, innermost first: the Host check sees a request first, then the body limit
     if batcher is not None:
         app.add_middleware(CountArrivals, batcher=batcher)
+    app.add_middleware(RequestLimits, limit_of=body_limit)
+    app.add_middleware(TrustedHosts, hosts=[*LOCAL_HOSTS, *(allowed_hosts or [])])
 
     def answer(index, images=None, ids=None, k=10, rerank="none"):
         with search_lock:
@@ -225,9 +254,9 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
 
     def check(k: int, rerank: str) -> None:
         if not 1 <= k <= MAX_K:
-            raise HTTPException(422, f"k must be between 1 and {MAX_K}")
+            raise HTTPException(422, f"k: a whole number from 1 to {MAX_K}")
         if rerank not in RERANKERS:
-            raise HTTPException(422, f"rerank must be one of {', '.join(RERANKERS)}")
+            raise HTTPException(422, f"rerank: one of {', '.join(RERANKERS)}")
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -238,10 +267,12 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
         index = live.get()
         import resource
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
-        out = {**{k: v for k, v in index.meta.items() if k not in ("encoder_key", "images_root", "run")},
-               "count": len(index), "server_peak_rss_mb": round(peak_mb, 1)}
-        if isinstance(index, SearchIndex):  # a router checks that its shards share this encoder
-            out["encoder_sha256"] = index.encoder_sha256
+        # never a path of this machine (the images' folder, the run, the split's source) nor a shard's address
+        out = {**{k: v for k, v in index.meta.items() if k not in PRIVATE_META},
+               "count": len(index), "max_upload_mb": max_upload_bytes / 1e6, "max_pixels": max_pixels,
+               "server_peak_rss_mb": round(peak_mb, 1)}
+        if is_shard:  # what a router checks: one split, one encoder
+            out.update(split=split_fingerprint(index.meta), encoder_sha256=index.encoder_sha256)
         return out
 
     @app.post("/api/search")
@@ -249,16 +280,21 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
                             rerank: str = Form("none")):
         check(k, rerank)
         start = time.perf_counter()
+        name = (image.filename or "the upload")[:100]  # echoed: never more than a line of it
         data = await image.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
-            raise HTTPException(413, f"upload over {max_upload_bytes / 1e6:g} MB")
+            raise HTTPException(413, f"upload over {max_upload_bytes / 1e6:g} MB: send a smaller image (the server's "
+                                     "--max-upload-mb)")
         try:  # decoded in a worker thread: the event loop keeps accepting requests meanwhile
-            decoded = await run_in_threadpool(open_image, io.BytesIO(data), max_pixels)
+            async with decode_slots:
+                decoded = await run_in_threadpool(open_query_image, data, max_pixels)
         except (ImageTooLarge, Image.DecompressionBombError) as error:
-            raise HTTPException(413, f"image too large: {error}") from error
-        except Exception as error:  # noqa: BLE001 - whatever PIL cannot read
-            raise HTTPException(415, f"{image.filename or 'the upload'} is not a decodable image "
-                                     f"(jpg, png, webp, bmp): {type(error).__name__}") from error
+            raise HTTPException(413, f"image too large: {error}; send a smaller image") from error
+        except UnidentifiedImageError as error:
+            raise HTTPException(415, f"{name} is not a {QUERY_FORMAT_NAMES} image") from error
+        except Exception as error:  # noqa: BLE001 - truncated, or damaged in a way PIL names
+            raise HTTPException(415, f"{name} could not be decoded as a {QUERY_FORMAT_NAMES} image (truncated or "
+                                     f"damaged): {type(error).__name__}: {str(error)[:200]}") from error
         decode_ms = 1000 * (time.perf_counter() - start)
         if batcher is not None:
             future = batcher.submit(decoded, k, rerank)
@@ -269,7 +305,8 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
         result["timing_ms"] = {"decode_ms": round(decode_ms, 3), **result["timing_ms"],
                                "server_ms": round(1000 * (time.perf_counter() - start), 3)}
         # plain JSON types already: json.dumps, without FastAPI's per-field jsonable_encoder pass
-        return Response(json.dumps({"query": image.filename, **result}), media_type="application/json")
+        return Response(json.dumps({"query": image.filename and image.filename[:200], **result}),
+                        media_type="application/json")
 
     @app.get("/api/search")
     def search_id(id: int = Query(...), k: int = Query(10), rerank: str = Query("none")):
@@ -291,56 +328,97 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
 
-    # a shard's side of `hashlab serve --shards`: shortlists by code, stored vectors, the shared encoder
-    # async, in the event loop: a shortlist is a FAISS search and a slice of features, well under a
-    # millisecond, less than a hop to the thread pool costs
+    if is_shard:
+        add_shard_routes(app, live)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def errors(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError):
+        return JSONResponse({"error": describe_validation(error.errors())}, status_code=422)
+
+    @app.exception_handler(ShardUnavailable)
+    async def shard_errors(request: Request, error: ShardUnavailable):
+        log.warning("%s", error)  # the shard's address and reply, for whoever runs the router
+        return JSONResponse({"error": error.public}, status_code=502)  # a bad gateway: which shard
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, error: Exception):
+        # Starlette logs the traceback after this answer; the client gets the same JSON shape, no detail
+        return JSONResponse({"error": f"internal error ({type(error).__name__}); the server's log has the details"},
+                            status_code=500)
+
+    return app
+
+
+def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
+    """A shard's side of `hashlab serve --shards`: shortlists by code, stored vectors, the shared encoder.
+    Only on a server of a shard, each bounded to what a router asks at most (a batch of MAX_BATCH queries,
+    shortlists of MAX_DEPTH), and plain `def`s: FastAPI runs them in its worker threads, so a large answer
+    being built never holds up the event loop (and with it every other request)."""
+    from hashlab.search.shards import candidates_payload, encode_array
+
     @app.post("/api/candidates")
-    async def candidates(request: dict = Body(...)):  # noqa: B008
-        from hashlab.search.shards import candidates_payload, decode_array
+    def candidates(request: dict = Body(...)):  # noqa: B008
         index = live.get()
-        depth = int(request.get("depth", 10))
-        if not 1 <= depth <= MAX_SHORTLIST:
-            raise HTTPException(422, f"depth must be between 1 and {MAX_SHORTLIST}")
-        try:
-            packed = decode_array(request["codes"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise HTTPException(422, f"codes: packed uint8 codes as {{dtype, shape, data}}: {error}") from error
-        if packed.ndim != 2 or packed.shape[1] * 8 != index.bits:
-            raise HTTPException(422, f"codes must be (queries, {index.bits // 8}) packed bytes")
-        payload = candidates_payload(index.candidates(packed, depth, bool(request.get("features"))))
+        depth, features = request.get("depth", 10), request.get("features", False)
+        if type(depth) is not int or not 1 <= depth <= MAX_DEPTH:  # type(): True is an int to isinstance
+            raise HTTPException(422, f"depth: a whole number from 1 to {MAX_DEPTH} (a router asks for "
+                                     "max(k, shortlist))")
+        if type(features) is not bool:
+            raise HTTPException(422, "features: true or false")
+        packed = read_codes(request.get("codes"), (index.bits + 7) // 8)
+        payload = candidates_payload(index.candidates(packed, depth, features))
         return Response(json.dumps(payload), media_type="application/json")
 
     @app.get("/api/vectors")
     def vectors(ids: str = Query(...)):
-        from hashlab.search.shards import encode_array
+        parts = ids.split(",")
+        if len(parts) > MAX_IDS:
+            raise HTTPException(413, f"ids: {len(parts)} ids, over the limit of {MAX_IDS}: ask in batches")
+        if not all(ID.fullmatch(part) for part in parts):
+            raise HTTPException(422, "ids: catalog ids, comma-separated whole numbers (ids=0,5,17)")
         try:
-            features, codes = live.get().vectors([int(i) for i in ids.split(",")])
+            features, codes = live.get().vectors([int(part) for part in parts])
         except KeyError as error:
             raise HTTPException(404, error.args[0]) from error
         return {"features": encode_array(features.astype(np.float16)), "codes": encode_array(codes)}
 
     @app.get("/api/encoder")
     def encoder_file():
-        index = live.get()
-        if not isinstance(index, SearchIndex):
-            raise HTTPException(404, "a router has no encoder file of its own")
-        return Response((index.folder / "encoder.npz").read_bytes(), media_type="application/octet-stream")
+        return Response((live.get().folder / "encoder.npz").read_bytes(), media_type="application/octet-stream")
 
-    @app.exception_handler(HTTPException)
-    async def errors(request: Request, error: HTTPException):
-        return JSONResponse({"error": error.detail}, status_code=error.status_code)
 
-    @app.exception_handler(ShardUnavailable)
-    async def shard_errors(request: Request, error: ShardUnavailable):
-        return JSONResponse({"error": str(error)}, status_code=502)  # a bad gateway: which shard, and why
-
-    return app
+def read_codes(codes, width: int) -> np.ndarray:
+    """/api/candidates' codes, {"dtype": "uint8", "shape": [queries, width], "data": base64}, checked field by
+    field (a float64 array, a shape that does not match the data, ... are a 422 naming what is wrong)."""
+    import base64
+    import binascii
+    form = f'{{"dtype": "uint8", "shape": [queries, {width}], "data": base64 of the packed codes}}'
+    if not isinstance(codes, dict) or codes.get("dtype") != "uint8" or not isinstance(codes.get("data"), str):
+        raise HTTPException(422, f"codes: {form}")
+    shape = codes.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 2 and all(type(n) is int for n in shape)
+            and shape[0] >= 1 and shape[1] == width):
+        raise HTTPException(422, f"codes.shape: [queries, {width}] ({width} bytes a code at this index's bits)")
+    if shape[0] > MAX_BATCH:
+        raise HTTPException(413, f"codes: {shape[0]} queries, over the limit of {MAX_BATCH}: send them in batches")
+    try:
+        data = base64.b64decode(codes["data"], validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise HTTPException(422, f"codes.data: base64 ({error})") from error
+    if len(data) != shape[0] * width:
+        raise HTTPException(422, f"codes.data: {len(data)} bytes where the shape says {shape[0] * width}")
+    return np.frombuffer(data, np.uint8).reshape(shape)
 
 
 @contextmanager
-def serving(index_root: str | Path | None, *options: str, timeout: float = 120):
+def serving(index_root: str | Path | None, *options: str, timeout: float = 120, env: dict | None = None):
     """`hashlab serve --index INDEX OPTIONS` as a child process on a free local port; yields its URL once
-    it answers, stops it afterwards. For benchmarks, screenshots and tests."""
+    it answers, stops it afterwards. For benchmarks, screenshots and tests. ``env``: variables set for
+    the server beside this process's (TMPDIR, to see what it leaves there)."""
     import socket
     import subprocess
     import sys
@@ -352,7 +430,8 @@ def serving(index_root: str | Path | None, *options: str, timeout: float = 120):
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a long run cannot fill and block it
         where = [] if index_root is None else ["--index", str(index_root)]  # None: a router, --shards in options
         process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "serve", *where, "--port", str(port),
-                                    *options], stdout=log, stderr=subprocess.STDOUT)
+                                    *options], stdout=log, stderr=subprocess.STDOUT,
+                                   env=None if env is None else {**os.environ, **env})
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.time() + timeout

@@ -9,6 +9,7 @@ re-ranking of it (the shards send the shortlisted items' features). docs/scale.m
 from __future__ import annotations
 
 import base64
+import hashlib
 import shutil
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hashlab.search.index import (
+    SHORTLIST,
     Candidates,
     SearchIndex,
     _binary_index,
@@ -30,7 +32,18 @@ from hashlab.search.index import (
 
 
 class ShardUnavailable(RuntimeError):
-    """A shard did not answer: the router says which one (HTTP 502), rather than half an answer."""
+    """A shard did not answer: the router says which one (HTTP 502), rather than half an answer. ``public``
+    names it by its number, for the client; the message also has its URL and reply, for the server's log
+    (a client is not told the addresses behind the router)."""
+
+    def __init__(self, message: str, public: str):
+        super().__init__(message)
+        self.public = public
+
+
+def split_fingerprint(meta: dict) -> str:
+    """Which split a shard comes from, without saying where the index lies (split_from is a path)."""
+    return hashlib.sha256(str(meta["split_from"]).encode()).hexdigest()[:16]
 
 
 def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Path]:
@@ -99,23 +112,26 @@ class ShardedIndex:
         self.offsets = np.array([meta["id_offset"] for meta in metas])
         self.meta = {k: v for k, v in metas[0].items() if k not in ("id_offset", "shard", "count", "url",
                                                                     "server_peak_rss_mb")}
-        self.meta.update(count=metas[0]["total"], shards=self.urls)
+        self.meta.update(count=metas[0]["total"], shards=len(self.urls))  # how many, not where they are
         self.bits = int(self.meta["bits"])
         self.device = device
-        self._encoder = None
-        self._folder = Path(tempfile.mkdtemp(prefix="hashlab-router-"))
-        (self._folder / "encoder.npz").write_bytes(self._get(0, "/api/encoder").content)
+        # the shards' encoder, loaded now from a folder that goes with this block (load_encoder reads a folder)
+        from hashlab.search.encoders import load_encoder
+        with tempfile.TemporaryDirectory(prefix="hashlab-router-") as folder:
+            (Path(folder) / "encoder.npz").write_bytes(self._get(0, "/api/encoder").content)
+            self.encoder = load_encoder(Path(folder), self.meta, device)
 
     def _request(self, shard: int, method: str, path: str, **options):
         import httpx
+        which = f"shard {shard} of {len(self.urls)}"  # after __init__ sorts them, shard K is the split's shard K
         try:
             response = self.clients[shard].request(method, path, **options)
         except httpx.HTTPError as error:
-            raise ShardUnavailable(f"shard {self.urls[shard]} did not answer {path}: {type(error).__name__}: "
-                                   f"{error}") from error
+            raise ShardUnavailable(f"{which} ({self.urls[shard]}) did not answer {path}: {type(error).__name__}: "
+                                   f"{error}", f"{which} did not answer ({type(error).__name__})") from error
         if response.status_code != 200:
-            raise ShardUnavailable(f"shard {self.urls[shard]} answered {path} with {response.status_code}: "
-                                   f"{response.text[:300]}")
+            raise ShardUnavailable(f"{which} ({self.urls[shard]}) answered {path} with {response.status_code}: "
+                                   f"{response.text[:300]}", f"{which} answered {response.status_code}")
         return response
 
     def _get(self, shard: int, path: str, **params):
@@ -127,19 +143,12 @@ class ShardedIndex:
             if "shard" not in meta:
                 raise ValueError(f"{url} serves a whole index, not a shard: split it with `hashlab index split`")
         if {m["encoder_sha256"] for m in metas} != {metas[0]["encoder_sha256"]} or \
-                {m["split_from"] for m in metas} != {metas[0]["split_from"]}:
+                {m["split"] for m in metas} != {metas[0]["split"]}:
             raise ValueError("the shards come from different splits or encoders: "
-                             + ", ".join(f"{m['url']} (shard {m['shard']} of {m['split_from']})" for m in metas))
+                             + ", ".join(f"{m['url']} (shard {m['shard']} of split {m['split']})" for m in metas))
         found = sorted(m["shard"] for m in metas)
         if found != list(range(metas[0]["shards"])):
             raise ValueError(f"the index was split into {metas[0]['shards']} shards; the URLs serve shards {found}")
-
-    @property
-    def encoder(self):
-        if self._encoder is None:
-            from hashlab.search.encoders import load_encoder
-            self._encoder = load_encoder(self._folder, self.meta, self.device)
-        return self._encoder
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -173,7 +182,7 @@ class ShardedIndex:
         per_shard = list(self.pool.map(ask, range(len(self.clients))))
         return [merge_candidates([shard[q] for shard in per_shard], depth) for q in range(len(packed))]
 
-    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = 100,
+    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = SHORTLIST,
               ids: list[int] | None = None) -> list[dict]:
         return answer_queries(self, images, k, rerank, shortlist, ids)
 
