@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from fastapi import Body, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Path as PathPart
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
@@ -38,6 +39,7 @@ MAX_BATCH = 32  # queries in one forward pass, and so in one request of a router
 MAX_DEPTH = max(MAX_K, SHORTLIST)  # the longest shortlist a router asks a shard for: max(k, shortlist)
 MAX_IDS = 100  # ids in one /api/vectors request (a router asks for one at a time)
 ID = re.compile(r"[0-9]{1,18}")  # a catalog id as a request spells it (18 digits: any int64)
+MAX_ID = 2**63 - 1  # larger ids are refused before a lookup (whose "no image with id ..." would repeat them)
 MAX_JSON_BODY = 64 * 1024  # the body of any route but an upload: a batch of codes is well under 1 KB
 FORM_OVERHEAD = 64 * 1024  # an upload's multipart framing and its k and rerank fields, beside the image
 # index metadata a client is not told: paths on this machine (encoder_key holds the run's path)
@@ -309,7 +311,7 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
                         media_type="application/json")
 
     @app.get("/api/search")
-    def search_id(id: int = Query(...), k: int = Query(10), rerank: str = Query("none")):
+    def search_id(id: int = Query(..., ge=0, le=MAX_ID), k: int = Query(10), rerank: str = Query("none")):
         check(k, rerank)
         try:
             return {"query": f"id:{id}", **answer(live.get(), ids=[id], k=k, rerank=rerank)}
@@ -317,7 +319,7 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             raise HTTPException(404, error.args[0]) from error
 
     @app.get("/api/image/{image_id}")
-    def image(image_id: int, thumb: bool = False):
+    def image(image_id: int = PathPart(ge=0, le=MAX_ID), thumb: bool = False):
         try:
             data = live.get().image_jpeg(image_id, thumb)
         except KeyError as error:
