@@ -11,20 +11,28 @@
 4. shards (with --index and --queries-dir): the same latency test against the whole index and against
    the index split in --shards shards behind a router (`hashlab serve --shards`), all on this machine:
    what the extra hop costs.
+5. hostile (with --index and --queries-dir): normal queries alone, then mixed with the hostile requests
+   of issue 41 (4 clients), then beside clients that send nothing else: the normal queries' p95 and the
+   server's peak memory, each run over its quiet one (goals for the mixed run: 2x and 1.5x at most).
 
     .venv/bin/python benchmarks/search.py codes [--sizes 100000 1000000]
     .venv/bin/python benchmarks/search.py quality --index INDEX --queries-dir ../shared/data/cifar10/test --queries 200
     .venv/bin/python benchmarks/search.py latency --index INDEX --queries-dir ../shared/data/cifar10/test
     .venv/bin/python benchmarks/search.py shards --index INDEX --queries-dir ../shared/data/cifar10/test --shards 2
+    .venv/bin/python benchmarks/search.py hostile --index INDEX --queries-dir ../shared/data/cifar10/test \
+        --seconds 300 --quiet-seconds 120 --flood-seconds 60
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import multiprocessing
 import os
 import statistics
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -201,14 +209,243 @@ def shards_benchmark(index_dir: str, queries_dir: str, count: int, shards: int,
     return rows
 
 
+def hostile_requests(url: str) -> list[tuple[str, object]]:
+    """The requests of issue 41, each as (what, a call that makes it and returns its status or the error's
+    name): the issue's hostile inputs, and the largest requests the server answers (a router's biggest batch,
+    100 vectors), which an attacker would send too."""
+    import base64
+    import struct
+    import zlib
+    from urllib.parse import urlparse
+    address = urlparse(url)
+
+    def call(method: str, path: str, body: bytes = b"", headers: dict | None = None):
+        import http.client
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+        try:
+            connection.request(method, path, body=body or None, headers=headers or {})
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        except OSError as error:
+            return type(error).__name__
+        finally:
+            connection.close()
+
+    def stream(path: str, size: int, chunked: bool, content_type: str, head: bytes = b""):
+        """A body of ``size`` bytes sent 64 KB at a time, as long as the server does not answer."""
+        import select
+        import socket
+        lines = [f"POST {path} HTTP/1.1", f"Host: {address.netloc}", f"Content-Type: {content_type}",
+                 "Transfer-Encoding: chunked" if chunked else f"Content-Length: {size}"]
+        sent, block = 0, bytes(1 << 16)
+        try:
+            with socket.create_connection((address.hostname, address.port), timeout=120) as connection:
+                connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+                while sent < size and not select.select([connection], [], [], 0.002)[0]:
+                    piece = head if sent == 0 and head else block
+                    connection.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n" if chunked else piece)
+                    sent += len(piece)
+                return int(connection.recv(65536).split(b" ", 2)[1])
+        except (OSError, IndexError, ValueError) as error:
+            return type(error).__name__
+
+    def json_post(path: str, payload):
+        body = json.dumps(payload).encode()  # made once: the clients' own work is not what is measured
+        return lambda: call("POST", path, body, {"Content-Type": "application/json"})
+
+    def codes(rows: int, dtype: str = "uint8") -> dict:
+        return {"dtype": dtype, "shape": [rows, 8], "data": base64.b64encode(bytes(rows * 8)).decode()}
+
+    def png(width: int, height: int, channels: int) -> bytes:  # a header, and data for its first row only
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        header = struct.pack(">IIBBBBB", width, height, 8, {3: 2, 4: 6}[channels], 0, 0, 0)
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) +
+                chunk(b"IDAT", zlib.compress(bytes(1 + width * channels), 9)) + chunk(b"IEND", b""))
+
+    def upload(data: bytes, filename: str = "q.png"):
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{filename}"\r\n\r\n'
+                ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        return lambda: call("POST", "/api/search", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+
+    def get(*paths: str, headers: dict | None = None):
+        return lambda: tuple(call("GET", path, headers=headers) for path in paths) if len(paths) > 1 else \
+            call("GET", paths[0], headers=headers)
+
+    import io
+
+    from PIL import Image
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(gif, format="GIF")
+    part = (f'--{uuid.uuid4().hex}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n\r\n'
+            ).encode()
+    multipart = f"multipart/form-data; boundary={part[2:34].decode()}"
+    bad_candidates = [json_post("/api/candidates", {"codes": codes(1), "depth": depth}) for depth in ("abc", None, [1])]
+    bad_candidates.append(json_post("/api/candidates", {"codes": codes(1, "float64"), "depth": 5}))
+    return [
+        ("candidates 40 queries x depth 100 + features", json_post("/api/candidates", {
+            "codes": codes(40), "depth": 100, "features": True})),
+        ("candidates 1 query x depth 10,000 + features", json_post("/api/candidates", {
+            "codes": codes(1), "depth": 10_000, "features": True})),
+        ("candidates 32 queries x depth 100 + features (the most allowed)", json_post("/api/candidates", {
+            "codes": codes(32), "depth": 100, "features": True})),
+        ("candidates depth 'abc', null, [1]; codes float64", lambda: tuple(ask() for ask in bad_candidates)),
+        ("vectors 20,000 ids", get("/api/vectors?ids=" + ",".join(["0"] * 20_000))),
+        ("vectors 100 ids (the most allowed)", get("/api/vectors?ids=" + ",".join(["0"] * 100))),
+        ("vectors ids=../../etc/passwd, ids=, ids=0,,1, a 5,000-digit id", get(
+            *("/api/vectors?ids=" + ids for ids in ("../../etc/passwd", "", "0,,1", "9" * 5000)))),
+        ("PNG of 103 bytes declaring 6,320 x 6,320 RGBA", upload(png(6320, 6320, 4))),
+        ("PNG declaring 6,320 x 6,320 RGB, one row of data", upload(png(6320, 6320, 3))),
+        ("50 MB upload, length declared", lambda: stream("/api/search", 50_000_000, False, multipart, part)),
+        ("50 MB upload, chunked", lambda: stream("/api/search", 50_000_000, True, multipart, part)),
+        ("GIF upload", upload(gif.getvalue(), "q.gif")),
+        ("search id of 4,000 and 10,000 digits", get("/api/search?id=" + "7" * 4000, "/api/search?id=" + "7" * 10_000)),
+        ("Host: attacker.example, /api/encoder", get("/api/encoder", headers={"Host": "attacker.example"})),
+        ("/api/encoder", get("/api/encoder")),
+    ]
+
+
+HOSTILE_RUNS = (  # (run, its quiet baseline, what each client does)
+    ("quiet, 4 clients", None, ("normal",) * 4),
+    ("mixed, 4 clients", "quiet, 4 clients", ("mixed",) * 4),
+    ("quiet, 2 clients", None, ("normal",) * 2),
+    ("flood, 2 + 2 clients", "quiet, 2 clients", ("normal", "normal", "hostile", "hostile")),
+)
+
+
+def hostile_benchmark(index_dir: str, queries_dir: str, seconds: float, quiet_seconds: float,
+                      flood_seconds: float) -> tuple[list[dict], list[dict]]:
+    """Normal queries with and without the requests of issue 41 among them, side by side in one run, each run on
+    a fresh server (its peak memory is its own). A client is a process of its own (in one process, the
+    clients' Python would share a GIL, and time each other rather than the server) and is one of:
+
+    - normal: image queries, one after another (cosine re-ranking, a kept-alive connection, as a browser);
+    - mixed: a query, then the next of hostile_requests(), then a query, ... (only the queries are timed);
+    - hostile: hostile_requests() round and round, as fast as the server answers.
+
+    The runs (HOSTILE_RUNS): 4 normal clients (``quiet_seconds``) against 4 mixed ones (``seconds``): the
+    issue's mixed run; and a flood, 2 normal clients beside 2 hostile ones against 2 normal clients alone
+    (``flood_seconds`` each). The server serves the index as a 1-shard split, so that it has the shard routes
+    to abuse too. Returns (one row per run, one row per hostile request with the answers it got)."""
+    import collections
+    import tempfile
+
+    from hashlab.search.server import serving
+    from hashlab.search.shards import split_index
+    rows, answers = {}, collections.defaultdict(collections.Counter)
+    payloads = [p.read_bytes() for p in query_images(Path(queries_dir), 1000)]
+    with tempfile.TemporaryDirectory() as folder:
+        split_index(index_dir, folder, 1)
+        for name, quiet, clients in HOSTILE_RUNS:
+            run_for = quiet_seconds if name.startswith("quiet, 4") else seconds if quiet else flood_seconds
+            with serving(Path(folder) / "shard-0") as url:
+                rows[name] = {"run": name, **_hostile_run(url, payloads, run_for, clients, answers)}
+            if quiet is not None:  # this run over its quiet one
+                rows[name]["p95 vs quiet"] = rows[name]["p95_ms"] / rows[quiet]["p95_ms"]
+                rows[name]["peak memory vs quiet"] = rows[name]["peak_rss_mb"] / rows[quiet]["peak_rss_mb"]
+    return list(rows.values()), [{"request": what, "answers (status or error: count)": ", ".join(
+        f"{status}: {count}" for status, count in counter.items())} for what, counter in answers.items()]
+
+
+def _hostile_run(url: str, payloads: list[bytes], seconds: float, clients: tuple[str, ...], answers: dict) -> dict:
+    """One run against one server: the clients (processes) for ``seconds``; the queries' latencies, the hostile
+    requests' answers (added to ``answers``) and the server's peak memory at the end."""
+    send = _query_sender(url)
+    for data in payloads[:20]:
+        send(data)  # warm-up
+    context = multiprocessing.get_context("fork")  # this process has no thread of its own to fork with
+    results = context.Queue()
+    processes = [context.Process(target=_client, args=(url, payloads, kind, client, seconds, results))
+                 for client, kind in enumerate(clients)]
+    started = time.perf_counter()
+    for process in processes:
+        process.start()
+    latencies, failures, hostile = [], 0, 0
+    for _ in processes:
+        times, failed, counts = results.get()
+        latencies += times
+        failures += failed
+        for (what, answer), count in counts.items():
+            answers[what][answer] += count
+            hostile += count
+    for process in processes:
+        process.join()
+    wall = time.perf_counter() - started
+    meta = json.loads(urllib_get(url + "/api/meta"))
+    latencies.sort()
+    return {"clients": " + ".join(f"{clients.count(kind)} {kind}" for kind in dict.fromkeys(clients)),
+            "seconds": wall, "queries": len(latencies), "failed": failures, "p50_ms": statistics.median(latencies),
+            "p95_ms": latencies[int(0.95 * (len(latencies) - 1))], "queries_per_s": len(latencies) / wall,
+            "hostile_requests": hostile, "peak_rss_mb": meta["server_peak_rss_mb"]}
+
+
+def _client(url: str, payloads: list[bytes], kind: str, client: int, seconds: float, results) -> None:
+    """One client process (see hostile_benchmark); puts (query latencies, failed queries, {(request, answer):
+    count})."""
+    import collections
+    send, requests = _query_sender(url), hostile_requests(url)
+    latencies, failed, counts = [], 0, collections.Counter()
+    stop = time.perf_counter() + seconds
+    for i in itertools.count(client * 7):  # the clients start at different queries and requests
+        if time.perf_counter() > stop:
+            break
+        if kind in ("normal", "mixed"):
+            try:
+                latencies.append(send(payloads[i % len(payloads)]))
+            except Exception:  # noqa: BLE001 - counted, and the row shows it
+                failed += 1
+        if kind in ("mixed", "hostile"):
+            what, make = requests[i % len(requests)]
+            counts[what, make()] += 1
+    results.put((latencies, failed, counts))
+
+
+def urllib_get(url: str) -> bytes:
+    import urllib.request
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return response.read()
+
+
+def _query_sender(url: str):
+    """send(image bytes) -> milliseconds: one search with cosine re-ranking over this thread's kept-alive
+    connection (as a browser keeps one)."""
+    import http.client
+    import threading
+    from urllib.parse import urlparse
+    address, local = urlparse(url), threading.local()
+
+    def send(data: bytes) -> float:
+        boundary = uuid.uuid4().hex
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="rerank"\r\n\r\ncosine\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
+                ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        if not hasattr(local, "connection"):
+            local.connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
+        start = time.perf_counter()
+        local.connection.request("POST", "/api/search", body=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = local.connection.getresponse()
+        answer = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"search answered {response.status}: {answer[:200]}")
+        return 1000 * (time.perf_counter() - start)
+
+    return send
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["codes", "quality", "latency", "shards"])
+    parser.add_argument("what", choices=["codes", "quality", "latency", "shards", "hostile"])
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--index")
     parser.add_argument("--queries-dir")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=300, help="hostile: the mixed run's length")
+    parser.add_argument("--quiet-seconds", type=float, default=120, help="hostile: the quiet run's length")
+    parser.add_argument("--flood-seconds", type=float, default=60, help="hostile: the flood's and its quiet run's")
     args = parser.parse_args()
     import pandas as pd
     if args.what == "codes":
@@ -216,6 +453,12 @@ def main() -> None:
     elif args.what == "quality":
         print(pd.DataFrame(quality_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
             index=False, floatfmt=".3f"))
+    elif args.what == "hostile":
+        runs, requests = hostile_benchmark(args.index, args.queries_dir, args.seconds, args.quiet_seconds,
+                                           args.flood_seconds)
+        print(pd.DataFrame(runs).to_markdown(index=False, floatfmt=".2f"))
+        print()
+        print(pd.DataFrame(requests).to_markdown(index=False))
     elif args.what == "shards":
         print(pd.DataFrame(shards_benchmark(args.index, args.queries_dir, args.queries, args.shards)).to_markdown(
             index=False, floatfmt=".1f"))
