@@ -307,11 +307,11 @@ def hostile_requests(url: str) -> list[tuple[str, object]]:
     ]
 
 
-HOSTILE_RUNS = (  # (run, its quiet baseline, what each client does)
-    ("quiet, 4 clients", None, ("normal",) * 4),
-    ("mixed, 4 clients", "quiet, 4 clients", ("mixed",) * 4),
-    ("quiet, 2 clients", None, ("normal",) * 2),
-    ("flood, 2 + 2 clients", "quiet, 2 clients", ("normal", "normal", "hostile", "hostile")),
+HOSTILE_RUNS = (  # (run, its quiet baseline, what each client does, which length it runs for)
+    ("quiet, 4 clients", None, ("normal",) * 4, "quiet"),
+    ("mixed, 4 clients", "quiet, 4 clients", ("mixed",) * 4, "mixed"),
+    ("quiet, 2 clients", None, ("normal",) * 2, "flood"),
+    ("flood, 2 + 2 clients", "quiet, 2 clients", ("normal", "normal", "hostile", "hostile"), "flood"),
 )
 
 
@@ -338,8 +338,9 @@ def hostile_benchmark(index_dir: str, queries_dir: str, seconds: float, quiet_se
     payloads = [p.read_bytes() for p in query_images(Path(queries_dir), 1000)]
     with tempfile.TemporaryDirectory() as folder:
         split_index(index_dir, folder, 1)
-        for name, quiet, clients in HOSTILE_RUNS:
-            run_for = quiet_seconds if name.startswith("quiet, 4") else seconds if quiet else flood_seconds
+        lengths = {"quiet": quiet_seconds, "mixed": seconds, "flood": flood_seconds}
+        for name, quiet, clients, length in HOSTILE_RUNS:
+            run_for = lengths[length]
             with serving(Path(folder) / "shard-0") as url:
                 rows[name] = {"run": name, **_hostile_run(url, payloads, run_for, clients, answers)}
             if quiet is not None:  # this run over its quiet one
