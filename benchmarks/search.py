@@ -316,7 +316,7 @@ HOSTILE_RUNS = (  # (run, its quiet baseline, what each client does, which lengt
 
 
 def hostile_benchmark(index_dir: str, queries_dir: str, seconds: float, quiet_seconds: float,
-                      flood_seconds: float) -> tuple[list[dict], list[dict]]:
+                      flood_seconds: float, server_options: tuple[str, ...] = ()) -> tuple[list[dict], list[dict]]:
     """Normal queries with and without the requests of issue 41 among them, side by side in one run, each run on
     a fresh server (its peak memory is its own). A client is a process of its own (in one process, the
     clients' Python would share a GIL, and time each other rather than the server) and is one of:
@@ -327,8 +327,9 @@ def hostile_benchmark(index_dir: str, queries_dir: str, seconds: float, quiet_se
 
     The runs (HOSTILE_RUNS): 4 normal clients (``quiet_seconds``) against 4 mixed ones (``seconds``): the
     issue's mixed run; and a flood, 2 normal clients beside 2 hostile ones against 2 normal clients alone
-    (``flood_seconds`` each). The server serves the index as a 1-shard split, so that it has the shard routes
-    to abuse too. Returns (one row per run, one row per hostile request with the answers it got)."""
+    (``flood_seconds`` each; 0: no flood). The server serves the index as a 1-shard split, so that it has the
+    shard routes to abuse too, with ``server_options``. Returns (one row per run, one row per hostile request
+    with the answers it got)."""
     import collections
     import tempfile
 
@@ -341,7 +342,9 @@ def hostile_benchmark(index_dir: str, queries_dir: str, seconds: float, quiet_se
         lengths = {"quiet": quiet_seconds, "mixed": seconds, "flood": flood_seconds}
         for name, quiet, clients, length in HOSTILE_RUNS:
             run_for = lengths[length]
-            with serving(Path(folder) / "shard-0") as url:
+            if not run_for:
+                continue
+            with serving(Path(folder) / "shard-0", *server_options) as url:
                 rows[name] = {"run": name, **_hostile_run(url, payloads, run_for, clients, answers)}
             if quiet is not None:  # this run over its quiet one
                 rows[name]["p95 vs quiet"] = rows[name]["p95_ms"] / rows[quiet]["p95_ms"]
@@ -446,7 +449,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=300, help="hostile: the mixed run's length")
     parser.add_argument("--quiet-seconds", type=float, default=120, help="hostile: the quiet run's length")
-    parser.add_argument("--flood-seconds", type=float, default=60, help="hostile: the flood's and its quiet run's")
+    parser.add_argument("--flood-seconds", type=float, default=60, help="hostile: the flood's and its quiet run's "
+                        "(0: none)")
+    parser.add_argument("--batch-window-ms", type=float, default=None, help="hostile: the server's (0: one query "
+                        "at a time); default: the server's default")
     args = parser.parse_args()
     import pandas as pd
     if args.what == "codes":
@@ -456,7 +462,8 @@ def main() -> None:
             index=False, floatfmt=".3f"))
     elif args.what == "hostile":
         runs, requests = hostile_benchmark(args.index, args.queries_dir, args.seconds, args.quiet_seconds,
-                                           args.flood_seconds)
+                                           args.flood_seconds, () if args.batch_window_ms is None else
+                                           ("--batch-window-ms", str(args.batch_window_ms)))
         print(pd.DataFrame(runs).to_markdown(index=False, floatfmt=".2f"))
         print()
         print(pd.DataFrame(requests).to_markdown(index=False))
