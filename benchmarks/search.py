@@ -146,29 +146,12 @@ def latency_benchmark(index_dir: str, queries_dir: str, count: int, clients: tup
 
 
 def _latency(url: str, queries_dir: str, count: int, clients: int) -> dict:
-    import http.client
-    import threading
-    import uuid
-    from urllib.parse import urlparse
     payloads = [p.read_bytes() for p in query_images(Path(queries_dir), count)]
-    address = urlparse(url)
-    local = threading.local()  # one kept-alive connection per client, as a browser keeps one
+    send = _query_sender(url)
 
     def one(data: bytes) -> tuple[float, dict]:
-        boundary = uuid.uuid4().hex
-        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="rerank"\r\n\r\ncosine\r\n'
-                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
-                ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        if not hasattr(local, "connection"):
-            local.connection = http.client.HTTPConnection(address.hostname, address.port, timeout=120)
-        start = time.perf_counter()
-        local.connection.request("POST", "/api/search", body=body,
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        response = local.connection.getresponse()
-        answer = json.loads(response.read())
-        if response.status != 200:
-            raise RuntimeError(f"search answered {response.status}: {answer}")
-        return 1000 * (time.perf_counter() - start), {**answer["timing_ms"], "batch": answer.get("batch_size", 1)}
+        milliseconds, answer = send(data)
+        return milliseconds, {**answer["timing_ms"], "batch": answer.get("batch_size", 1)}
 
     for data in payloads[:20]:
         one(data)  # warm-up
@@ -397,7 +380,7 @@ def _client(url: str, payloads: list[bytes], kind: str, client: int, seconds: fl
             break
         if kind in ("normal", "mixed"):
             try:
-                latencies.append(send(payloads[i % len(payloads)]))
+                latencies.append(send(payloads[i % len(payloads)])[0])
             except Exception:  # noqa: BLE001 - counted, and the row shows it
                 failed += 1
         if kind in ("mixed", "hostile"):
@@ -413,14 +396,14 @@ def urllib_get(url: str) -> bytes:
 
 
 def _query_sender(url: str):
-    """send(image bytes) -> milliseconds: one search with cosine re-ranking over this thread's kept-alive
-    connection (as a browser keeps one)."""
+    """send(image bytes) -> (milliseconds, the answer): one search with cosine re-ranking over this thread's
+    kept-alive connection (one a client, as a browser keeps one)."""
     import http.client
     import threading
     from urllib.parse import urlparse
     address, local = urlparse(url), threading.local()
 
-    def send(data: bytes) -> float:
+    def send(data: bytes) -> tuple[float, dict]:
         boundary = uuid.uuid4().hex
         body = (f'--{boundary}\r\nContent-Disposition: form-data; name="rerank"\r\n\r\ncosine\r\n'
                 f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n\r\n'
@@ -431,10 +414,10 @@ def _query_sender(url: str):
         local.connection.request("POST", "/api/search", body=body,
                                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
         response = local.connection.getresponse()
-        answer = response.read()
+        answer = json.loads(response.read())
         if response.status != 200:
-            raise RuntimeError(f"search answered {response.status}: {answer[:200]}")
-        return 1000 * (time.perf_counter() - start)
+            raise RuntimeError(f"search answered {response.status}: {answer}")
+        return 1000 * (time.perf_counter() - start), answer
 
     return send
 
