@@ -16,6 +16,7 @@ from hashlab.runs.campaign import (
     load_plan,
     plan_work,
     portable_record,
+    refuse_changed_code,
     refuse_uncommitted_code,
     run_campaign,
     status,
@@ -181,3 +182,12 @@ def test_the_campaign_refuses_uncommitted_changes_to_the_code_it_runs(tmp_path):
     (tmp_path / "hashlab/methods/new_method.py").write_text("x = 1\n")  # a new file counts too
     with pytest.raises(CampaignError, match="new_method.py"):
         refuse_uncommitted_code(tmp_path)
+    # a campaign started at one commit stops when the code it loaded is no longer the code at HEAD
+    started = git(tmp_path, "rev-parse", "HEAD").strip()
+    refuse_changed_code(started, tmp_path)
+    git(tmp_path, "add", "-A"), git(tmp_path, "commit", "-q", "-m", "a new method")
+    with pytest.raises(CampaignError, match="code changed since the campaign started"):
+        refuse_changed_code(started, tmp_path)
+    (tmp_path / "reports/t/table.md").write_text("v3\n")  # the campaign's own commits of reports do not count
+    git(tmp_path, "commit", "-q", "-am", "a cell")
+    refuse_changed_code(git(tmp_path, "rev-parse", "HEAD~1").strip(), tmp_path)

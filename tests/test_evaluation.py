@@ -253,3 +253,17 @@ def test_the_one_word_path_gives_the_general_paths_values_exactly(topk):
                              ((stable_kernel(q, db, ql, dbl, 48, k, chunks),),
                               (stable_kernel(q, db, wide_ql, wide_dbl, 48, k, chunks),))):
             assert all(np.array_equal(a, b) for a, b in zip(one, general, strict=True))
+
+
+def test_seen_and_unseen_parts_leave_the_validation_items_out():
+    """map_seen against the training images alone, map_unseen against the items no model used (the validation
+    items, which model selection looked at, belong to neither); no unseen part, no such metric."""
+    from hashlab.evaluation.scores import SEEN, UNSEEN, VALIDATION, score_codes
+    rng = np.random.default_rng(8)
+    q, db, ql, dbl = random_problem(rng, 20, 90, 12, 4, False)
+    part = np.array([SEEN] * 30 + [VALIDATION] * 10 + [UNSEEN] * 50)
+    metrics, _ = score_codes(q, db, ql, dbl, part)
+    assert metrics["map_seen"] == pytest.approx(mean_average_precision(q, db[:30], ql, dbl[:30]), abs=1e-12)
+    assert metrics["map_unseen"] == pytest.approx(mean_average_precision(q, db[40:], ql, dbl[40:]), abs=1e-12)
+    held_out = np.array([SEEN] * 80 + [VALIDATION] * 10)  # digits, cifar10-2: train and held-out validation
+    assert "map_unseen" not in score_codes(q, db, ql, dbl, held_out)[0]

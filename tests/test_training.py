@@ -71,7 +71,8 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
     assert record["bits"] == 16 and record["method"] == "dpsh_googlenet" and record["epochs"] == 2
     assert set(record["metrics"]) >= {"map", "map_at_1000", "precision_h2", "map_stable"}
     assert record["evaluation"]["version"] == 2
-    assert 0 < record["metrics"]["map_unseen"] < 1 and 0 < record["metrics"]["map_seen"] <= 1
+    # digits: the database is the training set and the held-out validation items, so it has no unseen part
+    assert "map_unseen" not in record["metrics"] and "map_seen" not in record["metrics"]
     # `hashlab rescore` recomputes the same numbers from the saved codes alone (the codes say what was trained on)
     from hashlab.runs.rescore import rescore_record
     assert rescore_record(path) == record["metrics"]

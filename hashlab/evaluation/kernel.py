@@ -14,7 +14,8 @@ cursor); the ranks follow from the histograms without a second pass over the dat
 
 Codes of up to 64 bits with up to 64 classes (one word each: CIFAR-10, Flickr25K, NUS-WIDE at every
 usual code length) take the one-word variants: no inner loops over words, buffers allocated once per
-chunk of queries. Memory is O(database) per thread for the stable kernel, O(bits) for the histograms.
+chunk of queries. Memory is O(database) per chunk of queries (a few chunks a thread) for the stable kernel,
+O(bits) for the histograms.
 """
 
 from __future__ import annotations

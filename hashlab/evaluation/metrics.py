@@ -18,7 +18,7 @@ from hashlab.evaluation.expected import expected_average_precision, expected_hit
 from hashlab.evaluation.kernel import histogram_kernel, stable_kernel
 
 DEFAULT_CURVE_NS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-MAX_BITS = 127  # distances and counts share one int64 per bucket
+MAX_BITS = 127  # the codes' words and the buckets of a query's histograms are sized for it
 TIES = ("random", "database")
 
 
@@ -40,9 +40,11 @@ class RetrievalReport:
 
     def average_precision(self, topk: int | None = None) -> np.ndarray:
         """Per query, the expected AP@topk over random orders of tied items (``None``: the whole database)."""
-        k = self.num_database if topk is None else int(topk)
-        if k <= 0:
+        if topk is not None and int(topk) <= 0:
             raise ValueError(f"topk must be positive or None (whole database), got {topk}")
+        if self.num_database == 0:  # nothing to retrieve: every AP is 0
+            return np.zeros(self.num_queries)
+        k = self.num_database if topk is None else int(topk)
         return expected_average_precision(self.hist_all, self.hist_relevant, k)
 
     def mean_average_precision(self, topk: int | None = None) -> float:
@@ -71,7 +73,7 @@ class RetrievalReport:
 
     def precision_at_n(self, curve_ns=DEFAULT_CURVE_NS) -> dict[str, np.ndarray]:
         """Expected precision of the first N items, for each N of ``curve_ns`` (clipped to the database)."""
-        ns = np.asarray(sorted({min(int(c), self.num_database) for c in curve_ns if c > 0}) or [self.num_database],
+        ns = np.asarray(sorted({min(int(c), self.num_database) for c in curve_ns if c > 0} - {0}) or [1],
                         dtype=np.int64)
         hits = expected_hits(self.hist_all, self.hist_relevant, ns)
         return {"n": ns, "precision": (hits / ns).mean(axis=0)}

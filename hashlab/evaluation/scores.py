@@ -11,22 +11,27 @@ from hashlab.evaluation.metrics import evaluate_retrieval, mean_average_precisio
 EVALUATION = {"ties": "expected over random orders of tied items (order-free)", "version": 2}
 
 
-def score_codes(query_codes, database_codes, query_labels, database_labels, database_seen=None,
+UNSEEN, SEEN, VALIDATION = 0, 1, 2  # what a database item was to the model: never used, trained on, selected on
+
+
+def score_codes(query_codes, database_codes, query_labels, database_labels, database_part=None,
                 topks=(1000,)) -> tuple[dict, dict]:
     """(metrics, curves) of one run. metrics: ``map`` (order-free mAP@all, the headline), ``map_stable`` (ties
-    by database order), ``precision_h2``, ``map_at_K`` for each K; with ``database_seen`` (True for database
-    items the model trained on) and both parts present, ``map_seen`` and ``map_unseen``: mAP@all against each
-    part of the database alone. curves: precision-recall by Hamming radius and precision@N."""
+    by database order), ``precision_h2``, ``map_at_K`` for each K; with ``database_part`` (per database item:
+    UNSEEN, SEEN for the training images, VALIDATION for the items model selection looked at) and both a seen
+    and an unseen part present, ``map_seen`` and ``map_unseen``: mAP@all against each part of the database
+    alone (the validation items belong to neither). curves: precision-recall by Hamming radius and precision@N."""
     report = evaluate_retrieval(query_codes, database_codes, query_labels, database_labels, stable=True)
     metrics = report.summary()
     for k in topks:
         metrics[f"map_at_{k}"] = report.mean_average_precision(k)
-    if database_seen is not None:
-        seen = np.asarray(database_seen, dtype=bool)
-        if 0 < seen.sum() < len(seen):
-            for name, part in (("map_seen", seen), ("map_unseen", ~seen)):
-                metrics[name] = mean_average_precision(query_codes, _rows(database_codes, part), query_labels,
-                                                       _rows(database_labels, part))
+    if database_part is not None:
+        part = np.asarray(database_part)
+        seen, unseen = part == SEEN, part == UNSEEN
+        if seen.any() and unseen.any():
+            for name, mask in (("map_seen", seen), ("map_unseen", unseen)):
+                metrics[name] = mean_average_precision(query_codes, _rows(database_codes, mask), query_labels,
+                                                       _rows(database_labels, mask))
     curves = {"pr_by_radius": {k: v.tolist() for k, v in report.pr_curve_by_radius().items()},
               "precision_at_n": {k: v.tolist() for k, v in report.precision_at_n().items()}}
     return metrics, curves

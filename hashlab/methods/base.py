@@ -188,7 +188,7 @@ class HashingModule(L.LightningModule):
             taps, grid = getattr(self.extractor, "taps", None), getattr(self.extractor, "grid", None)
             self.late_stages = LateStages(self.backbone, frozen_stages, taps, grid)
             self.extractor = EarlyStages(self.backbone, frozen_stages, taps, grid)
-        self.retrieval = HashingRetrievalMetric(stable=True)  # the test's record keeps the stable-order figure too
+        self.retrieval = HashingRetrievalMetric()  # the record's numbers, stable figure included: runs.fit._scores
         self.validation_retrieval = HashingRetrievalMetric()
         self.val_history: list[tuple[int, float]] = []  # (epoch, validation mAP@all)
         self.timings: dict[str, float] = {}

@@ -8,10 +8,11 @@ from pathlib import Path
 CODES_NAME = "codes.npz"
 
 
-def write_codes(path: Path, model, database_seen=None) -> Path:
+def write_codes(path: Path, model, database_part=None) -> Path:
     """The evaluated query and database codes (bits packed, as sign >= 0), labels and dataset indices,
-    gathered over every process, and which database items the model trained on (``database_seen``): what
-    re-evaluation and indexing read without the model or the data."""
+    gathered over every process, and what each database item was to the model (``database_part``: unseen,
+    trained on, or looked at by model selection): what re-evaluation and indexing read without the model or
+    the data."""
 
     import numpy as np
     path.parent.mkdir(parents=True, exist_ok=True)  # a run without epochs has written nothing yet
@@ -21,8 +22,8 @@ def write_codes(path: Path, model, database_seen=None) -> Path:
         arrays[f"{role}_codes"] = np.packbits(codes.cpu().numpy() >= 0, axis=1)
         arrays[f"{role}_labels"] = labels.cpu().numpy().astype(np.uint8)
         arrays[f"{role}_index"] = index.cpu().numpy()
-    if database_seen is not None:
-        arrays["database_seen"] = np.packbits(np.asarray(database_seen, dtype=bool))
+    if database_part is not None:
+        arrays["database_part"] = np.asarray(database_part, dtype=np.uint8)
     from hashlab.io import atomic_path
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, bits=np.array(model.bits), **arrays)
@@ -47,8 +48,8 @@ def check_codes(path: Path) -> None:
 
 
 def read_codes(path: str | Path) -> dict:
-    """codes.npz -> {role_codes: float tensors of +-1, role_labels, role_index, bits}, and database_seen (a bool
-    array) when the file has it."""
+    """codes.npz -> {role_codes: float tensors of +-1, role_labels, role_index, bits}, and database_part (unseen 0,
+    trained on 1, validation 2) when the file has it."""
     import numpy as np
     import torch
     data = np.load(path)
@@ -59,6 +60,6 @@ def read_codes(path: str | Path) -> dict:
         out[f"{role}_codes"] = torch.from_numpy(unpacked)
         out[f"{role}_labels"] = torch.from_numpy(data[f"{role}_labels"])
         out[f"{role}_index"] = torch.from_numpy(data[f"{role}_index"])
-    if "database_seen" in data.files:
-        out["database_seen"] = np.unpackbits(data["database_seen"], count=len(out["database_index"])).astype(bool)
+    if "database_part" in data.files:
+        out["database_part"] = data["database_part"]
     return out

@@ -84,6 +84,17 @@ def code_changes(root: str | Path | None = None) -> list[str] | None:
     return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else None
 
 
+def code_changes_since(commit: str, root: str | Path | None = None) -> list[str]:
+    """The files of CODE_PATHS that differ between ``commit`` and HEAD (committed changes)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *CODE_PATHS], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
 def git_commit() -> dict:
     """The commit a run came from, and whether the code it ran (CODE_PATHS) had uncommitted changes."""
     root = Path(__file__).resolve().parents[2]

@@ -68,7 +68,7 @@ def _markdown(layout: Layout, frame: pd.DataFrame) -> str:
         for column in columns:
             cell = row.cells[column]
             text = cell.text + (DAGGER if cell.dagger and cell.mean is not None else "")
-            cells.append(f"**{text}**" if cell.bold else text + (f" ({cell.diff['text']})" if cell.diff else ""))
+            cells.append((f"**{text}**" if cell.bold else text) + (f" ({cell.diff['text']})" if cell.diff else ""))
         lines.append([row.method, *cells])
     for title, items in (("published, the same method and protocol", layout.published),
                          ("published, context only", layout.context)):

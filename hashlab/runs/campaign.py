@@ -61,11 +61,14 @@ class Work:
 
 def tuned_methods(plan: dict) -> list[str]:
     """The methods tuned before their cells: the plan's ``tune`` list when it has one, else every deep method of
-    the registry (hashlab.methods: a new deep method is tuned with no list to edit)."""
+    the registry (hashlab.methods: a new deep method is tuned with no list to edit) that a table of the plan
+    holds."""
     if "tune" in plan:
         return list(plan["tune"] or [])
     from hashlab.methods import METHODS
-    return [name for name, cls in METHODS.items() if cls.kind == "deep"]
+    planned = {m["name"].split(" ", 1)[0] for stage in plan.get("stages", []) for table in stage["tables"]
+               for m in load_spec(table)["methods"]}
+    return [name for name, cls in METHODS.items() if cls.kind == "deep" and name in planned]
 
 
 def load_plan(path: str | Path = CAMPAIGN_FILE) -> dict:
@@ -318,6 +321,16 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     return "\n".join(lines)
 
 
+def refuse_changed_code(started_at: str | None, root: str | Path | None = None) -> None:
+    """The campaign runs its cells in its own process, with the code it loaded when it started: a commit to that
+    code since then would make its next records name a commit whose code they did not run."""
+    from hashlab.records.record import code_changes_since
+    changed = code_changes_since(started_at, root) if started_at else []
+    if changed:
+        raise CampaignError(f"the code changed since the campaign started at {started_at[:10]} ({', '.join(changed[:5])}"
+                            f"{' ...' if len(changed) > 5 else ''}): start the campaign again to run the new code")
+
+
 def refuse_uncommitted_code(root: str | Path | None = None) -> None:
     """A cell's record names the commit it came from: the code it runs must be that commit's."""
     from hashlab.records.record import CODE_PATHS, code_changes
@@ -361,6 +374,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     log = log or functools.partial(print, flush=True)  # a log file shows each line as it happens
     if not allow_dirty:
         refuse_uncommitted_code()
+    from hashlab.records.record import git_commit as head
+    started_at = head()["commit"]  # the code this process runs: its records name it, so it must not move
     if nice:
         os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
     plan = load_plan(plan_path)
@@ -384,6 +399,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         if not allow_dirty:
             try:
                 refuse_uncommitted_code()
+                refuse_changed_code(started_at if started_at != "unknown" else None)
             except CampaignError as error:
                 log(f"stopping: {error}")
                 break

@@ -281,8 +281,8 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "codes_file": CODES_NAME,
     }
     if trainer.is_global_zero:
-        seen = database_seen(model.evaluated_codes["database"][2].numpy(), datamodule)
-        write_codes(cli.run_dir / CODES_NAME, model, seen)  # before the record: a record always has its codes
+        parts = database_parts(model.evaluated_codes["database"][2].numpy(), datamodule)
+        write_codes(cli.run_dir / CODES_NAME, model, parts)  # before the record: a record always has its codes
         write_json_atomic(record_path, record)
         log_record(trainer.loggers, record, record_path)
     return record_path
@@ -294,16 +294,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def database_seen(database_index, datamodule) -> np.ndarray:
-    """True for the database items the model trained on (the protocol's training set)."""
-    return np.isin(np.asarray(database_index), np.asarray(datamodule.split.train))
+def database_parts(database_index, datamodule) -> np.ndarray:
+    """Per database item, what it was to the model: trained on, looked at by model selection, or neither."""
+    from hashlab.evaluation.scores import SEEN, UNSEEN, VALIDATION
+    index = np.asarray(database_index)
+    parts = np.full(len(index), UNSEEN, dtype=np.uint8)
+    parts[np.isin(index, np.asarray(datamodule.split.train))] = SEEN
+    parts[np.isin(index, np.asarray(datamodule.split.val))] = VALIDATION
+    return parts
 
 
 def _scores(model: HashingModule, datamodule) -> tuple[dict, dict]:
     from hashlab.evaluation.scores import score_codes
     q_codes, q_labels, _ = model.evaluated_codes["query"]
     db_codes, db_labels, db_index = model.evaluated_codes["database"]
-    return score_codes(q_codes, db_codes, q_labels, db_labels, database_seen(db_index.numpy(), datamodule),
+    return score_codes(q_codes, db_codes, q_labels, db_labels, database_parts(db_index.numpy(), datamodule),
                        topks=(1000, *datamodule.report_topk))
 
 

@@ -2,9 +2,11 @@
 
 Nothing is retrained: each record's codes.npz is evaluated again with today's evaluation (order-free: the
 expectation over random orders of tied items) and the record's metrics and curves are replaced, atomically.
-Metrics that are not retrieval scores (bit balance, proxy distances, NDCG) stay as they were. Which database
-items the model trained on (for mAP against the seen and the unseen part of the database) comes from the
-codes file when it says so, else from the record's data set and split, read from the data root.
+Metrics that are not retrieval scores (bit balance, proxy distances, NDCG) stay as they were. What each
+database item was to the model (trained on, validation, or neither: for mAP against the seen and the unseen
+part of the database) comes from the codes file when it says so, else from the record's data set and split,
+read from the data root. Rescore where the records are read from: a runs/ folder's record wins over its copy
+under reports/ when a table is rendered.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hashlab.records.codes import CODES_NAME, read_codes
 from hashlab.records.record import RECORD_NAME, read_record
 
 RETRIEVAL_METRICS = ("map", "map_stable", "map_tie_aware", "precision_h2", "map_seen", "map_unseen")
+SEEN_METRICS = ("map_seen", "map_unseen")
 
 
 def is_current(record: dict) -> bool:
@@ -29,20 +32,22 @@ def is_current(record: dict) -> bool:
     return record.get("evaluation", {}).get("version") == EVALUATION["version"]
 
 
-def _seen(record: dict, codes: dict, data_root: str | None, modules: dict) -> np.ndarray | None:
-    if "database_seen" in codes:
-        return codes["database_seen"]
+def _parts(record: dict, codes: dict, data_root: str | None, modules: dict) -> np.ndarray | None:
+    """What each database item was to the model, from the codes file when it says, else from the record's data
+    set and split (None when its data is not here)."""
+    if "database_part" in codes:
+        return codes["database_part"]
     data = record["config"]["data"]
     key = repr(sorted(data.get("init_args", {}).items())) + data["class_path"]
     if key not in modules:
-        module = datamodule_of(record["config"]["data"], data_root)
+        module = datamodule_of(data, data_root)
         if module is not None:
             module.prepare()
         modules[key] = module
-    module = modules[key]
-    if module is None:
+    if modules[key] is None:
         return None
-    return np.isin(codes["database_index"].numpy(), module.split.train)
+    from hashlab.runs.fit import database_parts
+    return database_parts(codes["database_index"].numpy(), modules[key])
 
 
 def rescore_record(path: Path, data_root: str | None = None, modules: dict | None = None) -> dict | None:
@@ -53,11 +58,15 @@ def rescore_record(path: Path, data_root: str | None = None, modules: dict | Non
         warnings.warn(f"{path}: no {codes_path.name} beside it, so it cannot be rescored", stacklevel=2)
         return None
     codes = read_codes(codes_path)
-    seen = _seen(record, codes, data_root, {} if modules is None else modules)
+    parts = _parts(record, codes, data_root, {} if modules is None else modules)
     topks = sorted({int(k.removeprefix("map_at_")) for k in record["metrics"] if k.startswith("map_at_")} | {1000})
     metrics, curves = score_codes(codes["query_codes"], codes["database_codes"], codes["query_labels"],
-                                  codes["database_labels"], seen, topks=topks)
-    kept = {k: v for k, v in record["metrics"].items() if k not in RETRIEVAL_METRICS and not k.startswith("map_at_")}
+                                  codes["database_labels"], parts, topks=topks)
+    drop = RETRIEVAL_METRICS if parts is not None else tuple(m for m in RETRIEVAL_METRICS if m not in SEEN_METRICS)
+    if parts is None and any(m in record["metrics"] for m in SEEN_METRICS):
+        warnings.warn(f"{path}: its data is not here and its codes do not say which items were trained on: "
+                      "map_seen and map_unseen are kept as they were", stacklevel=2)
+    kept = {k: v for k, v in record["metrics"].items() if k not in drop and not k.startswith("map_at_")}
     record["metrics"] = {**metrics, **kept}
     record["curves"] = curves
     record["evaluation"] = EVALUATION
