@@ -191,3 +191,29 @@ def test_the_campaign_refuses_uncommitted_changes_to_the_code_it_runs(tmp_path):
     (tmp_path / "reports/t/table.md").write_text("v3\n")  # the campaign's own commits of reports do not count
     git(tmp_path, "commit", "-q", "-am", "a cell")
     refuse_changed_code(git(tmp_path, "rev-parse", "HEAD~1").strip(), tmp_path)
+
+
+def test_a_terminated_campaign_stops_instead_of_going_on_to_the_next_cell(tmp_path):
+    """`kill <pid>` mid-cell: Lightning turns SIGTERM into an exception that is a SystemExit, which the campaign
+    must not count as one failed cell before starting the next."""
+    import signal
+    import sys
+    import time
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "demo", "tables": ["demo"]}], "tune": []}))
+    hashlab = Path(sys.executable).parent / "hashlab"
+    campaign = subprocess.Popen([str(hashlab), "campaign", "--plan", str(plan), "--runs-dir", str(tmp_path / "runs"),
+                                 "--reports-dir", str(tmp_path / "reports"), "--nice", "0", "--allow-dirty"],
+                                cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in campaign.stdout:
+        lines.append(line)
+        if line.startswith("    epoch "):  # inside the first cell's fit
+            break
+    campaign.send_signal(signal.SIGTERM)
+    start = time.monotonic()
+    rest = campaign.stdout.read()
+    assert campaign.wait(timeout=60) == 143 and time.monotonic() - start < 60
+    started = [line for line in lines + rest.splitlines() if line.startswith("[")]
+    assert len(started) == 1 and "FAILED" not in rest, "".join(lines) + rest

@@ -360,6 +360,14 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
             update_readme(readme, out["dir"].name, out["summary"])
 
 
+def _stop_if_asked(error: BaseException) -> None:
+    """Lightning turns SIGTERM into SIGTERMException, a SystemExit: a `kill` must stop the campaign, not count as
+    one failed cell and move on to the next."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    if isinstance(error, SIGTERMException):
+        raise SystemExit(128 + 15) from error  # the shell's code for a process ended by SIGTERM
+
+
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
                  log=None, commit: bool = False, allow_dirty: bool = False) -> list[Path]:
@@ -410,6 +418,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             try:
                 choice = tune(base, runs_dir, data_root, reports_dir, log=log)
             except (Exception, SystemExit) as error:  # noqa: BLE001 - a failed tuning leaves its cells for later
+                _stop_if_asked(error)
                 log(f"  tuning FAILED: {type(error).__name__}: {error}")
                 traceback.print_exc(file=sys.stderr)
                 failed.update(w.key for w in pending if _base(w.cell.method) == base)
@@ -437,6 +446,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             skipped.add(item.key)
             continue
         except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken cell must not stop the campaign
+            _stop_if_asked(error)
             failed.add(item.key)
             log(f"  FAILED after {active_time() - start:.0f} s: {type(error).__name__}: {error}")
             traceback.print_exc(file=sys.stderr)
