@@ -3,7 +3,8 @@
 #   scripts/local-slurm.sh start    install slurm-wlm + munge when missing, write the config, start the daemons
 #   scripts/local-slurm.sh stop     cancel jobs, stop the daemons
 #   scripts/local-slurm.sh status   sinfo
-# Needs root (it writes /etc/slurm and /etc/munge). The node is this host, with all its CPUs.
+# Needs root (it writes /etc/slurm and /etc/munge). The node is this host, with all its CPUs. A start that has to
+# launch the controller clears its saved queue: jobs left from before a restart are not run again.
 set -euo pipefail
 
 NODE="$(hostname -s)"
@@ -56,8 +57,10 @@ start() {
     install_packages
     write_config
     pgrep -x munged >/dev/null || munged --force
-    pgrep -x slurmctld >/dev/null || slurmctld
-    pgrep -x slurmd >/dev/null || slurmd
+    # -c: start from an empty queue. A machine restored from a disk image (CI) finds the jobs that were running
+    # when the image was taken in the saved state; recovered, they are requeued and hold the CPUs for minutes.
+    pgrep -x slurmctld >/dev/null || slurmctld -c
+    pgrep -x slurmd >/dev/null || slurmd -c
     for _ in $(seq 1 60); do
         if sinfo -h -o "%T" 2>/dev/null | grep -qE "idle|mixed|allocated"; then
             sinfo

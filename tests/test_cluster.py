@@ -104,10 +104,17 @@ def _cluster_or_skip():
 @pytest.fixture(scope="module")
 def slurm_cluster():
     _cluster_or_skip()
+    # the tests time their jobs: a queue that already holds jobs would make them wait for CPUs, not test anything
+    assert not subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip(), \
+        f"the local SLURM cluster is busy with other jobs:\n{_queue()}"
     yield
 
 
-def _wait(job: str, timeout: float = 900) -> str:
+def _queue() -> str:
+    return subprocess.run(["squeue", "-o", "%i %j %T %M %r"], capture_output=True, text=True).stdout
+
+
+def _wait(job: str, timeout: float = 600) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
         state = subprocess.run(["sacct", "-n", "-X", "-j", job, "-o", "State%30"], capture_output=True,
@@ -118,8 +125,9 @@ def _wait(job: str, timeout: float = 900) -> str:
         if not queued and not state:  # no accounting storage: the job is gone from the queue
             return "GONE"
         time.sleep(2)
+    queue = _queue()  # what held it: another job on the CPUs, or a reason SLURM gives
     subprocess.run(["scancel", job])
-    pytest.fail(f"SLURM job {job} did not finish in {timeout} s")
+    pytest.fail(f"SLURM job {job} did not finish in {timeout} s; the queue then:\n{queue}")
 
 
 def _start_now(job: str, timeout: float = 30) -> None:
@@ -167,6 +175,7 @@ def test_requeued_job_resumes_and_finishes(slurm_cluster, tmp_path):
     deadline = time.time() + 600
     while not (run_dir / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
         time.sleep(0.5)
+    assert (run_dir / "checkpoints" / "last.ckpt").exists(), f"no checkpoint after 600 s; the queue:\n{_queue()}"
     assert not (run_dir / "record.json").exists(), "the fit ended before it could be requeued"
     subprocess.run(["scontrol", "requeue", job], check=True)  # as a preemption would, mid-fit
     _start_now(job)
