@@ -30,7 +30,7 @@ for method in dpsh_googlenet dfch fdh_mfe attribute_hash; do
   fit $method-paper --config experiments/methods/$method.yaml "${data[@]}" --model.backbone_pretrained false \
       --model.bits 48 --trainer.max_epochs $epochs
 done
-cpu=(--config experiments/methods/dpsh_googlenet-cpu.yaml "${data[@]}")
+cpu=(--config experiments/methods/dpsh_googlenet.yaml --profile cpu "${data[@]}")
 fit lite0-partial128 "${cpu[@]}"
 fit lite0-finetune128 "${cpu[@]}" --model.mode finetune
 fit lite0-finetune224 "${cpu[@]}" --model.mode finetune --data.image_size 224

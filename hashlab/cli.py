@@ -180,7 +180,7 @@ def dispatch(argv: list[str]) -> None:
         print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}")
         return
     if args.command == "docs":
-        from hashlab.records.profiles import write_blocks
+        from hashlab.reporting.profiles import write_blocks
         for path in write_blocks():
             print(path)
         return

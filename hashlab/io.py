@@ -40,6 +40,12 @@ def write_json_atomic(path: str | Path, payload: dict) -> Path:
     return Path(path)
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
 def copy_atomic(source: str | Path, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)

@@ -2,7 +2,7 @@
 spans the config's max_epochs) and print the validation mAP after each, without evaluating on the
 queries or writing a record. For comparing recipe variants cheaply before a full cell.
 
-    HASHLAB_CACHE=... .venv/bin/python scripts/trial.py --epochs 4 -- --config experiments/methods/dpsh_googlenet-cpu.yaml \\
+    HASHLAB_CACHE=... .venv/bin/python scripts/trial.py --epochs 4 -- --config experiments/methods/dpsh_googlenet.yaml --profile cpu \\
         --data.root ../shared/data/cifar10 --model.init_args.bits 48 --model.init_args.bounded true
 """
 

@@ -35,20 +35,23 @@ class ToyHash(HashingModule):
 def test_a_method_in_its_own_file_registers_itself_and_runs_through_a_table(tmp_path, monkeypatch):
     (tmp_path / "toy_hash.py").write_text(textwrap.dedent(TOY))
     monkeypatch.syspath_prepend(str(tmp_path))
-    config = yaml.safe_load(open("experiments/methods/dpsh_googlenet-demo.yaml"))
-    config["model"] = {"class_path": "toy_hash.ToyHash",
-                       "init_args": {"bits": 16, "backbone": "efficientnet_lite0", "mode": "frozen",
-                                     "optimizer": "adam", "lr": 0.003, "margin": 0.5}}
-    config["trainer"]["max_epochs"] = 3
-    (tmp_path / "toy_hash-demo.yaml").write_text(yaml.safe_dump(config))
+    # its config says only what is its own: the project's demo profile gives the rest
+    (tmp_path / "experiments" / "methods").mkdir(parents=True)
+    (tmp_path / "experiments" / "methods" / "toy_hash.yaml").write_text(textwrap.dedent("""\
+        model.class_path: toy_hash.ToyHash
+        model.margin: {value: 0.5, from: "ours"}
+        demo:
+          trainer.max_epochs: 3
+        """))
     spec = yaml.safe_load(open("experiments/tables/demo.yaml"))
     spec.update(name="toy", bits=[16], curves_at_bits=16,
-                methods=[{"name": "toy_hash", "config": str(tmp_path / "toy_hash-demo.yaml")}])
+                methods=[{"name": "toy_hash", "config": f"{tmp_path}/experiments/methods/toy_hash.yaml --profile demo"}])
     (tmp_path / "toy.yaml").write_text(yaml.safe_dump(spec))
     try:
         reproduce_table(str(tmp_path / "toy.yaml"), runs_dir=tmp_path / "runs")
         assert "toy_hash" in METHODS and METHODS["toy_hash"].kind == "deep"  # registered by its import alone
-        assert "toy_hash" in tuned_methods({"stages": []})  # a deep method is tuned before its cells
+        # a deep method of a planned table is tuned before its cells
+        assert "toy_hash" in tuned_methods({"stages": [{"tables": [str(tmp_path / "toy.yaml")]}]})
         out = render_table(str(tmp_path / "toy.yaml"), runs_dir=tmp_path / "runs", reports_dir=tmp_path / "reports")
         frame = pd.read_csv(tmp_path / "reports" / "toy" / "table.csv")
         assert frame["map"].iloc[0] > 0.3  # ten classes: chance is about 0.1

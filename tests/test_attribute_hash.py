@@ -14,7 +14,7 @@ from hashlab.methods.asymmetric import LearnedDatabaseCodes
 from hashlab.methods.attribute_hash import orthogonality_loss
 from hashlab.runs.fit import resolve_run_dir, run_fit
 
-DEMO = "experiments/methods/attribute_hash-demo.yaml"
+DEMO = ["experiments/methods/attribute_hash.yaml", "--profile", "demo"]
 CHANNELS = 40 + 112 + 1280  # efficientnet_lite0's three tapped stages
 
 
@@ -166,7 +166,7 @@ def test_every_ablation_switch_changes_the_loss():
 def test_asymmetric_fit_lowers_the_loss_and_learns_database_codes(tmp_path, database_codes):
     # evaluating with the pool's codes goes with training against learned ones (ADSH's way)
     pool = "learned" if database_codes == "learned" else "network"
-    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
+    args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
             f"--model.init_args.database_codes={database_codes}", f"--model.init_args.pool_codes={pool}"]
     record = json.loads(run_fit(args).read_text())
     metrics = record["metrics"]

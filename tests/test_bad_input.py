@@ -16,8 +16,8 @@ from PIL import Image
 from hashlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = "experiments/methods/dfch-smoke.yaml"
-DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+SMOKE = ["experiments/methods/dfch.yaml", "--profile", "smoke"]
+DEMO = ["experiments/methods/dpsh_googlenet.yaml", "--profile", "demo"]
 
 
 def fails_with(args: list[str], pattern: str, capsys) -> str:
@@ -35,10 +35,10 @@ def fails_with(args: list[str], pattern: str, capsys) -> str:
 
 
 def test_missing_or_empty_data_root(tmp_path, capsys):
-    fails_with(["fit", "--config", SMOKE, f"--data.root={tmp_path}/absent"],
+    fails_with(["fit", "--config", *SMOKE, f"--data.root={tmp_path}/absent"],
                r"cifar10: folder .*absent does not exist. Pass --data.root", capsys)
     (tmp_path / "empty").mkdir()
-    fails_with(["fit", "--config", SMOKE, f"--data.root={tmp_path}/empty"], r"cifar10: .*empty", capsys)
+    fails_with(["fit", "--config", *SMOKE, f"--data.root={tmp_path}/empty"], r"cifar10: .*empty", capsys)
 
 
 def test_a_malformed_list_file_line_is_named_by_file_and_line(tmp_path, capsys):
@@ -47,7 +47,7 @@ def test_a_malformed_list_file_line_is_named_by_file_and_line(tmp_path, capsys):
     lines = (tmp_path / "train.txt").read_text().splitlines()
     lines[2] = "images/012.jpg 1 0 x 0 0"
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
-    fails_with(["fit", "--config", DEMO, "--data=hashlab.data.ListFile", f"--data.root={tmp_path}"],
+    fails_with(["fit", "--config", *DEMO, "--data=hashlab.data.ListFile", f"--data.root={tmp_path}"],
                r"train\.txt, line 3: labels must be 0/1 integers", capsys)
 
 
@@ -62,14 +62,14 @@ def test_labels_out_of_range_are_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["fit", "--config", DEMO, "--model.init_args.backbone=efficientnet_lite"],
+    (["fit", "--config", *DEMO, "--model.init_args.backbone=efficientnet_lite"],
      r"unknown backbone 'efficientnet_lite' \(did you mean 'efficientnet_lite0'\?\)"),
-    (["fit", "--config", DEMO, "--data.init_args.protocol=digit"], r"unknown protocol 'digit' \(did you mean 'digits'\?\)"),
+    (["fit", "--config", *DEMO, "--data.init_args.protocol=digit"], r"unknown protocol 'digit' \(did you mean 'digits'\?\)"),
     (["reproduce", "--table", "tabel2"], r"no table spec .*tabel2\.yaml \(did you mean 'table2'\?\)"),
     (["reproduce", "--table", "demo", "--methods", "dpsh_googlenet_"],
      r"--methods \['dpsh_googlenet_'\] \(did you mean 'dpsh_googlenet'\?\)"),
-    (["fit", "--config", DEMO, "--model.init_args.bits=0"], r"model\.bits = 0: choose a code length between 4"),
-    (["fit", "--config", DEMO, "--model.init_args.bits=500"], r"model\.bits = 500"),
+    (["fit", "--config", *DEMO, "--model.init_args.bits=0"], r"model\.bits = 0: choose a code length between 4"),
+    (["fit", "--config", *DEMO, "--model.init_args.bits=500"], r"model\.bits = 500"),
 ])
 def test_unknown_names_and_values_out_of_range(args, pattern, capsys, tmp_path):
     fails_with([*args, *([f"--runs_dir={tmp_path}"] if args[0] == "fit" else [])], pattern, capsys)
@@ -77,13 +77,13 @@ def test_unknown_names_and_values_out_of_range(args, pattern, capsys, tmp_path):
 
 def test_an_unknown_method_class_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", DEMO, "--model=hashlab.methods.DPSHGoogleNet"])
+        main(["fit", "--config", *DEMO, "--model=hashlab.methods.DPSHGoogleNet"])
     assert exit_info.value.code == 2  # jsonargparse's usage error: one message, no traceback
     assert "DPSHGoogleNet" in capsys.readouterr().err
 
 
 def test_an_image_size_below_the_backbone_stride(tmp_path, capsys):
-    fails_with(["fit", "--config", DEMO, "--data.init_args.image_size=16", f"--runs_dir={tmp_path}"],
+    fails_with(["fit", "--config", *DEMO, "--data.init_args.image_size=16", f"--runs_dir={tmp_path}"],
                r"data\.image_size = 16: efficientnet_lite0 needs at least 32 px", capsys)
 
 
@@ -148,7 +148,7 @@ def test_an_index_whose_run_changed_since_it_was_built(tmp_path, capsys):
     from hashlab.io import write_json_atomic
     from hashlab.records.record import read_record
     from hashlab.runs.fit import run_fit
-    record = run_fit(["--config", DEMO, "--trainer.max_epochs=1", f"--runs_dir={tmp_path}", "--model.bits=8"])
+    record = run_fit(["--config", *DEMO, "--trainer.max_epochs=1", f"--runs_dir={tmp_path}", "--model.bits=8"])
     paths = write_digit_images(tmp_path / "images", count=20)
     main(["index", "build", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "index"),
           "--run", str(record.parent)])
@@ -169,7 +169,7 @@ def test_the_errors_doc_lists_every_case():
 
 
 def test_a_cli_subprocess_prints_no_traceback_for_a_bad_value(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "hashlab.cli", "fit", "--config", DEMO, "--model.init_args.bits=0",
+    done = subprocess.run([sys.executable, "-m", "hashlab.cli", "fit", "--config", *DEMO, "--model.init_args.bits=0",
                            f"--runs_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: model.bits = 0")

@@ -79,7 +79,7 @@ def test_greedy_sign_passes_the_gradient_straight_through():
 
 @pytest.mark.parametrize("name", SHALLOW + DEEP)
 def test_every_baseline_fits_digits_well_above_chance(name, tmp_path):
-    args = ["--config", f"experiments/methods/{name}-demo.yaml", f"--runs_dir={tmp_path}", "--model.init_args.bits=16"]
+    args = ["--config", f"experiments/methods/{name}.yaml", "--profile", "demo", f"--runs_dir={tmp_path}", "--model.init_args.bits=16"]
     if name in DEEP:
         args.append("--trainer.max_epochs=8")
     record = json.loads(run_fit(args).read_text())
@@ -89,9 +89,9 @@ def test_every_baseline_fits_digits_well_above_chance(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", SHALLOW + DEEP)
-def test_every_baseline_has_its_three_configs_and_doc(name):
-    for suffix in ("", "-cpu", "-demo"):
-        assert (ROOT / "experiments" / "methods" / f"{name}{suffix}.yaml").exists()
+def test_every_baseline_has_its_three_profiles_and_doc(name):
+    from hashlab.configs import method_profiles
+    assert {"paper", "cpu", "demo"} <= set(method_profiles(ROOT / "experiments" / "methods" / f"{name}.yaml"))
     assert (ROOT / "docs" / "methods" / f"{name}.md").exists()
     assert len((ROOT / "hashlab" / "methods" / f"{name}.py").read_text().splitlines()) < 100
 

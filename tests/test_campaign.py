@@ -167,7 +167,7 @@ def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
 def test_the_campaign_refuses_uncommitted_changes_to_the_code_it_runs(tmp_path):
     git(tmp_path, "init", "-q")
     git(tmp_path, "config", "user.email", "test@hashlab"), git(tmp_path, "config", "user.name", "test")
-    for name in ("hashlab/methods/dsh.py", "experiments/methods/dsh-cpu.yaml", "README.md", "reports/t/table.md"):
+    for name in ("hashlab/methods/dsh.py", "experiments/methods/dsh.yaml", "README.md", "reports/t/table.md"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("v1\n")
     git(tmp_path, "add", "-A"), git(tmp_path, "commit", "-q", "-m", "start")
@@ -175,8 +175,8 @@ def test_the_campaign_refuses_uncommitted_changes_to_the_code_it_runs(tmp_path):
     (tmp_path / "README.md").write_text("v2\n")
     (tmp_path / "reports/t/table.md").write_text("v2\n")
     refuse_uncommitted_code(tmp_path)  # documents and reports change while a campaign runs: not code
-    (tmp_path / "experiments/methods/dsh-cpu.yaml").write_text("v2\n")
-    with pytest.raises(CampaignError, match=r"uncommitted changes .*experiments/methods/dsh-cpu.yaml.*Commit them"):
+    (tmp_path / "experiments/methods/dsh.yaml").write_text("v2\n")
+    with pytest.raises(CampaignError, match=r"uncommitted changes .*experiments/methods/dsh.yaml.*Commit them"):
         refuse_uncommitted_code(tmp_path)
     git(tmp_path, "commit", "-q", "-am", "config")
     (tmp_path / "hashlab/methods/new_method.py").write_text("x = 1\n")  # a new file counts too

@@ -16,12 +16,12 @@ from hashlab.records.codes import read_codes
 from hashlab.runs.fit import resolve_run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+DEMO = ["experiments/methods/dpsh_googlenet.yaml", "--profile", "demo"]
 HASHLAB = str(Path(sys.executable).parent / "hashlab")
 
 
 def test_two_process_ddp_fit_evaluates_all_codes_exactly_once(tmp_path):
-    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
+    args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
             "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
     done = subprocess.run([HASHLAB, "fit", *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -148,7 +148,7 @@ def _submit(args: list[str], cwd: Path) -> str:
 
 @pytest.mark.slurm
 def test_ddp_sbatch_trains_across_two_tasks(slurm_cluster, tmp_path):
-    args = ["--config", str(ROOT / DEMO), "--trainer.max_epochs=2", f"--runs_dir={tmp_path / 'runs'}",
+    args = ["--config", str(ROOT / DEMO[0]), *DEMO[1:], "--trainer.max_epochs=2", f"--runs_dir={tmp_path / 'runs'}",
             "--model.bits=16"]
     job = _submit(["--ntasks-per-node=2", f"--output={tmp_path}/job.out",
                    f"--export=ALL,HASHLAB={HASHLAB},ACCELERATOR=cpu", str(ROOT / "sweeps/slurm/ddp.sbatch"), *args],
@@ -164,7 +164,7 @@ def test_ddp_sbatch_trains_across_two_tasks(slurm_cluster, tmp_path):
 @pytest.mark.slurm
 def test_requeued_job_resumes_and_finishes(slurm_cluster, tmp_path):
     epochs = 8  # the requeue lands right after the first epoch's checkpoint: 7 epochs (about 14 s) still to go
-    args = ["--config", str(ROOT / DEMO), f"--trainer.max_epochs={epochs}", f"--runs_dir={tmp_path / 'runs'}",
+    args = ["--config", str(ROOT / DEMO[0]), *DEMO[1:], f"--trainer.max_epochs={epochs}", f"--runs_dir={tmp_path / 'runs'}",
             "--model.bits=16"]
     job = _submit(["--ntasks-per-node=1", f"--output={tmp_path}/job.out",
                    f"--export=ALL,HASHLAB={HASHLAB},ACCELERATOR=cpu", str(ROOT / "sweeps/slurm/ddp.sbatch"), *args],

@@ -20,7 +20,7 @@ from hashlab.runs.fit import resolve_run_dir, run_fit
 from hashlab.runs.tables import render_table
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+DEMO = ["experiments/methods/dpsh_googlenet.yaml", "--profile", "demo"]
 
 
 def quick_table(tmp_path: Path, bits=(8, 12, 16), epochs: int = 2) -> Path:
@@ -104,7 +104,7 @@ def test_a_cell_lock_left_by_a_killed_process_is_free_at_once(tmp_path):
 
 
 def test_a_truncated_last_checkpoint_resumes_from_an_earlier_one(tmp_path):
-    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=12"]
+    args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=12"]
     record_path = run_fit(args)
     run_dir = record_path.parent
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -274,7 +274,7 @@ def test_the_cell_identity_holds_the_data_not_its_path(tmp_path, capsys):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     shutil.copytree(tmp_path / "a", tmp_path / "c")
     next((tmp_path / "c" / "train" / "cat").iterdir()).unlink()
-    smoke = ["--config", "experiments/methods/dfch-smoke.yaml", f"--runs_dir={tmp_path}/runs",
+    smoke = ["--config", "experiments/methods/dfch.yaml", "--profile", "smoke", f"--runs_dir={tmp_path}/runs",
              "--data.init_args.protocol=cifar10-2"]
     a, b, c = (resolve_run_dir([*smoke, f"--data.root={tmp_path / n}"]) for n in "abc")
     assert a == b and a != c
@@ -288,7 +288,7 @@ def test_a_last_checkpoint_naming_a_replaced_best_file_evaluates_the_best_epoch_
     import torch
 
     from hashlab.runs.fit import resolve_run_dir, run_fit
-    args = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--trainer.max_epochs=3",
+    args = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo", "--trainer.max_epochs=3",
             f"--runs_dir={tmp_path}", "--model.bits=12", "--trainer.enable_progress_bar=false"]
     first = read_record(run_fit(args))
     folder = resolve_run_dir(args) / "checkpoints"
@@ -308,7 +308,7 @@ def test_a_cells_times_leave_out_a_pause_and_count_the_attempts_before_a_resume(
     """The campaign is paused with kill -STOP while something else is timed: the record's times leave the
     pause out and say how long it was; a cell resumed after a kill counts its earlier attempt's epochs."""
     from hashlab.runs.fit import resolve_run_dir, run_fit
-    args = ["--config", DEMO, "--trainer.max_epochs=5", f"--runs_dir={tmp_path}", "--model.bits=12"]
+    args = ["--config", *DEMO, "--trainer.max_epochs=5", f"--runs_dir={tmp_path}", "--model.bits=12"]
     run_dir = resolve_run_dir(args)
     last = run_dir / "checkpoints" / "last.ckpt"
     process = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "fit", *args], cwd=ROOT,

@@ -19,7 +19,7 @@ from hashlab.methods import FDHMFE
 from hashlab.runs.fit import resolve_run_dir, run_fit
 from tests.test_training import EpochLosses
 
-DEMO = "experiments/methods/fdh_mfe-demo.yaml"
+DEMO = ["experiments/methods/fdh_mfe.yaml", "--profile", "demo"]
 
 
 @pytest.mark.parametrize("name, taps", [("efficientnet_lite0", [3, 5, 8]), ("resnet18", [2, 3, 4]),
@@ -112,7 +112,7 @@ def test_fdh_mfe_fit_lowers_the_loss_and_records_balance_and_proxies(tmp_path):
 
 
 def test_hashlab_fit_and_explain(tmp_path):
-    args = ["--config", DEMO, "--trainer.max_epochs=3", f"--runs_dir={tmp_path}"]
+    args = ["--config", *DEMO, "--trainer.max_epochs=3", f"--runs_dir={tmp_path}"]
     record = json.loads(run_fit(args).read_text())
     metrics = record["metrics"]
     assert metrics["map"] > 0.5 and 0 <= metrics["bit_balance"] < 0.5

@@ -13,7 +13,7 @@ LAYERS = [
     {"records"},
     {"data", "backbones", "losses"},
     {"features"},
-    {"methods"},
+    {"methods", "configs"},
     {"reporting"},
     {"runs", "explain"},
     {"search"},

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("method", ["crow_itq", "pwa_itq"])
 def test_pooled_itq_fits_without_epochs_and_beats_chance(method, tmp_path):
-    record_path = run_fit(["--config", str(ROOT / f"experiments/methods/{method}-demo.yaml"), f"--runs_dir={tmp_path}",
+    record_path = run_fit(["--config", str(ROOT / f"experiments/methods/{method}.yaml"), "--profile", "demo", f"--runs_dir={tmp_path}",
                            "--model.bits=16"])
     record = json.loads(record_path.read_text())
     assert record["method"] == method and record["epochs"] == 0

@@ -14,7 +14,7 @@ from hashlab.runs.fit import run_fit
 ROOT = Path(__file__).resolve().parents[1]
 # a small partial-mode cell: the late stages are trained on cached early-stage maps, with the head's dropout
 # and the cached-map flips drawing random numbers every step
-PARTIAL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--trainer.max_epochs=2", "--model.bits=16",
+PARTIAL = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo", "--trainer.max_epochs=2", "--model.bits=16",
            "--model.init_args.mode=partial", "--model.init_args.frozen_stages=7", "--data.image_size=64",
            "--model.init_args.head_hidden=64", "--model.init_args.head_dropout=0.2",
            "--trainer.enable_progress_bar=false"]

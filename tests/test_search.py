@@ -229,7 +229,7 @@ def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
     from hashlab.runs.fit import run_fit
     from hashlab.search.encoders import RunEncoder
     images, _, _ = collection
-    record = run_fit(["--config", str(ROOT / "experiments/methods/dpsh_googlenet-demo.yaml"),
+    record = run_fit(["--config", str(ROOT / "experiments/methods/dpsh_googlenet.yaml"), "--profile", "demo",
                       "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
                       "--trainer.enable_progress_bar=false"])
     encoder = RunEncoder(record.parent)

@@ -13,7 +13,7 @@ from hashlab.methods import DPSHGoogLeNet
 from hashlab.methods.base import NonFiniteLossError
 from hashlab.runs.fit import resolve_run_dir, run_fit
 
-DEMO = "experiments/methods/dpsh_googlenet-demo.yaml"
+DEMO = ["experiments/methods/dpsh_googlenet.yaml", "--profile", "demo"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,7 +61,7 @@ def test_bad_bits_and_nan_loss_get_clear_errors():
 
 
 def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
-    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16"]
+    args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16"]
     path = run_fit(args)
     assert path == resolve_run_dir(args) / "record.json"
     record = json.loads(path.read_text())
@@ -89,7 +89,7 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
 
 def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a relative runs_dir, as `make reproduce` uses
-    args = ["--config", str(ROOT / DEMO), "--trainer.max_epochs=3", "--runs_dir=runs", "--model.bits=16"]
+    args = ["--config", str(ROOT / DEMO[0]), *DEMO[1:], "--trainer.max_epochs=3", "--runs_dir=runs", "--model.bits=16"]
     record = json.loads(run_fit(args).read_text())
     chosen, history = record["evaluated_checkpoint"], record["val_map_by_epoch"]
     assert chosen["selection"].startswith("best validation mAP") and len(history) == 3
@@ -103,7 +103,7 @@ def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path, monke
 
 def test_partial_mode_caches_early_stages_and_trains_only_the_late_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
-    args = ["--config", DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
+    args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=16",
             "--model.init_args.mode=partial", "--model.init_args.frozen_stages=7", "--data.image_size=64"]
     record = json.loads(run_fit(args).read_text())
     assert record["mode"] == "partial" and record["metrics"]["map"] > 0.3
@@ -178,7 +178,7 @@ def test_partial_mode_checks_the_cut():
 
 
 def test_validation_every_k_epochs_and_always_after_the_last(tmp_path):
-    args = ["--config", DEMO, "--trainer.max_epochs=7", f"--runs_dir={tmp_path}", "--model.bits=16",
+    args = ["--config", *DEMO, "--trainer.max_epochs=7", f"--runs_dir={tmp_path}", "--model.bits=16",
             "--model.init_args.validate_every=3"]
     record = json.loads(run_fit(args).read_text())
     epochs = [epoch for epoch, _ in torch.load(resolve_run_dir(args) / "checkpoints" / "last.ckpt",
@@ -219,13 +219,13 @@ def test_last_checkpoint_after_every_epoch_even_between_validations(tmp_path):
 def test_the_paper_profile_puts_the_hash_layer_on_the_backbone_features_as_the_patent_does():
     """dpsh_googlenet's patent replaces GoogLeNet's classifier with the hash layer: no BatchNorm before it,
     GoogLeNet's own dropout kept; the cpu profile's extra layers are ours and its config names them."""
-    import yaml
-    paper = yaml.safe_load((ROOT / "experiments/methods/dpsh_googlenet.yaml").read_text())["model"]["init_args"]
+    from hashlab.configs import compose
+    paper = compose(ROOT / "experiments/methods/dpsh_googlenet.yaml", "paper")["model"]["init_args"]
     head = DPSHGoogLeNet(bits=48, backbone_pretrained=False, head_batchnorm=paper["head_batchnorm"],
                          head_dropout=paper["head_dropout"], head_hidden=paper.get("head_hidden", 0)).head
     kinds = [type(layer).__name__ for layer in head]
     assert kinds == ["Dropout", "Linear", "Tanh"] and head[0].p == 0.2
-    cpu = yaml.safe_load((ROOT / "experiments/methods/dpsh_googlenet-cpu.yaml").read_text())["model"]["init_args"]
+    cpu = compose(ROOT / "experiments/methods/dpsh_googlenet.yaml", "cpu")["model"]["init_args"]
     assert cpu["head_batchnorm"] is True and cpu["head_hidden"] == 1024
 
 

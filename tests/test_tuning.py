@@ -2,6 +2,7 @@
 the demo table's cell on the digits data)."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from hashlab.runs.tuning import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-CELL = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.init_args.bits=16",
+CELL = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo", "--model.init_args.bits=16",
         "--trainer.max_epochs=6", "--seed_everything=0"]
 
 
@@ -97,21 +98,28 @@ def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_
     assert resumed["val_map_by_epoch"] == straight["val_map_by_epoch"]
 
 
-def test_the_choice_goes_into_the_config_with_where_it_came_from(tmp_path):
-    config = tmp_path / "dsh-cpu.yaml"
-    config.write_text((ROOT / "experiments" / "methods" / "dsh-cpu.yaml").read_text())
+def test_the_choice_goes_into_the_tuned_file_with_where_it_came_from(tmp_path):
+    import yaml
+
+    from hashlab.configs import compose, provenance
+    root = tmp_path / "experiments"
+    shutil.copytree(ROOT / "experiments" / "methods", root / "methods")
+    shutil.copytree(ROOT / "experiments" / "profiles", root / "profiles")
+    (root / "tuned.yaml").write_text(yaml.safe_dump({"dpsh": {"cpu": {"model.lr": 0.5}}}))
     choice = {"sweep": "sweeps/tune-dsh.yaml", "chosen": {"model.init_args.lr": 3e-05, "model.init_args.backbone_lr": 0.001},
               "val_map": 0.8123, "epochs": 6, "budget": budget(), "runner_up": {"model.init_args.lr": 0.003,
                                                              "model.init_args.backbone_lr": 0.001},
               "runner_up_val_map": 0.8011}
-    write_choice("dsh", choice, config)
-    import yaml
-    loaded = yaml.safe_load(config.read_text())["model"]["init_args"]
-    assert loaded["lr"] == 3e-05 and loaded["backbone_lr"] == 0.001  # a float, not the string YAML 1.1 makes of 3e-05
-    line = next(text for text in config.read_text().splitlines() if text.strip().startswith("lr:"))
-    assert "ours, tuned (sweeps/tune-dsh.yaml, 16 trials): validation mAP 0.812" in line and "runner-up lr=0.003" in line
-    write_choice("dsh", {**choice, "chosen": {"model.init_args.alpha": True}}, config)  # a boolean reads back as one
-    assert yaml.safe_load(config.read_text())["model"]["init_args"]["alpha"] is True
+    write_choice("dsh", choice, root / "tuned.yaml")
+    config = compose(root / "methods" / "dsh.yaml", "cpu")["model"]["init_args"]
+    assert config["lr"] == 3e-05 and config["backbone_lr"] == 0.001  # a float, not the string YAML 1.1 makes of 3e-05
+    label = provenance(root / "methods" / "dsh.yaml", "cpu")["model.lr"]
+    assert "ours, tuned (sweeps/tune-dsh.yaml, 16 trials): validation mAP 0.812" in label and "runner-up lr=0.003" in label
+    write_choice("dsh", {**choice, "chosen": {"model.init_args.alpha": True}}, root / "tuned.yaml")
+    config = compose(root / "methods" / "dsh.yaml", "cpu")["model"]["init_args"]
+    assert config["alpha"] is True and config["lr"] == 3e-05  # a boolean reads back as one; the earlier choice stays
+    assert yaml.safe_load((root / "tuned.yaml").read_text())["dpsh"] == {"cpu": {"model.lr": 0.5}}  # others untouched
+    assert compose(root / "methods" / "dsh.yaml", "paper")["model"]["init_args"]["lr"] == 0.01  # only the cpu profile
 
 
 def test_a_round_compares_its_points_at_its_own_epochs():

@@ -426,7 +426,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"  chose {choice['chosen']} (validation mAP {choice['val_map']:.4f}); wrote its cpu config")
             # the method's next cells run the new config: it must be committed before they run (a record names
             # the commit it came from)
-            changed = [Path(f"experiments/methods/{base}-cpu.yaml"), Path(reports_dir) / f"tune-{base}",
+            changed = [Path("experiments/tuned.yaml"), Path(reports_dir) / f"tune-{base}",
                        Path(reports_dir) / "tuning.md", Path(f"docs/methods/{base}.md")]
             if commit:
                 why_not = git_commit(changed, f"tune {base}: {choice['budget']['trials']} trials on validation, chose "

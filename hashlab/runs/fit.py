@@ -34,6 +34,7 @@ from hashlab.records.wandb_runs import log_record
 
 class HashlabCLI(LightningCLI):
     parse_only = False  # set on a subclass to resolve the config and run directory without building anything
+    read_data = True  # False: resolve the config alone, without the data's fingerprint (no data needed)
 
     def instantiate_classes(self):
         if not self.parse_only:
@@ -48,6 +49,8 @@ class HashlabCLI(LightningCLI):
     def before_instantiate_classes(self):
         config = self.config
         self.resolved = config.clone().as_dict()
+        if not self.read_data:
+            return
         self.data_fingerprint = data_fingerprint(self.resolved["data"])
         self.config_hash = config_hash(self.resolved, self.data_fingerprint)
         self.run_dir = run_directory(self.resolved, self.config_hash)
@@ -142,18 +145,27 @@ class _ParseOnlyCLI(HashlabCLI):
     parse_only = True
 
 
+class _ConfigOnlyCLI(_ParseOnlyCLI):
+    read_data = False
+
+
+def resolve_config(args: list[str]) -> dict:
+    """The config a `hashlab fit` command line resolves to, without reading its data (which may not be here)."""
+    return _parse_only(args, _ConfigOnlyCLI).resolved
+
+
 def resolve_run_dir(args: list[str]) -> Path:
     """The run directory a `hashlab fit` command line would use, without building model or data."""
     return _parse_only(args).run_dir
 
 
-def _parse_only(args: list[str]) -> HashlabCLI:
+def _parse_only(args: list[str], cli_class: type[HashlabCLI] = _ParseOnlyCLI) -> HashlabCLI:
     import logging
     seed_log = logging.getLogger("lightning.fabric.utilities.seed")
     level = seed_log.level
     seed_log.setLevel(logging.WARNING)  # resolving a table's cells would print "Seed set to 0" once per cell
     try:
-        return build_cli(args, cli_class=_ParseOnlyCLI)
+        return build_cli(args, cli_class=cli_class)
     finally:
         seed_log.setLevel(level)
 
@@ -163,6 +175,8 @@ def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> Hash
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     # a closed-form method (lsh, itq, sdh, ...) fits in setup and has no optimizer, on purpose
     warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
+    from hashlab.configs import expand_args
+    args = expand_args(args)  # a method file and --profile -> the one composed config
     return cli_class(
         HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
         seed_everything_default=0, save_config_callback=None,

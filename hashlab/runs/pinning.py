@@ -31,13 +31,15 @@ def tiny_cells(work_dir: Path) -> dict[str, list[str]]:
     cells = {}
     for method, cls in METHODS.items():
         if issubclass(cls, ClosedFormHashing):  # fitted in closed form, no epochs
-            cells[method] = ["--config", f"experiments/methods/{method}-demo.yaml", *common]
+            cells[method] = ["--config", f"experiments/methods/{method}.yaml", "--profile", "demo", *common]
         elif method == "dfch":
             mosaics = write_digit_mosaics(work_dir / "mosaics", num_images=400, num_queries=60, num_train=200)
-            cells[method] = ["--config", "experiments/methods/dfch-mosaics.yaml", f"--data.root={mosaics}", *quick]
+            cells[method] = ["--config", "experiments/methods/dfch.yaml", "--profile", "mosaics", f"--data.root={mosaics}",
+                             *quick]
         else:
-            cells[method] = ["--config", f"experiments/methods/{method}-demo.yaml", *quick]
-    cells[LATE_STAGES] = ["--config", "experiments/methods/dpsh_googlenet-demo.yaml", "--model.init_args.mode=partial",
+            cells[method] = ["--config", f"experiments/methods/{method}.yaml", "--profile", "demo", *quick]
+    cells[LATE_STAGES] = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo",
+                          "--model.init_args.mode=partial",
                           "--model.init_args.frozen_stages=5", "--data.image_size=64", *quick]
     return cells
 

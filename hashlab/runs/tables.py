@@ -181,6 +181,26 @@ def _method_config(method: dict, profile: str, spec: dict) -> str | None:
     return configs.get(profile)
 
 
+def _has_profile(config: str, profile: str) -> bool:
+    import shlex
+
+    from hashlab.configs import is_method_file, method_profiles
+    path, *rest = shlex.split(str(config))
+    return "--profile" in rest or not is_method_file(path) or profile in method_profiles(path)
+
+
+def _config_args(config: str, profile: str) -> list[str]:
+    """A spec's config: a method file (its section for the table's profile, or the one `--profile` names) or a
+    complete config file."""
+    import shlex
+
+    from hashlab.configs import is_method_file
+    path, *rest = shlex.split(str(config))
+    if is_method_file(path) and "--profile" not in rest:
+        rest += ["--profile", profile]
+    return ["--config", path, *rest]
+
+
 def _data_location(dataset: dict, data_root: str | None) -> tuple[str | None, str]:
     """(the data set's folder or None when it is embedded, why it is missing or '')."""
     folder = dataset.get("folder")
@@ -209,7 +229,7 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
             estimate = estimate.get(profile, DEFAULT_ESTIMATE_MIN)
         for dataset in spec["datasets"]:
             folder, missing = _data_location(dataset, data_root)
-            if config is None:
+            if config is None or not _has_profile(config, profile):
                 missing = f"method {method['name']} has no config for profile {profile}"
             # a row that means nothing on a data set (an ablation of multi-label similarity on single-label data)
             skip = (method.get("skip_datasets") or {}).get(dataset["name"])
@@ -221,7 +241,7 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
                 # a method may run more seeds at some bit lengths (table 2: three seeds at 48 bits)
                 more = (method.get("seeds_at_bits") or {}).get(bits, [])
                 for seed in seeds if seeds is not None else sorted({*spec["seeds"], *more}):
-                    args = ["--config", str(config)]
+                    args = _config_args(config, profile)
                     if dataset.get("data"):
                         args.append(f"--data={dataset['data']}")
                     if folder:

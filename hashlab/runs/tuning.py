@@ -1,7 +1,7 @@
 """Tuning a method's cpu profile on validation before its table cells run: its learning rates and every loss
 weight its source does not fix, with the same budget for every method.
 
-    hashlab tune dsh                 run (or resume) sweeps/tune-dsh.yaml; write the choice into dsh-cpu.yaml
+    hashlab tune dsh                 run (or resume) sweeps/tune-dsh.yaml; write the choice into experiments/tuned.yaml
     hashlab tune dsh --dry-run       the trials and what each round keeps
 
 A tuning sweep (sweeps/tune-<method>.yaml, a W&B random-search sweep file that `wandb sweep` also takes) names
@@ -14,8 +14,8 @@ checkpoints: a trial's epochs depend on (seed, epoch) alone, so a resumed trial 
 been), and so on. A trial is scored by order-free validation mAP (validation items against a validation
 database shaped like the test's), never by the queries: the trials never run the test phase at all.
 
-The best point's values go into experiments/methods/<method>-cpu.yaml, labelled "ours, tuned" with the sweep
-file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv, table.md,
+The best point's values go into experiments/tuned.yaml under the method's cpu profile, labelled "ours, tuned"
+with the sweep file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv, table.md,
 choice.json and one trial.json per trial) so that a fresh clone knows the method is tuned. A choice made
 under another results version or another budget is not a choice any more: the method is tuned again.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import yaml
@@ -81,7 +80,7 @@ def tuning_sweep(method: str, space: dict | None = None, bits: int = 48) -> dict
         "metric": {"name": "val/map", "goal": "maximize"},
         "early_terminate": {"type": "hyperband", "min_iter": ROUNDS[0], "eta": 3},
         "parameters": dict(space or DEFAULT_SPACE),
-        "command": ["${env}", "hashlab", "fit", "--config", f"experiments/methods/{method}-cpu.yaml",
+        "command": ["${env}", "hashlab", "fit", "--config", f"experiments/methods/{method}.yaml", "--profile", "cpu",
                     f"--model.init_args.bits={bits}", "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
                     "${args}"],
     }
@@ -367,7 +366,7 @@ def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
         f"space), successive halving over {plan['rounds']} epochs keeping {plan['keep']}, {epochs_trained(plan)} "
         "trained epochs in all. Scored by order-free validation mAP (validation items vs a validation database shaped "
         "like the test's; the query set is never used). \"the config before\": the validation mAP of the values the "
-        "config had (the first trial). The chosen values are in experiments/methods/<method>-cpu.yaml, labelled "
+        "config had (the first trial). The chosen values are in experiments/tuned.yaml, labelled "
         "\"ours, tuned\". Rendered from reports/tune-<method>/ by `hashlab tune METHOD --render`; do not edit.\n\n"
         + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n" + _rank_agreement(reports_dir)
         + _stable_trials_note(reports_dir))
@@ -455,36 +454,32 @@ def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
     return choice
 
 
-def _yaml_value(value) -> str:
-    """A value as YAML 1.1 (PyYAML) reads it back: 3e-05 as 3.0e-05 (the exponent form needs a dot), booleans as
-    true / false."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    if isinstance(value, float) and "e" in text and "." not in text.split("e")[0]:
-        return text.replace("e", ".0e", 1)
-    return text
+def setting_name(name: str) -> str:
+    """A LightningCLI option ("model.init_args.lr") as the configs' dotted setting ("model.lr")."""
+    return name.replace(".init_args.", ".")
 
 
-def write_choice(method: str, choice: dict, config: Path | None = None) -> Path:
-    """Put the chosen values into the method's cpu config, each line labelled with where it came from."""
-    path = config or Path(f"experiments/methods/{method}-cpu.yaml")
-    text = path.read_text()
+def write_choice(method: str, choice: dict, tuned_file: Path | None = None, profile: str = "cpu") -> Path:
+    """Put the chosen values into experiments/tuned.yaml (hashlab/configs.py), each with where it came from; the
+    method's other profiles and the other methods' choices stay as they are."""
+    from hashlab.configs import TUNED_NAME, tuned_text
+    from hashlab.io import write_text_atomic
+    path = tuned_file or Path("experiments") / TUNED_NAME
+    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
     runner = (f"runner-up {_point_text(choice['runner_up'])} {choice['runner_up_val_map']:.3f}"
               if choice.get("runner_up") else "no runner-up")
+    note = (f"ours, tuned ({choice['sweep']}, {choice.get('budget', {}).get('trials', '?')} trials): validation "
+            f"mAP {choice['val_map']:.3f} after {choice['epochs']} epochs; {runner}")
+    section = data.setdefault(method, {}).setdefault(profile, {}) or {}
     for name, value in choice["chosen"].items():
-        key = name.rsplit(".", 1)[-1]
-        pattern = re.compile(rf"^(\s+){re.escape(key)}:[^\n]*$", re.MULTILINE)
-        if not pattern.search(text):
-            raise TuningError(f"{path}: no line `{key}:` to put the swept value into")
-        note = (f"# ours, tuned ({choice['sweep']}, {choice.get('budget', {}).get('trials', '?')} trials): validation "
-                f"mAP {choice['val_map']:.3f} after {choice['epochs']} epochs; {runner}")
-        # the comment column of the hand-written configs (34), the value padded up to it
-        value = _yaml_value(value)
-        text = pattern.sub(lambda m, k=key, v=value, n=note:
-                           f"{m.group(1)}{k}: {v:<{max(1, 33 - len(m.group(1)) - len(k) - 2)}} {n}", text, count=1)
-    path.write_text(text)
-    if config is None:  # the method doc's cpu-profile block is generated from this config
-        from hashlab.records.profiles import write_blocks
+        section[setting_name(name)] = {"value": value, "from": note}
+    data[method][profile] = section
+    write_text_atomic(path, tuned_text(data, TUNED_HEADER))
+    if tuned_file is None:  # the method doc's cpu-profile block is generated from the composed config
+        from hashlab.reporting.profiles import write_blocks
         write_blocks([method])
     return path
+
+
+TUNED_HEADER = ("# Written by `hashlab tune <method>` (reports/tune-<method>/): per method and profile, the values chosen on\n"
+                "# validation. They win over the method's file (hashlab/configs.py).\n")

@@ -1,0 +1,251 @@
+"""Configs composed from what differs: a profile file says what every method of a profile shares, a method file
+says only what is the method's, and a tuning writes its choice to a file of its own.
+
+    experiments/profiles/<profile>.yaml   settings for every method, then a section per kind (deep, closed-form, ...)
+    experiments/methods/<method>.yaml     settings for every profile, then a section per profile the method runs in
+    experiments/tuned.yaml                written by `hashlab tune`: per method and profile, the values chosen
+
+A setting is dotted ("model.lr", "data.batch_size", "trainer.max_epochs") and maps to a value, or to
+``{value: ..., from: "..."}`` where its provenance is worth saying ("paper: ...", "ours: ..."; the docs' tables
+read these labels). Later layers win: the profile (every method, then the method's kind) < the method file (every
+profile, then the profile's section) < its tuned values; what no layer sets is the class's default. A
+`hashlab fit` command line names a method file and a profile (``--config experiments/methods/dsh.yaml --profile
+cpu``); :func:`expand_args` turns that into the one complete config LightningCLI reads.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from hashlab.errors import HashlabError
+
+KINDS = ("deep", "closed-form", "unsupervised")
+SECTIONS = ("seed_everything", "model", "data", "trainer")
+TUNED_NAME = "tuned.yaml"  # beside methods/ and profiles/
+PROFILES_DIR = Path("experiments/profiles")
+
+
+class ConfigError(HashlabError):
+    pass
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def is_method_file(path: str | Path) -> bool:
+    """A method file has profile sections; a complete LightningCLI config (seed_everything, model, data, ...)
+    does not."""
+    path = Path(path)
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return False
+    data = _read(path)
+    return bool(data) and not (set(data) & {"model", "data", "trainer", "seed_everything"})
+
+
+def _setting(key: str) -> bool:
+    return "." in key or key == "seed_everything"
+
+
+def _shared(data: dict) -> dict:
+    """The file's top-level settings (for every profile, or every method), apart from its sections."""
+    return {k: v for k, v in data.items() if _setting(k)}
+
+
+def method_profiles(path: str | Path) -> list[str]:
+    return [name for name in _read(Path(path)) if not _setting(name)]
+
+
+def _split(section: dict, where: str) -> tuple[dict, dict]:
+    """{setting: value}, {setting: provenance label} of one section."""
+    values, labels = {}, {}
+    for key, entry in (section or {}).items():
+        if key.split(".")[0] not in SECTIONS:
+            raise ConfigError(f"{where}: setting {key!r} names no section; settings are dotted under "
+                              f"{', '.join(SECTIONS)} (model.lr, data.batch_size, trainer.max_epochs)")
+        if isinstance(entry, dict) and "value" in entry:
+            unknown = set(entry) - {"value", "from"}
+            if unknown:
+                raise ConfigError(f"{where}: setting {key!r} has {sorted(unknown)}; a labelled setting is "
+                                  "{value: ..., from: \"paper: ...\"}")
+            values[key] = entry["value"]
+            if entry.get("from"):
+                labels[key] = entry["from"]
+        elif isinstance(entry, dict) and "from" in entry and len(entry) == 1:
+            labels[key] = entry["from"]  # a label for a value a lower layer sets
+        else:
+            values[key] = entry
+    return values, labels
+
+
+def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
+    method = _read(path)
+    if profile not in method:
+        raise ConfigError(f"{path} has no profile {profile!r}; its profiles are "
+                          f"{', '.join(method_profiles(path)) or 'none'}")
+    profile_path = path.parent.parent / "profiles" / f"{profile}.yaml"
+    if not profile_path.parent.is_dir():  # a method file of a user's own folder takes the project's profiles
+        profile_path = PROFILES_DIR / f"{profile}.yaml"
+    shared = _read(profile_path) if profile_path.exists() else {}
+    unknown = {k for k in shared if not _setting(k)} - set(KINDS)
+    if unknown:
+        raise ConfigError(f"{profile_path}: unknown section(s) {sorted(unknown)}; a profile has settings for every "
+                          f"method, then one section per kind of method ({', '.join(KINDS)})")
+    tuned_path = path.parent.parent / TUNED_NAME
+    tuned = (_read(tuned_path) if tuned_path.exists() else {}).get(path.stem) or {}
+    return [(f"{profile_path}", _shared(shared)), (f"{profile_path} ({kind})", shared.get(kind)),
+            (f"{path}", _shared(method)), (f"{path} ({profile})", method.get(profile)),
+            (f"{tuned_path} ({path.stem}, {profile})", tuned.get(profile))]
+
+
+def method_class_path(method_id: str) -> str:
+    from hashlab.methods import METHODS
+    if method_id not in METHODS:
+        from hashlab.errors import close_matches
+        raise ConfigError(f"experiments/methods/{method_id}.yaml: no registered method {method_id!r}"
+                          f"{close_matches(method_id, list(METHODS))}; the file's name is the method's id")
+    cls = METHODS[method_id]
+    package = "hashlab.methods"
+    return f"{package}.{cls.__name__}" if cls.__module__.startswith(package + ".") else f"{cls.__module__}.{cls.__name__}"
+
+
+def _method_class(path: Path) -> tuple[str, type]:
+    """The method's class path and class: the registry's entry for the file's name, or the class a file of a
+    method outside the package names (``model.class_path: my_module.MyHash``), imported here so it registers."""
+    from hashlab.objects import class_of
+    given = _read(path).get("model.class_path")
+    if given:
+        return given, class_of(given)
+    from hashlab.methods import METHODS
+    class_path = method_class_path(path.stem)
+    return class_path, METHODS[path.stem]
+
+
+@lru_cache(maxsize=256)
+def _composed(path: str, profile: str, stamp: float) -> tuple[dict, dict, dict]:
+    class_path, cls = _method_class(Path(path))
+    values: dict = {}
+    labels: dict = {}
+    for where, section in _layers(Path(path), profile, cls.kind):
+        layer_values, layer_labels = _split(section, where)
+        values.update(layer_values)
+        labels.update(layer_labels)
+    values.pop("model.class_path", None)
+    settings = dict(values)
+    config: dict = {"seed_everything": values.pop("seed_everything", 0),
+                    "model": {"class_path": class_path, "init_args": {}}}
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        if section in ("model", "data"):
+            entry = config.setdefault(section, {"init_args": {}})
+            if name == "class_path":
+                entry["class_path"] = value
+            else:
+                entry["init_args"][name] = value
+        else:
+            config.setdefault(section, {})[name] = value
+    if "data" in config and "class_path" not in config["data"]:
+        raise ConfigError(f"{path}, profile {profile}: no layer sets data.class_path (the data set's class)")
+    return config, labels, settings
+
+
+def compose(path: str | Path, profile: str) -> dict:
+    """The complete LightningCLI config of a method in a profile."""
+    path = Path(path)
+    return _copy(_composed(str(path), profile, _stamp(path))[0])
+
+
+def provenance(path: str | Path, profile: str) -> dict[str, str]:
+    """Dotted setting -> where its value comes from ("paper: ...", "ours: ..."), for the settings labelled."""
+    path = Path(path)
+    return dict(_composed(str(path), profile, _stamp(path))[1])
+
+
+def settings(path: str | Path, profile: str) -> list[tuple[str, object, str]]:
+    """(dotted setting, value, where it comes from) for every value a layer sets, the classes' defaults aside."""
+    path = Path(path)
+    _, labels, values = _composed(str(path), profile, _stamp(path))
+    return [(key, value, labels.get(key, "")) for key, value in values.items()]
+
+
+def _stamp(path: Path) -> float:
+    """Files' modification times: a tuning that rewrites a file is seen by the next cell of the same process."""
+    root = path.parent.parent
+    files = [path, root / TUNED_NAME, *(root / "profiles").glob("*.yaml")]
+    return sum(f.stat().st_mtime_ns for f in files if f.exists())
+
+
+def _copy(config: dict) -> dict:
+    return yaml.safe_load(yaml.safe_dump(config))
+
+
+def expand_args(args: list[str]) -> list[str]:
+    """``--config <method file> --profile <name>`` -> ``--config <the composed YAML>``; other arguments, and
+    --config with a complete config file, pass through unchanged."""
+    args = list(args)
+    profile = None
+    for flag in ("--profile",):
+        for i, arg in enumerate(args):
+            if arg == flag and i + 1 < len(args):
+                profile = args[i + 1]
+                del args[i:i + 2]
+                break
+            if arg.startswith(flag + "="):
+                profile = arg.split("=", 1)[1]
+                del args[i]
+                break
+    out, expanded = [], False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = None
+        if arg == "--config" and i + 1 < len(args):
+            value, step = args[i + 1], 2
+        elif arg.startswith("--config="):
+            value, step = arg.split("=", 1)[1], 1
+        if value is not None and is_method_file(value):
+            if profile is None:
+                raise ConfigError(f"{value} is a method file: add --profile, one of "
+                                  f"{', '.join(method_profiles(value))}")
+            out += ["--config", yaml.safe_dump(compose(value, profile), sort_keys=False)]
+            expanded = True
+            i += step
+            continue
+        out.append(arg)
+        i += 1
+    if profile is not None and not expanded:
+        raise ConfigError(f"--profile {profile} is given, but no --config names a method file (experiments/methods/)")
+    return out
+
+
+def _scalar(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+
+
+def setting_line(key: str, entry, indent: str = "") -> str:
+    """One setting on one line, as the config files write it: ``key: value`` or ``key: {value: v, from: "..."}``."""
+    import json
+    if isinstance(entry, dict) and "value" in entry:
+        label = f", from: {json.dumps(entry['from'], ensure_ascii=False)}" if entry.get("from") else ""
+        return f"{indent}{key}: {{value: {_scalar(entry['value'])}{label}}}"
+    return f"{indent}{key}: {_scalar(entry)}"
+
+
+def tuned_text(tuned: dict, header: str) -> str:
+    """experiments/tuned.yaml's text: per method and profile, one line per setting."""
+    lines = [header.rstrip("\n")]
+    for method in sorted(tuned):
+        lines.append(f"{method}:")
+        for profile, section in (tuned[method] or {}).items():
+            lines.append(f"  {profile}:")
+            lines += [setting_line(key, entry, "    ") for key, entry in (section or {}).items()]
+    return "\n".join(lines) + "\n"

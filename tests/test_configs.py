@@ -1,0 +1,81 @@
+"""Configs composed from a profile, a method file and the tuned values (hashlab/configs.py): every committed cell keeps
+its identity, the files say only what differs, and a config that cannot compose says why."""
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from hashlab.configs import ConfigError, compose, expand_args, provenance
+from hashlab.records.record import config_hash
+from hashlab.runs.fit import resolve_config
+from hashlab.runs.tables import TABLES_DIR, cells, load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+# one cell per table, profile, row and data set, as each resolved when every method/profile pair was a file of its own
+BEFORE = json.loads((ROOT / "tests" / "config_hashes.json").read_text())
+
+
+def test_every_table_cell_resolves_to_the_config_it_had_before_the_configs_were_composed(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    now = {}
+    for path in sorted(TABLES_DIR.glob("*.yaml")):
+        spec = load_spec(str(path))
+        if spec.get("kind") == "datasets":
+            continue
+        for profile in spec["profiles"]:
+            for cell in cells(spec, "runs", profile):
+                key = f"{spec['name']} {profile} {cell.method} {cell.dataset} {cell.bits}b seed{cell.seed}"
+                if key in BEFORE:
+                    args = [a for a in cell.args if not a.startswith("--data.root=")]
+                    now[key] = config_hash(resolve_config(args), None)
+    assert set(now) == set(BEFORE), sorted(set(now) ^ set(BEFORE))[:5]
+    changed = [key for key in BEFORE if now[key] != BEFORE[key]]
+    assert not changed, f"{len(changed)} cells changed identity (their records would be orphaned): {changed[:5]}"
+
+
+def test_method_and_profile_configs_say_each_thing_once():
+    """At most 35 % of the non-comment lines of the method, profile and tuned configs repeat in another of them."""
+    files = [*sorted((ROOT / "experiments" / "methods").glob("*.yaml")),
+             *sorted((ROOT / "experiments" / "profiles").glob("*.yaml")), ROOT / "experiments" / "tuned.yaml"]
+    where, lines = defaultdict(set), []
+    for path in files:
+        for line in path.read_text().splitlines():
+            text = line.strip()
+            if text and not text.startswith("#"):
+                where[text].add(path)
+                lines.append(text)
+    repeated = sum(len(where[text]) > 1 for text in lines)
+    assert repeated / len(lines) <= 0.35, f"{repeated} of {len(lines)} lines repeat in another config"
+
+
+def test_a_value_comes_from_its_layer_with_its_label(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cpu = compose("experiments/methods/dpsh_googlenet.yaml", "cpu")
+    assert cpu["model"]["class_path"] == "hashlab.methods.DPSHGoogLeNet"
+    assert cpu["model"]["init_args"]["frozen_stages"] == 5  # the cpu profile's deep methods
+    assert cpu["model"]["init_args"]["head_batchnorm"] is True  # the method's cpu section
+    labels = provenance("experiments/methods/dpsh_googlenet.yaml", "cpu")
+    assert labels["model.backbone"].startswith("ours: the offline backbone stands in for GoogLeNet")
+    assert labels["data.batch_size"] == "patent: 50 images per iteration"
+    paper = compose("experiments/methods/dpsh_googlenet.yaml", "paper")
+    assert paper["model"]["init_args"]["backbone"] == "googlenet" and paper["model"]["init_args"]["mode"] == "finetune"
+
+
+def test_a_config_that_cannot_compose_says_why(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError, match=r"dsh.yaml is a method file: add --profile, one of cpu, demo, paper"):
+        expand_args(["--config", "experiments/methods/dsh.yaml"])
+    with pytest.raises(ConfigError, match=r"has no profile 'smoke'; its profiles are cpu, demo, paper"):
+        expand_args(["--config", "experiments/methods/dsh.yaml", "--profile", "smoke"])
+    method = tmp_path / "methods" / "dsh.yaml"
+    method.parent.mkdir()
+    method.write_text("cpu:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"setting 'lr' names no section; settings are dotted"):
+        compose(method, "cpu")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "cpu.yaml").write_text("deeep:\n  model.lr: 0.1\n")
+    method.write_text("cpu: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown section\(s\) \['deeep'\]"):
+        compose(method, "cpu")
