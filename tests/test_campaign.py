@@ -14,6 +14,7 @@ from hashlab.runs.campaign import (
     CampaignError,
     commit_cell,
     load_plan,
+    own_commit,
     plan_work,
     portable_record,
     refuse_changed_code,
@@ -191,6 +192,17 @@ def test_the_campaign_refuses_uncommitted_changes_to_the_code_it_runs(tmp_path):
     (tmp_path / "reports/t/table.md").write_text("v3\n")  # the campaign's own commits of reports do not count
     git(tmp_path, "commit", "-q", "-am", "a cell")
     refuse_changed_code(git(tmp_path, "rev-parse", "HEAD~1").strip(), tmp_path)
+    # its own commit of a tuning's choice moves the commit it runs from; someone else's code change does not
+    started = git(tmp_path, "rev-parse", "HEAD").strip()
+    (tmp_path / "experiments/tuned.yaml").write_text("dsh: {cpu: {model.lr: 0.1}}\n")
+    git(tmp_path, "add", "-A"), git(tmp_path, "commit", "-q", "-m", "tune dsh")
+    moved = own_commit(started, [Path("experiments/tuned.yaml")], tmp_path)
+    assert moved == git(tmp_path, "rev-parse", "HEAD").strip()
+    refuse_changed_code(moved, tmp_path)
+    (tmp_path / "hashlab/methods/dsh.py").write_text("v3\n")
+    (tmp_path / "experiments/tuned.yaml").write_text("dsh: {cpu: {model.lr: 0.2}}\n")
+    git(tmp_path, "commit", "-q", "-am", "tune dsh, and a change to the code")
+    assert own_commit(moved, [Path("experiments/tuned.yaml")], tmp_path) == moved
 
 
 def test_a_terminated_campaign_stops_instead_of_going_on_to_the_next_cell(tmp_path):
@@ -206,11 +218,16 @@ def test_a_terminated_campaign_stops_instead_of_going_on_to_the_next_cell(tmp_pa
                                  "--reports-dir", str(tmp_path / "reports"), "--nice", "0", "--allow-dirty"],
                                 cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
+    import threading
+    watchdog = threading.Timer(300, campaign.kill)  # a campaign that never reaches its first epoch fails, not hangs
+    watchdog.start()
     lines = []
     for line in campaign.stdout:
         lines.append(line)
         if line.startswith("    epoch "):  # inside the first cell's fit
             break
+    watchdog.cancel()
+    assert lines and lines[-1].startswith("    epoch "), "".join(lines)
     campaign.send_signal(signal.SIGTERM)
     start = time.monotonic()
     rest = campaign.stdout.read()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 from hashlab.data import DATASETS, DatasetError
 
@@ -20,12 +20,10 @@ def table1_frame(data_root: str | None = None):
     """(one row per paper data set found under ``data_root`` (default $HASHLAB_DATA), each in its
     usual folder (cifar10/, flickr25k/, cub200/, stanford_cars/); a line for each one absent)."""
     import pandas as pd
-    if data_root:
-        os.environ["HASHLAB_DATA"] = str(data_root)
     rows, absent = [], []
     for name in TABLE1_DATASETS:
-        try:
-            d = describe_dataset(name)
+        try:  # each data set in its usual folder under data_root (its name), else where $HASHLAB_DATA says
+            d = describe_dataset(name, root=str(Path(data_root) / name) if data_root else None)
         except DatasetError as error:
             reason = str(error).removeprefix(f"{name}: ").split(". ")[0]
             absent.append(f"{name}: skipped, {reason}.")

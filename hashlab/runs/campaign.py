@@ -310,7 +310,7 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     spent = machine_time(work, tuned_methods(plan))
     lines.append(f"machine time so far: {_hours(spent['total'] / 60)} ({len(spent['cells'])} cells "
                  f"{_hours(sum(spent['cells'].values()) / 60)}, tunings {_hours(sum(spent['tunings'].values()) / 60)}), "
-                 "from the records' wall times (pauses left out since 2026-11-30)")
+                 "from the records' wall times (pauses left out)")
     if spent["trained"]:
         import statistics
         lines.append(f"a trained (deep) cell: {statistics.median(spent['trained'].values()) / 60:.1f} min at the median "
@@ -358,6 +358,18 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
         readme = _readme(reports_dir)
         if "summary" in out and readme.exists() and readme_block(readme, out["dir"].name) is not None:
             update_readme(readme, out["dir"].name, out["summary"])
+
+
+def own_commit(started_at: str, written: list[Path], root: str | Path | None = None) -> str:
+    """The commit a campaign runs from after committing a tuning's choice: HEAD, when the code paths changed since
+    ``started_at`` are only the files it wrote itself (the tuned values, which cells read when they start); else
+    ``started_at``, so that someone else's change to the code still stops it."""
+    from hashlab.records.record import code_changes_since
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    if not set(code_changes_since(started_at, root)) <= {str(path) for path in written}:
+        return started_at
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return head.stdout.strip() or started_at
 
 
 def _stop_if_asked(error: BaseException) -> None:
@@ -432,6 +444,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                 why_not = git_commit(changed, f"tune {base}: {choice['budget']['trials']} trials on validation, chose "
                                      f"{_point_text(choice['chosen'])} (validation mAP {choice['val_map']:.3f})")
                 log("  committed" if why_not is None else f"  not committed ({why_not})")
+                if why_not is None:  # its own commit of data the next cells read: the code it runs is the same
+                    started_at = own_commit(started_at, changed)
             elif not allow_dirty:
                 log(f"  commit {', '.join(map(str, changed))}: the campaign stops here, since its next cells must "
                     "run from committed code (--commit does this itself)")
