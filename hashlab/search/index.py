@@ -258,15 +258,6 @@ def _remove_old_builds(out: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)  # open files of a reader stay readable (POSIX)
 
 
-@dataclass
-class Hit:
-    id: int
-    path: str
-    distance: int
-    score: float | None = None
-    label: str | None = None
-
-
 class SearchIndex:
     """A read-only view of one build of an index."""
 
