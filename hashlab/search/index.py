@@ -54,7 +54,7 @@ def _label_of(relative: Path) -> str | None:
     return relative.parent.name if relative.parent != Path(".") else None
 
 
-def _binary_index(kind: str, bits: int, codes: np.ndarray):
+def binary_index(kind: str, bits: int, codes: np.ndarray):
     if kind == "flat":
         index = faiss.IndexBinaryFlat(bits)
     elif kind == "hnsw":
@@ -196,7 +196,7 @@ def _encode(encoder, root: Path, rows: list[dict], which, skipped: list, progres
 
 
 def _write(folder: Path, root: Path, rows, features, packed, encoder, index_type, skipped) -> None:
-    faiss.write_index_binary(_binary_index(index_type, encoder.bits, packed), str(folder / "codes.faiss"))
+    faiss.write_index_binary(binary_index(index_type, encoder.bits, packed), str(folder / "codes.faiss"))
     np.save(folder / "codes.npy", packed)
     np.save(folder / "features.npy", features.astype(np.float16))
     encoder.save(folder)

@@ -22,8 +22,8 @@ from hashlab.search.index import (
     SHORTLIST,
     Candidates,
     SearchIndex,
-    _binary_index,
     answer_queries,
+    binary_index,
     encode_images,
     merge_candidates,
     new_build,
@@ -65,7 +65,7 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
         with new_build(root) as folder:
             packed = source.packed[low:high]
             import faiss
-            faiss.write_index_binary(_binary_index(source.meta["index_type"], source.bits, packed),
+            faiss.write_index_binary(binary_index(source.meta["index_type"], source.bits, packed),
                                      str(folder / "codes.faiss"))
             np.save(folder / "codes.npy", packed)
             np.save(folder / "features.npy", np.asarray(source.features[low:high]))
