@@ -29,7 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashlab.search.encoders import QUERY_FORMAT_NAMES, ImageTooLarge, open_query_image
 from hashlab.search.guards import LOCAL_HOSTS, RequestLimits, TrustedHosts, describe_validation
-from hashlab.search.index import SHORTLIST, SearchIndex
+from hashlab.search.index import SearchIndex
+from hashlab.search.query import SHORTLIST
 from hashlab.search.rerank import RERANKERS
 from hashlab.search.shards import ShardUnavailable, split_fingerprint
 

@@ -18,17 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.search.index import (
-    SHORTLIST,
-    Candidates,
-    SearchIndex,
-    answer_queries,
-    binary_index,
-    encode_images,
-    merge_candidates,
-    new_build,
-    write_catalog,
-)
+from hashlab.search.index import SearchIndex
+from hashlab.search.query import SHORTLIST, Candidates, answer_queries, encode_images, merge_candidates
+from hashlab.search.storage import binary_index, new_build, write_catalog
 
 
 class ShardUnavailable(RuntimeError):
