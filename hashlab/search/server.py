@@ -222,10 +222,7 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     receiving, decoding and answering, which run beside the encoder: with every core in the encoder, its
     forward passes wait at barriers for a core busy elsewhere (8 clients on 2 cores: docs/search.md).
     allowed_hosts: the Host names the server answers besides 127.0.0.1, localhost and [::1] (guards.py)."""
-    import asyncio
-
     import torch
-    from starlette.concurrency import run_in_threadpool
     torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 2) - 1))
     live = Shards(shards) if shards else LiveIndex(index_root)
     is_shard = not shards and "shard" in live.get().meta  # `hashlab index split` made it: serve a router too
@@ -234,8 +231,16 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     search_lock = threading.Lock()  # one query at a time (torch on CPU is already parallel)
     encoder = EncoderThread(live)
     batcher = QueryBatcher(encoder, search_lock, batch_window_ms, MAX_BATCH) if batch_window_ms > 0 else None
-    # decodes at once: one a core, so that uploads arriving together cannot each hold a full-size image
-    decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
+    add_middleware(app, batcher, max_upload_bytes, allowed_hosts)
+    add_public_routes(app, live, encoder, batcher, search_lock, max_upload_bytes, max_pixels, is_shard)
+    if is_shard:
+        add_shard_routes(app, live)
+    add_error_handlers(app)
+    return app
+
+
+def add_middleware(app: FastAPI, batcher: QueryBatcher | None, max_upload_bytes: int,
+                   allowed_hosts: list[str] | None) -> None:
     upload_body = max_upload_bytes + FORM_OVERHEAD
 
     def body_limit(path: str) -> tuple[int, str]:
@@ -243,11 +248,21 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             return upload_body, f"send an image under {max_upload_bytes / 1e6:g} MB (the server's --max-upload-mb)"
         return MAX_JSON_BODY, "this route takes a small JSON body at most"
 
-    # middleware, innermost first: the Host check sees a request first, then the body limit
+    # innermost first: the Host check sees a request first, then the body limit
     if batcher is not None:
         app.add_middleware(CountArrivals, batcher=batcher)
     app.add_middleware(RequestLimits, limit_of=body_limit)
     app.add_middleware(TrustedHosts, hosts=[*LOCAL_HOSTS, *(allowed_hosts or [])])
+
+
+def add_public_routes(app: FastAPI, live: LiveIndex | Shards, encoder: EncoderThread, batcher: QueryBatcher | None,
+                      search_lock: threading.Lock, max_upload_bytes: int, max_pixels: int, is_shard: bool) -> None:
+    """The page, /api/meta, /api/search (upload or id) and /api/image: on every server, shard or router."""
+    import asyncio
+
+    from starlette.concurrency import run_in_threadpool
+    # decodes at once: one a core, so that uploads arriving together cannot each hold a full-size image
+    decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
 
     def answer(index, images=None, ids=None, k=10, rerank="none"):
         with search_lock:
@@ -331,9 +346,9 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
 
-    if is_shard:
-        add_shard_routes(app, live)
 
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal and failure as {"error": "..."}."""
     @app.exception_handler(StarletteHTTPException)
     async def errors(request: Request, error: StarletteHTTPException):
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
@@ -352,8 +367,6 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
         # Starlette logs the traceback after this answer; the client gets the same JSON shape, no detail
         return JSONResponse({"error": f"internal error ({type(error).__name__}); the server's log has the details"},
                             status_code=500)
-
-    return app
 
 
 def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
