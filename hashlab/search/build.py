@@ -112,7 +112,7 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
 
 
 def _encoder_key(encoder) -> str:
-    meta = {"precision": "float32", **encoder.metadata()}  # an index from before the choice: float32
+    meta = {"precision": "float32", **encoder.metadata()}  # a run's encoder has no precision setting: float32
     return json.dumps({k: meta.get(k) for k in ("encoder", "features", "quantizer", "bits", "backbone",
                                                  "image_size", "precision", "run")}, sort_keys=True)
 

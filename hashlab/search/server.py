@@ -80,8 +80,8 @@ class Shards:
 class EncoderThread:
     """Every forward pass of the encoder runs in this one thread. torch's CPU thread pool belongs to the
     thread that calls it: a second calling thread brings a second pool onto the same cores, and the
-    encoder took twice as long (a 128 px query: 17.5 ms when another thread had used torch first,
-    8.8 ms from one thread; benchmarks/search.py). The encoder is loaded and run once here at start,
+    encoder takes twice as long (a 128 px query: 17.5 ms after another thread has used torch, 8.8 ms
+    from one thread; benchmarks/search.py). The encoder is loaded and run once here at start,
     so the first query's timing holds no loading."""
 
     def __init__(self, live: LiveIndex):
@@ -375,9 +375,8 @@ def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
     shortlists of MAX_DEPTH), and off the event loop, so that a large answer being built never holds up every
     other request. The shortlists are FAISS searches, in one thread of their own with as many OpenMP threads
     as the encoder has (one fewer than the cores): a thread that has not said otherwise gets a team of one
-    thread a core, and on a busy machine every search then waited at OpenMP's barriers for a core (a router's
-    shortlist took 40-85 ms instead of 3; the event loop's thread, where they ran before, had torch's
-    setting)."""
+    thread a core, and on a busy machine every search then waits at OpenMP's barriers for a core (a router's
+    shortlist: 40-85 ms instead of 3)."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 
