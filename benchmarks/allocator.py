@@ -60,7 +60,7 @@ def train_step(steps):
 
 def index_build(images):
     from hashlab.search.encoders import UnsupervisedEncoder
-    from hashlab.search.index import build_index
+    from hashlab.search.build import build_index
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         report = build_index(images, out, UnsupervisedEncoder("crow", 64), progress=False)

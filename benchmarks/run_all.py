@@ -82,8 +82,8 @@ def caching_section(data: str | None, images: int) -> str:
 def search_section(data: str | None, quick: bool) -> str:
     from search import codes_benchmark, latency_benchmark
 
+    from hashlab.search.build import build_index
     from hashlab.search.encoders import UnsupervisedEncoder
-    from hashlab.search.index import build_index
     parts = ["## Image search"]
     sizes = [100_000] if quick else [100_000, 1_000_000]
     parts.append("### Hamming search: FAISS against a numpy scan (random 64-bit codes, 100 queries, top 10)\n\n"

@@ -118,8 +118,8 @@ def bomb_png(side: int = 20_000) -> bytes:
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory):
     from hashlab.data.digits import write_digit_images
+    from hashlab.search.build import build_index
     from hashlab.search.encoders import UnsupervisedEncoder
-    from hashlab.search.index import build_index
     root = tmp_path_factory.mktemp("index")
     write_digit_images(root / "images", count=30)
     build_index(root / "images", root / "index", UnsupervisedEncoder("crow", 16, image_size=32), progress=False)

@@ -202,8 +202,9 @@ def test_two_processes_on_a_cold_cache_compute_it_once(tmp_path):
 def test_a_full_disk_during_an_index_build_keeps_the_previous_index(small_disk, tmp_path):
     from hashlab.data.digits import write_digit_images
     from hashlab.errors import StorageError
+    from hashlab.search.build import build_index
     from hashlab.search.encoders import UnsupervisedEncoder
-    from hashlab.search.index import SearchIndex, build_index
+    from hashlab.search.index import SearchIndex
     images = tmp_path / "images"
     write_digit_images(images, count=40)
     out = small_disk / "index"

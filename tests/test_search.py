@@ -16,8 +16,9 @@ from PIL import Image
 
 from hashlab.data.digits import write_digit_images
 from hashlab.evaluation import evaluate_retrieval
+from hashlab.search.build import build_index
 from hashlab.search.encoders import UnsupervisedEncoder
-from hashlab.search.index import SearchIndex, build_index
+from hashlab.search.index import SearchIndex
 from hashlab.search.rerank import rerank
 
 ROOT = Path(__file__).resolve().parents[1]

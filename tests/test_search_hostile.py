@@ -23,7 +23,7 @@ from PIL import Image
 from test_search import SIZE, write_digits
 from test_search_server import get, post_image
 
-from hashlab.search.index import build_index
+from hashlab.search.build import build_index
 from hashlab.search.server import serving
 from hashlab.search.shards import split_index
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 from test_search import SIZE, write_digits
 
+from hashlab.search.build import build_index
 from hashlab.search.encoders import UnsupervisedEncoder
-from hashlab.search.index import build_index
 from hashlab.search.server import serving
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -93,8 +93,8 @@ def run(args) -> None:
 
 
 def build(args) -> None:
+    from hashlab.search.build import build_index
     from hashlab.search.encoders import RunEncoder, UnsupervisedEncoder
-    from hashlab.search.index import build_index
     exists = (Path(args.out) / "current").exists()
     if args.run and args.features:
         sys.exit("error: pass --run (a trained run's codes) or --features (unsupervised), not both")

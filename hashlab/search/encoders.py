@@ -95,12 +95,8 @@ class UnsupervisedEncoder:
     def load(cls, folder: Path, meta: dict, device: str = "cpu") -> UnsupervisedEncoder:
         # the index's codes were computed at its precision: queries are encoded the same way
         encoder = cls(meta["features"], int(meta["bits"]), meta["backbone"], int(meta["image_size"]),
-                      meta["quantizer"], device, meta.get("precision", "float32"))
+                      meta["quantizer"], device, meta["precision"])
         with np.load(folder / "encoder.npz") as arrays:
-            missing = {"mean", "components", "scale", "projection", "method"} - set(arrays.files)
-            if missing:
-                raise ValueError(f"{folder / 'encoder.npz'} lacks {', '.join(sorted(missing))}: it was written by "
-                                 f"an older hashlab; delete {folder.parent} and build the index again")
             encoder.quantizer = Quantizer.load(arrays)
             if "part_channels" in arrays:
                 encoder.pooled.part_channels = torch.as_tensor(arrays["part_channels"], device=device)
@@ -163,8 +159,8 @@ class RunEncoder:
     @classmethod
     def load(cls, folder: Path, meta: dict, device: str = "cpu") -> RunEncoder:
         encoder = cls(meta["run"], device)
-        built_with = meta.get("run_identity")
-        if built_with is not None and encoder.identity() != built_with:
+        built_with = meta["run_identity"]
+        if encoder.identity() != built_with:
             from hashlab.errors import HashlabError
             raise HashlabError(
                 f"index {folder.parent}: its codes were made by run {meta['run']} as it was then ({built_with}), but "

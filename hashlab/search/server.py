@@ -29,7 +29,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hashlab.search.encoders import QUERY_FORMAT_NAMES, ImageTooLarge, open_query_image
 from hashlab.search.guards import LOCAL_HOSTS, RequestLimits, TrustedHosts, describe_validation
-from hashlab.search.index import SHORTLIST, SearchIndex
+from hashlab.search.index import SearchIndex
+from hashlab.search.query import SHORTLIST
 from hashlab.search.rerank import RERANKERS
 from hashlab.search.shards import ShardUnavailable, split_fingerprint
 
@@ -79,8 +80,8 @@ class Shards:
 class EncoderThread:
     """Every forward pass of the encoder runs in this one thread. torch's CPU thread pool belongs to the
     thread that calls it: a second calling thread brings a second pool onto the same cores, and the
-    encoder took twice as long (a 128 px query: 17.5 ms when another thread had used torch first,
-    8.8 ms from one thread; benchmarks/search.py). The encoder is loaded and run once here at start,
+    encoder takes twice as long (a 128 px query: 17.5 ms after another thread has used torch, 8.8 ms
+    from one thread; benchmarks/search.py). The encoder is loaded and run once here at start,
     so the first query's timing holds no loading."""
 
     def __init__(self, live: LiveIndex):
@@ -221,10 +222,7 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     receiving, decoding and answering, which run beside the encoder: with every core in the encoder, its
     forward passes wait at barriers for a core busy elsewhere (8 clients on 2 cores: docs/search.md).
     allowed_hosts: the Host names the server answers besides 127.0.0.1, localhost and [::1] (guards.py)."""
-    import asyncio
-
     import torch
-    from starlette.concurrency import run_in_threadpool
     torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 2) - 1))
     live = Shards(shards) if shards else LiveIndex(index_root)
     is_shard = not shards and "shard" in live.get().meta  # `hashlab index split` made it: serve a router too
@@ -233,8 +231,16 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     search_lock = threading.Lock()  # one query at a time (torch on CPU is already parallel)
     encoder = EncoderThread(live)
     batcher = QueryBatcher(encoder, search_lock, batch_window_ms, MAX_BATCH) if batch_window_ms > 0 else None
-    # decodes at once: one a core, so that uploads arriving together cannot each hold a full-size image
-    decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
+    add_middleware(app, batcher, max_upload_bytes, allowed_hosts)
+    add_public_routes(app, live, encoder, batcher, search_lock, max_upload_bytes, max_pixels, is_shard)
+    if is_shard:
+        add_shard_routes(app, live)
+    add_error_handlers(app)
+    return app
+
+
+def add_middleware(app: FastAPI, batcher: QueryBatcher | None, max_upload_bytes: int,
+                   allowed_hosts: list[str] | None) -> None:
     upload_body = max_upload_bytes + FORM_OVERHEAD
 
     def body_limit(path: str) -> tuple[int, str]:
@@ -242,11 +248,21 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             return upload_body, f"send an image under {max_upload_bytes / 1e6:g} MB (the server's --max-upload-mb)"
         return MAX_JSON_BODY, "this route takes a small JSON body at most"
 
-    # middleware, innermost first: the Host check sees a request first, then the body limit
+    # innermost first: the Host check sees a request first, then the body limit
     if batcher is not None:
         app.add_middleware(CountArrivals, batcher=batcher)
     app.add_middleware(RequestLimits, limit_of=body_limit)
     app.add_middleware(TrustedHosts, hosts=[*LOCAL_HOSTS, *(allowed_hosts or [])])
+
+
+def add_public_routes(app: FastAPI, live: LiveIndex | Shards, encoder: EncoderThread, batcher: QueryBatcher | None,
+                      search_lock: threading.Lock, max_upload_bytes: int, max_pixels: int, is_shard: bool) -> None:
+    """The page, /api/meta, /api/search (upload or id) and /api/image: on every server, shard or router."""
+    import asyncio
+
+    from starlette.concurrency import run_in_threadpool
+    # decodes at once: one a core, so that uploads arriving together cannot each hold a full-size image
+    decode_slots = asyncio.Semaphore(os.cpu_count() or 2)
 
     def answer(index, images=None, ids=None, k=10, rerank="none"):
         with search_lock:
@@ -330,9 +346,9 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
             raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
 
-    if is_shard:
-        add_shard_routes(app, live)
 
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal and failure as {"error": "..."}."""
     @app.exception_handler(StarletteHTTPException)
     async def errors(request: Request, error: StarletteHTTPException):
         return JSONResponse({"error": error.detail}, status_code=error.status_code, headers=error.headers)
@@ -352,8 +368,6 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
         return JSONResponse({"error": f"internal error ({type(error).__name__}); the server's log has the details"},
                             status_code=500)
 
-    return app
-
 
 def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
     """A shard's side of `hashlab serve --shards`: shortlists by code, stored vectors, the shared encoder.
@@ -361,9 +375,8 @@ def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
     shortlists of MAX_DEPTH), and off the event loop, so that a large answer being built never holds up every
     other request. The shortlists are FAISS searches, in one thread of their own with as many OpenMP threads
     as the encoder has (one fewer than the cores): a thread that has not said otherwise gets a team of one
-    thread a core, and on a busy machine every search then waited at OpenMP's barriers for a core (a router's
-    shortlist took 40-85 ms instead of 3; the event loop's thread, where they ran before, had torch's
-    setting)."""
+    thread a core, and on a busy machine every search then waits at OpenMP's barriers for a core (a router's
+    shortlist: 40-85 ms instead of 3)."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
 

@@ -18,17 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.search.index import (
-    SHORTLIST,
-    Candidates,
-    SearchIndex,
-    _binary_index,
-    answer_queries,
-    encode_images,
-    merge_candidates,
-    new_build,
-    write_catalog,
-)
+from hashlab.search.index import SearchIndex
+from hashlab.search.query import SHORTLIST, Candidates, answer_queries, encode_images, merge_candidates
+from hashlab.search.storage import binary_index, new_build, write_catalog
 
 
 class ShardUnavailable(RuntimeError):
@@ -65,7 +57,7 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
         with new_build(root) as folder:
             packed = source.packed[low:high]
             import faiss
-            faiss.write_index_binary(_binary_index(source.meta["index_type"], source.bits, packed),
+            faiss.write_index_binary(binary_index(source.meta["index_type"], source.bits, packed),
                                      str(folder / "codes.faiss"))
             np.save(folder / "codes.npy", packed)
             np.save(folder / "features.npy", np.asarray(source.features[low:high]))
