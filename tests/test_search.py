@@ -183,6 +183,21 @@ def test_an_interrupted_build_leaves_the_previous_index_intact(collection, tmp_p
     assert len(SearchIndex.open(index_dir)) == 300
 
 
+def test_an_index_whose_meta_lacks_a_field_says_to_build_it_again(collection, tmp_path):
+    import sqlite3
+
+    from hashlab.errors import HashlabError
+    _, out, _ = collection
+    index_dir = tmp_path / "index"
+    shutil.copytree(out, index_dir, symlinks=True)
+    catalog = (index_dir / "current").resolve() / "catalog.sqlite"
+    assert tmp_path in catalog.parents  # the copy's own build folder, not the module's index
+    with sqlite3.connect(catalog) as db:
+        db.execute("DELETE FROM meta WHERE key = 'precision'")  # as an index of another hashlab version would be
+    with pytest.raises(HashlabError, match=r"lacks precision.*build the index again"):
+        _ = SearchIndex.open(index_dir).encoder
+
+
 def test_cli_build_and_search_json(collection, tmp_path, capsys):
     """The command lines, through hashlab's own entry point (in this process: a fresh interpreter would
     only add torch's import time)."""

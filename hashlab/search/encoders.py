@@ -170,8 +170,18 @@ class RunEncoder:
         return encoder
 
 
+REQUIRED_META = {"supervised": ("run", "run_identity"),
+                 "unsupervised": ("features", "bits", "backbone", "image_size", "quantizer", "precision")}
+
+
 def load_encoder(folder: Path, meta: dict, device: str = "cpu"):
-    return (RunEncoder if meta["encoder"] == "supervised" else UnsupervisedEncoder).load(folder, meta, device)
+    kind = meta.get("encoder", "unsupervised")
+    missing = [key for key in REQUIRED_META.get(kind, ()) if key not in meta]
+    if missing:  # an index another version of hashlab built: say so, rather than a KeyError
+        from hashlab.errors import HashlabError
+        raise HashlabError(f"index {folder.parent}: its catalog's meta lacks {', '.join(missing)}, which this version of "
+                           f"hashlab writes: build the index again with `hashlab index build ... --out {folder.parent}`")
+    return (RunEncoder if kind == "supervised" else UnsupervisedEncoder).load(folder, meta, device)
 
 
 def open_image(path_or_file, max_pixels: int | None = None) -> Image.Image:
