@@ -24,10 +24,16 @@ def test_every_table_spec_loads_and_its_configs_exist(path):
     spec = load_spec(str(path))
     if spec.get("kind") == "datasets":
         return
+    import shlex
+
+    from hashlab.configs import is_method_file, method_profiles
     for method in spec["methods"]:
         configs = method["config"].values() if isinstance(method["config"], dict) else [method["config"]]
         for config in configs:
-            assert (ROOT / config).exists(), f"{path.name}: {method['name']} names a missing config {config}"
+            file, *rest = shlex.split(config)
+            assert (ROOT / file).exists(), f"{path.name}: {method['name']} names a missing config {file}"
+            if "--profile" in rest:  # a profile named explicitly must be one the method file has
+                assert is_method_file(ROOT / file) and rest[rest.index("--profile") + 1] in method_profiles(ROOT / file)
 
 
 def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
