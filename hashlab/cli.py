@@ -204,7 +204,7 @@ def dispatch(argv: list[str]) -> None:
     if args.command == "campaign":
         from hashlab.runs.campaign import load_plan, run_campaign, status
         if args.status:
-            print(status(load_plan(args.plan), args.runs_dir, args.data_root))
+            print(status(load_plan(args.plan), args.runs_dir, args.data_root, args.reports_dir))
         else:
             run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells,
                          commit=args.commit, allow_dirty=args.allow_dirty)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hashlab.runs import tables
+from hashlab.runs import cells as cell_runner
 from hashlab.runs.campaign import (
     CampaignError,
     commit_cell,
@@ -29,9 +29,9 @@ DATA_ROOT = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def fresh_committed_index():
-    tables._COMMITTED.clear()
+    cell_runner._COMMITTED.clear()
     yield
-    tables._COMMITTED.clear()
+    cell_runner._COMMITTED.clear()
 
 
 def test_the_plan_runs_deferred_methods_last_and_a_shared_cell_once():
@@ -99,9 +99,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
         {"name": "the rest", "tables": ["demo"]}], "deferred": {"dpsh_googlenet": "a test"},
         "tune": []}))  # no tuning: it stands for table 2's CIFAR-10 cell
     reports, runs = tmp_path / "reports", tmp_path / "runs"
-    monkeypatch.setattr(tables, "REPORTS_DIR", reports)
     plan_data = load_plan(plan)
-    assert "3 cells to run" in status(plan_data, runs)
+    assert "3 cells to run" in status(plan_data, runs, reports_dir=reports)
     logged = []
     finished = run_campaign(plan, runs, reports_dir=reports, nice=0, max_cells=1, commit=True, log=logged.append,
                             allow_dirty=True)  # this checkout may be a work in progress; the refusal is tested below
@@ -138,15 +137,15 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     commit_cell(finished[0], ["demo"], runs, None, reports, current=current)
     assert not older.exists() and sibling.exists() and committed[0].is_file()
     shutil.rmtree(sibling)
-    tables.committed_records(reports, refresh=True)
+    cell_runner.committed_records(reports, refresh=True)
     assert (reports / "demo" / "table.md").is_file()
     # the retrieval-examples figure, drawn from the committed codes and the data set's images
     assert (reports / "demo" / "retrieval_examples.png").stat().st_size > 1000
     assert (reports / "demo" / "retrieval_examples.pdf").is_file()
     # a fresh clone has no runs folder: the committed record alone makes the cell done
     fresh_runs = tmp_path / "fresh-runs"
-    assert "2 cells to run" in status(plan_data, fresh_runs)
-    text = status(plan_data, fresh_runs)
+    assert "2 cells to run" in status(plan_data, fresh_runs, reports_dir=reports)
+    text = status(plan_data, fresh_runs, reports_dir=reports)
     assert "demo" in text.splitlines()[1] and text.splitlines()[1].split()[1:3] == ["1", "2"]
     wall = json.loads(committed[0].read_text())["timings"]["wall_s"]
     assert f"machine time so far: {wall / 60:.0f} min (1 cells" in text

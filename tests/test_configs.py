@@ -9,8 +9,9 @@ import pytest
 
 from hashlab.configs import ConfigError, compose, expand_args, provenance
 from hashlab.records.record import config_hash
+from hashlab.runs.cells import cells
 from hashlab.runs.fit import resolve_config
-from hashlab.runs.tables import TABLES_DIR, cells, load_spec
+from hashlab.runs.tables import TABLES_DIR, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 # one cell per table, profile, row and data set, as each resolved when every method/profile pair was a file of its own

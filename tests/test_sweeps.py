@@ -7,8 +7,9 @@ import yaml
 
 from hashlab.cli import main
 from hashlab.methods import METHODS as REGISTRY
+from hashlab.runs.cells import TableSpecError, cells
 from hashlab.runs.sweeps import export_sweep, sweep_text
-from hashlab.runs.tables import TableSpecError, cells, load_spec
+from hashlab.runs.tables import load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKED_IN = sorted(p for p in (ROOT / "sweeps").glob("*.yaml") if not p.stem.startswith("tune-"))

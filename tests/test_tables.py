@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from hashlab.cli import main
-from hashlab.runs.tables import TableSpecError, cells, load_spec, render_table, reproduce_table
+from hashlab.runs.cells import TableSpecError, cells
+from hashlab.runs.tables import load_spec, render_table, reproduce_table
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = sorted((ROOT / "experiments" / "tables").glob("*.yaml"))

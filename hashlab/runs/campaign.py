@@ -34,7 +34,8 @@ from hashlab.io import copy_atomic, write_json_atomic
 from hashlab.records.codes import CODES_NAME
 from hashlab.records.record import RECORD_NAME, read_record
 from hashlab.reporting.layout import method_groups
-from hashlab.runs.tables import REPORTS_DIR, Cell, cells, committed_records, load_spec
+from hashlab.runs.cells import REPORTS_DIR, Cell, cells, committed_records, duration_text, measured_minutes
+from hashlab.runs.tables import load_spec
 
 CAMPAIGN_FILE = Path("experiments/campaign.yaml")
 STAGE_FIELDS = {"name", "tables", "bits", "seeds", "methods", "group", "datasets"}
@@ -117,7 +118,7 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
             spec = load_spec(table)
             groups = method_groups(spec)
             seeds = stage.get("seeds")
-            for cell in cells(spec, runs_dir, profile, data_root):
+            for cell in cells(spec, runs_dir, profile, data_root, reports_dir=reports_dir):
                 if seeds is not None and cell.seed not in seeds:
                     continue
                 if stage.get("bits") and cell.bits not in stage["bits"]:
@@ -216,15 +217,6 @@ def git_commit(paths: list[Path], message: str) -> str | None:
 
 # -- running and reporting -----------------------------------------------------------------------------
 
-def _minutes_of(record_path: Path) -> float | None:
-    try:
-        timings = read_record(record_path)["timings"]
-    except (OSError, ValueError, KeyError):
-        return None
-    wall = timings.get("wall_s")
-    return None if wall is None else wall / 60
-
-
 def estimates(work: list[Work]) -> dict[str, float]:
     """Minutes per work item (by key): the mean wall time of the finished cells of its method (ablation rows
     count as their method's base) on the same protocol, committed or in the runs folder, else the table
@@ -233,7 +225,7 @@ def estimates(work: list[Work]) -> dict[str, float]:
     for item in work:
         if item.cell.done:
             path = item.cell.committed or item.cell.record
-            minutes = _minutes_of(path)
+            minutes = measured_minutes(path)
             if minutes is not None:
                 measured.setdefault((_base(item.cell.method), item.cell.protocol), []).append(minutes)
     out = {}
@@ -245,10 +237,6 @@ def estimates(work: list[Work]) -> dict[str, float]:
 
 def _base(method: str) -> str:
     return method.split(" ", 1)[0]
-
-
-def _hours(minutes: float) -> str:
-    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = REPORTS_DIR) -> dict:
@@ -274,8 +262,9 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
             "total": sum(cells.values()) + sum(tunings.values())}
 
 
-def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None) -> str:
-    work = plan_work(plan, runs_dir, data_root)
+def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None,
+           reports_dir: str | Path = REPORTS_DIR) -> str:
+    work = plan_work(plan, runs_dir, data_root, reports_dir)
     minutes = estimates(work)
     lines = ["table                              done  pending  missing data  time left"]
     tables: dict[str, dict] = {}
@@ -292,11 +281,11 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
                     entry["minutes"] += minutes[item.key]
     for table, entry in tables.items():
         lines.append(f"{table:<34} {entry['done']:>4}  {entry['pending']:>7}  {entry['missing']:>12}  "
-                     f"{_hours(entry['minutes']):>9}")
+                     f"{duration_text(entry['minutes']):>9}")
     pending = [w for w in work if not w.cell.missing and not w.cell.done]
     total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned
-    to_tune = [m for m in tuned_methods(plan) if not tuned(m)]
+    to_tune = [m for m in tuned_methods(plan) if not tuned(m, reports_dir)]
     # a tuning trains budget epochs in all; a cell trains 16 (the cpu profile's schedule), validating as often
     from hashlab.runs.tuning import epochs_trained
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
@@ -304,12 +293,12 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     if tuned_methods(plan):
         lines.append(f"\ntuned: {', '.join(m for m in tuned_methods(plan) if m not in to_tune) or 'none yet'}; to tune "
                      f"before their cells: {', '.join(to_tune) or 'none'}"
-                     + (f" (about {_hours(tuning)})" if to_tune else ""))
-    lines.append(f"\n{len(pending)} cells to run, about {_hours(total + tuning)}{' with the tunings' if to_tune else ''}, "
+                     + (f" (about {duration_text(tuning)})" if to_tune else ""))
+    lines.append(f"\n{len(pending)} cells to run, about {duration_text(total + tuning)}{' with the tunings' if to_tune else ''}, "
                  "from measured cell times (the spec's estimate where a method has none yet)")
-    spent = machine_time(work, tuned_methods(plan))
-    lines.append(f"machine time so far: {_hours(spent['total'] / 60)} ({len(spent['cells'])} cells "
-                 f"{_hours(sum(spent['cells'].values()) / 60)}, tunings {_hours(sum(spent['tunings'].values()) / 60)}), "
+    spent = machine_time(work, tuned_methods(plan), reports_dir)
+    lines.append(f"machine time so far: {duration_text(spent['total'] / 60)} ({len(spent['cells'])} cells "
+                 f"{duration_text(sum(spent['cells'].values()) / 60)}, tunings {duration_text(sum(spent['tunings'].values()) / 60)}), "
                  "from the records' wall times (pauses left out)")
     if spent["trained"]:
         import statistics
@@ -388,8 +377,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     after each cell, and with ``commit`` git-commit those files. The plan is resolved again after each step
     (a tuning changes the method's config, hence its cells). Refuses to start, and stops before the next cell,
     when the code it runs has uncommitted changes (``allow_dirty``: run anyway; the records say dirty)."""
+    from hashlab.runs.cells import run_cell
     from hashlab.runs.fit import CellBusy, EpochLine
-    from hashlab.runs.tables import _run_cell
     from hashlab.runs.tuning import _point_text, tune, tuned
     log = log or functools.partial(print, flush=True)  # a log file shows each line as it happens
     if not allow_dirty:
@@ -454,7 +443,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         log(f"[{len(pending)} to go] {item.cell.label} ({item.stage}) -> {', '.join(item.tables)}")
         start = active_time()
         try:
-            _run_cell(item.cell, load_spec(item.tables[0]), runs_dir, wandb=False, callbacks=[EpochLine(log)])
+            run_cell(item.cell, callbacks=[EpochLine(log)])
         except CellBusy as error:
             log(f"  skipped: {error}")
             skipped.add(item.key)

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.runs.tables import (
-    TABLES_DIR,
-    TableSpecError,
-    cells,
-    default_profile,
-    load_spec,
-    wandb_logger_args,
-)
+from hashlab.runs.cells import TableSpecError, cells, default_profile
+from hashlab.runs.cells import run_cell as run_resolved_cell
+from hashlab.runs.tables import TABLES_DIR, load_spec
 
 SWEEPS_DIR = Path("sweeps")
 VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the validation database
@@ -69,7 +64,6 @@ def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profil
              runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path | str:
     """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists). A grid
     point that is not a cell of the table (a seed its method runs only at other bit lengths) runs nothing."""
-    from hashlab.runs.fit import run_fit
     spec = load_spec(table)
     matches = [c for c in cells(spec, runs_dir, profile, data_root, seeds=[seed])
                if (c.method, c.dataset, c.bits) == (method, dataset, bits)]
@@ -83,7 +77,7 @@ def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profil
     cell = matches[0]
     if cell.missing:
         raise TableSpecError(f"cell {cell.label}: {cell.missing}")
-    return run_fit(cell.args + (wandb_logger_args(spec["name"], cell, runs_dir) if wandb else []))
+    return run_resolved_cell(cell, spec["name"], wandb)
 
 
 def agent_command(sweep: dict, params: dict) -> list[str]:

@@ -32,7 +32,7 @@ from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.io import write_json_atomic
 from hashlab.records.record import RESULTS_VERSION
-from hashlab.runs.tables import REPORTS_DIR
+from hashlab.runs.cells import REPORTS_DIR
 
 SWEEPS_DIR = Path("sweeps")
 TRIAL_NAME = "trial.json"
@@ -177,7 +177,8 @@ def score_at(trial: dict, epochs: int) -> float | None:
 
 def _cell_args(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> list[str]:
     """The command line of the table cell the tuning stands for (same config, data, bits and seed)."""
-    from hashlab.runs.tables import cells, load_spec
+    from hashlab.runs.cells import cells
+    from hashlab.runs.tables import load_spec
     where = sweep["hashlab"]
     spec = load_spec(where["table"])
     match = [c for c in cells(spec, runs_dir, "cpu", data_root, seeds=[where["seed"]])
@@ -198,8 +199,8 @@ def run_trial(args: list[str], epochs: int) -> dict:
     Returns and writes <run>/trial.json: the validation mAP by epoch."""
     import lightning as L
 
+    from hashlab.runs.cells import quiet_framework
     from hashlab.runs.fit import build_cli, cell_lock, resume_checkpoint
-    from hashlab.runs.tables import quiet_framework
 
     class StopAfter(L.Callback):
         def on_train_epoch_end(self, trainer, module):
