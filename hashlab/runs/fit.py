@@ -4,8 +4,9 @@ evaluate and write the record.
     resolve_run_dir(args)  the folder a `hashlab fit` command line would use (no model, no data built)
     run_fit(args)          fit + evaluate + write record.json and codes.npz atomically; skip a finished cell
 
-Every path that runs a cell (`hashlab fit`, `hashlab reproduce`, `hashlab cell`, sweep workers) comes
-through :func:`run_fit`.
+Every path that runs a cell (`hashlab fit`, and through hashlab.runs.cells `hashlab reproduce`, the campaign and
+sweep agents) comes through :func:`run_fit`; a tuning trial builds the same CLI (same run folder, lock and
+checkpoints) and stops after its round's epochs, with no test phase.
 """
 
 from __future__ import annotations
