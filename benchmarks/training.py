@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from hashlab.backbones.depthwise import speed_up_depthwise
-from hashlab.data.base import HashingDataModule, Source
+from hashlab.data.base import HashingDataModule
+from hashlab.data.sources import Source
 from hashlab.methods import DPSHGoogLeNet
 
 

@@ -51,10 +51,34 @@ def dispatch(argv: list[str]) -> None:
         path = run_fit(argv[1:])
         print(path)
         return
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = HANDLERS.get(args.command)  # none for "fit", which LightningCLI answers above
+    if handler is not None:
+        handler(args, parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fit", help="train one run (LightningCLI; see `hashlab fit --help`)")
+    _add_table_parsers(commands)
+    _add_cell_parser(commands)
+    _add_campaign_parser(commands)
+    _add_tune_parser(commands)
+    _add_rescore_parser(commands)
+    docs = commands.add_parser("docs", help="generated parts of the docs")
+    docs.add_argument("what", choices=["profiles"], help="profiles: each method doc's cpu-profile block from its config")
+    _add_sweep_parser(commands)
+    _add_explain_parser(commands)
+    _add_data_parser(commands)
+    from hashlab.search.cli import add_commands as add_search_commands
+    add_search_commands(commands)
+    return parser
+
+
+def _add_table_parsers(commands) -> None:
     reproduce = commands.add_parser("reproduce", help="run a table's missing cells, then render it")
     report = commands.add_parser("report", help="render a table from existing run records")
     for sub in (reproduce, report):
@@ -78,6 +102,9 @@ def dispatch(argv: list[str]) -> None:
     reproduce.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the table's")
     reproduce.add_argument("--wandb", action="store_true", help="log every run to W&B (offline without an API "
                            "key; `wandb sync runs/wandb/offline-run-*` later)")
+
+
+def _add_cell_parser(commands) -> None:
     cell = commands.add_parser("cell", help="run one cell of a table (what a W&B sweep agent calls)")
     cell.add_argument("--table", required=True)
     cell.add_argument("--method", required=True)
@@ -88,6 +115,9 @@ def dispatch(argv: list[str]) -> None:
     cell.add_argument("--runs-dir", default="runs")
     cell.add_argument("--data-root", default=None)
     cell.add_argument("--wandb", action="store_true", help="log to W&B (offline without an API key)")
+
+
+def _add_campaign_parser(commands) -> None:
     campaign = commands.add_parser("campaign", help="fill the committed tables cell by cell (experiments/campaign.yaml), "
                                    "niced and resumable")
     campaign.add_argument("--status", action="store_true", help="per table: cells done, pending, time left")
@@ -101,6 +131,9 @@ def dispatch(argv: list[str]) -> None:
                           "(hashlab/, experiments/, sweeps/), for trying the campaign itself: its records say dirty")
     campaign.add_argument("--commit", action="store_true", help="git-commit each finished cell's record, codes and "
                           "re-rendered tables (those paths only; other staged work stays staged)")
+
+
+def _add_tune_parser(commands) -> None:
     tune_parser = commands.add_parser("tune", help="choose a method's cpu-profile learning rates and free loss weights "
                                       "on validation (sweeps/tune-METHOD.yaml: the same budget of trials for every "
                                       "method, successive halving) and write them into its config")
@@ -114,6 +147,9 @@ def dispatch(argv: list[str]) -> None:
     tune_parser.add_argument("--runs-dir", default="runs")
     tune_parser.add_argument("--reports-dir", default="reports")
     tune_parser.add_argument("--data-root", default=None)
+
+
+def _add_rescore_parser(commands) -> None:
     rescore_parser = commands.add_parser("rescore", help="recompute finished records' metrics from their saved codes "
                                          "with today's (order-free) evaluation, training nothing")
     rescore_parser.add_argument("folders", nargs="*", default=["reports"], help="folders searched for record.json "
@@ -123,8 +159,9 @@ def dispatch(argv: list[str]) -> None:
                                 "$HASHLAB_DATA)")
     rescore_parser.add_argument("--only-old", action="store_true", help="only records scored before today's "
                                 "evaluation")
-    docs = commands.add_parser("docs", help="generated parts of the docs")
-    docs.add_argument("what", choices=["profiles"], help="profiles: each method doc's cpu-profile block from its config")
+
+
+def _add_sweep_parser(commands) -> None:
     sweep = commands.add_parser("sweep", help="W&B sweeps generated from the table specs")
     sweep_commands = sweep.add_subparsers(dest="sweep_command", required=True)
     export = sweep_commands.add_parser("export", help="write sweeps/<table>.yaml from experiments/tables/<table>.yaml")
@@ -137,6 +174,9 @@ def dispatch(argv: list[str]) -> None:
     local.add_argument("--runs-dir", default="runs")
     local.add_argument("--worker", default=None, help="a name for this worker: runs are claimed in "
                        "RUNS_DIR/.claims so workers sharing RUNS_DIR never run the same cell")
+
+
+def _add_explain_parser(commands) -> None:
     explain = commands.add_parser("explain", help="a PNG grid of images with what a trained method looks at")
     explain.add_argument("method", help="e.g. fdh_mfe")
     explain.add_argument("--checkpoint", required=True, help="a checkpoint of a finished run (<run>/checkpoints/*.ckpt)")
@@ -145,6 +185,9 @@ def dispatch(argv: list[str]) -> None:
     explain.add_argument("--bits", type=int, nargs="+", default=None, help="attribute_hash: bits to show (default 0-3)")
     explain.add_argument("--out", default="explain.png")
     explain.add_argument("--image-size", type=int, default=None, help="default: the run's")
+
+
+def _add_data_parser(commands) -> None:
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     describe = data_commands.add_parser("describe", help="print a data set's split as JSON, or with --all the "
@@ -165,123 +208,147 @@ def dispatch(argv: list[str]) -> None:
     digit_images = data_commands.add_parser("digits", help="write the embedded digit scans as PNG files in class "
                                             "folders (an image collection for `hashlab index build`)")
     digit_images.add_argument("--out", required=True)
-    from hashlab.search.cli import add_commands as add_search_commands
-    add_search_commands(commands)
-    args = parser.parse_args(argv)
 
-    if args.command in ("index", "search", "serve"):
-        from hashlab.search.cli import run as run_search
-        run_search(args)
-        return
 
-    if args.command == "rescore":
-        from hashlab.runs.rescore import rescore
-        done = rescore(args.folders, args.data_root, args.only_old)
-        print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}")
+# -- one handler per subcommand: (parsed arguments, the parser for its usage errors) -----------------------------
+
+def _search(args, parser) -> None:
+    from hashlab.search.cli import run as run_search
+    run_search(args)
+
+
+def _rescore(args, parser) -> None:
+    from hashlab.runs.rescore import rescore
+    done = rescore(args.folders, args.data_root, args.only_old)
+    print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}")
+
+
+def _docs(args, parser) -> None:
+    from hashlab.reporting.profiles import write_blocks
+    for path in write_blocks():
+        print(path)
+
+
+def _tune(args, parser) -> None:
+    from hashlab.runs import tuning
+    if args.write_sweep:
+        path = tuning.sweep_path(args.method)
+        path.write_text(tuning.sweep_text(tuning.tuning_sweep(args.method)))
+        print(path)
         return
-    if args.command == "docs":
-        from hashlab.reporting.profiles import write_blocks
-        for path in write_blocks():
+    if args.render:
+        print(tuning.render_report(args.method, args.reports_dir))
+        return
+    if args.dry_run:
+        print(tuning.dry_run_text(args.method, args.runs_dir, args.data_root))
+        return
+    choice = tuning.tune(args.method, args.runs_dir, args.data_root, args.reports_dir,
+                         write_config=not args.no_config)
+    print(json.dumps(choice, indent=1))
+
+
+def _campaign(args, parser) -> None:
+    from hashlab.runs.campaign import load_plan, run_campaign, status
+    if args.status:
+        print(status(load_plan(args.plan), args.runs_dir, args.data_root, args.reports_dir))
+    else:
+        run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells,
+                     commit=args.commit, allow_dirty=args.allow_dirty)
+
+
+def _cell(args, parser) -> None:
+    from hashlab.runs.sweeps import run_cell
+    print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
+                   args.runs_dir, args.data_root, args.wandb))
+
+
+def _sweep(args, parser) -> None:
+    if args.sweep_command == "export":
+        from hashlab.runs.sweeps import write_sweep
+        for table in args.table:
+            print(write_sweep(table, args.out, args.profile))
+        return
+    from hashlab.runs.sweeps import run_local_sweep
+    results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir, args.worker)
+    failed = [r for r in results if r["returncode"]]
+    for result in failed:
+        print(f"failed: {result['params']}\n{result['stderr_tail']}", file=sys.stderr)
+    elsewhere = sum(r["returncode"] is None for r in results)
+    print(f"{len(results) - elsewhere} runs here, {elsewhere} claimed by other workers, {len(failed)} "
+          f"failed; records under {args.runs_dir}/")
+    if failed:
+        sys.exit(1)
+
+
+def _explain(args, parser) -> None:
+    from hashlab.explain import explain as write_explanation
+    from hashlab.explain import explain_bits
+    if args.method == "attribute_hash":
+        for path in explain_bits(args.checkpoint, args.data, args.out, args.bits):
             print(path)
         return
-    if args.command == "tune":
-        from hashlab.runs import tuning
-        if args.write_sweep:
-            path = tuning.sweep_path(args.method)
-            path.write_text(tuning.sweep_text(tuning.tuning_sweep(args.method)))
-            print(path)
-            return
-        if args.render:
-            print(tuning.render_report(args.method, args.reports_dir))
-            return
-        if args.dry_run:
-            print(tuning.dry_run_text(args.method, args.runs_dir, args.data_root))
-            return
-        choice = tuning.tune(args.method, args.runs_dir, args.data_root, args.reports_dir,
-                             write_config=not args.no_config)
-        print(json.dumps(choice, indent=1))
+    if not args.images:
+        parser.error(f"explain {args.method} needs --images")
+    print(write_explanation(args.method, args.checkpoint, args.images, args.out, args.image_size))
+
+
+def _data(args, parser) -> None:
+    from hashlab.data.describe import describe_dataset, table1
+    if args.data_command == "digits":
+        from hashlab.data.digits import write_digit_images
+        print(f"wrote {len(write_digit_images(args.out))} images under {args.out}/<digit>/")
         return
-    if args.command == "campaign":
-        from hashlab.runs.campaign import load_plan, run_campaign, status
-        if args.status:
-            print(status(load_plan(args.plan), args.runs_dir, args.data_root, args.reports_dir))
-        else:
-            run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells,
-                         commit=args.commit, allow_dirty=args.allow_dirty)
+    if args.data_command == "mosaics":
+        from hashlab.data.mosaics import write_digit_mosaics
+        root = write_digit_mosaics(args.out, args.images, args.cells, seed=args.seed)
+        print(f"wrote {root}/images and train.txt / test.txt / database.txt; fit with --data "
+              f"hashlab.data.ListFile --data.root {root} --data.family small")
         return
-    if args.command in ("cell", "sweep"):
-        from hashlab.runs.sweeps import run_cell, write_sweep
-        if args.command == "cell":
-            print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
-                           args.runs_dir, args.data_root, args.wandb))
-        elif args.sweep_command == "export":
-            for table in args.table:
-                print(write_sweep(table, args.out, args.profile))
-        else:
-            from hashlab.runs.sweeps import run_local_sweep
-            results = run_local_sweep(args.sweep_file, args.max_runs, args.runs_dir, args.worker)
-            failed = [r for r in results if r["returncode"]]
-            for result in failed:
-                print(f"failed: {result['params']}\n{result['stderr_tail']}", file=sys.stderr)
-            elsewhere = sum(r["returncode"] is None for r in results)
-            print(f"{len(results) - elsewhere} runs here, {elsewhere} claimed by other workers, {len(failed)} "
-                  f"failed; records under {args.runs_dir}/")
-            if failed:
-                sys.exit(1)
+    if args.all:
+        print(table1(args.root))
         return
-    if args.command == "explain":
-        from hashlab.explain import explain as write_explanation
-        from hashlab.explain import explain_bits
-        if args.method == "attribute_hash":
-            for path in explain_bits(args.checkpoint, args.data, args.out, args.bits):
-                print(path)
-            return
-        if not args.images:
-            parser.error(f"explain {args.method} needs --images")
-        print(write_explanation(args.method, args.checkpoint, args.images, args.out, args.image_size))
-        return
-    if args.command == "data":
-        from hashlab.data.describe import describe_dataset, table1
-        if args.data_command == "digits":
-            from hashlab.data.digits import write_digit_images
-            print(f"wrote {len(write_digit_images(args.out))} images under {args.out}/<digit>/")
-            return
-        if args.data_command == "mosaics":
-            from hashlab.data.mosaics import write_digit_mosaics
-            root = write_digit_mosaics(args.out, args.images, args.cells, seed=args.seed)
-            print(f"wrote {root}/images and train.txt / test.txt / database.txt; fit with --data "
-                  f"hashlab.data.ListFile --data.root {root} --data.family small")
-            return
-        if args.all:
-            print(table1(args.root))
-            return
-        if not args.dataset:
-            parser.error("name a data set, or pass --all")
-        print(json.dumps(describe_dataset(args.dataset, args.root, args.protocol, args.split_seed,
-                                          val_fraction=args.val_fraction)))
-    elif args.command in ("reproduce", "report"):
-        from hashlab.runs.tables import render_table, reproduce_table
-        if args.command == "reproduce":
-            reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
-                            datasets=args.datasets, methods=args.methods, seeds=args.seeds,
-                            data_root=args.data_root, wandb=args.wandb)
-            if args.dry_run:
-                return
-        records = list(getattr(args, "records", None) or [])
-        if getattr(args, "wandb", None) and args.command == "report":
-            from hashlab.records.wandb_runs import records_from_wandb
-            records.append(records_from_wandb(args.wandb, Path(args.runs_dir) / "wandb-records" /
-                                              args.wandb.replace("/", "_")))
-        out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,
-                           data_root=args.data_root, records=records)
-        print(out["markdown"])
-        print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
-        if getattr(args, "readme", None):
-            from hashlab.reporting.render import update_readme
-            if "summary" not in out:
-                parser.error(f"table {args.table} has no summary: field in its spec; nothing to write")
-            changed = update_readme(Path(args.readme), out["dir"].name, out["summary"])
-            print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
+    if not args.dataset:
+        parser.error("name a data set, or pass --all")
+    print(json.dumps(describe_dataset(args.dataset, args.root, args.protocol, args.split_seed,
+                                      val_fraction=args.val_fraction)))
+
+
+def _reproduce(args, parser) -> None:
+    from hashlab.runs.tables import reproduce_table
+    reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
+                    datasets=args.datasets, methods=args.methods, seeds=args.seeds,
+                    data_root=args.data_root, wandb=args.wandb)
+    if not args.dry_run:
+        _render(args, parser)
+
+
+def _report(args, parser) -> None:
+    _render(args, parser)
+
+
+def _render(args, parser) -> None:
+    """Render the table (after `reproduce` ran its cells, or for `report`) and print where it went."""
+    from hashlab.runs.tables import render_table
+    records = list(getattr(args, "records", None) or [])
+    if getattr(args, "wandb", None) and args.command == "report":
+        from hashlab.records.wandb_runs import records_from_wandb
+        records.append(records_from_wandb(args.wandb, Path(args.runs_dir) / "wandb-records" /
+                                          args.wandb.replace("/", "_")))
+    out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,
+                       data_root=args.data_root, records=records)
+    print(out["markdown"])
+    print(f"\nwrote {', '.join(str(p) for p in out['files'])}")
+    if getattr(args, "readme", None):
+        from hashlab.reporting.render import update_readme
+        if "summary" not in out:
+            parser.error(f"table {args.table} has no summary: field in its spec; nothing to write")
+        changed = update_readme(Path(args.readme), out["dir"].name, out["summary"])
+        print(f"{args.readme}: results block {'updated' if changed else 'unchanged'}")
+
+
+HANDLERS = {"index": _search, "search": _search, "serve": _search, "rescore": _rescore, "docs": _docs, "tune": _tune,
+            "campaign": _campaign, "cell": _cell, "sweep": _sweep, "explain": _explain, "data": _data,
+            "reproduce": _reproduce, "report": _report}
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from hashlab.data.base import DatasetError, load_image
+from hashlab.data.sources import DatasetError, load_image
 
 
 def _run_config(checkpoint: Path) -> dict | None:

@@ -133,7 +133,7 @@ def test_hashlab_fit_and_explain(tmp_path):
 def test_class_balanced_batches_give_every_anchor_a_triplet():
     """P x K batches on CUB-like data (200 classes, 30 images each, batch 32): every anchor has a
     positive; shuffled batches leave most anchors without one."""
-    from hashlab.data.base import ClassBalancedBatches
+    from hashlab.data.items import ClassBalancedBatches
     from hashlab.losses import triplet_coverage
     labels = np.eye(200, dtype=np.uint8)[np.repeat(np.arange(200), 30)]
     sampler = ClassBalancedBatches(labels, batch_size=32, per_class=4, seed=0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 
 _WHERE = {
-    "DatasetError": "base", "HashingDataModule": "base", "Source": "base",
+    "DatasetError": "sources", "HashingDataModule": "base", "Source": "sources",
     "CIFAR10": "cifar10", "CUB200": "cub200", "Digits": "digits", "Flickr25K": "flickr25k",
     "ListFile": "listfile", "StanfordCars": "stanford_cars",
     "Split": "protocols", "make_split": "protocols", "register_protocol": "protocols",

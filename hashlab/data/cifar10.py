@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.data.base import DatasetError, HashingDataModule, Source, resolve_root
+from hashlab.data.base import HashingDataModule
+from hashlab.data.sources import DatasetError, Source, resolve_root
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.data.base import DatasetError, Source, read_table, require_file, resolve_root
 from hashlab.data.finegrained import FineGrainedDataModule
+from hashlab.data.sources import DatasetError, Source, read_table, require_file, resolve_root
 
 HOW_TO_GET = ("Get CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets/cub_200_2011/ (data DOI "
               "10.22002/D1.20098) and extract it; --data.root is the folder that holds CUB_200_2011/ (or that "

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hashlab.data.base import HashingDataModule, Source
+from hashlab.data.base import HashingDataModule
+from hashlab.data.sources import Source
 
 
 class Digits(HashingDataModule):

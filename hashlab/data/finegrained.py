@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from hashlab.data.base import DatasetError, HashingDataModule, Source
+from hashlab.data.base import HashingDataModule
+from hashlab.data.sources import DatasetError, Source
 
 
 class HubImage:

@@ -13,7 +13,8 @@ from typing import Literal
 
 import numpy as np
 
-from hashlab.data.base import DatasetError, HashingDataModule, Source, require_file, resolve_root
+from hashlab.data.base import HashingDataModule
+from hashlab.data.sources import DatasetError, Source, require_file, resolve_root
 
 POTENTIAL_CONCEPTS = ["animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor", "lake",
                       "male", "night", "people", "plant_life", "portrait", "river", "sea", "sky", "structures",

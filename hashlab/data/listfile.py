@@ -14,7 +14,8 @@ from typing import Literal
 
 import numpy as np
 
-from hashlab.data.base import DatasetError, HashingDataModule, Source, resolve_root
+from hashlab.data.base import HashingDataModule
+from hashlab.data.sources import DatasetError, Source, resolve_root
 
 ROLES = ("train", "query", "database")
 

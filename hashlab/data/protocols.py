@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from hashlab.data.base import Source
+    from hashlab.data.sources import Source
 
 
 @dataclass(frozen=True)

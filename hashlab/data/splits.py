@@ -37,7 +37,7 @@ def save_split(path: Path, split: Split, data_fingerprint: str, num_items: int, 
 
 
 def load_split(path: Path, data_fingerprint: str, num_items: int, root: str) -> Split:
-    from hashlab.data.base import DatasetError
+    from hashlab.data.sources import DatasetError
     try:
         stored = json.loads(path.read_text())
         indices = stored["indices"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hashlab.data.base import DatasetError, Source, require_file, resolve_root
 from hashlab.data.finegrained import FineGrainedDataModule
+from hashlab.data.sources import DatasetError, Source, require_file, resolve_root
 
 HOW_TO_GET = ("The official page (https://ai.stanford.edu/~jkrause/cars/car_dataset.html) no longer serves the "
               "files. Use a mirror of the original release, e.g. the Kaggle copy 'jessicali9530/stanford-cars-dataset' "

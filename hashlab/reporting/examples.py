@@ -51,7 +51,7 @@ def top_k(query: np.ndarray, database: np.ndarray, k: int, tie_order: np.ndarray
 def _thumb(source, index: int, colour) -> np.ndarray:
     from PIL import Image
 
-    from hashlab.data.base import load_image
+    from hashlab.data.sources import load_image
     image = load_image(source.items[index]).resize((THUMB, THUMB), Image.BILINEAR)
     out = np.empty((THUMB + 2 * BORDER, THUMB + 2 * BORDER, 3), np.uint8)
     out[:] = colour
