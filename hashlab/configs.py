@@ -33,8 +33,15 @@ class ConfigError(HashlabError):
 
 
 def _read(path: Path) -> dict:
+    """The file's mapping, parsed once per content (a table's cells read each method file many times); keyed by the
+    text, not the modification time, which two quick writes can share."""
+    return _parsed(str(path), Path(path).read_text())
+
+
+@lru_cache(maxsize=256)
+def _parsed(path: str, text: str) -> dict:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
@@ -131,7 +138,7 @@ def _method_class(path: Path) -> tuple[str, type]:
 
 
 @lru_cache(maxsize=256)
-def _composed(path: str, profile: str, stamp: float) -> tuple[dict, dict, dict]:
+def _composed(path: str, profile: str, stamp: str) -> tuple[dict, dict, dict]:
     class_path, cls = _method_class(Path(path))
     values: dict = {}
     labels: dict = {}
@@ -177,11 +184,11 @@ def settings(path: str | Path, profile: str) -> list[tuple[str, object, str]]:
     return [(key, value, labels.get(key, "")) for key, value in values.items()]
 
 
-def _stamp(path: Path) -> float:
-    """Files' modification times: a tuning that rewrites a file is seen by the next cell of the same process."""
+def _stamp(path: Path) -> str:
+    """The contents of every file a composition reads: a tuning that rewrites one is seen by the next cell."""
     root = path.parent.parent
-    files = [path, root / TUNED_NAME, *(root / "profiles").glob("*.yaml")]
-    return sum(f.stat().st_mtime_ns for f in files if f.exists())
+    files = [path, root / TUNED_NAME, *sorted((root / "profiles").glob("*.yaml")), *sorted(PROFILES_DIR.glob("*.yaml"))]
+    return "\0".join(f.read_text() for f in files if f.exists())
 
 
 def _copy(config: dict) -> dict:
@@ -193,16 +200,15 @@ def expand_args(args: list[str]) -> list[str]:
     --config with a complete config file, pass through unchanged."""
     args = list(args)
     profile = None
-    for flag in ("--profile",):
-        for i, arg in enumerate(args):
-            if arg == flag and i + 1 < len(args):
-                profile = args[i + 1]
-                del args[i:i + 2]
-                break
-            if arg.startswith(flag + "="):
-                profile = arg.split("=", 1)[1]
-                del args[i]
-                break
+    for i, arg in enumerate(args):
+        if arg == "--profile" and i + 1 < len(args):
+            profile = args[i + 1]
+            del args[i:i + 2]
+            break
+        if arg.startswith("--profile="):
+            profile = arg.split("=", 1)[1]
+            del args[i]
+            break
     out, expanded = [], False
     i = 0
     while i < len(args):

@@ -338,15 +338,19 @@ def _readme(reports_dir) -> Path:
 
 
 def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> None:
-    """Re-render each table a committed cell belongs to, and the README's results block."""
+    """Re-render each table a committed cell belongs to, the README's results block and the tuning index (whose
+    agreement between validation and test reads the cells)."""
     from hashlab.reporting.render import readme_block, update_readme
     from hashlab.runs.tables import render_table
+    from hashlab.runs.tuning import render_index
     for table in tables:
         out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
                            data_root=data_root)
         readme = _readme(reports_dir)
         if "summary" in out and readme.exists() and readme_block(readme, out["dir"].name) is not None:
             update_readme(readme, out["dir"].name, out["summary"])
+    if any(Path(reports_dir).glob("tune-*/choice.json")):
+        render_index(reports_dir)
 
 
 def own_commit(started_at: str, written: list[Path], root: str | Path | None = None) -> str:
@@ -470,7 +474,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         where = ', '.join(f'{reports_dir}/{t}/records' for t in item.tables)
         log(f"  done in {wall / 60:.1f} min{resumed}: {result}; written to {where}{'' if commit else ' (commit it)'}")
         if commit:
-            why_not = git_commit([*(Path(reports_dir) / t for t in item.tables), _readme(reports_dir)],
+            why_not = git_commit([*(Path(reports_dir) / t for t in item.tables), _readme(reports_dir),
+                                  Path(reports_dir) / "tuning.md"],
                                  f"reports/{', '.join(item.tables)}: {item.cell.label}: {result}, "
                                  f"wall {wall / 60:.1f} min (record and codes)")
             log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
