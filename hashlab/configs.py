@@ -50,13 +50,13 @@ def _parsed(path: str, text: str) -> dict:
 
 
 def is_method_file(path: str | Path) -> bool:
-    """A method file has profile sections; a complete LightningCLI config (seed_everything, model, data, ...)
-    does not."""
+    """A method file has dotted settings and profile sections; a complete LightningCLI config has model, data and
+    trainer sections (both may set seed_everything)."""
     path = Path(path)
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         return False
     data = _read(path)
-    return bool(data) and not (set(data) & {"model", "data", "trainer", "seed_everything"})
+    return bool(data) and not (set(data) & {"model", "data", "trainer"})
 
 
 def _setting(key: str) -> bool:
@@ -99,9 +99,7 @@ def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
     if profile not in method:
         raise ConfigError(f"{path} has no profile {profile!r}; its profiles are "
                           f"{', '.join(method_profiles(path)) or 'none'}")
-    profile_path = path.parent.parent / "profiles" / f"{profile}.yaml"
-    if not profile_path.parent.is_dir():  # a method file of a user's own folder takes the project's profiles
-        profile_path = PROFILES_DIR / f"{profile}.yaml"
+    profile_path = _profiles_dir(path) / f"{profile}.yaml"
     shared = _read(profile_path) if profile_path.exists() else {}
     unknown = {k for k in shared if not _setting(k)} - set(KINDS)
     if unknown:
@@ -112,6 +110,13 @@ def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
     return [(f"{profile_path}", _shared(shared)), (f"{profile_path} ({kind})", shared.get(kind)),
             (f"{path}", _shared(method)), (f"{path} ({profile})", method.get(profile)),
             (f"{tuned_path} ({path.stem}, {profile})", tuned.get(profile))]
+
+
+def _profiles_dir(path: Path) -> Path:
+    """experiments/profiles beside the method file's folder; a method file of a user's own folder takes the
+    project's."""
+    beside = path.parent.parent / "profiles"
+    return beside if beside.is_dir() else PROFILES_DIR
 
 
 def method_class_path(method_id: str) -> str:
@@ -187,7 +192,7 @@ def settings(path: str | Path, profile: str) -> list[tuple[str, object, str]]:
 def _stamp(path: Path) -> str:
     """The contents of every file a composition reads: a tuning that rewrites one is seen by the next cell."""
     root = path.parent.parent
-    files = [path, root / TUNED_NAME, *sorted((root / "profiles").glob("*.yaml")), *sorted(PROFILES_DIR.glob("*.yaml"))]
+    files = [path, root / TUNED_NAME, *sorted(_profiles_dir(path).glob("*.yaml"))]
     return "\0".join(f.read_text() for f in files if f.exists())
 
 
