@@ -101,10 +101,10 @@ def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
                           f"{', '.join(method_profiles(path)) or 'none'}")
     profile_path = _profiles_dir(path) / f"{profile}.yaml"
     shared = _read(profile_path) if profile_path.exists() else {}
-    unknown = {k for k in shared if not _setting(k)} - set(KINDS)
+    unknown = {k for k in shared if not _setting(k)} - set(KINDS) - {"description"}
     if unknown:
-        raise ConfigError(f"{profile_path}: unknown section(s) {sorted(unknown)}; a profile has settings for every "
-                          f"method, then one section per kind of method ({', '.join(KINDS)})")
+        raise ConfigError(f"{profile_path}: unknown section(s) {sorted(unknown)}; a profile has a description, "
+                          f"settings for every method, then one section per kind of method ({', '.join(KINDS)})")
     tuned_path = path.parent.parent / TUNED_NAME
     tuned = (_read(tuned_path) if tuned_path.exists() else {}).get(path.stem) or {}
     return [(f"{profile_path}", _shared(shared)), (f"{profile_path} ({kind})", shared.get(kind)),
@@ -113,10 +113,24 @@ def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
 
 
 def _profiles_dir(path: Path) -> Path:
-    """experiments/profiles beside the method file's folder; a method file of a user's own folder takes the
-    project's."""
+    """experiments/profiles beside the folder of a method file (or table spec); a file in a user's own folder takes
+    the project's."""
     beside = path.parent.parent / "profiles"
     return beside if beside.is_dir() else PROFILES_DIR
+
+
+def profile_description(profile: str, beside: str | Path) -> str:
+    """The profile file's one-sentence ``description`` (what a table's caption says its cells ran with); ``beside``:
+    a file in a folder next to profiles/ (a method file or a table spec)."""
+    path = _profiles_dir(Path(beside)) / f"{profile}.yaml"
+    if not path.exists():
+        raise ConfigError(f"{beside}: profile {profile!r} has no file {path}; the profiles are "
+                          f"{', '.join(sorted(p.stem for p in path.parent.glob('*.yaml'))) or 'none'}")
+    text = _read(path).get("description")
+    if not text:
+        raise ConfigError(f"{path}: no description; add `description: <backbone, input, schedule in a sentence>` "
+                          "(the caption of a table run in this profile says it)")
+    return " ".join(str(text).split())
 
 
 def method_class_path(method_id: str) -> str:

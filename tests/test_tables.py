@@ -37,6 +37,27 @@ def test_every_table_spec_loads_and_its_configs_exist(path):
                 assert is_method_file(ROOT / file) and rest[rest.index("--profile") + 1] in method_profiles(ROOT / file)
 
 
+def test_a_table_says_what_a_profile_is_from_the_profile_file(tmp_path):
+    """A spec names its profiles; the caption's text is the profile file's description, written once (a spec's
+    own text wins where its cells differ). A profile without a description, or without a file, is an error that
+    names the file and the fix."""
+    spec = load_spec("2")
+    cpu = yaml.safe_load((ROOT / "experiments" / "profiles" / "cpu.yaml").read_text())["description"]
+    assert spec["profiles"]["cpu"] == " ".join(cpu.split()) and "128 px" in cpu
+    assert load_spec("dfch-source")["profiles"]["paper"].startswith("AlexNet-class backbone")  # its own text
+    root = tmp_path / "experiments"
+    (root / "tables").mkdir(parents=True)
+    (root / "profiles").mkdir()
+    (root / "profiles" / "cpu.yaml").write_text("model.lr: 0.001\n")
+    table = yaml.safe_load((ROOT / "experiments" / "tables" / "table2.yaml").read_text())
+    (root / "tables" / "t.yaml").write_text(yaml.safe_dump({**table, "profiles": ["cpu"]}))
+    with pytest.raises(TableSpecError, match=r"profiles/cpu.yaml: no description; add `description: "):
+        load_spec(str(root / "tables" / "t.yaml"))
+    (root / "tables" / "t.yaml").write_text(yaml.safe_dump({**table, "profiles": ["gpu"]}))
+    with pytest.raises(TableSpecError, match=r"profile 'gpu' has no file .*gpu.yaml; the profiles are cpu"):
+        load_spec(str(root / "tables" / "t.yaml"))
+
+
 def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     from tests.test_data import write_image_folder
     write_image_folder(tmp_path / "cifar10")  # a cell's identity holds its data's fingerprint: real files

@@ -95,7 +95,7 @@ def load_spec(table: str) -> dict:
         if missing:
             raise TableSpecError(f"{path}: reference {ref.get('label', '?')!r} lacks {missing}: a published row "
                                  "names its method (label), backbone, data set, protocol, source and figures by bits")
-    profiles = spec.get("profiles", {"default": ""})
+    profiles = _profiles(spec, path)
     for method in spec["methods"]:
         configs = method.get("config")
         if isinstance(configs, dict):
@@ -104,6 +104,25 @@ def load_spec(table: str) -> dict:
                 raise TableSpecError(f"{path}: method {method['name']!r} has configs for unknown profile(s) "
                                      f"{sorted(unknown)}; the table's profiles are {sorted(profiles)}")
     return {**spec, "path": str(path), "profiles": profiles}
+
+
+def _profiles(spec: dict, path: Path) -> dict[str, str]:
+    """Profile -> what the caption says of it. A spec lists its profiles by name, and each says what it is in its
+    own file (experiments/profiles/<name>.yaml, `description`); a spec whose cells differ from that gives its own
+    text (``{name: text}``)."""
+    from hashlab.configs import ConfigError, profile_description
+    given = spec.get("profiles")
+    if given is None:
+        return {"default": ""}
+    if isinstance(given, list):
+        given = dict.fromkeys(given)
+    if not isinstance(given, dict):
+        raise TableSpecError(f"{path}: profiles is a list of profile names (or name: caption text), not "
+                             f"{type(given).__name__}")
+    try:
+        return {name: text or profile_description(name, path) for name, text in given.items()}
+    except ConfigError as error:
+        raise TableSpecError(str(error)) from None
 
 
 def report_dir(spec: dict, profile: str, reports_dir: str | Path) -> Path:
