@@ -2,6 +2,7 @@
 subcommand imports what it needs when it runs, so `hashlab --help` and argument errors answer at once.
 
     hashlab fit --config experiments/methods/dpsh_googlenet.yaml --data.root DIR --model.bits 32
+    hashlab trial --epochs 4 --config experiments/methods/dsh.yaml --profile cpu --data.root DIR
     hashlab reproduce --table demo
     hashlab report --table demo
     hashlab data describe cifar10 --root DIR
@@ -51,11 +52,32 @@ def dispatch(argv: list[str]) -> None:
         path = run_fit(argv[1:])
         print(path)
         return
+    if argv and argv[0] == "trial":
+        _trial(argv[1:])
+        return
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = HANDLERS.get(args.command)  # none for "fit", which LightningCLI answers above
+    handler = HANDLERS.get(args.command)  # none for "fit" and "trial", answered above
     if handler is not None:
         handler(args, parser)
+
+
+def _trial(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="hashlab trial", usage="hashlab trial [--epochs N] <hashlab fit arguments>",
+        description="Train a run's first N epochs of its schedule (the learning-rate schedule still spans its "
+                    "max_epochs) and print the validation mAP after each validation; no test phase, no record. The "
+                    "run folder is the cell's: a trial resumes its own checkpoint, and so would the full cell.")
+    parser.add_argument("--epochs", type=int, default=4, help="how many epochs of the schedule (default 4)")
+    args, fit_args = parser.parse_known_args(argv)
+    if not fit_args:
+        parser.error("give the run's `hashlab fit` arguments (--config ... --profile ...)")
+    from hashlab.runs.fit import run_fit
+    path = run_fit([a for a in fit_args if a != "--"], first_epochs=args.epochs)
+    trial = json.loads(path.read_text())
+    history = ", ".join(f"epoch {epoch + 1}: {value:.3f}" for epoch, value in trial["val_map_by_epoch"])
+    print(f"validation mAP by epoch: {history or 'none (no validation split, or none due yet)'}")
+    print(f"{trial['epochs']} epochs, {trial['seconds'] / max(1, trial['epochs']):.0f} s/epoch; {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("fit", help="train one run (LightningCLI; see `hashlab fit --help`)")
+    commands.add_parser("trial", help="the first epochs of a run, no test: its validation mAP by epoch, for comparing "
+                        "config variants cheaply (see `hashlab trial --help`)")
     _add_table_parsers(commands)
     _add_cell_parser(commands)
     _add_campaign_parser(commands)
@@ -237,7 +261,8 @@ def _tune(args, parser) -> None:
         print(path)
         return
     if args.render:
-        print(tuning.render_report(args.method, args.reports_dir))
+        from hashlab.reporting.tuning import render_report
+        print(render_report(args.method, tuning.budget(), args.reports_dir))
         return
     if args.dry_run:
         print(tuning.dry_run_text(args.method, args.runs_dir, args.data_root))

@@ -265,7 +265,11 @@ def setting_line(key: str, entry, indent: str = "") -> str:
     return f"{indent}{key}: {_scalar(entry)}"
 
 
-def tuned_text(tuned: dict, header: str) -> str:
+TUNED_HEADER = ("# Written by `hashlab tune <method>` (reports/tune-<method>/): per method and profile, the values "
+                "chosen on\n# validation. They win over the method's file (hashlab/configs.py).\n")
+
+
+def tuned_text(tuned: dict, header: str = TUNED_HEADER) -> str:
     """experiments/tuned.yaml's text: per method and profile, one line per setting."""
     lines = [header.rstrip("\n")]
     for method in sorted(tuned):
@@ -274,3 +278,16 @@ def tuned_text(tuned: dict, header: str) -> str:
             lines.append(f"  {profile}:")
             lines += [setting_line(key, entry, "    ") for key, entry in (section or {}).items()]
     return "\n".join(lines) + "\n"
+
+
+def write_tuned(path: str | Path, method: str, profile: str, values: dict, label: str) -> None:
+    """Set the method's tuned values in one profile of experiments/tuned.yaml (each ``{value, from: label}``); the
+    method's other profiles and the other methods' entries stay as they are. Written atomically."""
+    from hashlab.io import write_text_atomic
+    path = Path(path)
+    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+    section = data.setdefault(method, {}).get(profile) or {}
+    for key, value in values.items():
+        section[key] = {"value": value, "from": label}
+    data[method][profile] = section
+    write_text_atomic(path, tuned_text(data))

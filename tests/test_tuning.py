@@ -8,16 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hashlab.reporting.tuning import TuningReportError, render_index, render_report
 from hashlab.runs.tuning import (
     TRIALS,
-    TuningError,
     _write_report,
     budget,
     epochs_trained,
     load_sweep,
-    render_index,
-    render_report,
-    run_trial,
     score_at,
     sobol_points,
     trial_points,
@@ -77,7 +74,7 @@ def test_every_deep_method_is_tuned_with_the_same_budget():
         incumbent = {name: "now" for name in sweep["parameters"]}
         sizes[method] = len(trial_points(sweep, incumbent))
     assert set(sizes.values()) == {TRIALS}, sizes
-    assert epochs_trained() == 16 * 2 + 4 * 2 + 2 * 2
+    assert epochs_trained(budget()) == 16 * 2 + 4 * 2 + 2 * 2
 
 
 def test_sobol_points_lie_in_the_space_and_do_not_depend_on_the_run():
@@ -90,10 +87,18 @@ def test_sobol_points_lie_in_the_space_and_do_not_depend_on_the_run():
     assert logs[0] < -3.6 and logs[-1] > -2.4  # spread over both decades, not bunched
 
 
-def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_path):
-    straight = run_trial([*CELL, f"--runs_dir={tmp_path / 'a'}"], epochs=3)
-    run_trial([*CELL, f"--runs_dir={tmp_path / 'b'}"], epochs=1)
-    resumed = run_trial([*CELL, f"--runs_dir={tmp_path / 'b'}"], epochs=3)
+def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_path, capsys):
+    from hashlab.cli import main
+    from hashlab.runs.fit import run_fit
+    straight = json.loads(run_fit([*CELL, f"--runs_dir={tmp_path / 'a'}"], first_epochs=3).read_text())
+    # `hashlab trial` is the same path: one epoch, then on to three from its checkpoint
+    main(["trial", "--epochs", "1", *CELL, f"--runs_dir={tmp_path / 'b'}"])
+    assert "\n1 epochs, " in capsys.readouterr().out
+    main(["trial", "--epochs", "3", *CELL, f"--runs_dir={tmp_path / 'b'}"])
+    out = capsys.readouterr().out
+    assert "validation mAP by epoch: epoch 1: " in out and "epoch 3: " in out and "\n3 epochs, " in out
+    (path,) = (tmp_path / "b").rglob("trial.json")
+    resumed = json.loads(path.read_text())
     assert resumed["epochs"] == straight["epochs"] == 3
     assert resumed["val_map_by_epoch"] == straight["val_map_by_epoch"]
 
@@ -137,7 +142,7 @@ def test_a_committed_tuning_report_renders_again_from_its_choice_and_trials_alon
     (folder / "choice.json").write_bytes((committed / "choice.json").read_bytes())
     for trial in (committed / "trials").glob("*.json"):
         (folder / "trials" / trial.name).write_bytes(trial.read_bytes())
-    render_report(method, tmp_path)
+    render_report(method, budget(), tmp_path)
     for name in ("table.md", "trials.csv"):
         assert (folder / name).read_text() == (committed / name).read_text(), name
     table = (folder / "table.md").read_text()
@@ -155,7 +160,7 @@ def test_the_committed_tuning_index_renders_from_the_committed_choices(tmp_path)
         (tmp_path / snapshot.name).write_bytes(snapshot.read_bytes())
     (tmp_path / "table2").mkdir()
     (tmp_path / "table2" / "table.csv").write_bytes((ROOT / "reports" / "table2" / "table.csv").read_bytes())
-    assert render_index(tmp_path).read_text() == (ROOT / "reports" / "tuning.md").read_text()
+    assert render_index(budget(), tmp_path).read_text() == (ROOT / "reports" / "tuning.md").read_text()
     assert all(f"[{p.name.removeprefix('tune-')}]" in (ROOT / "reports" / "tuning.md").read_text()
                for p in (ROOT / "reports").glob("tune-*/"))
 
@@ -172,8 +177,8 @@ def test_a_tuning_report_of_an_older_choice_renders_and_drops_the_trials_of_an_e
                1: {"epochs": 2, "val_map_by_epoch": [[1, 0.6]], "val_map": 0.6, "config_hash": "a1", "seconds": 30.0},
                2: {"epochs": 2, "val_map_by_epoch": [], "val_map": None, "config_hash": "a2", "seconds": 30.0}}
     folder = tmp_path / "tune-dsh"
-    with pytest.raises(TuningError, match="run `hashlab tune dsh` first"):
-        render_report("dsh", tmp_path)
+    with pytest.raises(TuningReportError, match="run `hashlab tune dsh` first"):
+        render_report("dsh", budget(), tmp_path)
     (folder / "trials").mkdir(parents=True)
     (folder / "trials" / "stale.json").write_text(json.dumps({"params": {lr: 0.001}, **results[0]}))
     _write_report("dsh", points, results, choice, tmp_path / "runs", tmp_path)
@@ -185,5 +190,5 @@ def test_a_tuning_report_of_an_older_choice_renders_and_drops_the_trials_of_an_e
     assert "|     0.800 |        4 |" in (tmp_path / "tuning.md").read_text()  # val mAP, epochs
     for path in (folder / "trials").glob("*.json"):
         path.unlink()
-    with pytest.raises(TuningError, match="holds no trial"):
-        render_report("dsh", tmp_path)
+    with pytest.raises(TuningReportError, match="holds no trial"):
+        render_report("dsh", budget(), tmp_path)

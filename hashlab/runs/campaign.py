@@ -287,9 +287,9 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     from hashlab.runs.tuning import tuned
     to_tune = [m for m in tuned_methods(plan) if not tuned(m, reports_dir)]
     # a tuning trains budget epochs in all; a cell trains 16 (the cpu profile's schedule), validating as often
-    from hashlab.runs.tuning import epochs_trained
+    from hashlab.runs.tuning import budget, epochs_trained
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
-    tuning = sum(epochs_trained() / 16 * per_method.get(m, 9.0) for m in to_tune)
+    tuning = sum(epochs_trained(budget()) / 16 * per_method.get(m, 9.0) for m in to_tune)
     if tuned_methods(plan):
         lines.append(f"\ntuned: {', '.join(m for m in tuned_methods(plan) if m not in to_tune) or 'none yet'}; to tune "
                      f"before their cells: {', '.join(to_tune) or 'none'}"
@@ -341,8 +341,9 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
     """Re-render each table a committed cell belongs to, the README's results block and the tuning index (whose
     agreement between validation and test reads the cells)."""
     from hashlab.reporting.render import readme_block, update_readme
+    from hashlab.reporting.tuning import render_index
     from hashlab.runs.tables import render_table
-    from hashlab.runs.tuning import render_index
+    from hashlab.runs.tuning import budget
     for table in tables:
         out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
                            data_root=data_root)
@@ -350,7 +351,7 @@ def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> 
         if "summary" in out and readme.exists() and readme_block(readme, out["dir"].name) is not None:
             update_readme(readme, out["dir"].name, out["summary"])
     if any(Path(reports_dir).glob("tune-*/choice.json")):
-        render_index(reports_dir)
+        render_index(budget(), reports_dir)
 
 
 def own_commit(started_at: str, written: list[Path], root: str | Path | None = None) -> str:
@@ -381,9 +382,10 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     after each cell, and with ``commit`` git-commit those files. The plan is resolved again after each step
     (a tuning changes the method's config, hence its cells). Refuses to start, and stops before the next cell,
     when the code it runs has uncommitted changes (``allow_dirty``: run anyway; the records say dirty)."""
+    from hashlab.reporting.tuning import point_text
     from hashlab.runs.cells import run_cell
     from hashlab.runs.fit import CellBusy, EpochLine
-    from hashlab.runs.tuning import _point_text, tune, tuned
+    from hashlab.runs.tuning import tune, tuned
     log = log or functools.partial(print, flush=True)  # a log file shows each line as it happens
     if not allow_dirty:
         refuse_uncommitted_code()
@@ -435,7 +437,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                        Path(reports_dir) / "tuning.md", Path(f"docs/methods/{base}.md")]
             if commit:
                 why_not = git_commit(changed, f"tune {base}: {choice['budget']['trials']} trials on validation, chose "
-                                     f"{_point_text(choice['chosen'])} (validation mAP {choice['val_map']:.3f})")
+                                     f"{point_text(choice['chosen'])} (validation mAP {choice['val_map']:.3f})")
                 log("  committed" if why_not is None else f"  not committed ({why_not})")
                 if why_not is None:  # its own commit of data the next cells read: the code it runs is the same
                     started_at = own_commit(started_at, changed)

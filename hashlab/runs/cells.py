@@ -5,8 +5,8 @@ bits, seed, config hash), so a changed config is a new cell and a finished cell 
 committed under reports/ counts as done on any machine.
 
 The callers are policies over it: `hashlab reproduce` (runs/tables.py) runs a table's cells in order, the campaign
-(runs/campaign.py) a plan's, sweep agents (runs/sweeps.py) the cells their sweep proposes; tuning trials
-(runs/tuning.py) resolve their cell here and train it for a few epochs with no test phase.
+(runs/campaign.py) a plan's, sweep agents (runs/sweeps.py) the cells their sweep proposes, tuning trials (runs/tuning.py) their cell with
+other values, for its first epochs and with no test phase.
 """
 
 from __future__ import annotations
@@ -219,15 +219,16 @@ def wandb_logger_args(table: str, cell: Cell, runs_dir: str | Path) -> list[str]
             f"--trainer.logger.init_args.offline={str(not online()).lower()}"]
 
 
-def run_cell(cell: Cell, table: str | None = None, wandb: bool = False, callbacks=()) -> Path:
+def run_cell(cell: Cell, table: str | None = None, wandb: bool = False, callbacks=(),
+             first_epochs: int | None = None) -> Path:
     """Run the cell (or find it finished) under its lock and return its record; ``wandb``: log it to W&B as part of
-    ``table``'s group."""
+    ``table``'s group; ``first_epochs``: a trial of the cell (its first epochs, no test), returning its trial.json."""
     from hashlab.runs.fit import run_fit
     # the bar over cells is the one progress display; Lightning's own would overwrite it
     quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
     with quiet_framework():
         return run_fit(cell.args + quiet + (wandb_logger_args(table or "hashlab", cell, cell.runs_dir) if wandb else []),
-                       callbacks)
+                       callbacks, first_epochs)
 
 
 # what the framework prints once per cell that a user can do nothing about (hardware lines, advertising tips,

@@ -1,12 +1,13 @@
 """The run life cycle, below the command line: resolve the config, then the run folder, then fit,
 evaluate and write the record.
 
-    resolve_run_dir(args)  the folder a `hashlab fit` command line would use (no model, no data built)
-    run_fit(args)          fit + evaluate + write record.json and codes.npz atomically; skip a finished cell
+    resolve_run_dir(args)              the folder a `hashlab fit` command line would use (no model, no data built)
+    run_fit(args)                      fit + evaluate + write record.json and codes.npz atomically; skip a finished cell
+    run_fit(args, first_epochs=N)      a trial: the cell's first N epochs, no test phase; <run>/trial.json
 
-Every path that runs a cell (`hashlab fit`, and through hashlab.runs.cells `hashlab reproduce`, the campaign and
-sweep agents) comes through :func:`run_fit`; a tuning trial builds the same CLI (same run folder, lock and
-checkpoints) and stops after its round's epochs, with no test phase.
+Every path that runs a cell comes through :func:`run_fit`: `hashlab fit` and `hashlab trial`, and through
+hashlab.runs.cells `hashlab reproduce`, the campaign, sweep agents and tuning trials. Same run folder, lock and
+checkpoints for all: a trial resumes its own checkpoint, and the cell it is the start of would resume it too.
 """
 
 from __future__ import annotations
@@ -222,11 +223,29 @@ class EpochLine(L.Callback):
         self.say(f"    epoch {epoch}/{total}: {validated}{elapsed / 60:.1f} min in this run{left}")
 
 
-def run_fit(args: list[str], callbacks=()) -> Path:
+TRIAL_NAME = "trial.json"
+
+
+class StopAfter(L.Callback):
+    """Ends the fit after the schedule's first ``epochs`` epochs; the schedule itself (learning rate, validation
+    cadence) still spans max_epochs, so a trial is the beginning of the cell it stands for."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def run_fit(args: list[str], callbacks=(), first_epochs: int | None = None) -> Path:
     """Fit, evaluate on query vs database, write the run record; return its path. A cell with a finished
     record is not rerun; a cell another process is running raises :class:`CellBusy`. ``callbacks``: more
-    Lightning callbacks for this fit (they do not change the cell)."""
+    Lightning callbacks for this fit (they do not change the cell). ``first_epochs``: train only the cell's
+    first epochs (a trial): no test phase, no record; returns <run>/trial.json (see :func:`_fit_trial`)."""
     parsed = _parse_only(args)  # a finished cell is known from its command line: build no model or data for it
+    if first_epochs is not None:
+        return _fit_trial(args, parsed.run_dir / TRIAL_NAME, first_epochs, callbacks)
     record_path = parsed.run_dir / RECORD_NAME
     if finished_record(record_path) and not parsed.config.force:
         print(f"finished record exists, not rerunning (pass --force true to rerun): {record_path}", file=sys.stderr)
@@ -237,6 +256,26 @@ def run_fit(args: list[str], callbacks=()) -> Path:
         if finished_record(record_path) and not cli.config.force:  # finished while we waited to look
             return record_path
         return _fit_and_record(cli, record_path)
+
+
+def _fit_trial(args: list[str], path: Path, epochs: int, callbacks) -> Path:
+    """Train up to ``epochs`` epochs of the schedule (resuming this run's checkpoint) and write ``path``: the
+    validation mAP by epoch, the epochs trained and the seconds they took over every attempt. A trial that already
+    trained as far is not trained again."""
+    import json
+    if path.exists() and json.loads(path.read_text())["epochs"] >= epochs:
+        return path
+    cli = build_cli(args)
+    cli.trainer.callbacks.extend([*callbacks, StopAfter(epochs)])
+    with cell_lock(cli.run_dir):
+        earlier = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
+        start = active_time()
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_checkpoint(cli.run_dir))
+        history = [(int(e), float(v)) for e, v in cli.model.val_history]
+        write_json_atomic(path, {"epochs": cli.trainer.current_epoch, "val_map_by_epoch": history,
+                                 "evaluation": EVALUATION, "val_map": history[-1][1] if history else None,
+                                 "config_hash": cli.config_hash, "seconds": active_time() - start + earlier})
+    return path
 
 
 def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:

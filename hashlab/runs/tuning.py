@@ -18,24 +18,27 @@ The best point's values go into experiments/tuned.yaml under the method's cpu pr
 with the sweep file, its validation mAP and the runner-up; reports/tune-<method>/ keeps the trials (trials.csv, table.md,
 choice.json and one trial.json per trial) so that a fresh clone knows the method is tuned. A choice made
 under another results version or another budget is not a choice any more: the method is tuned again.
+
+Here: the space, the points and the halving. The reports are rendered by hashlab/reporting/tuning.py from the
+committed files alone; experiments/tuned.yaml's format is hashlab/configs.py's.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from hashlab.clock import active_time
 from hashlab.errors import HashlabError
 from hashlab.io import write_json_atomic
 from hashlab.records.record import RESULTS_VERSION
-from hashlab.runs.cells import REPORTS_DIR
+from hashlab.reporting.tuning import epochs_trained, point_text, render_report
+from hashlab.runs.cells import REPORTS_DIR, Cell, cells, run_cell
 
 SWEEPS_DIR = Path("sweeps")
-TRIAL_NAME = "trial.json"
 # the budget of every method's tuning: TRIALS points, each round's epochs, how many points each round keeps
 TRIALS, ROUNDS, KEEP = 16, [2, 4, 6], [4, 2]
 SOBOL_SEED = 0
@@ -48,16 +51,9 @@ class TuningError(HashlabError):
     pass
 
 
+
 def budget() -> dict:
     return {"trials": TRIALS, "rounds": list(ROUNDS), "keep": list(KEEP), "sobol_seed": SOBOL_SEED}
-
-
-def epochs_trained(plan: dict | None = None) -> int:
-    """Epochs one tuning trains in all (a resumed trial counts only its new epochs): the budget in epochs."""
-    plan = plan or budget()
-    counts = [plan["trials"], *plan["keep"]]
-    starts = [0, *plan["rounds"][:-1]]
-    return sum(n * (end - start) for n, start, end in zip(counts, starts, plan["rounds"], strict=True))
 
 
 def sweep_path(method: str) -> Path:
@@ -157,11 +153,11 @@ def dry_run_text(method: str, runs_dir: str | Path = "runs", data_root: str | No
     sweep = load_sweep(method)
     plan = sweep["hashlab"]
     try:
-        incumbent = incumbent_point(_cell_args(method, sweep, runs_dir, data_root), list(sweep["parameters"]))
+        incumbent = incumbent_point(_tuned_cell(method, sweep, runs_dir, data_root).args, list(sweep["parameters"]))
     except Exception as error:  # noqa: BLE001 - without the data, the config's values are named, not read
         incumbent = {name: f"(the config's value: {type(error).__name__})" for name in sweep["parameters"]}
     points = trial_points(sweep, incumbent)
-    lines = [f"{number + 1:>3}. {_point_text(point)}{'  (the config now)' if number == 0 else ''}"
+    lines = [f"{number + 1:>3}. {point_text(point)}{'  (the config now)' if number == 0 else ''}"
              for number, point in enumerate(points)]
     lines.append(f"{len(points)} trials (every method: {plan['trials']}); epochs by round {plan['rounds']}, keeping "
                  f"{plan['keep']}: {epochs_trained(plan)} trained epochs")
@@ -175,9 +171,8 @@ def score_at(trial: dict, epochs: int) -> float | None:
     return seen[-1] if seen else None
 
 
-def _cell_args(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> list[str]:
-    """The command line of the table cell the tuning stands for (same config, data, bits and seed)."""
-    from hashlab.runs.cells import cells
+def _tuned_cell(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> Cell:
+    """The table cell the tuning stands for (same config, data, bits and seed), its trials kept in runs/tuning."""
     from hashlab.runs.tables import load_spec
     where = sweep["hashlab"]
     spec = load_spec(where["table"])
@@ -187,46 +182,17 @@ def _cell_args(method: str, sweep: dict, runs_dir: str | Path, data_root: str | 
         raise TuningError(f"table {where['table']} has no cpu cell {method} {where['dataset']} {where['bits']}b")
     if match[0].missing:
         raise TuningError(f"cannot tune {method}: {match[0].missing}")
-    return match[0].args
+    trials_dir = Path(runs_dir) / "tuning"
+    args = [a for a in match[0].args if not a.startswith("--runs_dir=")] + [f"--runs_dir={trials_dir}"]
+    return replace(match[0], args=args, runs_dir=trials_dir)
 
 
-def _override(args: list[str], point: dict) -> list[str]:
-    return [*args, *(f"--{name}={value}" for name, value in point.items())]
-
-
-def run_trial(args: list[str], epochs: int) -> dict:
-    """Train a trial up to ``epochs`` epochs of its schedule (resuming its own checkpoint), no test phase.
-    Returns and writes <run>/trial.json: the validation mAP by epoch."""
-    import lightning as L
-
-    from hashlab.runs.cells import quiet_framework
-    from hashlab.runs.fit import build_cli, cell_lock, resume_checkpoint
-
-    class StopAfter(L.Callback):
-        def on_train_epoch_end(self, trainer, module):
-            if trainer.current_epoch + 1 >= epochs:
-                trainer.should_stop = True
-
-    with quiet_framework():
-        cli = build_cli([*args, "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
-        path = cli.run_dir / TRIAL_NAME
-        if path.exists():
-            previous = json.loads(path.read_text())
-            if previous["epochs"] >= epochs:
-                return previous
-        with cell_lock(cli.run_dir):
-            model, trainer = cli.model, cli.trainer
-            trainer.callbacks.append(StopAfter())
-            start = active_time()
-            trainer.fit(model, datamodule=cli.datamodule, ckpt_path=resume_checkpoint(cli.run_dir))
-            history = [(int(e), float(v)) for e, v in model.val_history]
-            from hashlab.evaluation.scores import EVALUATION
-            trial = {"epochs": trainer.current_epoch, "val_map_by_epoch": history, "evaluation": EVALUATION,
-                     "val_map": history[-1][1] if history else None, "config_hash": cli.config_hash,
-                     "seconds": active_time() - start + (json.loads(path.read_text())["seconds"]
-                                                                if path.exists() else 0.0)}
-            write_json_atomic(path, trial)
-            return trial
+def run_trial(cell: Cell, point: dict, epochs: int) -> dict:
+    """One point of a tuning: its cell with the point's values, the first ``epochs`` epochs of its schedule
+    (resuming the point's own checkpoint), no test phase. Returns <run>/trial.json: the validation mAP by epoch."""
+    trial = replace(cell, args=[*cell.args, *(f"--{name}={value}" for name, value in point.items())],
+                    _record=None, _unresolved=None)
+    return json.loads(run_cell(trial, first_epochs=epochs).read_text())
 
 
 def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = None,
@@ -237,9 +203,8 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     sweep = sweep or load_sweep(method)
     plan = sweep["hashlab"]
     rounds, keep = plan["rounds"], plan["keep"]
-    base = _cell_args(method, sweep, runs_dir, data_root)
-    base = [a for a in base if not a.startswith("--runs_dir=")] + [f"--runs_dir={Path(runs_dir) / 'tuning'}"]
-    incumbent = incumbent_point(base, list(sweep["parameters"]))
+    cell = _tuned_cell(method, sweep, runs_dir, data_root)
+    incumbent = incumbent_point(cell.args, list(sweep["parameters"]))
     points = dict(enumerate(trial_points(sweep, incumbent)))
     results: dict[int, dict] = {}
     scores: dict[int, float] = {}  # validation mAP at the epochs of the round each point last ran in
@@ -247,11 +212,11 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     for round_index, epochs in enumerate(rounds):
         for number, i in enumerate(alive):
             log(f"tune {method}: round {round_index + 1}/{len(rounds)} ({epochs} epochs), trial {number + 1}/"
-                f"{len(alive)}: {_point_text(points[i])}{' (the config now)' if i == 0 else ''}")
-            results[i] = run_trial(_override(base, points[i]), epochs)
+                f"{len(alive)}: {point_text(points[i])}{' (the config now)' if i == 0 else ''}")
+            results[i] = run_trial(cell, points[i], epochs)
             value = score_at(results[i], epochs)
             if value is None:
-                raise TuningError(f"tune {method}: trial {_point_text(points[i])} has no validation mAP after {epochs} "
+                raise TuningError(f"tune {method}: trial {point_text(points[i])} has no validation mAP after {epochs} "
                                   "epochs: the tuned cell needs a validation split (data.val_fraction > 0)")
             scores[i] = value
             log(f"  validation mAP {value:.4f}")
@@ -274,10 +239,6 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
     return choice
 
 
-def _point_text(point: dict) -> str:
-    return ", ".join(f"{name.rsplit('.', 1)[-1]}={value}" for name, value in point.items())
-
-
 def _write_report(method, points, results, choice, runs_dir, reports_dir) -> None:
     folder = Path(reports_dir) / f"tune-{method}"
     kept = set()
@@ -291,156 +252,7 @@ def _write_report(method, points, results, choice, runs_dir, reports_dir) -> Non
         if path.name not in kept:
             path.unlink()
     write_json_atomic(folder / "choice.json", choice)
-    render_report(method, reports_dir)
-
-
-def render_report(method: str, reports_dir: str | Path = REPORTS_DIR) -> Path:
-    """Write reports/tune-<method>/table.md and trials.csv from its committed choice.json and trials/ alone
-    (no run folder needed): one row per trial, the longest-trained and best first, with its validation mAP at
-    every epoch any trial validated at (the rounds' last epochs)."""
-    import pandas as pd
-    folder = Path(reports_dir) / f"tune-{method}"
-    if not (folder / "choice.json").exists():
-        raise TuningError(f"{folder / 'choice.json'} does not exist: run `hashlab tune {method}` first")
-    choice = json.loads((folder / "choice.json").read_text())
-    trials = [json.loads(path.read_text()) for path in sorted((folder / "trials").glob("*.json"))]
-    if not trials:
-        raise TuningError(f"{folder / 'trials'} holds no trial: run `hashlab tune {method}` again (its kept "
-                          "trials under runs/tuning/ are reused)")
-    rounds = sorted({epoch + 1 for trial in trials for epoch, _ in trial["val_map_by_epoch"]})
-    rows = []
-    for trial in trials:
-        history = dict(trial["val_map_by_epoch"])
-        rows.append({**{name.rsplit(".", 1)[-1]: value for name, value in trial["params"].items()},
-                     "from": ("the config now" if trial["params"] == choice.get("incumbent") else
-                              "Sobol" if "space" in choice else "grid"),  # a choice before the equal budgets: a grid
-                     "epochs": trial["epochs"],
-                     **{f"val mAP @{e} ep": history.get(e - 1) for e in rounds},
-                     "seconds": round(trial["seconds"]), "chosen": "yes" if trial["params"] == choice["chosen"] else "",
-                     "config_hash": trial["config_hash"],
-                     "_rank": (trial["epochs"], -math.inf if trial["val_map"] is None else trial["val_map"])})
-    frame = pd.DataFrame(rows).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
-    frame.to_csv(folder / "trials.csv", index=False)
-    notes = []
-    runner_up = (f"; runner-up {_point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
-                 if choice.get("runner_up") else "")
-    path = folder / "table.md"
-    path.write_text(
-        f"**tune-{method}**: order-free validation mAP@all of each trial (validation items vs a validation database "
-        f"shaped like the test's; the query set is never used), successive halving over {choice['sweep']} "
-        f"({len(trials)} trials), longest-trained and best first. Chosen: "
-        f"{_point_text(choice['chosen'])} ({choice['val_map']:.4f} after {choice['epochs']} epochs){runner_up}.\n\n"
-        + "".join(f"- {note}\n" for note in notes) + ("\n" if notes else "")
-        # tabulate leaves only None blank, and pandas holds a missing float as NaN
-        + frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="", floatfmt=".4g")
-        + "\n")
-    render_index(reports_dir)
-    return path
-
-
-def render_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
-    """reports/tuning.md: every tuned method's choice on one page, from the committed tune-<method>/ folders, and
-    how well validation ranks the methods as the test does."""
-    import pandas as pd
-    rows = []
-    for folder in sorted(Path(reports_dir).glob("tune-*/")):
-        if not (folder / "choice.json").exists():
-            continue
-        choice = json.loads((folder / "choice.json").read_text())
-        seconds = [json.loads(path.read_text())["seconds"] for path in (folder / "trials").glob("*.json")]
-        current = choice.get("results_version") == RESULTS_VERSION
-        rows.append({"method": f"[{choice['method']}]({folder.name}/table.md)", "chosen": _point_text(choice["chosen"]),
-                     "val mAP": choice["val_map"], "epochs": choice["epochs"],
-                     "the config before": (f"{choice['incumbent_val_map']:.3f}" if "incumbent_val_map" in choice
-                                           else ""),
-                     "runner-up": (f"{_point_text(choice['runner_up'])}: {choice['runner_up_val_map']:.3f}"
-                                   if choice.get("runner_up") else ""),
-                     "trials": len(seconds), "trial time": f"{sum(seconds) / 60:.0f} min",
-                     "version": choice.get("results_version", 1) if current else
-                     f"{choice.get('results_version', 1)} (to tune again)"})
-    path = Path(reports_dir) / "tuning.md"
-    plan = budget()
-    path.write_text(
-        "**Tuned cpu profiles** of the deep methods at 48 bits on CIFAR-10 (`hashlab tune METHOD`): each method's "
-        "learning rates and the loss weights its source does not fix (sweeps/tune-<method>.yaml names them), with "
-        f"the same budget for every method: {plan['trials']} trials (the config's values and Sobol points of the "
-        f"space), successive halving over {plan['rounds']} epochs keeping {plan['keep']}, {epochs_trained(plan)} "
-        "trained epochs in all. Scored by order-free validation mAP (validation items vs a validation database shaped "
-        "like the test's; the query set is never used). \"the config before\": the validation mAP of the values the "
-        "config had (the first trial). The chosen values are in experiments/tuned.yaml, labelled "
-        "\"ours, tuned\". Rendered from reports/tune-<method>/ by `hashlab tune METHOD --render`; do not edit.\n\n"
-        + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".3f") + "\n" + _rank_agreement(reports_dir)
-        + _stable_trials_note(reports_dir))
-    return path
-
-
-def _spearman(pairs: dict[str, tuple[float, float]]) -> float | None:
-    from scipy.stats import spearmanr
-    if len(pairs) < 3:
-        return None
-    values = list(pairs.values())
-    return float(spearmanr([v for v, _ in values], [t for _, t in values]).statistic)
-
-
-def _rank_agreement(reports_dir: str | Path) -> str:
-    """Does validation rank the deep methods as the test does? Spearman's rank correlation between each method's
-    chosen validation mAP and its test mAP@all (cifar10-1, 48 bits, the mean over seeds), for the choices of
-    an earlier version (a snapshot, reports/tuning-v<N>.json) and for today's."""
-    lines = ["", "**Does validation rank the methods as the test does?** Spearman's rank correlation between each "
-             "deep method's chosen validation mAP and its test mAP@all (CIFAR-10 `cifar10-1`, 48 bits, the mean over "
-             "its seeds; adsh runs on its own protocol and is left out):", ""]
-    for snapshot in sorted(Path(reports_dir).glob("tuning-v*.json")):
-        data = json.loads(snapshot.read_text())
-        pairs = {m: (v["val_map"], v["test_map"]) for m, v in data["methods"].items() if v["protocol"] == "cifar10-1"}
-        seeds = sorted({v["test_seeds"] for v in data["methods"].values()})
-        rho = _spearman(pairs)
-        lines.append(f"- results version {data['results_version']} (before; {data['about']}): "
-                     f"{'n/a' if rho is None else f'{rho:.2f}'} over {len(pairs)} methods "
-                     f"({' or '.join(map(str, seeds))} seeds each).")
-    pairs, seeds = {}, set()
-    table = Path(reports_dir) / "table2" / "table.csv"
-    if table.exists():
-        import pandas as pd
-        frame = pd.read_csv(table)
-        test = frame[(frame["protocol"] == "cifar10-1") & (frame["bits"] == 48) & frame["map"].notna()]
-        for folder in sorted(Path(reports_dir).glob("tune-*/")):
-            path = folder / "choice.json"
-            choice = json.loads(path.read_text()) if path.exists() else {}
-            maps = test[test["method"] == choice.get("method")]["map"]
-            if choice.get("results_version") == RESULTS_VERSION and len(maps):
-                pairs[choice["method"]] = (choice["val_map"], float(maps.mean()))
-                seeds.add(len(maps))
-    rho = _spearman(pairs)
-    lines.append(f"- results version {RESULTS_VERSION} (today's choices): "
-                 + (f"{rho:.2f} over {len(pairs)} methods ({' or '.join(map(str, sorted(seeds)))} seeds each)."
-                    if rho is not None else f"not yet: {len(pairs)} methods have a choice and a 48-bit cell of this "
-                    "version."))
-    return "\n".join(lines) + "\n"
-
-
-def _stable_trials_note(reports_dir: str | Path) -> str:
-    """Trials scored before the order-free evaluation ranked ties by database order; a trial keeps its validation
-    mAP by epoch, not its codes, so it cannot be rescored: say which choices that leaves in doubt."""
-    from hashlab.evaluation.scores import EVALUATION
-    old, close = 0, []
-    for folder in sorted(Path(reports_dir).glob("tune-*/")):
-        trials = [json.loads(path.read_text()) for path in (folder / "trials").glob("*.json")]
-        stale = [t for t in trials if t.get("evaluation", {}).get("version") != EVALUATION["version"]]
-        old += len(stale)
-        choice_path = folder / "choice.json"
-        if stale and choice_path.exists():
-            choice = json.loads(choice_path.read_text())
-            if choice.get("runner_up_val_map") is not None and choice["val_map"] - choice["runner_up_val_map"] < 0.01:
-                close.append(f"{choice['method']} ({choice['val_map'] - choice['runner_up_val_map']:.3f})")
-    if not old:
-        return ""
-    return (f"\n{old} of the trials above chose on validation mAP with ties broken by database order, the evaluation "
-            "of the time. A trial keeps its validation mAP by epoch, not its codes, so none can be rescored with "
-            "today's order-free evaluation, and whether a choice would change cannot be told from the files. On the "
-            "test codes the order-free figure moved cells by +0.001 to +0.03, by how much each model's codes collapse, "
-            "which differs between trials of one method too; a choice whose lead over its runner-up is smaller than "
-            "that may change. Leads below 0.01: " + (", ".join(close) if close else "none") + ". The tunings run "
-            "again on the order-free, test-shaped ""validation before the table's next version.\n")
+    render_report(method, budget(), reports_dir)
 
 
 def tuned(method: str, reports_dir: str | Path = REPORTS_DIR) -> dict | None:
@@ -461,26 +273,16 @@ def setting_name(name: str) -> str:
 
 
 def write_choice(method: str, choice: dict, tuned_file: Path | None = None, profile: str = "cpu") -> Path:
-    """Put the chosen values into experiments/tuned.yaml (hashlab/configs.py), each with where it came from; the
-    method's other profiles and the other methods' choices stay as they are."""
-    from hashlab.configs import TUNED_NAME, tuned_text
-    from hashlab.io import write_text_atomic
-    path = tuned_file or Path("experiments") / TUNED_NAME
-    data = (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-    runner = (f"runner-up {_point_text(choice['runner_up'])} {choice['runner_up_val_map']:.3f}"
+    """Put the chosen values into experiments/tuned.yaml, each labelled with where it came from, and regenerate the
+    method doc's cpu-profile block (which shows the composed config)."""
+    from hashlab.configs import TUNED_NAME, write_tuned
+    runner = (f"runner-up {point_text(choice['runner_up'])} {choice['runner_up_val_map']:.3f}"
               if choice.get("runner_up") else "no runner-up")
     note = (f"ours, tuned ({choice['sweep']}, {choice.get('budget', {}).get('trials', '?')} trials): validation "
             f"mAP {choice['val_map']:.3f} after {choice['epochs']} epochs; {runner}")
-    section = data.setdefault(method, {}).setdefault(profile, {}) or {}
-    for name, value in choice["chosen"].items():
-        section[setting_name(name)] = {"value": value, "from": note}
-    data[method][profile] = section
-    write_text_atomic(path, tuned_text(data, TUNED_HEADER))
-    if tuned_file is None:  # the method doc's cpu-profile block is generated from the composed config
+    path = tuned_file or Path("experiments") / TUNED_NAME
+    write_tuned(path, method, profile, {setting_name(name): value for name, value in choice["chosen"].items()}, note)
+    if tuned_file is None:
         from hashlab.reporting.profiles import write_blocks
         write_blocks([method])
     return path
-
-
-TUNED_HEADER = ("# Written by `hashlab tune <method>` (reports/tune-<method>/): per method and profile, the values chosen on\n"
-                "# validation. They win over the method's file (hashlab/configs.py).\n")
