@@ -283,11 +283,13 @@ def test_the_cell_identity_holds_the_data_not_its_path(tmp_path, capsys):
         main(["fit", *smoke, "--data.root=/some/typo"])
 
 
-def test_a_last_checkpoint_naming_a_replaced_best_file_evaluates_the_best_epoch_there(tmp_path):
-    """last.ckpt files written before the best-epoch callback saved its state can name a best file since
-    replaced: the resumed cell evaluates the best epoch's file that is on disk, and says so."""
+def test_a_last_checkpoint_naming_a_missing_best_file_says_so_and_how_to_rerun(tmp_path):
+    """A resumed cell whose last.ckpt names a best checkpoint that is not on disk (deleted by hand, a copy of part
+    of a run folder) stops with the folder, the file and the fix, instead of Lightning's bare FileNotFoundError;
+    --force true reruns it from the start."""
     import torch
 
+    from hashlab.cli import main
     from hashlab.runs.fit import resolve_run_dir, run_fit
     args = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo", "--trainer.max_epochs=3",
             f"--runs_dir={tmp_path}", "--model.bits=12", "--trainer.enable_progress_bar=false"]
@@ -299,10 +301,11 @@ def test_a_last_checkpoint_naming_a_replaced_best_file_evaluates_the_best_epoch_
             state["best_model_path"] = str(folder / "best-epoch=99.ckpt")  # a file that is not there
     torch.save(last, folder / "last.ckpt")
     (resolve_run_dir(args) / "record.json").unlink()
-    with pytest.warns(UserWarning, match="is gone; evaluating best-epoch="):
-        second = read_record(run_fit(args))
+    with pytest.raises(SystemExit, match=r"best-epoch=99.ckpt, which is gone; rerun the cell from the start with "
+                                         r"--force true"):
+        main(["fit", *args])
+    second = read_record(run_fit([*args, "--force=true"]))
     assert second["metrics"]["map"] == first["metrics"]["map"]
-    assert second["evaluated_checkpoint"]["epoch"] == first["evaluated_checkpoint"]["epoch"]
 
 
 def test_a_cells_times_leave_out_a_pause_and_count_the_attempts_before_a_resume(tmp_path):

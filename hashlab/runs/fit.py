@@ -293,15 +293,9 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
     evaluated = ({"selection": "last epoch", "epoch": trainer.current_epoch - 1} if trainer.current_epoch else
                  {"selection": "no epochs (a closed-form fit)", "epoch": None})
     best = trainer.checkpoint_callback.best_model_path if model.has_validation() else ""
-    if best and not Path(best).exists() and history:
-        # a last.ckpt written before the best-epoch callback saved (hashlab before EpochCheckpoint ran last) can
-        # name a best file since replaced: the best epoch of the history names the file that is there
-        epoch, _ = max(history, key=lambda item: item[1])
-        found = Path(best).with_name(f"best-epoch={epoch}.ckpt")
-        warnings.warn(f"best checkpoint {best} is gone; evaluating {found.name}" if found.exists() else
-                      f"best checkpoint {best} is gone and no best-epoch={epoch}.ckpt: evaluating the last epoch",
-                      stacklevel=2)
-        best = str(found) if found.exists() else ""
+    if best and not Path(best).exists():
+        raise HashlabError(f"{cli.run_dir}: its last.ckpt names the best checkpoint {best}, which is gone; rerun the cell "
+                       "from the start with --force true")
     if best:
         epoch, score = max(history, key=lambda item: item[1])
         evaluated = {"selection": "best validation mAP@all (validation items vs the validation database)", "epoch": epoch,
