@@ -10,8 +10,7 @@ from pathlib import Path
 
 from hashlab.errors import HashlabError
 from hashlab.records.record import RESULTS_VERSION
-
-REPORTS_DIR = Path("reports")
+from hashlab.reporting import REPORTS_DIR
 
 
 class TuningReportError(HashlabError):

@@ -33,8 +33,9 @@ from hashlab.errors import HashlabError
 from hashlab.io import copy_atomic, write_json_atomic
 from hashlab.records.codes import CODES_NAME
 from hashlab.records.record import RECORD_NAME, read_record
+from hashlab.reporting import REPORTS_DIR
 from hashlab.reporting.layout import method_groups
-from hashlab.runs.cells import REPORTS_DIR, Cell, cells, committed_records, duration_text, measured_minutes
+from hashlab.runs.cells import Cell, cells, committed_records, duration_text, measured_minutes
 from hashlab.runs.tables import load_spec
 
 CAMPAIGN_FILE = Path("experiments/campaign.yaml")

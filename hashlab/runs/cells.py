@@ -19,13 +19,13 @@ from pathlib import Path
 
 from hashlab.errors import HashlabError
 from hashlab.records.record import RECORD_NAME, read_record
+from hashlab.reporting import REPORTS_DIR
 
 
 class TableSpecError(HashlabError):
     pass
 
 
-REPORTS_DIR = Path("reports")
 
 
 DEFAULT_ESTIMATE_MIN = 5.0

@@ -35,10 +35,11 @@ import yaml
 from hashlab.errors import HashlabError
 from hashlab.io import write_json_atomic
 from hashlab.records.record import RESULTS_VERSION
+from hashlab.reporting import REPORTS_DIR
 from hashlab.reporting.tuning import epochs_trained, point_text, render_report
-from hashlab.runs.cells import REPORTS_DIR, Cell, cells, run_cell
+from hashlab.runs.cells import Cell, cells, run_cell
+from hashlab.runs.sweeps import SWEEPS_DIR
 
-SWEEPS_DIR = Path("sweeps")
 # the budget of every method's tuning: TRIALS points, each round's epochs, how many points each round keeps
 TRIALS, ROUNDS, KEEP = 16, [2, 4, 6], [4, 2]
 SOBOL_SEED = 0
