@@ -47,9 +47,10 @@ def test_every_table_cell_resolves_to_the_config_it_had_before_the_configs_were_
 
 
 def test_method_and_profile_configs_say_each_thing_once():
-    """At most 35 % of the non-comment lines of the method, profile and tuned configs repeat in another of them."""
+    """At most 35 % of the non-comment lines of the method and profile configs repeat in another of them
+    (experiments/tuned.yaml, written by `hashlab tune`, is not counted: its lines are mostly unique)."""
     files = [*sorted((ROOT / "experiments" / "methods").glob("*.yaml")),
-             *sorted((ROOT / "experiments" / "profiles").glob("*.yaml")), ROOT / "experiments" / "tuned.yaml"]
+             *sorted((ROOT / "experiments" / "profiles").glob("*.yaml"))]
     where, lines = defaultdict(set), []
     for path in files:
         for line in path.read_text().splitlines():
