@@ -342,7 +342,7 @@ def _reproduce(args, parser) -> None:
     from hashlab.runs.tables import reproduce_table
     reproduce_table(args.table, runs_dir=args.runs_dir, profile=args.profile, dry_run=args.dry_run,
                     datasets=args.datasets, methods=args.methods, seeds=args.seeds,
-                    data_root=args.data_root, wandb=args.wandb)
+                    data_root=args.data_root, wandb=args.wandb, reports_dir=args.reports_dir)
     if not args.dry_run:
         _render(args, parser)
 

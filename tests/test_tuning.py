@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hashlab.reporting.tuning import TuningReportError, render_index, render_report
+from hashlab.reporting.tuning import TuningReportError, epochs_trained, render_index, render_report
 from hashlab.runs.tuning import (
     TRIALS,
     _write_report,
     budget,
-    epochs_trained,
     load_sweep,
     score_at,
     sobol_points,
@@ -99,6 +98,10 @@ def test_a_trial_resumed_at_an_epoch_boundary_is_the_run_it_would_have_been(tmp_
     assert "validation mAP by epoch: epoch 1: " in out and "epoch 3: " in out and "\n3 epochs, " in out
     (path,) = (tmp_path / "b").rglob("trial.json")
     resumed = json.loads(path.read_text())
+    # killed after the checkpoint, before trial.json: the trial reads what the checkpoint holds, trains no further
+    path.unlink()
+    again = json.loads(run_fit([*CELL, f"--runs_dir={tmp_path / 'b'}"], first_epochs=3).read_text())
+    assert again["epochs"] == 3 and again["val_map_by_epoch"] == resumed["val_map_by_epoch"]
     assert resumed["epochs"] == straight["epochs"] == 3
     assert resumed["val_map_by_epoch"] == straight["val_map_by_epoch"]
 
@@ -181,7 +184,7 @@ def test_a_tuning_report_of_an_older_choice_renders_and_drops_the_trials_of_an_e
         render_report("dsh", budget(), tmp_path)
     (folder / "trials").mkdir(parents=True)
     (folder / "trials" / "stale.json").write_text(json.dumps({"params": {lr: 0.001}, **results[0]}))
-    _write_report("dsh", points, results, choice, tmp_path / "runs", tmp_path)
+    _write_report("dsh", points, results, choice, tmp_path)
     assert sorted(p.stem for p in (folder / "trials").glob("*.json")) == ["a0", "a1", "a2"]
     table = (folder / "table.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| 0.")]

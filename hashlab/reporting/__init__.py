@@ -5,4 +5,3 @@
 from pathlib import Path
 
 REPORTS_DIR = Path("reports")  # what the repository keeps: committed tables, records and tunings
-

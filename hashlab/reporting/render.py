@@ -150,8 +150,6 @@ def render_datasets_table(spec: dict, reports_dir: str | Path, data_root: str | 
     return {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir}
 
 
-
-
 # -- the README's results block ---------------------------------------------------------------------
 
 def results_summary(frame: pd.DataFrame, spec: dict, dataset: str, bits: int) -> str:

@@ -55,7 +55,6 @@ def render_report(method: str, plan: dict, reports_dir: str | Path = REPORTS_DIR
                      "_rank": (trial["epochs"], -math.inf if trial["val_map"] is None else trial["val_map"])})
     frame = pd.DataFrame(rows).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
     frame.to_csv(folder / "trials.csv", index=False)
-    notes = []
     runner_up = (f"; runner-up {point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
                  if choice.get("runner_up") else "")
     path = folder / "table.md"
@@ -64,7 +63,6 @@ def render_report(method: str, plan: dict, reports_dir: str | Path = REPORTS_DIR
         f"shaped like the test's; the query set is never used), successive halving over {choice['sweep']} "
         f"({len(trials)} trials), longest-trained and best first. Chosen: "
         f"{point_text(choice['chosen'])} ({choice['val_map']:.4f} after {choice['epochs']} epochs){runner_up}.\n\n"
-        + "".join(f"- {note}\n" for note in notes) + ("\n" if notes else "")
         # tabulate leaves only None blank, and pandas holds a missing float as NaN
         + frame.astype(object).where(frame.notna(), None).to_markdown(index=False, missingval="", floatfmt=".4g")
         + "\n")

@@ -288,7 +288,8 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     from hashlab.runs.tuning import tuned
     to_tune = [m for m in tuned_methods(plan) if not tuned(m, reports_dir)]
     # a tuning trains budget epochs in all; a cell trains 16 (the cpu profile's schedule), validating as often
-    from hashlab.runs.tuning import budget, epochs_trained
+    from hashlab.reporting.tuning import epochs_trained
+    from hashlab.runs.tuning import budget
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
     tuning = sum(epochs_trained(budget()) / 16 * per_method.get(m, 9.0) for m in to_tune)
     if tuned_methods(plan):
@@ -434,7 +435,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"  chose {choice['chosen']} (validation mAP {choice['val_map']:.4f}); wrote its cpu config")
             # the method's next cells run the new config: it must be committed before they run (a record names
             # the commit it came from)
-            changed = [Path("experiments/tuned.yaml"), Path(reports_dir) / f"tune-{base}",
+            from hashlab.configs import TUNED_NAME
+            changed = [Path("experiments") / TUNED_NAME, Path(reports_dir) / f"tune-{base}",
                        Path(reports_dir) / "tuning.md", Path(f"docs/methods/{base}.md")]
             if commit:
                 why_not = git_commit(changed, f"tune {base}: {choice['budget']['trials']} trials on validation, chose "

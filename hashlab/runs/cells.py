@@ -5,8 +5,8 @@ bits, seed, config hash), so a changed config is a new cell and a finished cell 
 committed under reports/ counts as done on any machine.
 
 The callers are policies over it: `hashlab reproduce` (runs/tables.py) runs a table's cells in order, the campaign
-(runs/campaign.py) a plan's, sweep agents (runs/sweeps.py) the cells their sweep proposes, tuning trials (runs/tuning.py) their cell with
-other values, for its first epochs and with no test phase.
+(runs/campaign.py) a plan's, sweep agents (runs/sweeps.py) the cells their sweep proposes, and tuning trials
+(runs/tuning.py) their cell with other values, for its first epochs and with no test phase.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from hashlab.reporting import REPORTS_DIR
 
 class TableSpecError(HashlabError):
     pass
-
-
 
 
 DEFAULT_ESTIMATE_MIN = 5.0

@@ -233,6 +233,12 @@ class StopAfter(L.Callback):
     def __init__(self, epochs: int):
         self.epochs = epochs
 
+    def on_train_start(self, trainer, module):
+        # resumed from a checkpoint that is already that far (killed before trial.json was written, or the full
+        # cell's own run folder): train nothing more
+        if trainer.current_epoch >= self.epochs:
+            trainer.should_stop = True
+
     def on_train_epoch_end(self, trainer, module):
         if trainer.current_epoch + 1 >= self.epochs:
             trainer.should_stop = True
@@ -271,8 +277,8 @@ def _fit_trial(args: list[str], path: Path, epochs: int, callbacks) -> Path:
         earlier = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
         start = active_time()
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_checkpoint(cli.run_dir))
-        history = [(int(e), float(v)) for e, v in cli.model.val_history]
-        write_json_atomic(path, {"epochs": cli.trainer.current_epoch, "val_map_by_epoch": history,
+        history = [(int(e), float(v)) for e, v in cli.model.val_history if e < epochs]
+        write_json_atomic(path, {"epochs": min(cli.trainer.current_epoch, epochs), "val_map_by_epoch": history,
                                  "evaluation": EVALUATION, "val_map": history[-1][1] if history else None,
                                  "config_hash": cli.config_hash, "seconds": active_time() - start + earlier})
     return path

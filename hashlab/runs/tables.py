@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 from hashlab.clock import active_time
 from hashlab.records.codes import CODES_NAME, check_codes
 from hashlab.records.record import read_record
+from hashlab.reporting import REPORTS_DIR
 from hashlab.runs.cells import (
-    REPORTS_DIR,
     Cell,
     TableSpecError,
     cells,
@@ -51,12 +51,6 @@ def _check_fields(entry: dict, known: set, where: str) -> None:
         if key not in known:
             raise TableSpecError(f"{where}: unknown field {key!r}{close_matches(key, known)}; the fields are "
                                  f"{', '.join(sorted(known))}")
-
-
-
-
-
-
 
 
 def spec_path(table: str) -> Path:
@@ -130,29 +124,12 @@ def report_dir(spec: dict, profile: str, reports_dir: str | Path) -> Path:
     return Path(reports_dir) / f"{spec['name']}{suffix}"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | None = None, dry_run: bool = False,
                     datasets: list[str] | None = None, seeds: int | None = None, data_root: str | None = None,
-                    wandb: bool = False, methods: list[str] | None = None) -> list[Cell]:
-    """Run the cells without a finished record, one after another, with a progress bar over cells.
-    Returns the cells that were run (or, with dry_run, would be)."""
+                    wandb: bool = False, methods: list[str] | None = None,
+                    reports_dir: str | Path = REPORTS_DIR) -> list[Cell]:
+    """Run the cells without a finished record (in runs_dir, or committed under reports_dir), one after another,
+    with a progress bar over cells. Returns the cells that were run (or, with dry_run, would be)."""
     from hashlab.runs.fit import CellBusy
     spec = load_spec(table)
     if spec.get("kind") == "datasets":
@@ -169,7 +146,7 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
             hint = close_matches(sorted(unknown)[0], [m["name"] for m in spec["methods"]])
             raise TableSpecError(f"--methods {sorted(unknown)}{hint}: table {spec['name']} has "
                                  f"{[m['name'] for m in spec['methods']]}")
-    all_cells = cells(spec, runs_dir, profile, data_root, list(range(seeds)) if seeds else None)
+    all_cells = cells(spec, runs_dir, profile, data_root, list(range(seeds)) if seeds else None, reports_dir)
     chosen = [c for c in all_cells if (not datasets or c.dataset in datasets) and (not methods or c.method in methods)]
     todo = [c for c in chosen if not c.missing and not c.done]
     missing = [c for c in chosen if c.missing]
@@ -206,12 +183,6 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
                     time.sleep(2)
             bar.update(1)
     return todo
-
-
-
-
-
-
 
 
 # -- collecting records into a table ------------------------------------------------------------
@@ -266,11 +237,7 @@ RECORD_COLUMNS = ("backbone", "mode", "map", "map_stable", "map_seen", "map_unse
                   "results_version", "curves")
 
 
-
-
-
-
-def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = "reports",
+def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = REPORTS_DIR,
                  profile: str | None = None, data_root: str | None = None, records: list | None = None) -> dict:
     """Collect the table's records (runs_dir, then ``records`` folders) and render reports/<table>/."""
     from hashlab.reporting.render import render_datasets_table, render_frame

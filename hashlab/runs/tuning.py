@@ -52,7 +52,6 @@ class TuningError(HashlabError):
     pass
 
 
-
 def budget() -> dict:
     return {"trials": TRIALS, "rounds": list(ROUNDS), "keep": list(KEEP), "sobol_seed": SOBOL_SEED}
 
@@ -141,8 +140,8 @@ def trial_points(sweep: dict, incumbent: dict) -> list[dict]:
 def incumbent_point(args: list[str], names: list[str]) -> dict:
     """The values the cell's config has now for each tuned parameter."""
     from hashlab.records.record import flatten
-    from hashlab.runs.fit import _parse_only
-    resolved = flatten(_parse_only(args).resolved)
+    from hashlab.runs.fit import resolve_config
+    resolved = flatten(resolve_config(args))
     missing = [name for name in names if name not in resolved]
     if missing:
         raise TuningError(f"the cell's config has no {missing}: a tuning sweep names the config's own options")
@@ -234,13 +233,13 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
               "results_version": RESULTS_VERSION, "evaluation": EVALUATION,
               "selected_on": "order-free validation mAP (validation items vs a validation database shaped like the "
                              "test's); the query set is never used"}
-    _write_report(method, points, results, choice, runs_dir, reports_dir)
+    _write_report(method, points, results, choice, reports_dir)
     if write_config:
         write_choice(method, choice)
     return choice
 
 
-def _write_report(method, points, results, choice, runs_dir, reports_dir) -> None:
+def _write_report(method, points, results, choice, reports_dir) -> None:
     folder = Path(reports_dir) / f"tune-{method}"
     kept = set()
     for i, point in points.items():
