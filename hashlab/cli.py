@@ -257,7 +257,7 @@ def _tune(args, parser) -> None:
     from hashlab.runs import tuning
     if args.write_sweep:
         path = tuning.sweep_path(args.method)
-        path.write_text(tuning.sweep_text(tuning.tuning_sweep(args.method)))
+        path.write_text(tuning.tuning_sweep_text(tuning.tuning_sweep(args.method)))
         print(path)
         return
     if args.render:

@@ -183,6 +183,14 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
     return out
 
 
+def find_cell(spec: dict, method: str, dataset: str, bits: int, seed: int, runs_dir: str | Path = "runs",
+              profile: str | None = None, data_root: str | None = None) -> Cell | None:
+    """The table's cell of (method, data set, bits) at ``seed``, whether or not the table runs that seed there;
+    None when the table has no such row, data set or bit length."""
+    return next((c for c in cells(spec, runs_dir, profile, data_root, seeds=[seed])
+                 if (c.method, c.dataset, c.bits) == (method, dataset, bits)), None)
+
+
 def measured_minutes(record_path: Path) -> float | None:
     """A finished record's wall time in minutes (a resumed cell's earlier runs included), None without one."""
     try:

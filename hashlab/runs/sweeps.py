@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.runs.cells import TableSpecError, cells, default_profile
+from hashlab.runs.cells import TableSpecError, cells, default_profile, find_cell
 from hashlab.runs.cells import run_cell as run_resolved_cell
 from hashlab.runs.tables import TABLES_DIR, load_spec
 
@@ -65,16 +65,14 @@ def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profil
     """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists). A grid
     point that is not a cell of the table (a seed its method runs only at other bit lengths) runs nothing."""
     spec = load_spec(table)
-    matches = [c for c in cells(spec, runs_dir, profile, data_root, seeds=[seed])
-               if (c.method, c.dataset, c.bits) == (method, dataset, bits)]
-    if matches and not any(c.seed == seed and (c.method, c.dataset, c.bits) == (method, dataset, bits)
-                           for c in cells(spec, runs_dir, profile, data_root)):
+    cell = find_cell(spec, method, dataset, bits, seed, runs_dir, profile, data_root)
+    if cell and not any(c.seed == seed and (c.method, c.dataset, c.bits) == (method, dataset, bits)
+                        for c in cells(spec, runs_dir, profile, data_root)):
         return f"not a cell of table {spec['name']}: {method} runs seed {seed} at other bit lengths only; nothing to run"
-    if not matches:
+    if cell is None:
         raise TableSpecError(f"table {spec['name']} has no cell method={method} dataset={dataset} bits={bits}; "
                              f"methods {[m['name'] for m in spec['methods']]}, data sets "
                              f"{[d['name'] for d in spec['datasets']]}, bits {spec['bits']}")
-    cell = matches[0]
     if cell.missing:
         raise TableSpecError(f"cell {cell.label}: {cell.missing}")
     return run_resolved_cell(cell, spec["name"], wandb)

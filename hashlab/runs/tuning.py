@@ -37,7 +37,7 @@ from hashlab.io import write_json_atomic
 from hashlab.records.record import RESULTS_VERSION
 from hashlab.reporting import REPORTS_DIR
 from hashlab.reporting.tuning import epochs_trained, point_text, render_report
-from hashlab.runs.cells import Cell, cells, run_cell
+from hashlab.runs.cells import Cell, find_cell, run_cell
 from hashlab.runs.sweeps import SWEEPS_DIR
 
 # the budget of every method's tuning: TRIALS points, each round's epochs, how many points each round keeps
@@ -82,7 +82,7 @@ def tuning_sweep(method: str, space: dict | None = None, bits: int = 48) -> dict
     }
 
 
-def sweep_text(sweep: dict) -> str:
+def tuning_sweep_text(sweep: dict) -> str:
     return (f"# {sweep['description']}\n# Written by `hashlab tune {sweep['name'].removeprefix('tune-')} --write-sweep`; "
             "edit the space here (a range: distribution log_uniform_values with min and max; a choice: values).\n"
             "# `wandb sweep` takes this file as it is (its hyperband stands in for hashlab's successive halving).\n"
@@ -176,15 +176,14 @@ def _tuned_cell(method: str, sweep: dict, runs_dir: str | Path, data_root: str |
     from hashlab.runs.tables import load_spec
     where = sweep["hashlab"]
     spec = load_spec(where["table"])
-    match = [c for c in cells(spec, runs_dir, "cpu", data_root, seeds=[where["seed"]])
-             if (c.method, c.dataset, c.bits) == (method, where["dataset"], where["bits"])]
-    if not match:
+    cell = find_cell(spec, method, where["dataset"], where["bits"], where["seed"], runs_dir, "cpu", data_root)
+    if cell is None:
         raise TuningError(f"table {where['table']} has no cpu cell {method} {where['dataset']} {where['bits']}b")
-    if match[0].missing:
-        raise TuningError(f"cannot tune {method}: {match[0].missing}")
+    if cell.missing:
+        raise TuningError(f"cannot tune {method}: {cell.missing}")
     trials_dir = Path(runs_dir) / "tuning"
-    args = [a for a in match[0].args if not a.startswith("--runs_dir=")] + [f"--runs_dir={trials_dir}"]
-    return replace(match[0], args=args, runs_dir=trials_dir)
+    args = [a for a in cell.args if not a.startswith("--runs_dir=")] + [f"--runs_dir={trials_dir}"]
+    return replace(cell, args=args, runs_dir=trials_dir)
 
 
 def run_trial(cell: Cell, point: dict, epochs: int) -> dict:
