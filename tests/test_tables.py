@@ -254,6 +254,27 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     assert all(b"/CreationDate" not in pdf.read_bytes() for pdf in (tmp_path / "table2").glob("*.pdf"))
 
 
+@pytest.mark.parametrize("table", ["table2", "ablation-attribute_hash", "ablation-dfch", "ablation-dpsh_googlenet",
+                                   "ablation-fdh_mfe", "dfch-source"])
+def test_every_committed_record_of_todays_version_is_still_a_cell_of_its_table(table, tmp_path):
+    """A refactor that changes a resolved config orphans the committed records of its cells (they would run again):
+    each record of today's results version under reports/<table>/records must be one of the table's cells."""
+    data = ROOT.parent / "shared" / "data"
+    if not (data / "cifar10").exists():
+        pytest.skip("needs ../shared/data/cifar10")
+    from hashlab.records.record import RESULTS_VERSION
+    records = [json.loads(p.read_text()) for p in (ROOT / "reports" / table / "records").rglob("record.json")]
+    current = [r for r in records if r["environment"].get("results_version", 1) == RESULTS_VERSION]
+    if not current:
+        pytest.skip(f"no record of results version {RESULTS_VERSION} committed under reports/{table} yet")
+    spec = load_spec(table)
+    seeds = sorted({r["seed"] for r in current} | set(spec.get("seeds", [0])))
+    hashes = {c.config_hash for c in cells(spec, tmp_path, data_root=str(data), seeds=seeds) if not c.missing}
+    orphaned = [f"{r['method']} {r['dataset']} {r['bits']}b seed{r['seed']} ({r['config_hash']})" for r in current
+                if r["config_hash"] not in hashes]
+    assert not orphaned, f"committed records of {table} that no cell resolves to any more: {orphaned}"
+
+
 def test_the_committed_demo_table_is_what_make_demo_gives_today(tmp_path):
     """reports/demo is the first thing a new user sees: it must be what `make demo` writes now."""
     import pandas as pd
