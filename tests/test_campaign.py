@@ -94,7 +94,7 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     (tmp_path / "notes.md").write_text("mine\n")
     git(tmp_path, "add", "notes.md")
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [
+    plan.write_text(yaml.safe_dump({"profile": "demo", "stages": [
         {"name": "the demo at 16 bits", "tables": ["demo"], "bits": [16]},
         {"name": "the rest", "tables": ["demo"]}], "deferred": {"dpsh_googlenet": "a test"},
         "tune": []}))  # no tuning: it stands for table 2's CIFAR-10 cell
@@ -112,7 +112,7 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "about 0 min of epochs left" in epochs[-1] and "min of epochs left" in epochs[0]
     # a plan whose cells are all done runs nothing and says so
     done_plan = tmp_path / "done.yaml"
-    done_plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "16", "tables": ["demo"], "bits": [16]}],
+    done_plan.write_text(yaml.safe_dump({"profile": "demo", "stages": [{"name": "16", "tables": ["demo"], "bits": [16]}],
                                          "tune": []}))
     said = []
     assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append, allow_dirty=True) == []
@@ -211,7 +211,7 @@ def test_a_terminated_campaign_stops_instead_of_going_on_to_the_next_cell(tmp_pa
     import sys
     import time
     plan = tmp_path / "plan.yaml"
-    plan.write_text(yaml.safe_dump({"profile": "cpu", "stages": [{"name": "demo", "tables": ["demo"]}], "tune": []}))
+    plan.write_text(yaml.safe_dump({"profile": "demo", "stages": [{"name": "demo", "tables": ["demo"]}], "tune": []}))
     hashlab = Path(sys.executable).parent / "hashlab"
     campaign = subprocess.Popen([str(hashlab), "campaign", "--plan", str(plan), "--runs-dir", str(tmp_path / "runs"),
                                  "--reports-dir", str(tmp_path / "reports"), "--nice", "0", "--allow-dirty"],

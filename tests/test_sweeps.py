@@ -78,11 +78,11 @@ def test_hashlab_cell_runs_the_cell_reproduce_would_run(tmp_path, capsys, monkey
     spec["methods"][0]["args"] = ["--trainer.max_epochs=2"]  # the demo table, quicker
     table = tmp_path / "demo.yaml"
     table.write_text(yaml.safe_dump(spec))
-    args = {"table": table, "profile": "cpu", "method": "dpsh_googlenet", "dataset": "digits", "bits": 16, "seed": 0}
+    args = {"table": table, "profile": "demo", "method": "dpsh_googlenet", "dataset": "digits", "bits": 16, "seed": 0}
     # what an agent builds from ${args}
     main(["cell", *[f"--{k}={v}" for k, v in args.items()], f"--runs-dir={tmp_path}"])
     record = Path(capsys.readouterr().out.strip().splitlines()[-1])
-    expected = [c for c in cells(load_spec(str(table)), tmp_path, "cpu") if c.bits == 16][0]
+    expected = [c for c in cells(load_spec(str(table)), tmp_path, "demo") if c.bits == 16][0]
     assert record == expected.record and record.exists()
     with pytest.raises(TableSpecError, match="no cell"):
         from hashlab.runs.sweeps import run_cell

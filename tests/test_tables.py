@@ -133,7 +133,7 @@ def test_killed_reproduction_resumes_without_redoing_finished_cells(tmp_path, ca
     tex = (out / "table.tex").read_text()
     assert r"\toprule" in tex and "made-up paper" in tex and "DPSH-GoogLeNet" in tex
     assert r"\textbf{" not in tex  # one row: nothing to be best among
-    assert "profile cpu" in (out / "caption.tex").read_text()
+    assert "profile demo" in (out / "caption.tex").read_text()
     markdown = (out / "table.md").read_text()
     assert "dpsh_googlenet − published" in markdown and "made-up paper [made-up CNN]" in markdown
     best = frame.set_index("bits")["map"]

@@ -31,7 +31,7 @@ def small_sweep():
     return {"name": "tune-dpsh_googlenet", "method": "random", "metric": {"name": "val/map", "goal": "maximize"},
             "parameters": {"model.init_args.lr": {"distribution": "log_uniform_values", "min": 0.0003, "max": 0.03},
                            "model.init_args.bounded": {"values": [False, True]}},
-            "command": [], "hashlab": {"table": "demo", "dataset": "digits", "bits": 16, "seed": 0,
+            "command": [], "hashlab": {"table": "demo", "profile": "demo", "dataset": "digits", "bits": 16, "seed": 0,
                                        "trials": 4, "rounds": [1, 2], "keep": [2], "sobol_seed": 0}}
 
 

@@ -171,14 +171,20 @@ def score_at(trial: dict, epochs: int) -> float | None:
     return seen[-1] if seen else None
 
 
+def tuned_profile(sweep: dict) -> str:
+    return sweep["hashlab"].get("profile", "cpu")
+
+
 def _tuned_cell(method: str, sweep: dict, runs_dir: str | Path, data_root: str | None) -> Cell:
-    """The table cell the tuning stands for (same config, data, bits and seed), its trials kept in runs/tuning."""
+    """The table cell the tuning stands for (same config, data, bits and seed, in the profile it tunes: the cpu
+    profile unless the sweep's ``hashlab.profile`` says), its trials kept in runs/tuning."""
     from hashlab.runs.tables import load_spec
     where = sweep["hashlab"]
     spec = load_spec(where["table"])
-    cell = find_cell(spec, method, where["dataset"], where["bits"], where["seed"], runs_dir, "cpu", data_root)
+    profile = tuned_profile(sweep)
+    cell = find_cell(spec, method, where["dataset"], where["bits"], where["seed"], runs_dir, profile, data_root)
     if cell is None:
-        raise TuningError(f"table {where['table']} has no cpu cell {method} {where['dataset']} {where['bits']}b")
+        raise TuningError(f"table {where['table']} has no {profile} cell {method} {where['dataset']} {where['bits']}b")
     if cell.missing:
         raise TuningError(f"cannot tune {method}: {cell.missing}")
     trials_dir = Path(runs_dir) / "tuning"
@@ -234,7 +240,7 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
                              "test's); the query set is never used"}
     _write_report(method, points, results, choice, reports_dir)
     if write_config:
-        write_choice(method, choice)
+        write_choice(method, choice, profile=tuned_profile(sweep))
     return choice
 
 
