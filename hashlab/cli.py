@@ -282,9 +282,9 @@ def _campaign(args, parser) -> None:
 
 
 def _cell(args, parser) -> None:
-    from hashlab.runs.sweeps import run_cell
-    print(run_cell(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
-                   args.runs_dir, args.data_root, args.wandb))
+    from hashlab.runs.sweeps import run_grid_point
+    print(run_grid_point(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
+                         args.runs_dir, args.data_root, args.wandb))
 
 
 def _sweep(args, parser) -> None:

@@ -269,9 +269,9 @@ TUNED_HEADER = ("# Written by `hashlab tune <method>` (reports/tune-<method>/): 
                 "chosen on\n# validation. They win over the method's file (hashlab/configs.py).\n")
 
 
-def tuned_text(tuned: dict, header: str = TUNED_HEADER) -> str:
+def tuned_text(tuned: dict) -> str:
     """experiments/tuned.yaml's text: per method and profile, one line per setting."""
-    lines = [header.rstrip("\n")]
+    lines = [TUNED_HEADER.rstrip("\n")]
     for method in sorted(tuned):
         lines.append(f"{method}:")
         for profile, section in (tuned[method] or {}).items():

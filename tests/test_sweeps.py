@@ -85,8 +85,8 @@ def test_hashlab_cell_runs_the_cell_reproduce_would_run(tmp_path, capsys, monkey
     expected = [c for c in cells(load_spec(str(table)), tmp_path, "demo") if c.bits == 16][0]
     assert record == expected.record and record.exists()
     with pytest.raises(TableSpecError, match="no cell"):
-        from hashlab.runs.sweeps import run_cell
-        run_cell(str(table), "dpsh_googlenet", "digits", 12, 0, runs_dir=str(tmp_path))
+        from hashlab.runs.sweeps import run_grid_point
+        run_grid_point(str(table), "dpsh_googlenet", "digits", 12, 0, runs_dir=str(tmp_path))
 
 
 @pytest.mark.slow

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.runs.cells import TableSpecError, cells, default_profile, find_cell
-from hashlab.runs.cells import run_cell as run_resolved_cell
+from hashlab.runs.cells import TableSpecError, cells, default_profile, find_cell, run_cell
 from hashlab.runs.tables import TABLES_DIR, load_spec
 
 SWEEPS_DIR = Path("sweeps")
@@ -60,7 +59,7 @@ def write_sweep(table: str, out_dir: str | Path = SWEEPS_DIR, profile: str | Non
     return path
 
 
-def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profile: str | None = None,
+def run_grid_point(table: str, method: str, dataset: str, bits: int, seed: int, profile: str | None = None,
              runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path | str:
     """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists). A grid
     point that is not a cell of the table (a seed its method runs only at other bit lengths) runs nothing."""
@@ -75,7 +74,7 @@ def run_cell(table: str, method: str, dataset: str, bits: int, seed: int, profil
                              f"{[d['name'] for d in spec['datasets']]}, bits {spec['bits']}")
     if cell.missing:
         raise TableSpecError(f"cell {cell.label}: {cell.missing}")
-    return run_resolved_cell(cell, spec["name"], wandb)
+    return run_cell(cell, spec["name"], wandb)
 
 
 def agent_command(sweep: dict, params: dict) -> list[str]:
@@ -215,4 +214,4 @@ def _grid_size(sweep: dict) -> int:
     return size
 
 
-__all__ = ["export_sweep", "write_sweep", "sweep_text", "run_cell", "run_local_sweep", "agent_command", "SWEEPS_DIR"]
+__all__ = ["export_sweep", "write_sweep", "sweep_text", "run_grid_point", "run_local_sweep", "agent_command", "SWEEPS_DIR"]

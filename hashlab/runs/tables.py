@@ -256,4 +256,4 @@ def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | P
     return out
 
 
-__all__ = ["load_spec", "cells", "reproduce_table", "render_table", "collect", "TableSpecError"]
+__all__ = ["load_spec", "reproduce_table", "render_table", "collect"]
