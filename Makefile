@@ -23,8 +23,10 @@ $(STAMP): pyproject.toml
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -e '.[test]'
 	@touch $(STAMP)
 
+# one worker per core, a test file to a worker (its module fixtures, the SLURM cluster's queue, are then one
+# worker's); `pytest tests/test_x.py` alone runs in this process
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 # writes under runs/ only (ignored by git): the committed reports/demo is the reference a test compares it with
 demo: setup

@@ -128,7 +128,7 @@ def _rank_agreement(reports_dir: str | Path) -> str:
         rho = _spearman(pairs)
         lines.append(f"- results version {data['results_version']} (before; {data['about']}): "
                      f"{'n/a' if rho is None else f'{rho:.2f}'} over {len(pairs)} methods "
-                     f"({' or '.join(map(str, seeds))} seeds each).")
+                     f"({_seeds_each(seeds)}).")
     pairs, seeds = {}, set()
     table = Path(reports_dir) / "table2" / "table.csv"
     if table.exists():
@@ -144,10 +144,16 @@ def _rank_agreement(reports_dir: str | Path) -> str:
                 seeds.add(len(maps))
     rho = _spearman(pairs)
     lines.append(f"- results version {RESULTS_VERSION} (today's choices): "
-                 + (f"{rho:.2f} over {len(pairs)} methods ({' or '.join(map(str, sorted(seeds)))} seeds each)."
+                 + (f"{rho:.2f} over {len(pairs)} methods ({_seeds_each(seeds)})."
                     if rho is not None else f"not yet: {len(pairs)} methods have a choice and a 48-bit cell of this "
                     "version."))
     return "\n".join(lines) + "\n"
+
+
+def _seeds_each(counts) -> str:
+    """'1 seed each', '1 or 3 seeds each'."""
+    counts = sorted(counts)
+    return f"{' or '.join(map(str, counts))} seed{'' if counts == [1] else 's'} each"
 
 
 def _stable_trials_note(reports_dir: str | Path) -> str:
