@@ -22,7 +22,7 @@ DATASET_NAMES = ("cifar10", "flickr25k", "cub200", "stanford_cars", "digits", "l
 
 def main(argv: list[str] | None = None) -> None:
     """Run a command; an error the user can fix (hashlab.errors.HashlabError: a bad path, name, value or
-    file) prints one line naming it and exits 2, without a traceback (HASHLAB_TRACEBACK=1 shows it)."""
+    file) prints one line naming it and exits 1, without a traceback (HASHLAB_TRACEBACK=1 shows it)."""
     import os
 
     from hashlab.allocator import configure_allocator
@@ -152,7 +152,8 @@ def _add_campaign_parser(commands) -> None:
     campaign.add_argument("--nice", type=int, default=10, help="CPU priority increment (0: none)")
     campaign.add_argument("--max-cells", type=int, default=None, help="stop after this many finished cells")
     campaign.add_argument("--allow-dirty", action="store_true", help="run even with uncommitted changes to the code "
-                          "(hashlab/, experiments/, sweeps/), for trying the campaign itself: its records say dirty")
+                          "(hashlab/, experiments/, sweeps/, pyproject.toml), for trying the campaign itself: its records "
+                          "say dirty")
     campaign.add_argument("--commit", action="store_true", help="git-commit each finished cell's record, codes and "
                           "re-rendered tables (those paths only; other staged work stays staged)")
 
