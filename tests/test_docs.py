@@ -27,3 +27,13 @@ def test_the_generated_block_names_every_value_the_config_sets(monkeypatch):
         for key, value in init.items():
             shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
             assert f"| `model.{key}` | `{shown}` |" in section, (method, key)
+
+
+def test_the_table_spec_example_in_the_docs_is_a_valid_spec(tmp_path):
+    """docs/reproduce.md's annotated spec loads as a table spec: its fields, references and profiles are today's."""
+    from hashlab.runs.tables import load_spec
+    text = (ROOT / "docs" / "reproduce.md").read_text()
+    example = text.split("## Table specs", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.yaml").write_text(example)
+    spec = load_spec(str(tmp_path / "example.yaml"))
+    assert [r["method"] for r in spec["references"]] == ["dpsh"] and set(spec["profiles"]) == {"cpu", "paper"}
