@@ -250,18 +250,25 @@ def test_help_and_bad_arguments_answer_without_importing_torch():
 
 
 def test_image_search_does_not_import_lightning(tmp_path):
+    """Building an index needs no Lightning; answering a query needs neither Lightning nor scikit-learn (its
+    PCA fits the quantizer at build time only): each costs a second of every `hashlab search` and server start."""
     from hashlab.data.digits import write_digit_images
     images = tmp_path / "images"
     paths = write_digit_images(images, count=30)
-    script = (
+    build = (
         "import sys\n"
         "from hashlab.cli import main\n"
         f"main(['index', 'build', '--images', {str(images)!r}, '--out', {str(tmp_path / 'index')!r}, "
         "'--features', 'crow', '--bits', '16', '--image-size', '32'])\n"
-        f"main(['search', '--index', {str(tmp_path / 'index')!r}, {str(paths[0])!r}, '-k', '3'])\n"
         "assert 'lightning' not in sys.modules, 'lightning was imported'\n")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    search = (
+        "import sys\n"
+        "from hashlab.cli import main\n"
+        f"main(['search', '--index', {str(tmp_path / 'index')!r}, {str(paths[0])!r}, '-k', '3'])\n"
+        "assert not {'lightning', 'sklearn'} & set(sys.modules), 'lightning or sklearn was imported'\n")
+    for script in (build, search):
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_cell_identity_holds_the_data_not_its_path(tmp_path, capsys):

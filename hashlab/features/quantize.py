@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.decomposition import PCA
 
 QUANTIZERS = ("itq", "lsh")
 
@@ -48,6 +47,8 @@ class Quantizer:
 
 def fit_quantizer(features: np.ndarray, bits: int, method: str = "itq", dims: int = 256, iterations: int = 50,
                   seed: int = 0) -> Quantizer:
+    # imported here: a query applies a fitted quantizer, and search starts 1.5 s sooner without sklearn
+    from sklearn.decomposition import PCA
     features = np.asarray(features, np.float32)
     if method not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {method!r}; choose one of {', '.join(QUANTIZERS)}")
