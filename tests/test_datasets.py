@@ -12,7 +12,8 @@ from scipy.io import savemat
 
 from hashlab.cli import main
 from hashlab.data import CUB200, DatasetError, Flickr25K, ListFile, StanfordCars
-from hashlab.data.flickr25k import NUM_IMAGES, POTENTIAL_CONCEPTS, RELEVANT_CONCEPTS
+from hashlab.data.flickr25k import NUM_IMAGES, POTENTIAL_CONCEPTS, RELEVANT_CONCEPTS, read_flickr25k
+from hashlab.data.stanford_cars import read_stanford_cars
 from tests.test_data import write_batches
 
 RNG = np.random.default_rng(0)
@@ -26,11 +27,13 @@ def jpeg_bytes(width=40, height=30, seed=0) -> bytes:
 
 
 # -- MIRFLICKR-25000 ---------------------------------------------------------------------------------
-def write_flickr25k(root, labeled=5700):
+def write_flickr25k(root, labeled=5700, annotations="mirflickr25k_annotations_v080"):
     """mirflickr/imN.jpg for the first ``labeled`` images (the rest carry no label in any concept and
-    need no file) and the v080 annotation files: one image number per line."""
+    need no file) and the v080 annotation files: one image number per line, with the zip's README.txt. The zip has
+    no folder of its own: ``annotations`` is where they were unzipped ("." for a plain unzip beside mirflickr/)."""
     (root / "mirflickr").mkdir(parents=True)
-    (root / "mirflickr25k_annotations_v080").mkdir()
+    folder = root / annotations
+    folder.mkdir(exist_ok=True)
     data = jpeg_bytes()
     for number in range(1, labeled + 1):
         (root / "mirflickr" / f"im{number}.jpg").write_bytes(data)
@@ -39,8 +42,8 @@ def write_flickr25k(root, labeled=5700):
     for concept in POTENTIAL_CONCEPTS + RELEVANT_CONCEPTS:
         members = np.sort(rng.choice(np.arange(1, labeled + 1), labeled // 6, replace=False))
         membership[concept] = members
-        (root / "mirflickr25k_annotations_v080" / f"{concept}.txt").write_text("".join(f"{m}\n" for m in members))
-    (root / "mirflickr25k_annotations_v080" / "README.txt").write_text("MIRFLICKR-25000 annotations v080\n")
+        (folder / f"{concept}.txt").write_text("".join(f"{m}\n" for m in members))
+    (folder / "README.txt").write_text("MIRFLICKR-25000 annotations v080\n")
     return membership
 
 
@@ -115,6 +118,20 @@ def test_flickr25k_malformed_annotation_names_file_and_line(tmp_path):
         Flickr25K(root=str(tmp_path)).prepare()
 
 
+def test_flickr25k_annotations_unzipped_without_a_folder_or_into_another_name_read_the_same(tmp_path):
+    """`unzip mirflickr25k_annotations_v080.zip` in the data folder leaves the concept files beside mirflickr/;
+    other tools make a folder of the zip's name, or users name it annotations/: the same labels each way."""
+    labels = {}
+    for copy, annotations in enumerate(("mirflickr25k_annotations_v080", ".", "annotations")):
+        write_flickr25k(tmp_path / f"copy{copy}", labeled=30, annotations=annotations)
+        labels[annotations] = read_flickr25k(tmp_path / f"copy{copy}").labels
+    assert all(np.array_equal(labels["."], other) for other in labels.values())
+    (tmp_path / "none" / "mirflickr").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=r"no annotation files \(animals.txt, ...\) in .*none, looked for in "
+                       r"mirflickr25k_annotations_v080/, annotations/, annotation/ and beside mirflickr/.*unzip -d"):
+        read_flickr25k(tmp_path / "none")
+
+
 def test_flickr25k_missing_images_are_counted_and_named(tmp_path):
     write_flickr25k(tmp_path, labeled=20)
     (tmp_path / "mirflickr" / "im3.jpg").unlink()
@@ -181,6 +198,11 @@ def test_cub200_errors_name_the_file_and_line(tmp_path):
     (base / "train_test_split.txt").unlink()
     with pytest.raises(DatasetError, match=r"train_test_split.txt is missing. Get CUB_200_2011.tgz"):
         CUB200(root=str(tmp_path)).prepare()
+    (base / "train_test_split.txt").write_text("\n".join(lines) + "\n")
+    boxes = (base / "bounding_boxes.txt").read_text().splitlines()
+    (base / "bounding_boxes.txt").write_text("\n".join(boxes[:-1]) + "\n")
+    with pytest.raises(DatasetError, match=r"image id 28 .* has no line in .*bounding_boxes.txt"):
+        CUB200(root=str(tmp_path)).prepare()
 
 
 def test_undecodable_image_stops_the_run_or_is_skipped_and_counted(tmp_path):
@@ -231,26 +253,41 @@ def annotations_struct(rows, fields=("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2",
     return out
 
 
-def write_stanford_cars(root, per_class=(3, 2), kaggle_nesting=False, test_labels=True):
-    """stanford_cars/ as torchvision's StanfordCars reads it: devkit/cars_meta.mat (class_names),
-    devkit/cars_train_annos.mat and cars_test_annos_withlabels.mat ('annotations' struct arrays with
-    bbox_x1..bbox_y2, 1-based class, fname), cars_train/ and cars_test/."""
-    base = root / "stanford_cars"
-    (base / "devkit").mkdir(parents=True)
-    names = np.empty((1, len(CAR_CLASSES)), dtype=object)
-    names[0, :] = [np.array([n]) for n in CAR_CLASSES]
-    savemat(base / "devkit" / "cars_meta.mat", {"class_names": names})
-    for part, count, target in (("train", per_class[0], base / "devkit" / "cars_train_annos.mat"),
-                                ("test", per_class[1], base / "cars_test_annos_withlabels.mat")):
-        folder = base / f"cars_{part}" / (f"cars_{part}" if kaggle_nesting else "")
-        folder.mkdir(parents=True)
-        rows, n = [], 0
+def car_rows(per_class=(3, 2)):
+    """(part, file name, box and 1-based class) of each image, train then test, numbered per part."""
+    rows = []
+    for part, count in zip(("train", "test"), per_class, strict=True):
+        n = 0
         for label in range(1, len(CAR_CLASSES) + 1):
             for _ in range(count):
                 n += 1
-                fname = f"{n:05d}.jpg"
-                (folder / fname).write_bytes(jpeg_bytes(60, 40, n))
-                rows.append((3, 4, 50 + label, 30, label, fname))
+                rows.append((part, f"{n:05d}.jpg", (3, 4, 50 + label, 30, label)))
+    return rows
+
+
+def class_names_cell():
+    names = np.empty((1, len(CAR_CLASSES)), dtype=object)
+    names[0, :] = [np.array([n]) for n in CAR_CLASSES]
+    return names
+
+
+def write_stanford_cars(root, per_class=(3, 2), kaggle=False, test_labels=True):
+    """stanford_cars/ as torchvision's StanfordCars reads it: devkit/cars_meta.mat (class_names),
+    devkit/cars_train_annos.mat and cars_test_annos_withlabels.mat ('annotations' struct arrays with
+    bbox_x1..bbox_y2, 1-based class, fname), cars_train/ and cars_test/. ``kaggle``: as the Kaggle copy
+    unpacks, car_devkit/devkit/ and cars_train/cars_train/, the labelled test file put in its devkit."""
+    base = root / "stanford_cars"
+    devkit = base / ("car_devkit/devkit" if kaggle else "devkit")
+    devkit.mkdir(parents=True)
+    savemat(devkit / "cars_meta.mat", {"class_names": class_names_cell()})
+    for part, target in (("train", devkit / "cars_train_annos.mat"),
+                         ("test", (devkit if kaggle else base) / "cars_test_annos_withlabels.mat")):
+        folder = base / f"cars_{part}" / (f"cars_{part}" if kaggle else "")
+        folder.mkdir(parents=True)
+        rows = []
+        for number, (_, fname, numbers) in enumerate((r for r in car_rows(per_class) if r[0] == part), 1):
+            (folder / fname).write_bytes(jpeg_bytes(60, 40, number))
+            rows.append((*numbers, fname))
         if not test_labels and part == "test":  # the original cars_test_annos.mat: no class field
             struct = annotations_struct(rows, ("bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "fname"))
         else:
@@ -259,9 +296,27 @@ def write_stanford_cars(root, per_class=(3, 2), kaggle_nesting=False, test_label
     return base
 
 
-@pytest.mark.parametrize("kaggle_nesting", [False, True])
-def test_stanford_cars_mat_files(tmp_path, kaggle_nesting):
-    write_stanford_cars(tmp_path, kaggle_nesting=kaggle_nesting)
+def write_stanford_cars_single_file(root, per_class=(3, 2)):
+    """The single-file release: cars_annos.mat (one 'annotations' struct array of every image: relative_im_path,
+    bbox_x1..bbox_y2, 1-based class, test flag; and class_names) and car_ims/000001.jpg ..., numbered over both
+    halves, here in the release's order: by class, not by half."""
+    base = root / "stanford_cars"
+    (base / "car_ims").mkdir(parents=True)
+    fields = ("relative_im_path", "bbox_x1", "bbox_y1", "bbox_x2", "bbox_y2", "class", "test")
+    rows = sorted(car_rows(per_class), key=lambda row: row[2][4])
+    struct = np.empty((1, len(rows)), dtype=[(f, "O") for f in fields])
+    for number, (part, _, numbers) in enumerate(rows, 1):
+        (base / "car_ims" / f"{number:06d}.jpg").write_bytes(jpeg_bytes(60, 40, number))
+        struct[0, number - 1] = (np.array([f"car_ims/{number:06d}.jpg"]),
+                                 *(np.array([[v]], dtype=np.uint16) for v in numbers),
+                                 np.array([[int(part == "test")]], dtype=np.uint8))
+    savemat(base / "cars_annos.mat", {"annotations": struct, "class_names": class_names_cell()})
+    return base
+
+
+@pytest.mark.parametrize("kaggle", [False, True])
+def test_stanford_cars_mat_files(tmp_path, kaggle):
+    write_stanford_cars(tmp_path, kaggle=kaggle)
     module = StanfordCars(root=str(tmp_path), image_size=32, val_fraction=0)
     described = module.describe()
     assert [described[k] for k in ("query", "train", "database", "num_classes")] == [6, 9, 9, 3]
@@ -272,12 +327,30 @@ def test_stanford_cars_mat_files(tmp_path, kaggle_nesting):
     assert module.dataset("query")[0][0].shape == (3, 32, 32)
 
 
+def test_stanford_cars_single_file_release_reads_the_same_set(tmp_path):
+    split_release = read_stanford_cars(write_stanford_cars(tmp_path / "split"))
+    single = read_stanford_cars(write_stanford_cars_single_file(tmp_path / "single"))
+    assert single.class_names == CAR_CLASSES and len(single.items) == 15
+    assert single.items[0].endswith("car_ims/000001.jpg")
+    for part in ("train", "test"):  # per half, the same labels and boxes
+        a, b = split_release.official_split == part, single.official_split == part
+        np.testing.assert_array_equal(split_release.labels[a], single.labels[b])
+        np.testing.assert_allclose(split_release.boxes[a], single.boxes[b])
+    module = StanfordCars(root=str(tmp_path / "single"), image_size=32, val_fraction=0)
+    assert [module.describe()[k] for k in ("query", "train", "database")] == [6, 9, 9]
+
+
 def test_stanford_cars_test_annotations_without_labels_are_explained(tmp_path):
     write_stanford_cars(tmp_path, test_labels=False)
     with pytest.raises(DatasetError, match=r"lack field\(s\) class .*use cars_test_annos_withlabels.mat"):
         StanfordCars(root=str(tmp_path)).prepare()
-    (tmp_path / "stanford_cars" / "devkit" / "cars_meta.mat").unlink()
-    with pytest.raises(DatasetError, match=r"cars_meta.mat is missing. The official page .* no longer serves"):
+    meta = tmp_path / "stanford_cars" / "devkit" / "cars_meta.mat"
+    savemat(meta, {"names": class_names_cell()})
+    with pytest.raises(DatasetError, match=r"cars_meta.mat holds no variable 'class_names'"):
+        StanfordCars(root=str(tmp_path)).prepare()
+    meta.unlink()
+    with pytest.raises(DatasetError, match=r"cars_meta.mat is missing \(looked in .*stanford_cars/devkit/, "
+                       r".*stanford_cars/car_devkit/devkit/\). The official page .* no longer serves"):
         StanfordCars(root=str(tmp_path)).prepare()
 
 

@@ -39,9 +39,11 @@ def read_cub200(root: Path) -> Source:
     boxes = dict((r[0], r[1:]) for r in read_table(boxes_file, "cub200", 5, (int, float, float, float, float))) \
         if boxes_file.exists() else None
     class_index = {class_id: i for i, (class_id, _) in enumerate(classes)}
+    per_image = [("image_class_labels.txt", labels), ("train_test_split.txt", is_train)]
+    per_image += [] if boxes is None else [("bounding_boxes.txt", boxes)]
     items, label_ids, official, box_rows = [], [], [], []
     for image_id, relative in images:
-        for name, mapping in (("image_class_labels.txt", labels), ("train_test_split.txt", is_train)):
+        for name, mapping in per_image:
             if image_id not in mapping:
                 raise DatasetError(f"cub200: image id {image_id} ({relative}) of images.txt has no line in "
                                    f"{root / name}; the files come from different releases. " + HOW_TO_GET)

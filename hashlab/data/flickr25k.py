@@ -1,5 +1,7 @@
-"""MIRFLICKR-25000 (Huiskes & Lew, 2008) as distributed: ``mirflickr/im1.jpg ... im25000.jpg`` and
-``mirflickr25k_annotations_v080/<concept>.txt``, one image number per line.
+"""MIRFLICKR-25000 (Huiskes & Lew, 2008) as distributed: ``mirflickr/im1.jpg ... im25000.jpg`` and the
+annotation files ``<concept>.txt``, one image number per line. The annotation zip holds its files with no folder
+of their own, so they are looked for in ``mirflickr25k_annotations_v080/``, ``annotations/``, ``annotation/``
+and beside ``mirflickr/``.
 
 The hashing literature uses two label sets, and numbers from one are not comparable with the
 other: the 24 "potential" concepts (the default, as in DCMH, DPSH-style code and the DFCH seed)
@@ -22,10 +24,13 @@ POTENTIAL_CONCEPTS = ["animals", "baby", "bird", "car", "clouds", "dog", "female
 RELEVANT_CONCEPTS = ["baby_r1", "bird_r1", "car_r1", "clouds_r1", "dog_r1", "female_r1", "flower_r1", "male_r1",
                      "night_r1", "people_r1", "portrait_r1", "river_r1", "sea_r1", "tree_r1"]
 NUM_IMAGES = 25000
-IMAGES, ANNOTATIONS = "mirflickr", "mirflickr25k_annotations_v080"
+IMAGES = "mirflickr"
+ANNOTATION_FOLDERS = ("mirflickr25k_annotations_v080", "annotations", "annotation", ".")
 HOW_TO_GET = ("Get mirflickr25k.zip and mirflickr25k_annotations_v080.zip from https://press.liacs.nl/mirflickr/ "
-              "(MIRFLICKR-25000) and unzip both into one folder, which then holds mirflickr/ and "
-              "mirflickr25k_annotations_v080/.")
+              "(MIRFLICKR-25000) and unzip both in one folder: `unzip mirflickr25k.zip` gives mirflickr/, and "
+              "`unzip -d mirflickr25k_annotations_v080 mirflickr25k_annotations_v080.zip` the annotation files "
+              "(animals.txt, ..., tree_r1.txt; the zip has no folder of its own, so they may also lie beside "
+              "mirflickr/).")
 
 
 class Flickr25K(HashingDataModule):
@@ -49,10 +54,13 @@ class Flickr25K(HashingDataModule):
 
 
 def read_flickr25k(root: Path, label_set: str = "24", drop_unlabeled: bool = True) -> Source:
-    images, annotations = root / IMAGES, root / ANNOTATIONS
-    for folder in (images, annotations):
-        if not folder.is_dir():
-            raise DatasetError(f"flickr25k: {folder} is missing. {HOW_TO_GET}")
+    images = root / IMAGES
+    if not images.is_dir():
+        raise DatasetError(f"flickr25k: {images} is missing. {HOW_TO_GET}")
+    annotations = next((root / name for name in ANNOTATION_FOLDERS if (root / name / "animals.txt").is_file()), None)
+    if annotations is None:
+        raise DatasetError(f"flickr25k: no annotation files (animals.txt, ...) in {root}, looked for in "
+                           f"{', '.join(n + '/' for n in ANNOTATION_FOLDERS[:-1])} and beside {IMAGES}/. {HOW_TO_GET}")
     concepts = POTENTIAL_CONCEPTS + (RELEVANT_CONCEPTS if label_set == "38" else [])
     labels = np.zeros((NUM_IMAGES, len(concepts)), dtype=np.uint8)
     for column, concept in enumerate(concepts):
