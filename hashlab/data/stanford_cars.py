@@ -81,13 +81,12 @@ def _find(root: Path, name: str, folders: tuple[str, ...]) -> Path:
 def read_stanford_cars(root: Path) -> Source:
     if (root / "cars_annos.mat").is_file() and not any((root / d / "cars_meta.mat").is_file() for d in DEVKITS):
         return _read_single_file_release(root)
-    devkit = _find(root, "cars_meta.mat", DEVKITS).parent
-    meta = devkit / "cars_meta.mat"
+    meta = _find(root, "cars_meta.mat", DEVKITS)
+    devkit = str(meta.parent.relative_to(root))
     class_names = [str(n) for n in np.atleast_1d(_load_mat(meta, "class_names"))]
     rows = []
-    for part, annotation_file in (("train", _find(root, "cars_train_annos.mat", (str(devkit.relative_to(root)), "."))),
-                                  ("test", _find(root, "cars_test_annos_withlabels.mat",
-                                                 (".", str(devkit.relative_to(root)))))):
+    for part, annotation_file in (("train", _find(root, "cars_train_annos.mat", (devkit, "."))),
+                                  ("test", _find(root, "cars_test_annos_withlabels.mat", (".", devkit)))):
         folder = _image_folder(root, f"cars_{part}")
         rows += [(annotation_file, folder / str(a["fname"]), a, part) for a in _annotations(annotation_file)]
     return _source(root, rows, class_names, meta)
