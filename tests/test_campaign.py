@@ -151,6 +151,20 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert f"machine time so far: {wall / 60:.0f} min (1 cells" in text
 
 
+def test_machine_time_counts_the_tunings_of_this_version_only(tmp_path):
+    """A tuning of an earlier results version is work the campaign still has to do, not machine time spent on it."""
+    from hashlab.records.record import RESULTS_VERSION
+    from hashlab.runs.campaign import machine_time
+    from hashlab.runs.tuning import budget
+    for method, version, seconds in (("dsh", RESULTS_VERSION, [60, 90]), ("csq", RESULTS_VERSION - 1, [600])):
+        (tmp_path / f"tune-{method}").mkdir()
+        (tmp_path / f"tune-{method}" / "choice.json").write_text(json.dumps(
+            {"method": method, "results_version": version, "budget": budget()}))
+        (tmp_path / f"tune-{method}" / "trials.csv").write_text("seconds\n" + "".join(f"{s}\n" for s in seconds))
+    spent = machine_time([], ["dsh", "csq", "hashnet"], tmp_path)
+    assert spent["tunings"] == {"dsh": 150.0} and spent["total"] == 150.0
+
+
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
     """The figure's top 10: by Hamming distance; ties (collapsed codes are common) in a given order."""
     import numpy as np

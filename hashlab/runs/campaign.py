@@ -242,10 +242,12 @@ def _base(method: str) -> str:
 
 def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = REPORTS_DIR) -> dict:
     """Seconds the plan's finished work took: each done cell once (its record's wall time) and each
-    committed tuning (the sum of its trials' seconds)."""
+    committed tuning of today's version and budget (the sum of its trials' seconds; an earlier version's tuning
+    is work still to do)."""
     import csv
 
     from hashlab.runs.fit import finished_record
+    from hashlab.runs.tuning import tuned
     cells, trained = {}, {}
     for item in work:
         if item.cell.done and not item.cell.missing and item.key not in cells:
@@ -256,7 +258,7 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
     tunings = {}
     for method in tune:
         trials = Path(reports_dir) / f"tune-{method}" / "trials.csv"
-        if trials.exists():
+        if trials.exists() and tuned(method, reports_dir):
             with open(trials) as handle:
                 tunings[method] = sum(float(row.get("seconds") or 0.0) for row in csv.DictReader(handle))
     return {"cells": cells, "trained": trained, "tunings": tunings,
