@@ -26,7 +26,8 @@ write_config() {
     chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
     chmod 400 /etc/munge/munge.key
     local cpus memory
-    cpus="$(nproc)"
+    # the machine's CPUs: nproc alone honours OMP_NUM_THREADS, which a test worker sets to its share of them
+    cpus="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
     memory="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
     cat >"$CONF" <<EOF
 # written by hashlab scripts/local-slurm.sh: one node, this host

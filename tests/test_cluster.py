@@ -95,10 +95,15 @@ def _cluster_or_skip():
         if os.environ.get("HASHLAB_REQUIRE_SLURM"):
             pytest.fail("HASHLAB_REQUIRE_SLURM is set but this machine cannot run a local SLURM cluster (needs root)")
         pytest.skip("a local SLURM cluster needs root and Debian packages")
+    # started as a test worker would (make test sets each worker's OMP_NUM_THREADS to its share of the cores)
     started = subprocess.run([str(ROOT / "scripts" / "local-slurm.sh"), "start"], capture_output=True, text=True,
-                             timeout=600)
+                             timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if started.returncode != 0:
         pytest.fail(f"scripts/local-slurm.sh start failed:\n{started.stdout[-2000:]}\n{started.stderr[-2000:]}")
+    # the node offers every CPU of the machine, or a 2-task job pends forever (reason PartitionConfig)
+    offered = subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True).stdout.split()
+    assert offered == [str(len(os.sched_getaffinity(0)))], \
+        f"the local SLURM node offers {offered} CPUs; restart it: scripts/local-slurm.sh stop, then start"
 
 
 @pytest.fixture(scope="module")
