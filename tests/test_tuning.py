@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hashlab.records.record import RESULTS_VERSION
 from hashlab.reporting.tuning import TuningReportError, epochs_trained, render_index, render_report
 from hashlab.runs.tuning import (
     TRIALS,
@@ -195,3 +196,45 @@ def test_a_tuning_report_of_an_older_choice_renders_and_drops_the_trials_of_an_e
         path.unlink()
     with pytest.raises(TuningReportError, match="holds no trial"):
         render_report("dsh", budget(), tmp_path)
+
+
+def test_the_tuning_index_shows_each_methods_validation_and_test_rank_in_each_version(tmp_path):
+    """The rank correlation is read off a table: which method validation over- or under-rates, before and after."""
+    snapshot = {"results_version": 1, "about": "before", "methods": {
+        "dpsh": {"val_map": 0.80, "test_map": 0.70, "test_seeds": 3, "protocol": "cifar10-1"},
+        "dsh": {"val_map": 0.90, "test_map": 0.72, "test_seeds": 1, "protocol": "cifar10-1"},
+        "hashnet": {"val_map": 0.85, "test_map": 0.75, "test_seeds": 1, "protocol": "cifar10-1"},
+        "adsh": {"val_map": 0.70, "test_map": 0.92, "test_seeds": 1, "protocol": "cifar10-all"}}}
+    (tmp_path / "tuning-v1.json").write_text(json.dumps(snapshot))
+    lr = "model.init_args.lr"
+    for method, val_map in (("dpsh", 0.74), ("dsh", 0.73), ("hashnet", 0.75)):
+        (tmp_path / f"tune-{method}" / "trials").mkdir(parents=True)
+        (tmp_path / f"tune-{method}" / "choice.json").write_text(json.dumps(
+            {"method": method, "chosen": {lr: 0.001}, "val_map": val_map, "epochs": 6,
+             "results_version": RESULTS_VERSION}))
+    (tmp_path / "table2").mkdir()
+    rows = [("dpsh", 0, 0.70), ("dpsh", 1, 0.72), ("dsh", 0, 0.76), ("hashnet", 0, 0.78)]
+    (tmp_path / "table2" / "table.csv").write_text("method,protocol,bits,seed,map\n" + "".join(
+        f"{m},cifar10-1,48,{seed},{value}\n" for m, seed, value in rows))
+    text = render_index(budget(), tmp_path).read_text()
+    assert "results version 1 (before; before): 0.50 over 3 methods (1 or 3 seeds each)" in text
+    assert f"results version {RESULTS_VERSION} (today's choices): 0.50 over 3 methods (1 or 2 seeds each)" in text
+    table = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+             for line in text.splitlines() if line.startswith("| d") or line.startswith("| h")}
+    assert table["dpsh"] == ["0.800 (3)", "0.700 (3) ×3", "0.740 (2)", "0.710 (3) ×2", "+0.010"]
+    assert table["dsh"] == ["0.900 (1)", "0.720 (2) ×1", "0.730 (3)", "0.760 (2) ×1", "+0.040"]
+    assert table["hashnet"][2:] == ["0.750 (1)", "0.780 (1) ×1", "+0.030"]
+    assert "adsh" not in table  # another protocol: not ranked with cifar10-1
+    assert "The ceiling that seed noise sets (pooled seed std 0.014): " in text
+
+
+def test_the_seed_ceiling_falls_as_the_methods_come_closer_than_their_seed_spread():
+    from hashlab.reporting.tuning import _seed_ceiling
+
+    def median(text):
+        return float(text.split("would reach ")[1].split(" at the median")[0])
+    spread_out = {f"m{i}": [0.70 + 0.05 * i, 0.71 + 0.05 * i, 0.69 + 0.05 * i] for i in range(6)}
+    close = {f"m{i}": [0.70 + 0.002 * i, 0.71 + 0.002 * i, 0.69 + 0.002 * i] for i in range(6)}
+    assert median(_seed_ceiling(spread_out)) == 1.0
+    assert median(_seed_ceiling(close)) < 0.7
+    assert "not measured yet" in _seed_ceiling({f"m{i}": [0.7] for i in range(6)})
