@@ -242,6 +242,11 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     found = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in current}
     for cell in found:
         assert fresh.loc[cell, "missing"] == "", f"committed record {cell} no longer matches its cell"
+    for record in current:  # the validation mAP of the tested checkpoint, beside the test's (tuning.md ranks by it)
+        cell = (record["method"], record["dataset"], record["bits"], record["seed"])
+        val_map = record["evaluated_checkpoint"].get("val_map")
+        assert (pd.isna(committed.loc[cell, "val_map"]) if val_map is None
+                else committed.loc[cell, "val_map"] == pytest.approx(val_map, abs=1e-12)), cell
     older = {(r["method"], r["dataset"], r["bits"], r["seed"]) for r in records if r not in current} - found
     assert all(fresh.loc[cell, "missing"] == "not run yet" for cell in older)
     # the README's results are generated from the same records, never typed

@@ -213,17 +213,21 @@ def test_the_tuning_index_shows_each_methods_validation_and_test_rank_in_each_ve
             {"method": method, "chosen": {lr: 0.001}, "val_map": val_map, "epochs": 6,
              "results_version": RESULTS_VERSION}))
     (tmp_path / "table2").mkdir()
-    rows = [("dpsh", 0, 0.70), ("dpsh", 1, 0.72), ("dsh", 0, 0.76), ("hashnet", 0, 0.78)]
-    (tmp_path / "table2" / "table.csv").write_text("method,protocol,bits,seed,map\n" + "".join(
-        f"{m},cifar10-1,48,{seed},{value}\n" for m, seed, value in rows))
+    # (method, seed, test mAP, the validation mAP of the checkpoint the cell tested)
+    rows = [("dpsh", 0, 0.70, 0.70), ("dpsh", 1, 0.72, 0.71), ("dsh", 0, 0.76, 0.75), ("hashnet", 0, 0.78, 0.77)]
+    (tmp_path / "table2" / "table.csv").write_text("method,protocol,bits,seed,map,val_map\n" + "".join(
+        f"{m},cifar10-1,48,{seed},{value},{val}\n" for m, seed, value, val in rows))
     text = render_index(budget(), tmp_path).read_text()
     assert "results version 1 (before; before): 0.50 over 3 methods (1 or 3 seeds each)" in text
     assert f"results version {RESULTS_VERSION} (today's choices): 0.50 over 3 methods (1 or 2 seeds each)" in text
+    # validation read at the cells' end ranks them as the test does: the tuning's short budget reorders them
+    assert f"results version {RESULTS_VERSION}, the cells' own validation mAP" in text
+    assert "against their test mAP: 1.00 over 3 methods" in text
     table = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
              for line in text.splitlines() if line.startswith("| d") or line.startswith("| h")}
-    assert table["dpsh"] == ["0.800 (3)", "0.700 (3) ×3", "0.740 (2)", "0.710 (3) ×2", "+0.010"]
-    assert table["dsh"] == ["0.900 (1)", "0.720 (2) ×1", "0.730 (3)", "0.760 (2) ×1", "+0.040"]
-    assert table["hashnet"][2:] == ["0.750 (1)", "0.780 (1) ×1", "+0.030"]
+    assert table["dpsh"] == ["0.800 (3)", "0.700 (3) ×3", "0.740 (2)", "0.705 (3)", "0.710 (3) ×2", "+0.010"]
+    assert table["dsh"] == ["0.900 (1)", "0.720 (2) ×1", "0.730 (3)", "0.750 (2)", "0.760 (2) ×1", "+0.040"]
+    assert table["hashnet"][2:] == ["0.750 (1)", "0.770 (1)", "0.780 (1) ×1", "+0.030"]
     assert "adsh" not in table  # another protocol: not ranked with cifar10-1
     assert "The ceiling that seed noise sets (pooled seed std 0.014): " in text
 

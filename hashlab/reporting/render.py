@@ -23,9 +23,11 @@ from hashlab.reporting.layout import (
 
 # map: order-free mAP@all (the expectation over random orders of tied items); map_stable: ties broken by
 # database order, for comparing with code that sorts stably by index; map_seen / map_unseen: against the
-# database items the model trained on / never saw (where the database holds both)
+# database items the model trained on / never saw (where the database holds both); val_map: the validation mAP of
+# the checkpoint that was tested (empty for a closed-form fit)
 CSV_COLUMNS = ["method", "dataset", "protocol", "backbone", "profile", "mode", "bits", "seed", "map",
-               "map_stable", "map_unseen", "map_seen", "map_at_1000", "value", "wall_s", "missing", "record"]
+               "map_stable", "map_unseen", "map_seen", "map_at_1000", "val_map", "value", "wall_s", "missing",
+               "record"]
 
 
 def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -> dict:

@@ -134,14 +134,28 @@ def _rank_agreement(reports_dir: str | Path) -> str:
                      f"{'n/a' if rho is None else f'{rho:.2f}'} over {len(pairs)} methods "
                      f"({_seeds_each({s for _, _, s in pairs.values()})}).")
     tests = _current_tests(reports_dir)
-    pairs = versions[RESULTS_VERSION] = {m: (val, sum(maps) / len(maps), len(maps)) for m, (val, maps) in tests.items()}
+    pairs = versions[RESULTS_VERSION] = {m: (val, _mean(maps), len(maps)) for m, (val, maps, _) in tests.items()}
     rho = _spearman(pairs)
     lines.append(f"- results version {RESULTS_VERSION} (today's choices): "
                  + (f"{rho:.2f} over {len(pairs)} methods ({_seeds_each({s for _, _, s in pairs.values()})})."
-                    + _seed_ceiling({m: maps for m, (_, maps) in tests.items()})
+                    + _seed_ceiling({m: maps for m, (_, maps, _) in tests.items()})
                     if rho is not None else f"not yet: {len(pairs)} methods have a choice and a 48-bit cell of this "
                     "version."))
-    return "\n".join(lines) + "\n" + _pairs_table(versions)
+    # the same validation set, read at the end of each cell's own schedule rather than after the tuning's last
+    # round: tells a validation set that misranks the methods from a tuning budget too short for the slower ones
+    cells = {m: (_mean(vals), _mean(maps), len(maps)) for m, (_, maps, vals) in tests.items() if vals}
+    rho = _spearman(cells)
+    if rho is not None:
+        lines.append(f"- results version {RESULTS_VERSION}, the cells' own validation mAP (of the checkpoint each cell "
+                     "tested, picked over its whole schedule on the same validation set) against their test mAP: "
+                     f"{rho:.2f} over {len(cells)} methods. Where this is higher than the line above, validation ranks "
+                     "the trained methods as the test does, and what reorders them is the tuning's shorter budget "
+                     "(a method that learns slowly ranks lower after the tuning's last round than after a cell).")
+    return "\n".join(lines) + "\n" + _pairs_table(versions, {m: v for m, (v, _, _) in cells.items()})
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _seed_ceiling(tests: dict[str, list[float]], draws: int = 2000) -> str:
@@ -165,9 +179,9 @@ def _seed_ceiling(tests: dict[str, list[float]], draws: int = 2000) -> str:
             f"10th to 90th percentile of {draws} draws of the test means moved by their seed noise).")
 
 
-def _current_tests(reports_dir: str | Path) -> dict[str, tuple[float, list[float]]]:
-    """Today's choices: validation mAP and the test mAP@all of each committed 48-bit cifar10-1 seed
-    (table2/table.csv)."""
+def _current_tests(reports_dir: str | Path) -> dict[str, tuple[float, list[float], list[float]]]:
+    """Today's choices: the chosen validation mAP, the test mAP@all of each committed 48-bit cifar10-1 seed
+    (table2/table.csv), and the validation mAP of each of those cells' tested checkpoints."""
     import pandas as pd
     table = Path(reports_dir) / "table2" / "table.csv"
     if not table.exists():
@@ -178,9 +192,10 @@ def _current_tests(reports_dir: str | Path) -> dict[str, tuple[float, list[float
     for folder in sorted(Path(reports_dir).glob("tune-*/")):
         path = folder / "choice.json"
         choice = json.loads(path.read_text()) if path.exists() else {}
-        maps = test[test["method"] == choice.get("method")]["map"]
-        if choice.get("results_version") == RESULTS_VERSION and len(maps):
-            tests[choice["method"]] = (choice["val_map"], [float(v) for v in maps])
+        cells = test[test["method"] == choice.get("method")]
+        if choice.get("results_version") == RESULTS_VERSION and len(cells):
+            vals = cells["val_map"].dropna() if "val_map" in cells else []
+            tests[choice["method"]] = (choice["val_map"], [float(v) for v in cells["map"]], [float(v) for v in vals])
     return tests
 
 
@@ -189,9 +204,10 @@ def _ranks(values: dict[str, float]) -> dict[str, int]:
     return {m: rank for rank, m in enumerate(sorted(values, key=values.get, reverse=True), start=1)}
 
 
-def _pairs_table(versions: dict[int, dict[str, tuple[float, float, int]]]) -> str:
+def _pairs_table(versions: dict[int, dict[str, tuple[float, float, int]]], cells: dict[str, float]) -> str:
     """One row per method: in each version its validation and test mAP, each with its rank among that version's
-    methods in brackets, and the change of its test mAP between the first and the last version."""
+    methods in brackets (today's version also with its cells' own validation mAP, ``cells``), and the change of
+    its test mAP between the first and the last version."""
     import pandas as pd
     if not any(versions.values()):
         return ""
@@ -205,6 +221,9 @@ def _pairs_table(versions: dict[int, dict[str, tuple[float, float, int]]]) -> st
             test_rank = _ranks({m: p[1] for m, p in pairs.items()})
             pair = pairs.get(method)
             row[f"v{version} validation"] = f"{pair[0]:.3f} ({val_rank[method]})" if pair else ""
+            if version == RESULTS_VERSION and cells:
+                row[f"v{version} cells' validation"] = (f"{cells[method]:.3f} ({_ranks(cells)[method]})"
+                                                        if method in cells else "")
             row[f"v{version} test (seeds)"] = f"{pair[1]:.3f} ({test_rank[method]}) ×{pair[2]}" if pair else ""
         if first != last and method in versions[first] and method in versions[last]:
             row[f"test v{last} − v{first}"] = f"{versions[last][method][1] - versions[first][method][1]:+.3f}"

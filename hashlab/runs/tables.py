@@ -218,6 +218,7 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
             row.update(backbone=record["backbone"], mode=record["mode"], map=metrics.get("map"),
                        map_stable=metrics.get("map_stable"), map_seen=metrics.get("map_seen"),
                        map_unseen=metrics.get("map_unseen"), map_at_1000=metrics.get("map_at_1000"),
+                       val_map=record.get("evaluated_checkpoint", {}).get("val_map"),
                        value=metrics.get(spec["metric"]), wall_s=timings.get("wall_s"),
                        commit=record["environment"]["commit"], results_version=record["environment"].get(
                            "results_version", 1), curves=record.get("curves"), missing="",
@@ -233,8 +234,8 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
     return frame
 
 
-RECORD_COLUMNS = ("backbone", "mode", "map", "map_stable", "map_seen", "map_unseen", "map_at_1000", "wall_s", "commit",
-                  "results_version", "curves")
+RECORD_COLUMNS = ("backbone", "mode", "map", "map_stable", "map_seen", "map_unseen", "map_at_1000", "val_map", "wall_s",
+                  "commit", "results_version", "curves")
 
 
 def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = REPORTS_DIR,
