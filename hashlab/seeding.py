@@ -13,7 +13,8 @@ fixed purpose, never from wherever the global generator happened to be:
     the order of the batches         EpochShuffle(seed, e)     (a generator of its own per epoch)
 
 Because epoch e's state depends on (seed, e) alone, a run resumed from a checkpoint at an epoch boundary
-draws exactly what the uninterrupted run drew.
+draws exactly what the uninterrupted run drew (with the one draw Lightning's loader iterator takes after the
+reseed in every epoch but a fit's first, which a resumed fit takes itself: HashingModule.on_train_epoch_start).
 """
 
 from __future__ import annotations

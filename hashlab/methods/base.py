@@ -122,6 +122,7 @@ class HashingModule(L.LightningModule):
         self.timings: dict[str, float] = {}
         self.earlier_fit_s = 0.0  # fitting time of the attempts before a resume, from the checkpoint
         self._fit_started: float | None = None
+        self._first_epoch_of_fit = True  # Lightning made this fit's first loader iterator before its epoch began
         self.feature_cache: dict = {}
         self.test_report: RetrievalReport | None = None
         self.evaluated_codes: dict = {}
@@ -196,6 +197,13 @@ class HashingModule(L.LightningModule):
         the same in a resumed run as in an uninterrupted one."""
         from hashlab.seeding import reseed
         reseed("epoch", self.current_epoch)
+        if self._first_epoch_of_fit and self.current_epoch > 0:
+            # Lightning creates the training loader's iterator before this hook in a fit's first epoch and after
+            # it in every later one, and the iterator draws its base seed from the global generator: an
+            # uninterrupted run's epoch e > 0 has drawn that number before its first flip. A run resumed at e
+            # draws it here, so that its flips and dropout are the uninterrupted run's.
+            torch.empty((), dtype=torch.int64).random_()
+        self._first_epoch_of_fit = False
         # validate every k epochs and after the last (Lightning's own check_val_every_n_epoch skips the last
         # epoch when k does not divide max_epochs): Lightning reads the setting at each epoch's end
         every, epoch = max(1, self.hparams.validate_every), self.current_epoch
@@ -290,6 +298,7 @@ class HashingModule(L.LightningModule):
 
     def on_fit_start(self):
         self._fit_started = active_time()
+        self._first_epoch_of_fit = True
 
     def fit_seconds(self) -> float:
         """Time spent fitting, over every attempt of a resumed run, pauses left out."""
