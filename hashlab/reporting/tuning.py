@@ -213,6 +213,7 @@ def _pairs_table(versions: dict[int, dict[str, tuple[float, float, int]]], cells
         return ""
     methods = sorted({m for pairs in versions.values() for m in pairs})
     first, last = min(versions), max(versions)
+    cell_rank = _ranks(cells)
     rows = []
     for method in methods:
         row = {"method": method}
@@ -222,7 +223,7 @@ def _pairs_table(versions: dict[int, dict[str, tuple[float, float, int]]], cells
             pair = pairs.get(method)
             row[f"v{version} validation"] = f"{pair[0]:.3f} ({val_rank[method]})" if pair else ""
             if version == RESULTS_VERSION and cells:
-                row[f"v{version} cells' validation"] = (f"{cells[method]:.3f} ({_ranks(cells)[method]})"
+                row[f"v{version} cells' validation"] = (f"{cells[method]:.3f} ({cell_rank[method]})"
                                                         if method in cells else "")
             row[f"v{version} test (seeds)"] = f"{pair[1]:.3f} ({test_rank[method]}) ×{pair[2]}" if pair else ""
         if first != last and method in versions[first] and method in versions[last]:
