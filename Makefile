@@ -36,10 +36,10 @@ demo: setup
 	$(HASHLAB) search --index runs/demo-index runs/demo-images/3/0003.png -k 5 --rerank cosine
 
 reproduce: setup
-	$(HASHLAB) reproduce --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(HASHLAB) reproduce --table $(TABLE) --data-root $(DATA) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))
 
 report: setup
-	$(HASHLAB) report --table $(TABLE) $(if $(PROFILE),--profile $(PROFILE))
+	$(HASHLAB) report --table $(TABLE) --data-root $(DATA) $(if $(PROFILE),--profile $(PROFILE))
 
 # the table campaign (experiments/campaign.yaml): pending cells one at a time, niced, resumable; records and
 # codes land under reports/<table>/records/ as cells finish (COMMIT=1: each one git-committed as it lands)

@@ -1,7 +1,7 @@
 """Command line: a thin dispatcher. ``hashlab fit`` (LightningCLI) and the toolkit's own commands; each
 subcommand imports what it needs when it runs, so `hashlab --help` and argument errors answer at once.
 
-    hashlab fit --config experiments/methods/dpsh_googlenet.yaml --data.root DIR --model.bits 32
+    hashlab fit --config experiments/methods/dpsh_googlenet.yaml --profile cpu --data.root DIR --model.bits 32
     hashlab trial --epochs 4 --config experiments/methods/dsh.yaml --profile cpu --data.root DIR
     hashlab reproduce --table demo
     hashlab report --table demo

@@ -37,3 +37,18 @@ def test_the_table_spec_example_in_the_docs_is_a_valid_spec(tmp_path):
     (tmp_path / "example.yaml").write_text(example)
     spec = load_spec(str(tmp_path / "example.yaml"))
     assert [r["method"] for r in spec["references"]] == ["dpsh"] and set(spec["profiles"]) == {"cpu", "paper"}
+
+
+def test_every_relative_link_of_the_docs_and_reports_points_at_a_file():
+    """A reader follows these links from the file they are in (GitHub resolves them so), generated ones too."""
+    import re
+    pages = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"),
+             *(p for p in (ROOT / "reports").rglob("*.md") if "records" not in p.parts)]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)  # commands in code blocks are not links
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            path = target.split("#", 1)[0]
+            if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken

@@ -234,6 +234,9 @@ def test_the_committed_table2_renders_from_its_records_alone(tmp_path):
     committed = pd.read_csv(ROOT / "reports" / "table2" / "table.csv").set_index(key).sort_index()
     assert list(fresh.index) == list(committed.index)
     pd.testing.assert_series_equal(fresh["value"].astype(float), committed["value"].astype(float), rtol=0, atol=1e-12)
+    done = committed["value"].notna()  # each names the table's own committed copy: the same file on every machine
+    assert (fresh.loc[done, "record"] == committed.loc[done, "record"]).all()
+    assert committed.loc[done, "record"].str.startswith("reports/table2/records/").all()
     from hashlab.records.record import RESULTS_VERSION
     records = [json.loads(p.read_text()) for p in (ROOT / "reports" / "table2" / "records").rglob("record.json")]
     # every record of today's results version matches a cell; a record of an earlier version matches none (it

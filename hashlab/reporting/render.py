@@ -46,15 +46,15 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     out = {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir, "layout": layout}
     if spec.get("summary"):  # the column the README shows (table 2: CIFAR-10 at 48 bits)
         where = spec["summary"]
-        summary = (f"{label} on {where['dataset']} at {where['bits']} bits, profile {profile}; from the records in "
-                   f"[reports/{spec['name']}](reports/{spec['name']}/table.md) (mean ± std over seeds where there are "
-                   "several). A method is compared only with a published figure of the same method on the same "
-                   "protocol; a figure of another protocol, or of the closest published relative of a method with "
-                   f"none of its own, is context.\n\n{results_summary(frame, spec, where['dataset'], where['bits'])}"
-                   f"{cell_cost(frame)}")
+        body = (" (mean ± std over seeds where there are several). A method is compared only with a published figure "
+                "of the same method on the same protocol; a figure of another protocol, or of the closest published "
+                "relative of a method with none of its own, is context.\n\n"
+                f"{results_summary(frame, spec, where['dataset'], where['bits'])}{cell_cost(frame)}")
+        head = f"{label} on {where['dataset']} at {where['bits']} bits, profile {profile}; from the records in "
         files.append(out_dir / "summary.md")
-        files[-1].write_text(summary + "\n")
-        out["summary"] = summary
+        # the same text twice, its link relative to where it is read: beside the table, and in the README at the root
+        files[-1].write_text(f"{head}[reports/{spec['name']}](table.md){body}\n")
+        out["summary"] = f"{head}[reports/{spec['name']}](reports/{spec['name']}/table.md){body}"
     return out
 
 

@@ -194,12 +194,17 @@ def collect(spec: dict, runs_dir: str | Path = "runs", profile: str | None = Non
     from hashlab.records.wandb_runs import index_records
     profile = profile or default_profile(spec)
     elsewhere = {**committed_records(REPORTS_DIR), **index_records(records)}
+    # this table's own committed copy first: then table.csv names the same record file on every machine, whether
+    # or not the run folder is there (a cell two tables share has a copy in each)
+    own = index_records([REPORTS_DIR / spec["name"] / "records"])
     rows = []
     for cell in cells(spec, runs_dir, profile, data_root):
         row = {"method": cell.method, "dataset": cell.dataset, "protocol": cell.protocol, "bits": cell.bits,
                "seed": cell.seed, "profile": profile}
         # a record made elsewhere still counts even where the data is absent now
-        record_path = cell.record if not cell.missing or record_exists(cell) else None
+        record_path = own.get(cell.config_hash) if not records else None
+        if record_path is None:
+            record_path = cell.record if not cell.missing or record_exists(cell) else None
         if (record_path is None or not record_path.exists()) and elsewhere:
             record_path = elsewhere.get(cell.config_hash, record_path)
         record, unreadable = None, ""
