@@ -158,6 +158,11 @@ def test_an_index_whose_run_changed_since_it_was_built(tmp_path, capsys):
     capsys.readouterr()
     fails_with(["search", "--index", str(tmp_path / "index"), str(paths[0])],
                r"its codes were made by run .* but that run is now .*Rebuild the index", capsys)
+    # the advice works: the rebuild encodes every image again with the run as it is now
+    main(["index", "build", "--images", str(tmp_path / "images"), "--out", str(tmp_path / "index"),
+          "--run", str(record.parent)])
+    assert "(20 encoded, 0 reused" in capsys.readouterr().out
+    main(["search", "--index", str(tmp_path / "index"), str(paths[0]), "--json"])
 
 
 def test_the_errors_doc_lists_every_case():

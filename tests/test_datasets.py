@@ -348,6 +348,10 @@ def test_stanford_cars_test_annotations_without_labels_are_explained(tmp_path):
     savemat(meta, {"names": class_names_cell()})
     with pytest.raises(DatasetError, match=r"cars_meta.mat holds no variable 'class_names'"):
         StanfordCars(root=str(tmp_path)).prepare()
+    for broken in (b"", b"<html>404 Not Found</html>" * 3):  # what a failed download leaves
+        meta.write_bytes(broken)
+        with pytest.raises(DatasetError, match=r"cars_meta.mat is not a readable MATLAB file .*The official page"):
+            StanfordCars(root=str(tmp_path)).prepare()
     meta.unlink()
     with pytest.raises(DatasetError, match=r"cars_meta.mat is missing \(looked in .*stanford_cars/devkit/, "
                        r".*stanford_cars/car_devkit/devkit/\). The official page .* no longer serves"):

@@ -72,6 +72,27 @@ def test_index_ranking_equals_the_evaluation_engines(collection):
     assert report.precision_at_n((10,))["precision"][0] == pytest.approx(expected.mean())
 
 
+def test_an_ivf_index_of_12_bit_codes_returns_real_images_at_their_hamming_distances(collection, tmp_path):
+    """A 12-bit code is not whole bytes (FAISS takes bytes); an IVF index of a small collection probes lists that
+    hold fewer codes than a shortlist asks for (FAISS pads with id -1). Every answer is an indexed image at its
+    true distance, as many as asked for; an update keeps the index's type."""
+    images, _, _ = collection
+    out = tmp_path / "index"
+    build_index(images, out, UnsupervisedEncoder("crow", 12, image_size=SIZE), index_type="ivf", progress=False)
+    index = SearchIndex.open(out)
+    assert index.meta["index_type"] == "ivf" and index.index.nprobe < index.index.nlist
+    bits = np.unpackbits(index.packed, axis=1)
+    assert bits.shape[1] == 16 and not bits[:, 12:].any()  # padded with zeros, the same in every code
+    queries = np.arange(0, 300, 30)
+    distances, found = index.hamming_search(index.packed[queries], 100)
+    assert (found >= 0).all() and all(len(set(row)) == 100 for row in found)
+    np.testing.assert_array_equal(distances, (bits[queries, None, :12] != bits[found][:, :, :12]).sum(2))
+    answer = index.query(ids=[0], k=100)[0]["results"]
+    assert len(answer) == 100 and all(0 <= r["id"] < 300 and r["path"] == index.paths[r["id"]] for r in answer)
+    assert build_index(images, out, None, progress=False).encoded == 0
+    assert SearchIndex.open(out).meta["index_type"] == "ivf"
+
+
 def test_search_finds_the_image_itself_and_same_class_neighbours(collection):
     images, out, _ = collection
     index = SearchIndex.open(out)

@@ -1,6 +1,7 @@
 """`hashlab serve` as a real server process: the JSON API's answers and refusals, a rebuild picked up
 while serving, and the page driven in a real browser (Debian's chromium through playwright)."""
 
+import io
 import json
 import shutil
 import subprocess
@@ -225,6 +226,12 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
             ShardedIndex(shards[1:])
         with pytest.raises(ValueError, match="serves a whole index, not a shard"):
             ShardedIndex([url, *shards])
+        first = images / json.loads(get(url + "/api/search?id=0&k=1")[1])["results"][0]["path"]
+        first.rename(first.with_suffix(".moved"))  # an indexed file gone: the router says so as the shard does
+        try:
+            assert get(router + "/api/image/0")[0] == get(url + "/api/image/0")[0] == 410
+        finally:
+            first.with_suffix(".moved").rename(first)
         second_shard.close()  # a shard goes down: the router names it instead of answering with half the index
         status, body = get(router + "/api/search?id=0&k=5")  # by number: its address is for the router's log
         assert status == 502 and "shard 1 of 2" in json.loads(body)["error"] and shards[1] not in body.decode()
@@ -233,3 +240,19 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
         query = images / "3" / "0003.png"
         status, answer = post_image(router, query.read_bytes(), k=5)
         assert status == 502 and "shard 1 of 2" in answer["error"] and shards[1] not in json.dumps(answer)
+
+
+def test_the_upload_pixel_limit_leaves_the_collections_own_large_images_alone(tmp_path):
+    """--max-pixels refuses uploads; an indexed image bigger than it (twice, where Pillow's own bomb check would
+    fire) is still shown."""
+    images = tmp_path / "images"
+    write_digits(images, 40)
+    Image.new("RGB", (2100, 1000), "white").save(images / "poster.png")  # 2.1 Mpx
+    build_index(images, tmp_path / "index", UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
+    with serving(tmp_path / "index", "--max-pixels", "1000000") as url:
+        poster = json.loads(get(url + "/api/search?id=0&k=41")[1])["results"]
+        poster_id = next(hit["id"] for hit in poster if hit["path"] == "poster.png")
+        status, body = get(url + f"/api/image/{poster_id}?thumb=1")
+        assert status == 200 and Image.open(io.BytesIO(body)).size == (160, 76)
+        status, answer = post_image(url, (images / "poster.png").read_bytes())
+        assert status == 413

@@ -4,7 +4,8 @@ of their own, so they are looked for in ``mirflickr25k_annotations_v080/``, ``an
 and beside ``mirflickr/``.
 
 The hashing literature uses two label sets, and numbers from one are not comparable with the
-other: the 24 "potential" concepts (the default, as in DCMH, DPSH-style code and the DFCH seed)
+other: the 24 "potential" concepts (the default, the label set of DCMH, DPSH-style code and the DFCH seed;
+DCMH's image subset, 20,015 images with 20 tags or more, is not ours: we keep every labelled image)
 or those 24 plus the 14 stricter ``<concept>_r1`` "relevant" annotations (38 columns).
 """
 

@@ -49,6 +49,7 @@ def _image_folder(root: Path, name: str) -> Path:
 def _load_mat(path: Path, key: str):
     """``key`` of a MATLAB file, or an error that names the file, the variable and the fix."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
     try:
         return loadmat(path, squeeze_me=True)[key]
     except KeyError:
@@ -57,7 +58,8 @@ def _load_mat(path: Path, key: str):
     except NotImplementedError:  # scipy reads MATLAB v4-v7.2; v7.3 files are HDF5
         raise DatasetError(f"stanford_cars: {path} is a MATLAB v7.3 (HDF5) file, a re-saved copy: use the "
                            f"original release's file. {HOW_TO_GET}") from None
-    except (ValueError, OSError) as error:
+    # a cut-short download or an error page saved as .mat: scipy raises these on its first bytes
+    except (ValueError, OSError, MatReadError, TypeError, IndexError) as error:
         raise DatasetError(f"stanford_cars: {path} is not a readable MATLAB file ({error}). {HOW_TO_GET}") from None
 
 
@@ -65,7 +67,8 @@ def _annotations(path: Path, fields: tuple[str, ...] = FIELDS) -> list:
     annotations = np.atleast_1d(_load_mat(path, "annotations"))
     missing = [f for f in fields if f not in (annotations.dtype.names or ())]
     if missing:
-        hint = " (cars_test_annos.mat has no labels: use cars_test_annos_withlabels.mat)" if missing == ["class"] else ""
+        hint = (" (cars_test_annos.mat has no labels: use cars_test_annos_withlabels.mat)" if missing == ["class"]
+                else f": it is not the release's annotation file. {HOW_TO_GET}")
         raise DatasetError(f"stanford_cars: {path}: the annotations lack field(s) {', '.join(missing)}{hint}")
     return list(annotations)
 
@@ -109,7 +112,8 @@ def _source(root: Path, rows: list, class_names: list[str], names_file: Path) ->
         label = int(annotation["class"]) - 1  # 1-based in the .mat files
         if not 0 <= label < len(class_names):
             raise DatasetError(f"stanford_cars: {annotation_file}: {image.name} has class {label + 1}, outside "
-                               f"1..{len(class_names)} of {names_file}")
+                               f"1..{len(class_names)} of {names_file}: the class names and the annotations come from different "
+                               "copies of the data set; take both from one release")
         items.append(str(image))
         label_ids.append(label)
         official.append(part)

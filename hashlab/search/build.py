@@ -51,10 +51,11 @@ class BuildReport:
     seconds: float
 
 
-def build_index(images: str | Path, out: str | Path, encoder=None, index_type: str = "flat",
+def build_index(images: str | Path, out: str | Path, encoder=None, index_type: str | None = None,
                 refit: bool = False, progress: bool = True) -> BuildReport:
     """Index (or update the index of) every image under ``images``. ``encoder``: an encoder for a new
-    index; for an existing one, None reuses its encoder (``refit``: fit PCA/ITQ again on the collection)."""
+    index; for an existing one, None reuses its encoder (``refit``: fit PCA/ITQ again on the collection).
+    ``index_type``: one of storage.INDEX_TYPES; None keeps the existing index's (flat for a new one)."""
     start = time.perf_counter()
     root, out = Path(images).resolve(), Path(out)
     if not root.is_dir():
@@ -63,6 +64,7 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     if previous is not None and "shard" in previous.meta:
         raise ValueError(f"{out} is shard {previous.meta['shard']} of {previous.meta['shards']}, split from "
                          f"{previous.meta['split_from']}: build that index again and split it again")
+    index_type = index_type or (previous.meta["index_type"] if previous is not None else "flat")
     if encoder is None:
         if previous is None:
             raise ValueError(f"{out} holds no index yet: name how to encode (--features crow --bits 64, or --run R)")
@@ -76,11 +78,15 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     rows, to_encode, skipped = [], [], []
     for path in files:
         relative = path.relative_to(root)
-        stat = path.stat()
         old = known.get(str(relative))
-        # same size and mtime: trust the stored hash; otherwise read the file again
-        digest = old["sha256"] if old and old["size"] == stat.st_size and old["mtime"] == stat.st_mtime \
-            else file_digest(path)
+        try:
+            stat = path.stat()
+            # same size and mtime: trust the stored hash; otherwise read the file again
+            digest = old["sha256"] if old and old["size"] == stat.st_size and old["mtime"] == stat.st_mtime \
+                else file_digest(path)
+        except OSError as error:  # no read permission, or deleted since the walk: named and skipped like a bad image
+            skipped.append((str(relative), f"{type(error).__name__}: {error.strerror or error}"))
+            continue
         row = {"path": str(relative), "sha256": digest, "size": stat.st_size, "mtime": stat.st_mtime,
                "label": _label_of(relative)}
         if old is not None and old["sha256"] == digest:
@@ -114,7 +120,8 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
 def _encoder_key(encoder) -> str:
     meta = {"precision": "float32", **encoder.metadata()}  # a run's encoder has no precision setting: float32
     return json.dumps({k: meta.get(k) for k in ("encoder", "features", "quantizer", "bits", "backbone",
-                                                 "image_size", "precision", "run")}, sort_keys=True)
+                                                 "image_size", "precision", "run", "run_identity")},
+                      sort_keys=True)  # a run retrained in place is another encoder
 
 
 class _Decoded(torch.utils.data.Dataset):

@@ -26,8 +26,9 @@ def add_commands(commands) -> None:
     build.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                        help="the encoder's arithmetic; auto: bfloat16 where the CPU runs it natively "
                             "(AVX512-BF16, AMX), else float32 (docs/search.md)")
-    build.add_argument("--index-type", default="flat", choices=["flat", "hnsw", "ivf"],
-                       help="flat: exact; hnsw / ivf: approximate, for millions of images")
+    build.add_argument("--index-type", default=None, choices=["flat", "hnsw", "ivf"],
+                       help="flat (default): exact; hnsw / ivf: approximate, for millions of images; an update "
+                            "keeps the index's own type")
     build.add_argument("--refit", action="store_true", help="fit PCA whitening and ITQ again on the collection")
     split = index_commands.add_parser("split", help="split an index by id into shards for `hashlab serve --shards` "
                                       "(docs/scale.md)")

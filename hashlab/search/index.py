@@ -76,7 +76,9 @@ class SearchIndex:
         """(distances, ids), each (queries, k): nearest by Hamming distance, ties by id (stable)."""
         k = min(k, len(self))
         distances, ids = self.index.search(packed, k)
-        if self.meta["index_type"] != "flat":
+        if self.meta["index_type"] == "ivf":
+            distances, ids = self._fill_from_more_lists(packed, k, distances, ids)
+        if self.meta["index_type"] != "flat":  # an id of -1 (nothing found) sorts last, at FAISS's largest distance
             order = np.lexsort((ids, distances), axis=1)
             return np.take_along_axis(distances, order, 1), np.take_along_axis(ids, order, 1)
         out_d, out_i = np.empty_like(distances), np.empty_like(ids)
@@ -87,6 +89,17 @@ class SearchIndex:
             order = np.lexsort((found_i, found_d))[:k]
             out_d[q], out_i[q] = found_d[order], found_i[order]
         return out_d, out_i
+
+    def _fill_from_more_lists(self, packed, k, distances, ids):
+        """An IVF search sees only the codes of the lists it probes, and pads with id -1 where those hold fewer
+        than k (a small collection, or a shard): search such queries again with twice the lists, up to all of
+        them (exhaustive), per call, so that concurrent searches of a server never share a setting."""
+        nprobe, lists = self.index.nprobe, self.index.nlist
+        while (short := np.flatnonzero((ids < 0).any(axis=1))).size and nprobe < lists:
+            nprobe = min(lists, 2 * nprobe)
+            more_d, more_i = self.index.search(packed[short], k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            distances[short], ids[short] = more_d, more_i
+        return distances, ids
 
     def local(self, image_id: int) -> int:
         """A catalog id (global: a shard's ids start at its ``id_offset``) -> its row here."""
@@ -114,10 +127,14 @@ class SearchIndex:
     def candidates(self, packed: np.ndarray, depth: int, with_features: bool) -> list[Candidates]:
         """Each query's shortlist: the nearest ``depth`` by Hamming distance, ties by id."""
         distances, found = self.hamming_search(packed, depth)
-        return [Candidates(found[q] + self.id_offset, distances[q], [self.paths[i] for i in found[q]],
-                           [self.labels[i] for i in found[q]],
-                           np.asarray(self.features[found[q]], np.float32) if with_features else None)
-                for q in range(len(packed))]
+        shortlists = []
+        for q in range(len(packed)):
+            real = found[q] >= 0  # an approximate index can leave a slot empty (-1): never an image
+            ids, dist = found[q][real], distances[q][real]
+            shortlists.append(Candidates(ids + self.id_offset, dist, [self.paths[i] for i in ids],
+                                         [self.labels[i] for i in ids],
+                                         np.asarray(self.features[ids], np.float32) if with_features else None))
+        return shortlists
 
     def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = SHORTLIST,
               ids: list[int] | None = None) -> list[dict]:

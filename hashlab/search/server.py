@@ -85,11 +85,30 @@ class EncoderThread:
     so the first query's timing holds no loading."""
 
     def __init__(self, live: LiveIndex):
-        from concurrent.futures import ThreadPoolExecutor
+        import queue
         self.live = live
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hashlab-encoder")
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._warm_build = None
-        self.pool.submit(self._warm).result()
+        # a daemon thread, not a ThreadPoolExecutor's worker: the batcher's endless loop runs in it, and the
+        # interpreter joins an executor's workers at exit, so Ctrl-C would hang the server
+        threading.Thread(target=self._serve, name="hashlab-encoder", daemon=True).start()
+        self.submit(self._warm).result()
+
+    def submit(self, task):
+        """Run ``task()`` in the encoder thread; returns its Future."""
+        from concurrent.futures import Future
+        future: Future = Future()
+        self._tasks.put((task, future))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            task, future = self._tasks.get()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(task())
+                except BaseException as error:  # noqa: BLE001 - the caller gets it from the Future
+                    future.set_exception(error)
 
     def _warm(self) -> SearchIndex:
         index = self.live.get()
@@ -102,7 +121,7 @@ class EncoderThread:
         """From the encoder thread itself (the batcher's loop) or any other (submitted to it)."""
         if threading.current_thread().name.startswith("hashlab-encoder"):
             return self._warm().query(images, k=k, rerank=rerank)
-        return self.pool.submit(lambda: self._warm().query(images, k=k, rerank=rerank)).result()
+        return self.submit(lambda: self._warm().query(images, k=k, rerank=rerank)).result()
 
 
 class CountArrivals:
@@ -138,7 +157,7 @@ class QueryBatcher:
         self.queue: queue.Queue = queue.Queue()
         self._receiving, self._active, self._count_lock = 0, 0, threading.Lock()
         self._peaks: collections.deque = collections.deque()  # (time, queries in the server) at each arrival
-        encoder.pool.submit(self._run)  # the loop lives in the encoder thread: its forward passes run there
+        encoder.submit(self._run)  # the loop lives in the encoder thread: its forward passes run there
 
     def arrived(self, scope: dict) -> None:
         """A query has reached the server (counted from its first byte, before its upload is parsed)."""
@@ -196,7 +215,9 @@ class QueryBatcher:
 
     def _run(self) -> None:
         while True:
-            batch = self._take()
+            # a request given up on (its client gone) has had its Future cancelled: leave it out; the rest can
+            # no longer be cancelled, so setting their results cannot fail
+            batch = [item for item in self._take() if item[3].set_running_or_notify_cancel()]
             groups: dict[tuple, list] = {}
             for item in batch:  # one query call per (k, rerank): they share the encoder's forward pass anyway
                 groups.setdefault((item[1], item[2]), []).append(item)
@@ -212,7 +233,8 @@ class QueryBatcher:
                         item[3].set_result(answer)
                 except Exception as error:  # noqa: BLE001 - every waiting request gets the error
                     for item in items:
-                        item[3].set_exception(error)
+                        if not item[3].done():
+                            item[3].set_exception(error)
 
 
 def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000, max_pixels: int = 40_000_000,
@@ -226,7 +248,9 @@ def create_app(index_root: str | Path | None, max_upload_bytes: int = 10_000_000
     torch.set_num_threads(torch_threads or max(1, (os.cpu_count() or 2) - 1))
     live = Shards(shards) if shards else LiveIndex(index_root)
     is_shard = not shards and "shard" in live.get().meta  # `hashlab index split` made it: serve a router too
-    Image.MAX_IMAGE_PIXELS = max_pixels  # PIL refuses bigger images (decompression bombs) before decoding
+    # max_pixels limits uploads only (open_query_image reads it from the header): not Image.MAX_IMAGE_PIXELS,
+    # which is process-wide and would also refuse the collection's own large images, read at build time under
+    # Pillow's default
     app = FastAPI(title="hashlab search", docs_url=None, redoc_url=None)
     search_lock = threading.Lock()  # one query at a time (torch on CPU is already parallel)
     encoder = EncoderThread(live)
@@ -447,7 +471,7 @@ def read_codes(codes, width: int) -> np.ndarray:
 @contextmanager
 def serving(index_root: str | Path | None, *options: str, timeout: float = 120, env: dict | None = None):
     """`hashlab serve --index INDEX OPTIONS` as a child process on a free local port; yields its URL once
-    it answers, stops it afterwards. For benchmarks, screenshots and tests. ``env``: variables set for
+    it answers, stops it afterwards with Ctrl-C's signal (and says so if it does not stop). For benchmarks, screenshots and tests. ``env``: variables set for
     the server beside this process's (TMPDIR, to see what it leaves there)."""
     import socket
     import subprocess
@@ -476,5 +500,11 @@ def serving(index_root: str | Path | None, *options: str, timeout: float = 120, 
                     time.sleep(0.2)
             yield url
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            import signal
+            process.send_signal(signal.SIGINT)  # as a user stops it: Ctrl-C
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise RuntimeError(f"hashlab serve at {url} did not stop on Ctrl-C (SIGINT) within 30 s") from None

@@ -113,7 +113,8 @@ class ShardedIndex:
             (Path(folder) / "encoder.npz").write_bytes(self._get(0, "/api/encoder").content)
             self.encoder = load_encoder(Path(folder), self.meta, device)
 
-    def _request(self, shard: int, method: str, path: str, **options):
+    def _request(self, shard: int, method: str, path: str, answers: tuple[int, ...] = (200,), **options):
+        """``answers``: the statuses that are an answer (the caller reads them); any other is the shard failing."""
         import httpx
         which = f"shard {shard} of {len(self.urls)}"  # after __init__ sorts them, shard K is the split's shard K
         try:
@@ -121,7 +122,7 @@ class ShardedIndex:
         except httpx.HTTPError as error:
             raise ShardUnavailable(f"{which} ({self.urls[shard]}) did not answer {path}: {type(error).__name__}: "
                                    f"{error}", f"{which} did not answer ({type(error).__name__})") from error
-        if response.status_code != 200:
+        if response.status_code not in answers:
             raise ShardUnavailable(f"{which} ({self.urls[shard]}) answered {path} with {response.status_code}: "
                                    f"{response.text[:300]}", f"{which} answered {response.status_code}")
         return response
@@ -179,4 +180,11 @@ class ShardedIndex:
         return answer_queries(self, images, k, rerank, shortlist, ids)
 
     def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
-        return self._get(self.shard_of(image_id), f"/api/image/{image_id}", thumb=int(thumb)).content
+        # the shard's "no such id" (404) and "file gone" (410) are answers about the image, not a failing shard
+        response = self._request(self.shard_of(image_id), "GET", f"/api/image/{image_id}", answers=(200, 404, 410),
+                                 params={"thumb": int(thumb)})
+        if response.status_code == 404:
+            raise KeyError(response.json().get("detail", f"no indexed image with id {image_id}"))
+        if response.status_code == 410:
+            raise FileNotFoundError(response.json().get("detail", f"indexed image {image_id} can no longer be read"))
+        return response.content

@@ -29,6 +29,9 @@ def pack(codes: np.ndarray) -> np.ndarray:
 
 def binary_index(kind: str, bits: int, codes: np.ndarray):
     """A FAISS binary index of ``kind`` (one of INDEX_TYPES) holding the packed ``codes``."""
+    # FAISS takes whole bytes; packbits pads a code to them with zeros, the same in every code, so the padded
+    # Hamming distance is the code's (12 bits: 16 in the index)
+    bits = 8 * -(-bits // 8)
     if kind == "flat":
         index = faiss.IndexBinaryFlat(bits)
     elif kind == "hnsw":
