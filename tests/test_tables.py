@@ -313,7 +313,10 @@ def test_the_summary_says_which_differences_are_within_the_seed_spread():
     spec = {"methods": [{"name": "a"}, {"name": "b"}], "references": [], "datasets": [{"name": "d", "protocol": "p"}]}
     text = results_summary(frame, spec, "d", 48)
     assert "0.720 ± 0.020 (3)" in text and "0.750 (1)" in text
-    assert "Seed spread (std over 3 seeds): 0.020 to 0.020" in text and "below about 0.040" in text
+    # a pooled std of 0.02 on 2 degrees of freedom (t 4.30): one seed against one differs by up to 0.122 by chance
+    assert ("Seed spread: pooled std 0.020 over the 1 method with several seeds (2 degrees of freedom; 0.020 to 0.020 "
+            "by method). A difference between two one-seed cells below 0.122, or between two means of 3 seeds below "
+            "0.070, is within what a change of seed alone gives") in text
 
 
 @pytest.mark.parametrize("table", ["table2", "table2-extended", "table3"])
@@ -360,6 +363,26 @@ def test_an_ablation_row_is_marked_only_when_its_paired_difference_is_outside_th
     paired = paired_differences(pd.DataFrame(rows), list(values))
     steady, noisy, single = (paired[(m, "cifar10", 48)] for m in ("steady", "noisy", "single"))
     assert steady["seeds"] == 3 and steady["mean"] == pytest.approx(0.02) and steady["outside"]
-    assert steady["text"] == "+0.020 ± 0.000*"
+    assert steady["text"] == "+0.020 ± 0.000 (n=3)*"  # the full row's cell is the mean of its 4 seeds
     assert noisy["mean"] == pytest.approx(0.04) and not noisy["outside"] and "*" not in noisy["text"]
-    assert single["seeds"] == 1 and not single["outside"] and single["text"] == "+0.050"
+    assert single["seeds"] == 1 and not single["outside"] and single["text"] == "+0.050 (n=1)"
+
+
+def test_ablation_marks_are_holm_corrected_over_the_table_and_never_below_what_it_prints():
+    """A paired difference with p = 0.035 alone is marked in a table that tests it alone, not in one that tests four
+    such rows (Holm: the smallest p against 0.05 / 4); a consistent difference that prints as +0.000 is not marked."""
+    from hashlab.reporting.layout import paired_differences
+
+    def table(rows):
+        full = [0.70, 0.72, 0.71]
+        values = {"full": full, **{name: [f + d for f, d in zip(full, diffs, strict=True)] for name, diffs in rows.items()}}
+        frame = pd.DataFrame([{"method": m, "dataset": "c", "bits": 48, "seed": seed, "value": v}
+                              for m, vs in values.items() for seed, v in enumerate(vs)])
+        return paired_differences(frame, list(values))
+    borderline = [0.010, 0.020, 0.015]  # mean 0.015, std 0.005, t 5.2 on 2 degrees of freedom: p 0.035
+    alone = table({"a": borderline})[("a", "c", 48)]
+    assert alone["p"] == pytest.approx(0.035, abs=0.001) and alone["outside"]
+    four = table({name: borderline for name in "abcd"})
+    assert not any(d["outside"] for d in four.values())
+    tiny = table({"a": [0.0002, 0.00021, 0.00022]})[("a", "c", 48)]
+    assert tiny["p"] < 0.05 and not tiny["outside"] and tiny["text"] == "+0.000 ± 0.000"

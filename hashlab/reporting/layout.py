@@ -96,13 +96,21 @@ def dataset_label(dataset: dict) -> str:
         return dataset["name"]
 
 
-def paired_differences(frame: pd.DataFrame, method_order: list[str]) -> dict[tuple, dict]:
+RESOLUTION = 5e-4  # a difference the tables print as +0.000 is never marked
+
+
+def paired_differences(frame: pd.DataFrame, method_order: list[str], alpha: float = 0.05) -> dict[tuple, dict]:
     """Each row after the first against the first (an ablation against its full method), paired by seed:
-    {(method, dataset, bits): {"mean", "std", "seeds", "outside", "text"}}. A difference is outside the seed
-    spread when a paired t-test on the per-seed differences rejects zero at 95 % (n - 1 degrees of freedom)."""
+    {(method, dataset, bits): {"mean", "std", "seeds", "p", "outside", "text"}} over the seeds both rows ran.
+    A difference is marked (outside the seed spread) when a paired two-sided t-test on its per-seed differences
+    (n - 1 degrees of freedom) rejects zero at ``alpha`` after Holm's correction over every difference of the
+    table (four ablation rows tested alone at 5 % would mark one by chance in about a fifth of tables), and
+    it is at least what the table prints. The text names the pairs (n=...) where they are fewer than the full
+    row's seeds in that column, whose mean the full row's cell shows."""
     from scipy import stats
     done = frame.dropna(subset=["value"])
     full = done[done["method"] == method_order[0]].set_index(["dataset", "bits", "seed"])["value"]
+    full_seeds = full.groupby(level=["dataset", "bits"]).size()
     out = {}
     for method in method_order[1:]:
         rows = done[done["method"] == method].set_index(["dataset", "bits", "seed"])["value"]
@@ -113,13 +121,24 @@ def paired_differences(frame: pd.DataFrame, method_order: list[str]) -> dict[tup
             n, mean = len(d), float(d.mean())
             std = float(d.std()) if n > 1 else float("nan")
             if n < 2:
-                outside = False
+                p = None  # one pair has no spread: not tested
             elif std == 0:
-                outside = mean != 0
+                p = 0.0 if mean != 0 else 1.0
             else:
-                outside = abs(mean) > stats.t.ppf(0.975, n - 1) * std / n ** 0.5
-            text = f"{mean:+.3f}" + (f" ± {std:.3f}" if n > 1 else "") + (SIGNIFICANT if outside else "")
-            out[(method, dataset, bits)] = {"mean": mean, "std": std, "seeds": n, "outside": outside, "text": text}
+                p = float(2 * stats.t.sf(abs(mean) / (std / n ** 0.5), n - 1))
+            out[(method, dataset, bits)] = {"mean": mean, "std": std, "seeds": n, "p": p,
+                                            "of": int(full_seeds[(dataset, bits)])}
+    tested = sorted((d["p"], key) for key, d in out.items() if d["p"] is not None)
+    rejected = set()
+    for rank, (p, key) in enumerate(tested):  # Holm: the k-th smallest p against alpha / (tests - k)
+        if p > alpha / (len(tested) - rank):
+            break
+        rejected.add(key)
+    for key, d in out.items():
+        d["outside"] = key in rejected and abs(d["mean"]) >= RESOLUTION
+        d["text"] = (f"{d['mean']:+.3f}" + (f" ± {d['std']:.3f}" if d["seeds"] > 1 else "")
+                     + (f" (n={d['seeds']})" if d["seeds"] < d.pop("of") else "")
+                     + (SIGNIFICANT if d["outside"] else ""))
     return out
 
 
@@ -225,8 +244,12 @@ def _caption(frame: pd.DataFrame, spec: dict, profile: str, labels: dict, column
     parts = [f"{spec.get('caption', '').rstrip('.')}; {metric}. {data}.",
              f"{spec['profiles'].get(profile) or ''}".strip().rstrip(".") + ".", seed_text]
     if paired:
-        parts.append("Δ: the difference to the full method, paired by seed (the mean over seeds); "
-                     f"{SIGNIFICANT} marks a difference outside the seed spread (a paired t-test at 95 %).")
+        tests = sum(d["p"] is not None for d in paired.values())
+        parts.append("Δ: the difference to the full method, paired by seed (the mean over the seeds both ran; "
+                     "n=: how many, where fewer than the full row's cell holds); "
+                     f"{SIGNIFICANT} marks a difference outside the seed spread: a paired two-sided t-test (n − 1 "
+                     f"degrees of freedom) rejects no difference at 5 %, Holm-corrected over the table's {tests} "
+                     f"tested difference{'s' if tests != 1 else ''}.")
     return " ".join(p for p in parts if p.strip(". "))
 
 

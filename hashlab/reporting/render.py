@@ -37,7 +37,7 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     frame.reindex(columns=CSV_COLUMNS).to_csv(files[0], index=False)
     layout = build_layout(frame, spec, profile)
     label = spec.get("metric_label", spec["metric"])
-    markdown = _markdown(layout, frame) + _unseen_block(frame, spec)
+    markdown = _markdown(layout, frame) + _unseen_block(frame, spec, [row.method for row in layout.rows])
     files[1].write_text(markdown + "\n")
     tabular, caption = latex(layout)
     files[2].write_text(tabular)
@@ -91,13 +91,13 @@ def _markdown(layout: Layout, frame: pd.DataFrame) -> str:
     return header + "\n\n" + table
 
 
-def _unseen_block(frame: pd.DataFrame, spec: dict) -> str:
+def _unseen_block(frame: pd.DataFrame, spec: dict, methods: list[str]) -> str:
     """The same layout against the part of the database no model trained on, with the drop from the part it
-    trained on: how much of a cell's figure comes from retrieving its own training images."""
+    trained on: how much of a cell's figure comes from retrieving its own training images. ``methods``: the
+    rows the table shows (a row it leaves out is left out here too)."""
     if spec["metric"] != "map" or "map_unseen" not in frame or frame["map_unseen"].isna().all():
         return ""
     columns = pd.MultiIndex.from_product([[d["name"] for d in spec["datasets"]], spec["bits"]])
-    methods = [m["name"] for m in spec["methods"]]
     grouped = frame.groupby(["method", "dataset", "bits"], sort=False)
     unseen = grouped["map_unseen"].apply(_cell_text).unstack(["dataset", "bits"]).reindex(index=methods,
                                                                                           columns=columns)
@@ -203,15 +203,26 @@ def _drop_note(rows: list[dict]) -> str:
 
 
 def _seed_spread(part: pd.DataFrame) -> str:
-    """How much a result moves between seeds, and so which differences between methods mean something."""
-    spread = part.dropna(subset=["value"]).groupby("method")["value"].agg(["std", "count"])
+    """How much a result moves between seeds, and so which differences between methods mean something: the
+    pooled seed std of the methods with several seeds, and the 95 % band of a difference between two cells that
+    it gives (t quantile on the pooled degrees of freedom; a difference of two means of n1 and n2 seeds has
+    std sigma * sqrt(1/n1 + 1/n2))."""
+    from scipy import stats
+    spread = part.dropna(subset=["value"]).groupby("method")["value"].agg(["var", "count"])
     spread = spread[spread["count"] > 1]
     if spread.empty:
         return "\n\nSeed spread: not measured yet (one seed per cell so far)."
-    low, high = spread["std"].min(), spread["std"].max()
-    return (f"\n\nSeed spread (std over {int(spread['count'].max())} seeds): {low:.3f} to {high:.3f}. A difference "
-            f"between two methods below about {2 * high:.3f} (twice the larger spread) is within what a change of "
-            "seed alone gives.")
+    dof = int((spread["count"] - 1).sum())
+    pooled = float(((spread["count"] - 1) * spread["var"]).sum() / dof) ** 0.5
+    t = stats.t.ppf(0.975, dof)
+    most = int(spread["count"].max())
+    stds = spread["var"] ** 0.5
+    return (f"\n\nSeed spread: pooled std {pooled:.3f} over the {len(spread)} method"
+            f"{'s' if len(spread) > 1 else ''} with several seeds ({dof} degrees of freedom; "
+            f"{stds.min():.3f} to {stds.max():.3f} by method). A difference between two one-seed cells below "
+            f"{t * pooled * 2 ** 0.5:.3f}, or between two means of {most} seeds below "
+            f"{t * pooled * (2 / most) ** 0.5:.3f}, is within what a change of seed alone gives (the 95 % band of "
+            f"a difference: t with {dof} degrees of freedom; few degrees of freedom make it wide).")
 
 
 def cell_cost(frame: pd.DataFrame) -> str:
