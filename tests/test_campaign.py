@@ -149,6 +149,27 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "demo" in text.splitlines()[1] and text.splitlines()[1].split()[1:3] == ["1", "2"]
     wall = json.loads(committed[0].read_text())["timings"]["wall_s"]
     assert f"machine time so far: {wall / 60:.0f} min (1 cells" in text
+    # stopped after its cell finished but before the copy and the commit: the next start delivers the cell
+    git(tmp_path, "reset", "-q", "--", "notes.md")
+    git(tmp_path, "rm", "-q", "-r", "--cached", "reports/demo/records")
+    git(tmp_path, "commit", "-q", "-m", "as if never committed")
+    shutil.rmtree(reports / "demo" / "records")
+    cell_runner.committed_records(reports, refresh=True)
+    said = []
+    assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append, allow_dirty=True,
+                        commit=True) == []
+    assert any(line.endswith("not yet in reports/ and git: delivering it now") for line in said), said
+    assert "  committed" in said and committed[0].is_file()
+    assert not git(tmp_path, "status", "--porcelain", "--", "reports").strip()
+    assert git(tmp_path, "log", "-1", "--format=%s").startswith("reports/demo: ")
+
+
+def test_a_record_names_the_code_its_run_started_from_and_is_dirty_when_that_moved():
+    from hashlab.records.record import environment, git_commit
+    now = git_commit()
+    assert {k: environment(code_at_start=now)[k] for k in now} == now  # unchanged: as it is
+    moved = environment(code_at_start={"commit": "0" * 40, "dirty": False})
+    assert moved["commit"] == "0" * 40 and moved["dirty"] is True and moved["code_at_end"] == now
 
 
 def test_machine_time_counts_the_tunings_of_this_version_only(tmp_path):

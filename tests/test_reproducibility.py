@@ -103,3 +103,24 @@ def test_a_hashlab_process_keeps_freed_buffers_unless_the_setting_is_off():
         return int(done.stdout.strip())
     assert kept_mb(None) > 150
     assert kept_mb("default") < 50
+
+
+def test_the_feature_cache_key_follows_the_weights_and_the_results_version(monkeypatch):
+    """Other weights under the same backbone name (a package's new ImageNet release), or a results version that
+    changed the extractor's code, must not read features the old ones computed."""
+    import torch
+
+    import hashlab.records.record as record
+    from hashlab.backbones import create_backbone
+    from hashlab.data.digits import Digits
+    from hashlab.features.cache import cache_key
+    module = Digits(image_size=32, num_workers=0)
+    module.prepare()
+    backbone = create_backbone("efficientnet_lite0")
+    key = cache_key(module, backbone, True)
+    assert cache_key(module, create_backbone("efficientnet_lite0"), True) == key  # the same weights: the same key
+    with torch.no_grad():
+        next(backbone.parameters()).add_(1e-3)
+    assert cache_key(module, backbone, True)["weights"] != key["weights"]
+    monkeypatch.setattr(record, "RESULTS_VERSION", record.RESULTS_VERSION + 1)
+    assert cache_key(module, create_backbone("efficientnet_lite0"), True)["results_version"] != key["results_version"]

@@ -26,8 +26,22 @@ def default_cache_dir() -> Path:
 
 
 def cache_key(datamodule, extractor: nn.Module, pretrained: bool) -> dict:
+    """What the cached features depend on. The weights go in by content (another release of a package's
+    ImageNet weights under the same name is another cache); a change of the extractor's code bumps the results
+    version (hashlab's rule for any change of results), which goes in too."""
+    from hashlab.records.record import RESULTS_VERSION
     return {"data": datamodule.source.fingerprint(), "dataset": datamodule.name, "backbone": extractor.cache_name,
-            "pretrained": pretrained, "input": datamodule.transform_description(), "version": 1}
+            "pretrained": pretrained, "input": datamodule.transform_description(), "version": 1,
+            "results_version": RESULTS_VERSION, "weights": weights_digest(extractor)}
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 of the module's parameters and buffers, by name (about 20 ms for EfficientNet-Lite0)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()

@@ -106,9 +106,11 @@ def git_commit() -> dict:
     return {"commit": sha.stdout.strip() or "unknown", "dirty": None if changes is None else bool(changes)}
 
 
-def environment(device=None) -> dict:
+def environment(device=None, code_at_start: dict | None = None) -> dict:
     """The software and machine a record was made with; ``device`` (a torch.device) is the one the run
-    trained on, named in full for a GPU, since a record's wall time means little without it."""
+    trained on, named in full for a GPU, since a record's wall time means little without it. ``code_at_start``:
+    git_commit() when the run started; where the code moved since (a commit or an edit while it trained), the
+    record names the commit it started from and is dirty, since which code ran which part cannot be told."""
     packages = {}
     for name in ("hashlab", "torch", "torchvision", "lightning", "numpy", "numba", "timm", "torchmetrics"):
         try:
@@ -123,4 +125,11 @@ def environment(device=None) -> dict:
     return {"results_version": RESULTS_VERSION, "python": sys.version.split()[0], "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "accelerator": accelerator, "packages": packages, "allocator": allocator_state().get("malloc", "default"),
-            **git_commit()}
+            **_code_of_run(code_at_start)}
+
+
+def _code_of_run(code_at_start: dict | None) -> dict:
+    code = git_commit()
+    if code_at_start is None or code_at_start == code:
+        return code
+    return {**code_at_start, "dirty": True, "code_at_end": code}

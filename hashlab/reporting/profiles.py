@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from hashlab.configs import method_profiles, settings
+from hashlab.io import write_text_atomic
 
 METHODS_DIR, DOCS_DIR = Path("experiments/methods"), Path("docs/methods")
 START = ("<!-- cpu profile: generated from experiments/methods/{method}.yaml and the cpu profile by `hashlab docs "
@@ -66,6 +67,6 @@ def write_blocks(methods: list[str] | None = None) -> list[Path]:
         text, new = doc.read_text(), block(method)
         old = doc_block(method)
         text = text.replace(old, new) if old else f"{text.rstrip()}\n\n## The cpu profile\n\n{new}\n"
-        doc.write_text(text)
+        write_text_atomic(doc, text)
         written.append(doc)
     return written

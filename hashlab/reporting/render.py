@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from hashlab.io import write_text_atomic
 from hashlab.reporting.figures import render_figures
 from hashlab.reporting.latex import escape as _tex_escape
 from hashlab.reporting.latex import latex
@@ -38,10 +39,10 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     layout = build_layout(frame, spec, profile)
     label = spec.get("metric_label", spec["metric"])
     markdown = _markdown(layout, frame) + _unseen_block(frame, spec, [row.method for row in layout.rows])
-    files[1].write_text(markdown + "\n")
+    write_text_atomic(files[1], markdown + "\n")
     tabular, caption = latex(layout)
-    files[2].write_text(tabular)
-    files[3].write_text(caption)
+    write_text_atomic(files[2], tabular)
+    write_text_atomic(files[3], caption)
     files.extend(render_figures(frame, spec, layout, out_dir, label))
     out = {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir, "layout": layout}
     if spec.get("summary"):  # the column the README shows (table 2: CIFAR-10 at 48 bits)
@@ -53,7 +54,7 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
         head = f"{label} on {where['dataset']} at {where['bits']} bits, profile {profile}; from the records in "
         files.append(out_dir / "summary.md")
         # the same text twice, its link relative to where it is read: beside the table, and in the README at the root
-        files[-1].write_text(f"{head}[reports/{spec['name']}](table.md){body}\n")
+        write_text_atomic(files[-1], f"{head}[reports/{spec['name']}](table.md){body}\n")
         out["summary"] = f"{head}[reports/{spec['name']}](reports/{spec['name']}/table.md){body}"
     return out
 
@@ -142,12 +143,12 @@ def render_datasets_table(spec: dict, reports_dir: str | Path, data_root: str | 
     shown = frame.drop(columns=["root"])
     markdown = "\n".join([f"**{spec['name']}**: {spec.get('caption', '')}", "", shown.to_markdown(index=False)]
                          + ([""] + [f"- {line}" for line in absent] if absent else []))
-    files[1].write_text(markdown + "\n")
+    write_text_atomic(files[1], markdown + "\n")
     files.append(out_dir / "caption.tex")
     tabular = shown.to_latex(index=False, escape=True)  # a tabular only: the author's float holds it
-    files[2].write_text(f"% {spec['name']}: \\input this tabular inside your own table* float; it needs "
+    write_text_atomic(files[2], f"% {spec['name']}: \\input this tabular inside your own table* float; it needs "
                         "\\usepackage{booktabs}. The caption text is in caption.tex beside it.\n" + tabular)
-    files[3].write_text(_tex_escape(spec.get("caption", "") + (" Absent here: " + "; ".join(absent) if absent
+    write_text_atomic(files[3], _tex_escape(spec.get("caption", "") + (" Absent here: " + "; ".join(absent) if absent
                                                               else "")) + "\n")
     return {"markdown": markdown, "files": files, "frame": frame, "dir": out_dir}
 
@@ -259,5 +260,5 @@ def update_readme(readme: Path, table: str, block: str) -> bool:
     _, tail = rest.split(end, 1)
     new = f"{head}{start}\n{block.strip()}\n{end}{tail}"
     if new != text:
-        readme.write_text(new)
+        write_text_atomic(readme, new)
     return new != text

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from hashlab.errors import HashlabError
+from hashlab.io import write_text_atomic
 from hashlab.records.record import RESULTS_VERSION
 from hashlab.reporting import REPORTS_DIR
 
@@ -58,7 +59,7 @@ def render_report(method: str, plan: dict, reports_dir: str | Path = REPORTS_DIR
     runner_up = (f"; runner-up {point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
                  if choice.get("runner_up") else "")
     path = folder / "table.md"
-    path.write_text(
+    write_text_atomic(path,
         f"**tune-{method}**: order-free validation mAP@all of each trial (validation items vs a validation database "
         f"shaped like the test's; the query set is never used), successive halving over {choice['sweep']} "
         f"({len(trials)} trials), longest-trained and best first. Chosen: "
@@ -92,7 +93,7 @@ def render_index(plan: dict, reports_dir: str | Path = REPORTS_DIR) -> Path:
                      "version": choice.get("results_version", 1) if current else
                      f"{choice.get('results_version', 1)} (to tune again)"})
     path = Path(reports_dir) / "tuning.md"
-    path.write_text(
+    write_text_atomic(path,
         "**Tuned cpu profiles** of the deep methods at 48 bits on CIFAR-10 (`hashlab tune METHOD`): each method's "
         "learning rates and the loss weights its source does not fix (sweeps/tune-<method>.yaml names them), with "
         f"the same budget for every method: {plan['trials']} trials (the config's values and Sobol points of the "

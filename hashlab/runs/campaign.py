@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from hashlab.clock import active_time
-from hashlab.errors import HashlabError
+from hashlab.errors import HashlabError, StorageError
 from hashlab.io import copy_atomic, write_json_atomic
 from hashlab.records.codes import CODES_NAME
 from hashlab.records.record import RECORD_NAME, read_record
@@ -174,11 +174,10 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
     """Copy a finished cell's record and codes into reports/<table>/records/ of each table (atomically:
     codes first, then the record, each written beside and renamed). With ``current`` (the config hashes of
     every cell the tables hold now), the same cell's record under an earlier config is removed."""
-    relative = record_path.parent.resolve().relative_to(Path(runs_dir).resolve())
     record = portable_record(read_record(record_path), data_root)
     out = []
     for table in tables:
-        folder = Path(reports_dir) / table / "records" / relative
+        folder = _copy_folder(record_path, table, runs_dir, reports_dir)
         folder.mkdir(parents=True, exist_ok=True)
         codes = record_path.parent / record.get("codes_file", CODES_NAME)
         copy_atomic(codes, folder / codes.name)
@@ -370,6 +369,64 @@ def own_commit(started_at: str, written: list[Path], root: str | Path | None = N
     return head.stdout.strip() or started_at
 
 
+def _undelivered(item: Work, runs_dir, reports_dir, commit: bool) -> bool:
+    """Finished in the runs folder, but its record is missing from one of its tables' records/, or (``commit``)
+    is there but not committed."""
+    from hashlab.runs.fit import finished_record
+    if item.cell.missing or item.cell.config_hash is None or not finished_record(item.cell.record):
+        return False
+    copies = [_copy_folder(item.cell.record, t, runs_dir, reports_dir) for t in item.tables]
+    if not all((folder / RECORD_NAME).exists() for folder in copies):
+        return True
+    if not commit:
+        return False
+    status = subprocess.run(["git", "-C", str(copies[0].parent), "status", "--porcelain", "--", *map(str, copies)],
+                            capture_output=True, text=True)
+    return status.returncode == 0 and bool(status.stdout.strip())
+
+
+def _copy_folder(record_path: Path, table: str, runs_dir, reports_dir) -> Path:
+    """Where commit_cell copies a run folder for a table: reports/<table>/records/<its path under runs/>."""
+    relative = record_path.parent.resolve().relative_to(Path(runs_dir).resolve())
+    return Path(reports_dir) / table / "records" / relative
+
+
+def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, data_root, commit: bool,
+             allow_dirty: bool, log, this_run: float | None = None) -> bool:
+    """A finished cell's record and codes into its tables' records/, the tables rendered again and (``commit``)
+    committed. A record of code that changed while it trained (dirty) is not delivered unless ``allow_dirty``: a
+    table keeps records of committed code only. Returns whether it was delivered."""
+    record_path = item.cell.record
+    record = read_record(record_path)
+    if record["environment"].get("dirty") and not allow_dirty:
+        log(f"  not delivered: {record_path} ran on code that had uncommitted changes or moved while it trained "
+            f"(environment.dirty); delete {record_path.parent} to run it again from committed code")
+        return False
+    commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir,
+                current={w.cell.config_hash for w in work if w.cell.config_hash})
+    rendered = True
+    try:
+        _render(item.tables, plan, runs_dir, reports_dir, data_root)
+    except Exception as error:  # noqa: BLE001 - the record is in place; the next cell renders the table again
+        rendered = False
+        log(f"  rendering failed ({type(error).__name__}: {error}); the record is in place, the campaign goes on")
+        traceback.print_exc(file=sys.stderr)
+    wall = record["timings"].get("wall_s") or this_run or 0.0
+    result = f"mAP@all {record['metrics'].get('map', float('nan')):.3f}"
+    # the record's wall time, which counts a resumed cell's earlier runs too; this process ran only part of it
+    resumed = "" if this_run is None or abs(wall - this_run) < 60 else f" (this run {this_run / 60:.1f})"
+    where = ', '.join(f'{reports_dir}/{t}/records' for t in item.tables)
+    log(f"  done in {wall / 60:.1f} min{resumed}: {result}; written to {where}{'' if commit else ' (commit it)'}")
+    if commit:
+        # a failed render may have left a table half-written: commit the record alone, the next render completes it
+        paths = ([*(Path(reports_dir) / t for t in item.tables), _readme(reports_dir), Path(reports_dir) / "tuning.md"]
+                 if rendered else [_copy_folder(record_path, t, runs_dir, reports_dir) for t in item.tables])
+        why_not = git_commit(paths, f"reports/{', '.join(item.tables)}: {item.cell.label}: {result}, "
+                                    f"wall {wall / 60:.1f} min (record and codes)")
+        log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
+    return True
+
+
 def _stop_if_asked(error: BaseException) -> None:
     """Lightning turns SIGTERM into SIGTERMException, a SystemExit: a `kill` must stop the campaign, not count as
     one failed cell and move on to the next."""
@@ -408,6 +465,12 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"cannot resolve the plan ({type(error).__name__}: {error}); trying again in 60 s")
             time.sleep(60)
             continue
+        # a cell that finished but whose record did not reach reports/ and git (the campaign was stopped between
+        # the two): deliver it now, or a fresh clone would run it again
+        for item in [w for w in work if w.key not in failed and _undelivered(w, runs_dir, reports_dir, commit)]:
+            log(f"{item.cell.label}: finished in {runs_dir}, but not yet in reports/ and git: delivering it now")
+            if not _deliver(item, work, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log):
+                failed.add(item.key)
         pending = [w for w in work if not w.cell.missing and not w.cell.done and w.key not in failed | skipped]
         if not pending:
             done, missing = sum(w.cell.done for w in work), sum(bool(w.cell.missing) for w in work)
@@ -461,32 +524,16 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             continue
         except (Exception, SystemExit) as error:  # noqa: BLE001 - one broken cell must not stop the campaign
             _stop_if_asked(error)
+            if isinstance(error, StorageError):  # a full disk fails every cell after it too: stop, say so
+                log(f"  stopping: {error}")
+                break
             failed.add(item.key)
             log(f"  FAILED after {active_time() - start:.0f} s: {type(error).__name__}: {error}")
             traceback.print_exc(file=sys.stderr)
             continue
-        record_path = item.cell.record
-        commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir,
-                    current={w.cell.config_hash for w in work if w.cell.config_hash})
-        try:
-            _render(item.tables, plan, runs_dir, reports_dir, data_root)
-        except Exception as error:  # noqa: BLE001 - the record is in place; the next cell renders the table again
-            log(f"  rendering failed ({type(error).__name__}: {error}); the record is in place, the campaign goes on")
-            traceback.print_exc(file=sys.stderr)
-        record, this_run = read_record(record_path), active_time() - start
-        wall = record["timings"].get("wall_s") or this_run
-        result = f"mAP@all {record['metrics'].get('map', float('nan')):.3f}"
-        # the record's wall time, which counts a resumed cell's earlier runs too; this process ran only part of it
-        resumed = "" if abs(wall - this_run) < 60 else f" (this run {this_run / 60:.1f})"
-        where = ', '.join(f'{reports_dir}/{t}/records' for t in item.tables)
-        log(f"  done in {wall / 60:.1f} min{resumed}: {result}; written to {where}{'' if commit else ' (commit it)'}")
-        if commit:
-            why_not = git_commit([*(Path(reports_dir) / t for t in item.tables), _readme(reports_dir),
-                                  Path(reports_dir) / "tuning.md"],
-                                 f"reports/{', '.join(item.tables)}: {item.cell.label}: {result}, "
-                                 f"wall {wall / 60:.1f} min (record and codes)")
-            log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
-        finished.append(record_path)
+        if _deliver(item, work, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log,
+                    this_run=active_time() - start):
+            finished.append(item.cell.record)
     if failed:
         log(f"{len(failed)} cells failed or could not be tuned; see the log above")
     return finished

@@ -30,7 +30,7 @@ from hashlab.io import write_json_atomic
 from hashlab.methods import HashingModule
 from hashlab.objects import class_of
 from hashlab.records.codes import CODES_NAME, write_codes
-from hashlab.records.record import RECORD_NAME, config_hash, environment
+from hashlab.records.record import RECORD_NAME, config_hash, environment, git_commit
 from hashlab.records.wandb_runs import log_record
 
 
@@ -291,6 +291,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         with open(cli.run_dir / "attempts.log", "a") as log:
             log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} on {os.uname().nodename}\n")
     start, paused_before = active_time(), paused_seconds()
+    code_at_start = git_commit()  # the record names this, not the commit a change during training left behind
     trainer.fit(model, datamodule=datamodule, ckpt_path=None if cli.config.force else resume_checkpoint(cli.run_dir))
     # over every attempt: a resumed cell counts the epochs its earlier attempts ran (saved in its checkpoint)
     earlier = model.earlier_fit_s
@@ -330,7 +331,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,
         "config": cli.resolved,
-        "environment": environment(model.device),
+        "environment": environment(model.device, code_at_start),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "codes_file": CODES_NAME,
     }

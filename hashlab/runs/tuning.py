@@ -238,9 +238,11 @@ def tune(method: str, runs_dir: str | Path = "runs", data_root: str | None = Non
               "results_version": RESULTS_VERSION, "evaluation": EVALUATION,
               "selected_on": "order-free validation mAP (validation items vs a validation database shaped like the "
                              "test's); the query set is never used"}
-    _write_report(method, points, results, choice, reports_dir)
+    # the tuned values before choice.json, which marks the method tuned: a kill between the two then leaves an
+    # uncommitted tuned.yaml, which stops the campaign, rather than a tuned method whose cells run the old values
     if write_config:
         write_choice(method, choice, profile=tuned_profile(sweep))
+    _write_report(method, points, results, choice, reports_dir)
     return choice
 
 
