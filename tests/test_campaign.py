@@ -268,3 +268,11 @@ def test_a_terminated_campaign_stops_instead_of_going_on_to_the_next_cell(tmp_pa
     assert campaign.wait(timeout=60) == 143 and time.monotonic() - start < 60
     started = [line for line in lines + rest.splitlines() if line.startswith("[")]
     assert len(started) == 1 and "FAILED" not in rest, "".join(lines) + rest
+
+
+def test_a_cell_whose_config_cannot_resolve_here_is_pending_not_a_crash(tmp_path):
+    """Its error belongs to the attempt to run it (the campaign counts that cell as failed and goes on), not to
+    the question whether it is done, which the campaign asks of every cell on every step."""
+    from hashlab.runs.cells import Cell
+    cell = Cell("dsh", "cifar10", "cifar10-1", 48, 0, ["--config", str(tmp_path / "gone.yaml")], runs_dir=tmp_path)
+    assert cell.config_hash is None and cell.done is False

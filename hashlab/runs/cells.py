@@ -56,7 +56,8 @@ class Cell:
             from hashlab.runs.fit import resolve_run_dir
             try:
                 self._record = resolve_run_dir(self.args) / RECORD_NAME
-            except Exception as error:  # noqa: BLE001 - kept for the next call; see record_exists
+            # the config parser exits on a bad config (SystemExit): kept for the next call too; see record_exists
+            except (Exception, SystemExit) as error:  # noqa: BLE001
                 self._unresolved = error
                 raise
         return self._record
@@ -65,7 +66,7 @@ class Cell:
     def config_hash(self) -> str | None:
         try:
             return self.record.parent.name.rsplit("-", 1)[-1]  # run folders end with the config hash
-        except Exception:  # noqa: BLE001 - see record_exists
+        except (Exception, SystemExit):  # noqa: BLE001 - see record_exists
             return None
 
     @property
@@ -78,7 +79,7 @@ class Cell:
         """A finished record in the runs folder, or one committed under reports/: a committed cell is
         never run again, on this machine or on a fresh clone."""
         from hashlab.runs.fit import finished_record
-        if self.missing:
+        if self.missing or self.config_hash is None:  # a config that cannot resolve here: running it names why
             return False
         return finished_record(self.record) or self.committed is not None
 
@@ -264,5 +265,5 @@ def quiet_framework():
 def record_exists(cell: Cell) -> bool:
     try:
         return cell.record.exists()
-    except Exception:  # noqa: BLE001 - a config that cannot resolve without its data has no record either
+    except (Exception, SystemExit):  # noqa: BLE001 - a config that cannot resolve without its data has no record either
         return False
