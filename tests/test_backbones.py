@@ -99,3 +99,18 @@ def test_torchvision_backbones_give_torchvisions_own_logits(name, build, wrap):
     backbone = wrap(copy.deepcopy(reference)).eval()
     got = backbone.imagenet_logits(image)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_partial_mode_trains_the_fully_connected_layers_of_alexnet_after_the_cut():
+    """AlexNet's and VGG's embedding step holds fc6/fc7 (the layers their papers fine-tune): partial mode must
+    train them with the late stages, not leave them frozen at their ImageNet values."""
+    from hashlab.backbones.stages import LateStages
+    backbone = create_backbone("alexnet", pretrained=False)
+    backbone.requires_grad_(False)
+    late = LateStages(backbone, first=len(backbone.stages) - 1).requires_grad_(True)
+    trained = {id(p) for p in late.parameters()}
+    fc = list(backbone.embed.parameters())
+    assert fc and all(id(p) in trained and p.requires_grad for p in fc)
+    assert not any(p.requires_grad for p in backbone.stages[0].parameters())
+    lite0 = create_backbone("efficientnet_lite0")  # its embedding (pooling) has no weights: nothing more to train
+    assert not list(lite0.embed.parameters())

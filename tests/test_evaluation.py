@@ -210,6 +210,11 @@ def test_torchmetric_restores_dataset_order_and_drops_sampler_padding():
     report = metric.compute()
     assert report.mean_average_precision() == expected
     assert report.stable_mean_average_precision() == mean_average_precision(q, db, ql, dbl, ties="database")
+    # a diverged model's NaN codes would be scored as all -1 by their sign: refused, said
+    codes = torch.tensor(q, dtype=torch.float32)
+    codes[2, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="1 of 12 query codes are not finite"):
+        HashingRetrievalMetric().update(codes, torch.tensor(ql), torch.arange(12), "query")
 
 
 def test_graded_ndcg_matches_a_direct_computation():

@@ -7,6 +7,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from skimage import data as skimage_data
 
@@ -54,7 +55,12 @@ def test_proxy_loss_pulls_codes_to_their_class_centre():
     labels = torch.eye(3)[[0, 1, 2]]
     assert proxy_loss(proxies.clone(), proxies, labels) < proxy_loss(proxies[[1, 2, 0]], proxies, labels)
     multi = torch.tensor([[1.0, 1, 0], [0, 1, 1], [1, 0, 0]])
-    assert proxy_loss(proxies + proxies[[1, 2, 0]], proxies, multi).isfinite()
+    assert proxy_loss(proxies + proxies[[1, 2, 0]], proxies, multi, multi_label=True).isfinite()
+    # multi-label data: a sigmoid per class even for a batch whose images happen to carry one label each
+    cosine = F.normalize(proxies, dim=1) @ F.normalize(proxies, dim=1).T
+    sigmoid = F.binary_cross_entropy_with_logits(8.0 * (cosine - 0.1 * (2 * labels - 1)), labels)
+    assert proxy_loss(proxies, proxies, labels, multi_label=True) == pytest.approx(float(sigmoid))
+    assert proxy_loss(proxies, proxies, labels) != pytest.approx(float(sigmoid))
     separation = proxy_separation(proxies)
     assert separation["proxy_hamming_min"] == 0.5 and separation["proxy_hamming_mean"] == pytest.approx(2 / 3)
 

@@ -47,12 +47,18 @@ class LateStages(nn.Module):
         self._backbone = [backbone]  # a plain list: not registered twice as a submodule
         self.first, self.taps, self.grid = first, list(taps or []), grid
 
+    def _trained(self) -> list[nn.Module]:
+        """The stages after the cut, and the embedding step when it is used (no taps): for AlexNet and VGG it
+        holds fc6/fc7, which partial mode trains as the paper's fine-tuning does (EfficientNet's has none)."""
+        backbone = self._backbone[0]
+        return [*backbone.stages[self.first:], *([] if self.taps else [backbone.embed])]
+
     def parameters(self, recurse: bool = True):
-        return (p for stage in self._backbone[0].stages[self.first:] for p in stage.parameters(recurse))
+        return (p for module in self._trained() for p in module.parameters(recurse))
 
     def requires_grad_(self, requires_grad: bool = True):
-        for stage in self._backbone[0].stages[self.first:]:
-            stage.requires_grad_(requires_grad)
+        for module in self._trained():
+            module.requires_grad_(requires_grad)
         return self
 
     def _unpack(self, cached: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -29,6 +29,10 @@ class HashingRetrievalMetric(Metric):
     def update(self, codes: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, role: str) -> None:
         if role not in ("query", "database"):
             raise ValueError(f"role must be 'query' or 'database', got {role!r}")
+        if not torch.isfinite(codes).all():  # sign() of NaN would score a diverged model as all -1, silently
+            bad = int((~torch.isfinite(codes)).any(1).sum())
+            raise FloatingPointError(f"{bad} of {len(codes)} {role} codes are not finite (NaN or inf): the model "
+                                     "diverged; lower the learning rate, or look at the losses in the run's log")
         # +-1 as int8 keeps the gathered state 4x smaller than float codes
         getattr(self, f"{role}_codes").append(torch.where(codes >= 0, 1, -1).to(torch.int8))
         getattr(self, f"{role}_labels").append(labels.to(torch.uint8))

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 
 
 def proxy_loss(codes: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor, scale: float = 8.0,
-               margin: float = 0.1) -> torch.Tensor:
+               margin: float = 0.1, multi_label: bool = False) -> torch.Tensor:
     """Softmax over cosine similarities to the class proxies, with an additive margin on the true
-    class (single-label), or a sigmoid per class (multi-label). ``scale`` sharpens the softmax:
+    class (single-label data), or a sigmoid per class (``multi_label`` data: decided by the data set, not by
+    the batch, where every image may happen to carry one label). ``scale`` sharpens the softmax:
     cosines live in [-1, 1]."""
     cosine = F.normalize(codes, dim=1) @ F.normalize(proxies, dim=1).T
     targets = labels.float()
-    if (targets.sum(1) == 1).all():
+    if not multi_label:
         logits = scale * (cosine - margin * targets)
         return F.cross_entropy(logits, targets.argmax(1))
     return F.binary_cross_entropy_with_logits(scale * (cosine - margin * (2 * targets - 1)), targets)

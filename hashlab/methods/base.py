@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from torch import nn
@@ -160,6 +161,7 @@ class HashingModule(L.LightningModule):
 
     wants_class_balanced_batches = False  # a method whose loss needs positives in every batch sets it
     tanh_codes = False  # a method whose relaxed codes live in (-1, 1) sets it: the head ends in a tanh
+    multi_label = False  # whether the data set's images carry several labels (set in setup, from the data)
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
@@ -169,6 +171,9 @@ class HashingModule(L.LightningModule):
                               f"{smallest} px (its feature maps shrink {smallest}-fold); use {smallest} or more")
         datamodule.prepare()
         datamodule.method_wants_class_balanced = self.wants_class_balanced_batches
+        # a loss that differs for multi-label data asks this, never its batch (a batch of one-label images of
+        # Flickr25K is still multi-label data)
+        self.multi_label = bool((np.asarray(datamodule.source.labels).sum(1) > 1).any())
         if self.frozen and datamodule.features is None:
             from hashlab.features import cached_features
             features, info = cached_features(datamodule, self.extractor, self.hparams.backbone_pretrained,

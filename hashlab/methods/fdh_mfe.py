@@ -159,7 +159,7 @@ class FDHMFE(HashingModule):
                              f"{labels.shape[1]} classes; leave num_classes unset to use the data's")
         terms = {  # a term switched off (weight 0) is not computed at all
             "proxy": (self.proxy_weight, lambda: proxy_loss(codes, self.proxies, labels, self.proxy_scale,
-                                                            self.proxy_margin)),
+                                                            self.proxy_margin, self.multi_label)),
             "balance": (self.balance_weight, lambda: bit_balance_loss(codes)),
             "triplet": (self.triplet_weight, lambda: triplet_loss(codes, labels, self.triplet_margin,
                                                                   self.triplet_mining)),

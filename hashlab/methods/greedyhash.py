@@ -34,7 +34,7 @@ class GreedyHash(HashingModule):
 
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor, indices: torch.Tensor):
         logits = self.classifier(GreedySign.apply(codes))
-        if (labels.sum(1) == 1).all():
+        if not self.multi_label:
             supervised = F.cross_entropy(logits, labels.argmax(1))
         else:
             supervised = F.binary_cross_entropy_with_logits(logits, labels.float())
