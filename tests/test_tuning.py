@@ -248,3 +248,9 @@ def test_the_seed_ceiling_falls_as_the_methods_come_closer_than_their_seed_sprea
     text = _seed_ceiling({m: maps * 3 for m, maps in methods(0.004).items()})
     assert "48 degrees of freedom):" in text
     assert "not measured yet" in _seed_ceiling({f"m{i}": [0.7] for i in range(6)})
+
+
+def test_tied_figures_share_a_rank_as_spearmans_rho_ranks_them():
+    from hashlab.reporting.tuning import _ranks, _spearman
+    assert _ranks({"a": 0.7, "b": 0.8, "c": 0.7, "d": 0.6}) == {"a": "2=", "b": "1", "c": "2=", "d": "4"}
+    assert _spearman({m: (0.7, t, 1) for m, t in (("a", 0.1), ("b", 0.2), ("c", 0.3))}) is None  # nothing to rank

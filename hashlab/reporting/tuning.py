@@ -110,9 +110,9 @@ def render_index(plan: dict, reports_dir: str | Path = REPORTS_DIR) -> Path:
 def _spearman(pairs: dict[str, tuple[float, float, int]]) -> float | None:
     """Over (validation mAP, test mAP, seeds) per method."""
     from scipy.stats import spearmanr
-    if len(pairs) < 3:
-        return None
     values = list(pairs.values())
+    if len(pairs) < 3 or len({v[0] for v in values}) < 2 or len({v[1] for v in values}) < 2:
+        return None  # a constant side has no ranking to correlate
     return float(spearmanr([v[0] for v in values], [v[1] for v in values]).statistic)
 
 
@@ -229,9 +229,13 @@ def _current_tests(reports_dir: str | Path) -> dict[str, tuple[float, list[float
     return tests
 
 
-def _ranks(values: dict[str, float]) -> dict[str, int]:
-    """1 for the highest."""
-    return {m: rank for rank, m in enumerate(sorted(values, key=values.get, reverse=True), start=1)}
+def _ranks(values: dict[str, float]) -> dict[str, str]:
+    """1 for the highest; tied values share a rank, marked "=" (Spearman's rho ranks ties together too)."""
+    def rank(method: str) -> str:
+        above = sum(v > values[method] for v in values.values())
+        tied = sum(v == values[method] for v in values.values()) > 1
+        return f"{above + 1}{'=' if tied else ''}"
+    return {m: rank(m) for m in values}
 
 
 def _pairs_table(versions: dict[int, dict[str, tuple[float, float, int]]], cells: dict[str, float]) -> str:
