@@ -276,3 +276,20 @@ def test_a_cell_whose_config_cannot_resolve_here_is_pending_not_a_crash(tmp_path
     from hashlab.runs.cells import Cell
     cell = Cell("dsh", "cifar10", "cifar10-1", 48, 0, ["--config", str(tmp_path / "gone.yaml")], runs_dir=tmp_path)
     assert cell.config_hash is None and cell.done is False
+
+
+def test_the_campaign_commits_the_readme_only_when_its_changes_are_its_results_block(tmp_path):
+    from hashlab.reporting.render import README_END, README_START
+    from hashlab.runs.campaign import _readme_if_only_generated
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "test@hashlab"), git(tmp_path, "config", "user.name", "test")
+    readme = tmp_path / "README.md"
+    start = README_START.format(table="table2")
+    readme.write_text(f"# hashlab\n\nintro\n\n{start}\nold results\n{README_END}\n\nmore\n")
+    git(tmp_path, "add", "README.md")
+    git(tmp_path, "commit", "-q", "-m", "readme")
+    said = []
+    readme.write_text(readme.read_text().replace("old results", "new results"))
+    assert _readme_if_only_generated(readme, said.append) == [readme] and not said
+    readme.write_text(readme.read_text().replace("intro", "my own edit"))
+    assert _readme_if_only_generated(readme, said.append) == [] and "left for you to commit" in said[0]
