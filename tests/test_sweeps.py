@@ -127,3 +127,14 @@ def test_two_local_sweep_workers_run_every_cell_once_offline_and_a_rerun_trains_
     assert [r.stat().st_mtime_ns for r in records] == stamps
     frame = render_table(str(table), runs_dir=runs, reports_dir=tmp_path / "reports")["frame"]
     assert frame["map"].notna().all()
+
+
+def test_a_claim_is_its_workers_until_its_run_fails_and_it_gives_the_claim_back(tmp_path):
+    from hashlab.runs.sweeps import claim, release
+    cell = {"table": "demo", "method": "dsh", "bits": 16, "seed": 0}
+    assert claim(tmp_path, cell, "job1-0") and claim(tmp_path, cell, "job1-0")  # a requeued task takes it back
+    assert not claim(tmp_path, cell, "job2-0")
+    release(tmp_path, cell, "job2-0")  # not its claim: nothing given back
+    assert not claim(tmp_path, cell, "job2-0")
+    release(tmp_path, cell, "job1-0")
+    assert claim(tmp_path, cell, "job2-0")

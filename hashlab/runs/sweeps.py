@@ -97,14 +97,19 @@ def agent_command(sweep: dict, params: dict) -> list[str]:
     return out
 
 
+def _claim_path(runs_dir: str | Path, params: dict) -> Path:
+    import hashlib
+    import json
+    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(runs_dir) / ".claims" / key
+
+
 def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
     """Claim a proposed run for this worker, atomically (O_EXCL) on the shared runs directory. A worker
     may take back its own claim (a requeued task); a claim by another worker means: not ours."""
-    import hashlib
     import json
     import os
-    key = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(runs_dir) / ".claims" / key
+    path = _claim_path(runs_dir, params)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -113,6 +118,13 @@ def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
     with os.fdopen(handle, "w") as out:
         out.write(f"{worker}\n{json.dumps(params, default=str)}\n")
     return True
+
+
+def release(runs_dir: str | Path, params: dict, worker: str) -> None:
+    """Give back this worker's claim (its run failed): another worker, or the next job, may run it."""
+    path = _claim_path(runs_dir, params)
+    if path.exists() and path.read_text().split("\n", 1)[0] == worker:
+        path.unlink(missing_ok=True)
 
 
 CELL_PARAMETERS = {"table", "profile", "method", "dataset", "bits", "seed"}
@@ -199,6 +211,8 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
                 from hashlab.records.record import read_record
                 summary = {VALIDATION_METRIC: read_record(record).get("evaluated_checkpoint", {}).get("val_map")}
             proposal.state = sweeps.RunState.finished if finished.returncode == 0 else sweeps.RunState.failed
+            if finished.returncode != 0 and worker is not None:
+                release(runs_dir, params, worker)
             proposal.summary_metrics = summary
             done.append(proposal)
             results.append({"params": params, "returncode": finished.returncode, "record": str(record or ""),
