@@ -138,3 +138,18 @@ def test_a_claim_is_its_workers_until_its_run_fails_and_it_gives_the_claim_back(
     assert not claim(tmp_path, cell, "job2-0")
     release(tmp_path, cell, "job1-0")
     assert claim(tmp_path, cell, "job2-0")
+
+
+def test_wandb_is_online_for_an_agents_run_and_a_netrc_login_to_a_self_hosted_server(tmp_path, monkeypatch):
+    from hashlab.records.wandb_runs import online
+    for name in ("WANDB_API_KEY", "WANDB_SWEEP_ID", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert not online()
+    (tmp_path / "netrc").write_text("machine wandb.example.org\n  login user\n  password key\n")
+    assert not online()  # a login for another server than the one in use
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert online()
+    monkeypatch.delenv("WANDB_BASE_URL")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # `wandb agent` started this run: it has a server
+    assert online()

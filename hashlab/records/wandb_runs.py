@@ -88,5 +88,11 @@ def index_records(folders) -> dict[str, Path]:
 
 
 def online() -> bool:
-    netrc = Path.home() / ".netrc"
-    return bool(os.environ.get("WANDB_API_KEY")) or (netrc.exists() and "api.wandb.ai" in netrc.read_text())
+    """Whether W&B can log to a server: a key, a run started by `wandb agent` (which needs the server), or a
+    netrc login for the server in use (``NETRC`` and ``WANDB_BASE_URL`` as wandb reads them: self-hosted too)."""
+    from urllib.parse import urlparse
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_SWEEP_ID"):
+        return True
+    netrc = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    return netrc.is_file() and host in netrc.read_text()
