@@ -162,6 +162,13 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "  committed" in said and committed[0].is_file()
     assert not git(tmp_path, "status", "--porcelain", "--", "reports").strip()
     assert git(tmp_path, "log", "-1", "--format=%s").startswith("reports/demo: ")
+    # stopped after the copy, before the commit: the files are there, untracked
+    git(tmp_path, "rm", "-q", "-r", "--cached", "reports/demo/records")
+    git(tmp_path, "commit", "-q", "-m", "copied, never committed")
+    said = []
+    run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append, allow_dirty=True, commit=True)
+    assert any(line.endswith("delivering it now") for line in said) and "  committed" in said, said
+    assert not git(tmp_path, "status", "--porcelain", "--", "reports").strip()
 
 
 def test_a_record_names_the_code_its_run_started_from_and_is_dirty_when_that_moved():

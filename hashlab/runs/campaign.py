@@ -389,20 +389,29 @@ def own_commit(started_at: str, written: list[Path], root: str | Path | None = N
     return head.stdout.strip() or started_at
 
 
-def _undelivered(item: Work, runs_dir, reports_dir, commit: bool) -> bool:
-    """Finished in the runs folder, but its record is missing from one of its tables' records/, or (``commit``)
-    is there but not committed."""
+def _undelivered(work: list[Work], runs_dir, reports_dir, commit: bool) -> list[Work]:
+    """The cells finished in the runs folder whose record is missing from one of their tables' records/, or
+    (``commit``) is there but not committed (one `git status` over reports/ for all of them)."""
     from hashlab.runs.fit import finished_record
-    if item.cell.missing or item.cell.config_hash is None or not finished_record(item.cell.record):
-        return False
-    copies = [_copy_folder(item.cell.record, t, runs_dir, reports_dir) for t in item.tables]
-    if not all((folder / RECORD_NAME).exists() for folder in copies):
-        return True
-    if not commit:
-        return False
-    status = subprocess.run(["git", "-C", str(copies[0].parent), "status", "--porcelain", "--", *map(str, copies)],
-                            capture_output=True, text=True)
-    return status.returncode == 0 and bool(status.stdout.strip())
+    finished = [w for w in work if not w.cell.missing and w.cell.config_hash is not None
+                and finished_record(w.cell.record)]
+    if not finished:
+        return []
+    uncommitted: set[Path] = set()
+    if commit:
+        reports = Path(reports_dir).resolve()
+        status = subprocess.run(["git", "-C", str(reports), "status", "--porcelain", "--untracked-files=all", "--",
+                                 "."], capture_output=True, text=True)
+        top = subprocess.run(["git", "-C", str(reports), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True).stdout.strip()
+        if status.returncode == 0 and top:
+            uncommitted = {(Path(top) / line[3:].strip('"')).parent for line in status.stdout.splitlines()}
+    out = []
+    for item in finished:
+        copies = [_copy_folder(item.cell.record, t, runs_dir, reports_dir).resolve() for t in item.tables]
+        if not all((folder / RECORD_NAME).exists() for folder in copies) or uncommitted & set(copies):
+            out.append(item)
+    return out
 
 
 def _copy_folder(record_path: Path, table: str, runs_dir, reports_dir) -> Path:
@@ -439,8 +448,11 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
     log(f"  done in {wall / 60:.1f} min{resumed}: {result}; written to {where}{'' if commit else ' (commit it)'}")
     if commit:
         # a failed render may have left a table half-written: commit the record alone, the next render completes it
-        paths = ([*(Path(reports_dir) / t for t in item.tables), *_readme_if_only_generated(_readme(reports_dir), log),
-                  Path(reports_dir) / "tuning.md"] if rendered else [_copy_folder(record_path, t, runs_dir, reports_dir) for t in item.tables])
+        if rendered:
+            paths = [*(Path(reports_dir) / t for t in item.tables),
+                     *_readme_if_only_generated(_readme(reports_dir), log), Path(reports_dir) / "tuning.md"]
+        else:
+            paths = [_copy_folder(record_path, t, runs_dir, reports_dir) for t in item.tables]
         why_not = git_commit(paths, f"reports/{', '.join(item.tables)}: {item.cell.label}: {result}, "
                                     f"wall {wall / 60:.1f} min (record and codes)")
         log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
@@ -487,7 +499,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             continue
         # a cell that finished but whose record did not reach reports/ and git (the campaign was stopped between
         # the two): deliver it now, or a fresh clone would run it again
-        for item in [w for w in work if w.key not in failed and _undelivered(w, runs_dir, reports_dir, commit)]:
+        for item in [w for w in _undelivered(work, runs_dir, reports_dir, commit) if w.key not in failed]:
             log(f"{item.cell.label}: finished in {runs_dir}, but not yet in reports/ and git: delivering it now")
             if not _deliver(item, work, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log):
                 failed.add(item.key)
