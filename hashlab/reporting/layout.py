@@ -99,6 +99,17 @@ def dataset_label(dataset: dict) -> str:
 RESOLUTION = 5e-4  # a difference the tables print as +0.000 is never marked
 
 
+def pooled_seed_std(groups) -> tuple[float, int, int]:
+    """(pooled std, degrees of freedom, groups with several values) over groups of per-seed figures (one per
+    method): the seed noise of a table, from every method that ran more than one seed."""
+    import numpy as np
+    spreads = [(float(np.var(values, ddof=1)), len(values) - 1) for values in map(list, groups) if len(values) > 1]
+    dof = sum(d for _, d in spreads)
+    if not dof:
+        return float("nan"), 0, 0
+    return float(np.sqrt(sum(v * d for v, d in spreads) / dof)), dof, len(spreads)
+
+
 def paired_differences(frame: pd.DataFrame, method_order: list[str], alpha: float = 0.05) -> dict[tuple, dict]:
     """Each row after the first against the first (an ablation against its full method), paired by seed:
     {(method, dataset, bits): {"mean", "std", "seeds", "p", "outside", "text"}} over the seeds both rows ran.

@@ -209,15 +209,16 @@ def _seed_spread(part: pd.DataFrame) -> str:
     it gives (t quantile on the pooled degrees of freedom; a difference of two means of n1 and n2 seeds has
     std sigma * sqrt(1/n1 + 1/n2))."""
     from scipy import stats
-    spread = part.dropna(subset=["value"]).groupby("method")["value"].agg(["var", "count"])
+
+    from hashlab.reporting.layout import pooled_seed_std
+    spread = part.dropna(subset=["value"]).groupby("method")["value"].agg(["std", "count"])
     spread = spread[spread["count"] > 1]
     if spread.empty:
         return "\n\nSeed spread: not measured yet (one seed per cell so far)."
-    dof = int((spread["count"] - 1).sum())
-    pooled = float(((spread["count"] - 1) * spread["var"]).sum() / dof) ** 0.5
+    pooled, dof, _ = pooled_seed_std(part.dropna(subset=["value"]).groupby("method")["value"].agg(list))
     t = stats.t.ppf(0.975, dof)
     most = int(spread["count"].max())
-    stds = spread["var"] ** 0.5
+    stds = spread["std"]
     return (f"\n\nSeed spread: pooled std {pooled:.3f} over the {len(spread)} method"
             f"{'s' if len(spread) > 1 else ''} with several seeds ({dof} degrees of freedom; "
             f"{stds.min():.3f} to {stds.max():.3f} by method). A difference between two one-seed cells below "

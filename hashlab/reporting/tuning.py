@@ -183,16 +183,16 @@ def _seed_ceiling(tests: dict[str, list[float]], draws: int = 2000) -> str:
     holds the noise too, and taken as it is would set the ceiling too high."""
     import numpy as np
     from scipy.stats import spearmanr
-    spreads = [(np.var(maps, ddof=1), len(maps) - 1) for maps in tests.values() if len(maps) > 1]
-    if not spreads or len(tests) < 3:
+
+    from hashlab.reporting.layout import pooled_seed_std
+    pooled, dof, several = pooled_seed_std(tests.values())
+    if not dof or len(tests) < 3:
         return " The ceiling that seed noise sets: not measured yet (it needs methods with two seeds or more)."
-    dof = sum(d for _, d in spreads)
-    pooled = float(np.sqrt(sum(v * d for v, d in spreads) / dof))
     seeds = np.array([len(maps) for maps in tests.values()])
     means = np.array([np.mean(maps) for maps in tests.values()])
     noise_var = float(np.mean(pooled ** 2 / seeds))
     shrink = np.sqrt(max(0.0, 1 - noise_var / np.var(means, ddof=1))) if np.var(means, ddof=1) > 0 else 0.0
-    source = (f"pooled seed std {pooled:.3f} from the {len(spreads)} method{'s' if len(spreads) > 1 else ''} with "
+    source = (f"pooled seed std {pooled:.3f} from the {several} method{'s' if several > 1 else ''} with "
               f"several seeds, {dof} degree{'s' if dof != 1 else ''} of freedom{' (few: the band is wide)' if dof < 6 else ''}")
     if shrink == 0:
         return (f" The ceiling that seed noise sets ({source}): about 0. The methods' test means are no further apart "
