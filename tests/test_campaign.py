@@ -13,6 +13,7 @@ from hashlab.runs import cells as cell_runner
 from hashlab.runs.campaign import (
     CampaignError,
     commit_cell,
+    git_commit,
     load_plan,
     own_commit,
     plan_work,
@@ -99,6 +100,9 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
         {"name": "the rest", "tables": ["demo"]}], "deferred": {"dpsh_googlenet": "a test"},
         "tune": []}))  # no tuning: it stands for table 2's CIFAR-10 cell
     reports, runs = tmp_path / "reports", tmp_path / "runs"
+    # and has a file of their own in the table's folder, not yet committed: a campaign's commit leaves it out
+    (reports / "demo").mkdir(parents=True)
+    (reports / "demo" / "reading.md").write_text("what I make of it\n")
     plan_data = load_plan(plan)
     assert "3 cells to run" in status(plan_data, runs, reports_dir=reports)
     logged = []
@@ -123,7 +127,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert "notes.md" not in tracked and any(f.endswith("/record.json") for f in tracked)
     assert "reports/demo/table.md" in tracked
     assert git(tmp_path, "diff", "--cached", "--name-only").split() == ["notes.md"]
-    assert not git(tmp_path, "status", "--porcelain", "--", "reports").strip()
+    assert git(tmp_path, "status", "--porcelain", "--", "reports").strip() == "?? reports/demo/reading.md"
+    (reports / "demo" / "reading.md").unlink()
     committed = list((reports / "demo" / "records").rglob("record.json"))
     assert len(committed) == 1 and (committed[0].parent / "codes.npz").is_file()
     assert json.loads(committed[0].read_text())["bits"] == 16  # the first stage's cell first
@@ -133,10 +138,16 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     older, sibling = (committed[0].parent.with_name(f"{stem}-{h}") for h in ("0123456789", "9876543210"))
     for folder in (older, sibling):
         shutil.copytree(committed[0].parent, folder)
+    git(tmp_path, "add", "reports"), git(tmp_path, "commit", "-q", "-m", "two more records")
     current = {committed[0].parent.name.rsplit("-", 1)[1], "9876543210"}
-    commit_cell(finished[0], ["demo"], runs, None, reports, current=current)
+    touched = commit_cell(finished[0], ["demo"], runs, None, reports, current=current)
     assert not older.exists() and sibling.exists() and committed[0].is_file()
+    assert set(touched) == {committed[0].parent, older}
+    # its commit takes the removal too, and a removed folder git never knew is no error
+    assert git_commit([*touched, reports / "demo" / "records" / "never-there"], "replaced") is None
+    assert not git(tmp_path, "ls-files", "--", str(older)) and not git(tmp_path, "status", "--porcelain", "--", "reports")
     shutil.rmtree(sibling)
+    assert git_commit([sibling], "gone") is None
     cell_runner.committed_records(reports, refresh=True)
     assert (reports / "demo" / "table.md").is_file()
     # the retrieval-examples figure, drawn from the committed codes and the data set's images

@@ -35,7 +35,7 @@ def render_frame(frame: pd.DataFrame, spec: dict, profile: str, out_dir: Path) -
     """Write table.csv / .md / .tex / caption.tex and the figures of one table from its long-format frame."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex", out_dir / "caption.tex"]
-    frame.reindex(columns=CSV_COLUMNS).to_csv(files[0], index=False)
+    write_text_atomic(files[0], frame.reindex(columns=CSV_COLUMNS).to_csv(index=False))
     layout = build_layout(frame, spec, profile)
     label = spec.get("metric_label", spec["metric"])
     markdown = _markdown(layout, frame) + _unseen_block(frame, spec, [row.method for row in layout.rows])
@@ -139,7 +139,7 @@ def render_datasets_table(spec: dict, reports_dir: str | Path, data_root: str | 
     out_dir = Path(reports_dir) / spec["name"]
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "table.csv", out_dir / "table.md", out_dir / "table.tex"]
-    frame.to_csv(files[0], index=False)
+    write_text_atomic(files[0], frame.to_csv(index=False))
     shown = frame.drop(columns=["root"])
     markdown = "\n".join([f"**{spec['name']}**: {spec.get('caption', '')}", "", shown.to_markdown(index=False)]
                          + ([""] + [f"- {line}" for line in absent] if absent else []))

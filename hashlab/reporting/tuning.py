@@ -55,7 +55,7 @@ def render_report(method: str, plan: dict, reports_dir: str | Path = REPORTS_DIR
                      "config_hash": trial["config_hash"],
                      "_rank": (trial["epochs"], -math.inf if trial["val_map"] is None else trial["val_map"])})
     frame = pd.DataFrame(rows).sort_values("_rank", ascending=False, kind="stable").drop(columns="_rank")
-    frame.to_csv(folder / "trials.csv", index=False)
+    write_text_atomic(folder / "trials.csv", frame.to_csv(index=False))
     runner_up = (f"; runner-up {point_text(choice['runner_up'])} ({choice['runner_up_val_map']:.4f})"
                  if choice.get("runner_up") else "")
     path = folder / "table.md"

@@ -173,7 +173,8 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
                 reports_dir: str | Path = REPORTS_DIR, current: set[str] | None = None) -> list[Path]:
     """Copy a finished cell's record and codes into reports/<table>/records/ of each table (atomically:
     codes first, then the record, each written beside and renamed). With ``current`` (the config hashes of
-    every cell the tables hold now), the same cell's record under an earlier config is removed."""
+    every cell the tables hold now), the same cell's record under an earlier config is removed. Returns every
+    folder it wrote or removed: the paths a commit of this cell takes."""
     record = portable_record(read_record(record_path), data_root)
     out = []
     for table in tables:
@@ -181,7 +182,8 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
         folder.mkdir(parents=True, exist_ok=True)
         codes = record_path.parent / record.get("codes_file", CODES_NAME)
         copy_atomic(codes, folder / codes.name)
-        out.append(write_json_atomic(folder / RECORD_NAME, record))
+        write_json_atomic(folder / RECORD_NAME, record)
+        out.append(folder)
         # the same cell (backbone, mode, bits, seed) under an earlier config, e.g. before its method was tuned
         # again, matches no cell of any table now (git keeps it). An ablation's rows share the folder name but
         # for the hash, and are all current: only a hash that no cell has any more goes
@@ -190,29 +192,60 @@ def commit_cell(record_path: Path, tables: list[str], runs_dir: str | Path, data
             name, _, config_hash = older.name.rpartition("-")
             if older != folder and older.is_dir() and name == cell and config_hash not in current:
                 shutil.rmtree(older)
+                out.append(older)
     committed_records(reports_dir, refresh=True)
     return out
 
 
 def git_commit(paths: list[Path], message: str) -> str | None:
     """Commit these paths, and only these (work the user has staged elsewhere stays staged), in the git
-    repository holding them. Returns None when committed, else why not: the records stay in place either way."""
-    present = [str(Path(p).resolve()) for p in paths if Path(p).exists()]
-    if not present:
+    repository holding them; a path that no longer exists commits its removal. Returns None when committed, else
+    why not: the records stay in place either way."""
+    paths = [Path(p).resolve() for p in paths]
+    if not paths:
         return "nothing to commit"
-    where = Path(present[0]).parent
+    where = next(p for p in paths[0].parents if p.is_dir())
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(where), *args], check=True, capture_output=True, text=True).stdout
     try:
-        git("add", "-A", "--", *present)  # -A: a record folder replaced by the cell's newer config goes too
-        git("commit", "-q", "-m", message, "--", *present)
+        top = Path(git("rev-parse", "--show-toplevel").strip())
+        gone = [str(p) for p in paths if not p.exists()]
+        # a removed folder (a record under an earlier config): the tracked files it held, since git refuses a
+        # path it knows nothing of
+        removed = [str(top / f) for f in git("ls-files", "--full-name", "-z", "--", *gone).split("\0") if f] \
+            if gone else []
+        chosen = [str(p) for p in paths if p.exists()] + removed
+        git("add", "-A", "--", *chosen)
+        git("commit", "-q", "-m", message, "--", *chosen)
     except FileNotFoundError:
         return "git is not installed"
     except subprocess.CalledProcessError as error:
         lines = (error.stderr or error.stdout or "").strip().splitlines()
         return lines[-1] if lines else f"git exited with {error.returncode}"
     return None
+
+
+def changed_files(folders: list[Path]) -> set[Path]:
+    """The files under these folders that differ from HEAD (modified, removed or untracked), resolved; empty
+    outside a git repository."""
+    folders = [Path(f).resolve() for f in folders if Path(f).exists()]
+    if not folders:
+        return set()
+    status = subprocess.run(["git", "-C", str(folders[0]), "status", "--porcelain", "-z", "--untracked-files=all",
+                             "--", *map(str, folders)], capture_output=True, text=True)
+    top = subprocess.run(["git", "-C", str(folders[0]), "rev-parse", "--show-toplevel"], capture_output=True,
+                         text=True).stdout.strip()
+    if status.returncode != 0 or not top:
+        return set()
+    entries = iter(status.stdout.split("\0"))
+    out = set()
+    for entry in entries:
+        if len(entry) > 3:
+            out.add(Path(top) / entry[3:])
+            if entry[0] in "RC":  # a rename's entry is followed by the name it had
+                next(entries, None)
+    return out
 
 
 # -- running and reporting -----------------------------------------------------------------------------
@@ -360,21 +393,24 @@ def _readme_if_only_generated(readme: Path, log) -> list[Path]:
     return []
 
 
-def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> None:
+def _render(tables: list[str], plan: dict, runs_dir, reports_dir, data_root) -> list[Path]:
     """Re-render each table a committed cell belongs to, the README's results block and the tuning index (whose
-    agreement between validation and test reads the cells)."""
+    agreement between validation and test reads the cells). Returns the files it wrote, but for the README."""
     from hashlab.reporting.render import readme_block, update_readme
     from hashlab.reporting.tuning import render_index
     from hashlab.runs.tables import render_table
     from hashlab.runs.tuning import budget
+    written = []
     for table in tables:
         out = render_table(table, runs_dir=runs_dir, reports_dir=reports_dir, profile=plan.get("profile"),
                            data_root=data_root)
+        written += out["files"]
         readme = _readme(reports_dir)
         if "summary" in out and readme.exists() and readme_block(readme, out["dir"].name) is not None:
             update_readme(readme, out["dir"].name, out["summary"])
     if any(Path(reports_dir).glob("tune-*/choice.json")):
-        render_index(budget(), reports_dir)
+        written.append(render_index(budget(), reports_dir))
+    return written
 
 
 def own_commit(started_at: str, written: list[Path], root: str | Path | None = None) -> str:
@@ -431,11 +467,15 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
         log(f"  not delivered: {record_path} ran on code that had uncommitted changes or moved while it trained "
             f"(environment.dirty); delete {record_path.parent} to run it again from committed code")
         return False
-    commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir,
-                current={w.cell.config_hash for w in work if w.cell.config_hash})
+    folders = [Path(reports_dir) / t for t in item.tables]
+    # what differs from git in the tables' folders before this cell touches them is the user's (a note, a hand
+    # edit): a campaign's commit leaves it out
+    theirs = changed_files(folders) if commit else set()
+    ours = commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir,
+                       current={w.cell.config_hash for w in work if w.cell.config_hash})
     rendered = True
     try:
-        _render(item.tables, plan, runs_dir, reports_dir, data_root)
+        ours += _render(item.tables, plan, runs_dir, reports_dir, data_root)
     except Exception as error:  # noqa: BLE001 - the record is in place; the next cell renders the table again
         rendered = False
         log(f"  rendering failed ({type(error).__name__}: {error}); the record is in place, the campaign goes on")
@@ -448,11 +488,10 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
     log(f"  done in {wall / 60:.1f} min{resumed}: {result}; written to {where}{'' if commit else ' (commit it)'}")
     if commit:
         # a failed render may have left a table half-written: commit the record alone, the next render completes it
-        if rendered:
-            paths = [*(Path(reports_dir) / t for t in item.tables),
-                     *_readme_if_only_generated(_readme(reports_dir), log), Path(reports_dir) / "tuning.md"]
+        if rendered:  # the files it wrote, and those the render removed (a figure with nothing left to show)
+            paths = [*ours, *(changed_files(folders) - theirs), *_readme_if_only_generated(_readme(reports_dir), log)]
         else:
-            paths = [_copy_folder(record_path, t, runs_dir, reports_dir) for t in item.tables]
+            paths = ours  # the record folders alone
         why_not = git_commit(paths, f"reports/{', '.join(item.tables)}: {item.cell.label}: {result}, "
                                     f"wall {wall / 60:.1f} min (record and codes)")
         log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
