@@ -131,9 +131,11 @@ def _add_table_parsers(commands) -> None:
 def _add_cell_parser(commands) -> None:
     cell = commands.add_parser("cell", help="run one cell of a table (what a W&B sweep agent calls)")
     cell.add_argument("--table", required=True)
-    cell.add_argument("--method", required=True)
-    cell.add_argument("--dataset", required=True)
-    cell.add_argument("--bits", type=int, required=True)
+    cell.add_argument("--cell", default=None, help="method:dataset:bits:seed (what a sweep exported by `hashlab "
+                      "sweep export` proposes), or the four options below")
+    cell.add_argument("--method")
+    cell.add_argument("--dataset")
+    cell.add_argument("--bits", type=int)
     cell.add_argument("--seed", type=int, default=0)
     cell.add_argument("--profile", default=None)
     cell.add_argument("--runs-dir", default="runs")
@@ -283,9 +285,15 @@ def _campaign(args, parser) -> None:
 
 
 def _cell(args, parser) -> None:
-    from hashlab.runs.sweeps import run_grid_point
-    print(run_grid_point(args.table, args.method, args.dataset, args.bits, args.seed, args.profile,
-                         args.runs_dir, args.data_root, args.wandb))
+    from hashlab.runs.sweeps import parse_cell_key, run_grid_point
+    if args.cell is not None:
+        method, dataset, bits, seed = parse_cell_key(args.cell)
+    elif None in (args.method, args.dataset, args.bits):
+        parser.error("cell: give --cell method:dataset:bits:seed, or --method, --dataset and --bits (and --seed)")
+    else:
+        method, dataset, bits, seed = args.method, args.dataset, args.bits, args.seed
+    print(run_grid_point(args.table, method, dataset, bits, seed, args.profile, args.runs_dir, args.data_root,
+                         args.wandb))
 
 
 def _sweep(args, parser) -> None:

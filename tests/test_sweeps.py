@@ -63,11 +63,25 @@ def test_a_sweep_is_a_grid_over_the_cells_on_validation_map(monkeypatch):
     monkeypatch.chdir(ROOT)
     sweep = yaml.safe_load((ROOT / "sweeps" / "table2.yaml").read_text())
     spec = load_spec("2")
-    grid = sweep["parameters"]
-    import itertools
-    points = set(itertools.product(*(grid[name]["values"] for name in ("method", "dataset", "bits", "seed"))))
-    table_cells = {(c.method, c.dataset, c.bits, c.seed) for c in cells(spec, "runs", "cpu")}
-    assert table_cells <= points and sweep["method"] == "grid"  # other points are skipped by `hashlab cell`
+    from hashlab.runs.sweeps import parse_cell_key
+    points = [parse_cell_key(value) for value in sweep["parameters"]["cell"]["values"]]
+    table_cells = [(c.method, c.dataset, c.bits, c.seed) for c in cells(spec, "runs", "cpu")]
+    # exactly the cells, once each: no run of the sweep is one that exits at once (a seed its method runs at
+    # 48 bits only), and all of table 2's 48-bit seeds are there
+    assert points == table_cells and sweep["method"] == "grid"
+    assert ("dfch", "cifar10", 48, 2) in points and ("dfch", "cifar10", 12, 2) not in points
+
+
+def test_an_ablation_sweep_leaves_out_the_rows_its_table_skips(monkeypatch):
+    from hashlab.runs.sweeps import parse_cell_key
+    monkeypatch.chdir(ROOT)
+    sweep = yaml.safe_load((ROOT / "sweeps" / "ablation-dfch.yaml").read_text())
+    points = [parse_cell_key(value) for value in sweep["parameters"]["cell"]["values"]]
+    skipped = "dfch 0/1 similarity (no weak pairs)"
+    assert (skipped, "flickr25k", 48, 0) in points and (skipped, "cifar10", 48, 0) not in points
+    assert len(points) == len(set(points)) == 21
+    with pytest.raises(TableSpecError, match="method:dataset:bits:seed"):
+        parse_cell_key("dfch:cifar10:48")
     assert sweep["metric"] == {"name": "val/map", "goal": "maximize"}  # never the query set
     assert sweep["command"][-1] == "${args}" and "cell" in sweep["command"]
 
@@ -78,12 +92,16 @@ def test_hashlab_cell_runs_the_cell_reproduce_would_run(tmp_path, capsys, monkey
     spec["methods"][0]["args"] = ["--trainer.max_epochs=2"]  # the demo table, quicker
     table = tmp_path / "demo.yaml"
     table.write_text(yaml.safe_dump(spec))
-    args = {"table": table, "profile": "demo", "method": "dpsh_googlenet", "dataset": "digits", "bits": 16, "seed": 0}
+    args = {"table": table, "profile": "demo", "cell": "dpsh_googlenet:digits:16:0"}
     # what an agent builds from ${args}
     main(["cell", *[f"--{k}={v}" for k, v in args.items()], f"--runs-dir={tmp_path}"])
     record = Path(capsys.readouterr().out.strip().splitlines()[-1])
     expected = [c for c in cells(load_spec(str(table)), tmp_path, "demo") if c.bits == 16][0]
     assert record == expected.record and record.exists()
+    # the cell named by its four options (a sweep written by hand) is the same cell, found finished
+    main(["cell", f"--table={table}", "--profile=demo", "--method=dpsh_googlenet", "--dataset=digits", "--bits=16",
+          f"--runs-dir={tmp_path}"])
+    assert Path(capsys.readouterr().out.strip().splitlines()[-1]) == record
     with pytest.raises(TableSpecError, match="no cell"):
         from hashlab.runs.sweeps import run_grid_point
         run_grid_point(str(table), "dpsh_googlenet", "digits", 12, 0, runs_dir=str(tmp_path))
@@ -153,3 +171,17 @@ def test_wandb_is_online_for_an_agents_run_and_a_netrc_login_to_a_self_hosted_se
     monkeypatch.delenv("WANDB_BASE_URL")
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # `wandb agent` started this run: it has a server
     assert online()
+
+
+def test_a_local_random_sweep_needs_its_number_of_runs(tmp_path):
+    """W&B's engine proposes random points without end: run locally (a SLURM task), it would train until the
+    job's walltime. Refused before any run, with the option that fixes it."""
+    from hashlab.runs.sweeps import run_local_sweep
+    sweep = {"name": "r", "method": "random", "metric": {"name": "val/map", "goal": "maximize"},
+             "parameters": {"table": {"value": "demo"}, "cell": {"values": ["dpsh_googlenet:digits:16:0"]}},
+             "command": ["${env}", "hashlab", "cell", "${args}"]}
+    path = tmp_path / "random.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    with pytest.raises(TableSpecError, match=r"random sweep proposes runs without end.*--max-runs N"):
+        run_local_sweep(path, runs_dir=str(tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()

@@ -1,8 +1,10 @@
 """W&B sweeps generated from table specs: `hashlab sweep export --table 2` -> sweeps/table2.yaml.
 
-A sweep is a grid over a table's cells (method, data set, bits, seed). Its command calls one small entry
-point, `hashlab cell`, with the grid's values as ``${args}``; `hashlab cell` builds exactly the command line
-`hashlab reproduce` would run for that cell, so an agent's run lands in the same run folder and record.
+A sweep is a grid over a table's cells, one value each (``method:dataset:bits:seed``): a grid over method x data
+set x bits x seed would also propose the points that are not cells (a seed a method runs at 48 bits only, an
+ablation row on a data set it means nothing on). Its command calls one small entry point, `hashlab cell`, with
+the grid's values as ``${args}``; `hashlab cell` builds exactly the command line `hashlab reproduce` would run
+for that cell, so an agent's run lands in the same run folder and record.
 """
 
 from __future__ import annotations
@@ -11,11 +13,33 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.runs.cells import TableSpecError, cells, default_profile, find_cell, run_cell
+from hashlab.runs.cells import Cell, TableSpecError, cells, default_profile, find_cell, run_cell
 from hashlab.runs.tables import TABLES_DIR, load_spec
 
 SWEEPS_DIR = Path("sweeps")
 VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the validation database
+
+
+def cell_key(cell: Cell) -> str:
+    """A cell as one sweep value: ``method:dataset:bits:seed``."""
+    return f"{cell.method}:{cell.dataset}:{cell.bits}:{cell.seed}"
+
+
+def parse_cell_key(key: str) -> tuple[str, str, int, int]:
+    parts = str(key).rsplit(":", 3)  # from the right: an ablation row's name may hold anything
+    if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+        raise TableSpecError(f"cell {key!r}: expected method:dataset:bits:seed, e.g. dpsh_googlenet:cifar10:48:1")
+    return parts[0], parts[1], int(parts[2]), int(parts[3])
+
+
+def sweep_cells(spec: dict, profile: str) -> list[Cell]:
+    """The cells a sweep proposes: every cell of the table that can run somewhere (its data set aside), none that
+    the table marks as meaningless (``skip_datasets``) or whose method has no config for the profile."""
+    from hashlab.runs.cells import _has_profile, _method_config
+    never = {(m["name"], d) for m in spec["methods"] for d in (m.get("skip_datasets") or {})}
+    never |= {(m["name"], d["name"]) for m in spec["methods"] for d in spec["datasets"]
+              if (config := _method_config(m, profile, spec)) is None or not _has_profile(config, profile)}
+    return [c for c in cells(spec, profile=profile) if (c.method, c.dataset) not in never]
 
 
 def export_sweep(table: str, profile: str | None = None) -> dict:
@@ -33,14 +57,7 @@ def export_sweep(table: str, profile: str | None = None) -> dict:
             # a table of experiments/tables/ by name; any other spec file by its path
             "table": {"value": spec["name"] if Path(spec["path"]).parent == TABLES_DIR else spec["path"]},
             "profile": {"value": profile},
-            "method": {"values": [m["name"] for m in spec["methods"]]},
-            "dataset": {"values": [d["name"] for d in spec["datasets"]]},
-            "bits": {"values": list(spec["bits"])},
-            # every seed any cell uses; a grid point that is not a cell (a seed a method runs only at some bit
-            # lengths) is skipped by `hashlab cell`
-            "seed": {"values": sorted({*spec["seeds"], *(s for m in spec["methods"]
-                                                         for seeds in (m.get("seeds_at_bits") or {}).values()
-                                                         for s in seeds)})},
+            "cell": {"values": [cell_key(c) for c in sweep_cells(spec, profile)]},
         },
         "command": ["${env}", "hashlab", "cell", "--wandb", "${args}"],
     }
@@ -60,9 +77,9 @@ def write_sweep(table: str, out_dir: str | Path = SWEEPS_DIR, profile: str | Non
 
 
 def run_grid_point(table: str, method: str, dataset: str, bits: int, seed: int, profile: str | None = None,
-             runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path | str:
-    """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists). A grid
-    point that is not a cell of the table (a seed its method runs only at other bit lengths) runs nothing."""
+                   runs_dir: str = "runs", data_root: str | None = None, wandb: bool = False) -> Path | str:
+    """Run one cell of a table, as `hashlab reproduce` would (and skip it when its record exists). A point that is
+    not a cell of the table (a seed its method runs only at other bit lengths) runs nothing and says so."""
     spec = load_spec(table)
     cell = find_cell(spec, method, dataset, bits, seed, runs_dir, profile, data_root)
     if cell and not any(c.seed == seed and (c.method, c.dataset, c.bits) == (method, dataset, bits)
@@ -127,7 +144,7 @@ def release(runs_dir: str | Path, params: dict, worker: str) -> None:
         path.unlink(missing_ok=True)
 
 
-CELL_PARAMETERS = {"table", "profile", "method", "dataset", "bits", "seed"}
+CELL_PARAMETERS = {"table", "profile", "cell", "method", "dataset", "bits", "seed"}
 
 
 def check_parameters(sweep: dict, path) -> None:
@@ -180,6 +197,9 @@ def run_local_sweep(path: str | Path, max_runs: int | None = None, runs_dir: str
     if problems:
         raise TableSpecError(f"{path}: not a valid W&B sweep: {'; '.join(problems)}")
     check_parameters(sweep, path)
+    if sweep["method"] != "grid" and max_runs is None:  # it would propose runs until the job's walltime
+        raise TableSpecError(f"{path}: a {sweep['method']} sweep proposes runs without end; give the number to run: "
+                             f"`hashlab sweep local {path} --max-runs N`")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     done: list = []
     results: list[dict] = []
@@ -228,4 +248,4 @@ def _grid_size(sweep: dict) -> int:
     return size
 
 
-__all__ = ["export_sweep", "write_sweep", "sweep_text", "run_grid_point", "run_local_sweep", "agent_command", "SWEEPS_DIR"]
+__all__ = ["cell_key", "parse_cell_key", "export_sweep", "write_sweep", "sweep_text", "run_grid_point", "run_local_sweep", "agent_command", "SWEEPS_DIR"]
