@@ -103,6 +103,60 @@ def test_a_cell_lock_left_by_a_killed_process_is_free_at_once(tmp_path):
         pass
 
 
+def test_where_the_file_system_has_no_flock_the_cell_lock_is_a_marker_file_that_names_its_holder(tmp_path,
+                                                                                                 monkeypatch):
+    """NFS without lockd refuses flock with ENOLCK: the lock falls back to an O_EXCL marker, still exclusive. A
+    marker left by a killed process of this host is cleared; one of another host is the user's to delete, and the
+    error says which file."""
+    import errno
+    import fcntl
+    import socket
+    import threading
+
+    from hashlab import locks
+    from hashlab.runs.fit import CellBusy, cell_lock
+
+    def no_flock(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    run_dir = tmp_path / "cell"
+    marker = run_dir / ".lock.held"
+    with cell_lock(run_dir):
+        assert marker.read_text().startswith(f"pid {os.getpid()} on {socket.gethostname()} since ")
+        with pytest.raises(CellBusy, match=f"pid {os.getpid()} .*delete the file"):
+            with cell_lock(run_dir):
+                pass
+    assert not marker.exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    marker.write_text(f"pid {dead.pid} on {socket.gethostname()} since 2026-01-01T00:00:00\n")
+    with cell_lock(run_dir):  # its holder is gone: the marker was stale
+        assert marker.read_text().startswith(f"pid {os.getpid()} ")
+    marker.write_text("pid 12345 on another-node since 2026-01-01T00:00:00\n")
+    with pytest.raises(CellBusy, match=f"another-node.*the lock is the file {marker}"):
+        with cell_lock(run_dir):
+            pass
+    marker.unlink()
+    # the feature cache's lock waits for its holder instead
+    monkeypatch.setattr(locks, "WAIT_POLL_S", 0.05)
+    order = []
+    path = tmp_path / "features.lock"
+    held = threading.Event()
+
+    def first():
+        with locks.exclusive(path, wait=True):
+            held.set()
+            time.sleep(0.5)
+            order.append("first done")
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait()
+    with locks.exclusive(path, wait=True):
+        order.append("second in")
+    thread.join()
+    assert order == ["first done", "second in"]
+
+
 def test_a_truncated_last_checkpoint_resumes_from_an_earlier_one(tmp_path):
     args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=12"]
     record_path = run_fit(args)

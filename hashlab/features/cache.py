@@ -8,7 +8,6 @@ a lock on the file, the others wait for it and read what it wrote. A cache is re
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+from hashlab.locks import exclusive
 
 
 def default_cache_dir() -> Path:
@@ -56,7 +57,7 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
     if path.exists():
         return _read(path), {"path": str(path), "hit": True, "seconds": 0.0}
     folder.mkdir(parents=True, exist_ok=True)
-    with _lock(path.with_suffix(".lock")):
+    with exclusive(path.with_suffix(".lock"), wait=True):  # one process computes, the others wait and read
         if path.exists():  # another process computed it while this one waited
             return _read(path), {"path": str(path), "hit": True, "seconds": 0.0}
         return _compute(datamodule, extractor, key, path, device)
@@ -64,18 +65,6 @@ def cached_features(datamodule, extractor: nn.Module, pretrained: bool, cache_di
 
 def _read(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.load(path, mmap_mode="c"))
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive flock (the kernel drops it when its holder dies, so a killed pass blocks nobody)."""
-    import fcntl
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _compute(datamodule, extractor: nn.Module, key: dict, path: Path, device) -> tuple[torch.Tensor, dict]:

@@ -12,6 +12,7 @@ checkpoints for all: a trial resumes its own checkpoint, and the cell it is the 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -91,33 +92,24 @@ class CellBusy(HashlabError):
 
 @contextmanager
 def cell_lock(run_dir: Path):
-    """An exclusive lock on the cell while it runs (flock on run_dir/.lock): two reproductions, sweep
-    workers or `hashlab fit` calls on one runs folder never run one cell twice. The kernel releases it
-    when the holder exits or is killed, so a dead run's lock never needs clearing. Only rank 0 of a
-    distributed run takes it (the other ranks run the same cell with it)."""
-    import fcntl
+    """An exclusive lock on the cell while it runs (hashlab.locks on run_dir/.lock: flock, or a marker file where
+    the file system has none): two reproductions, sweep workers or `hashlab fit` calls on one runs folder never run
+    one cell twice. Only rank 0 of a distributed run takes it (the other ranks run the same cell with it)."""
     import os
+
+    from hashlab.locks import LockHeld, exclusive
     rank = int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", os.environ.get("LOCAL_RANK", "0"))))
     if rank != 0:
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ".lock"
-    handle = open(path, "a+")
-    try:
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise CellBusy(f"cell {run_dir} is being run by another process ({handle.read().strip() or 'unknown'}); "
-                           "not starting it twice") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
-        handle.flush()
+            stack.enter_context(exclusive(run_dir / ".lock", wait=False))
+        except LockHeld as held:
+            raise CellBusy(f"cell {run_dir} is being run by another process ({held.holder}); not starting it twice"
+                           + (f" ({held.remedy})" if held.remedy else "")) from None
         yield
-    finally:
-        handle.close()
 
 
 def resume_checkpoint(run_dir: Path) -> str | None:
