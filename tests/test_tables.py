@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -219,6 +220,31 @@ def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, mon
     frame = pd.read_csv(next(reports.glob("*/table.csv")))
     assert frame["map"].iloc[0] == pytest.approx(record["metrics"]["map"])
     assert str(saved) in frame["record"].iloc[0] and "n/a" not in rendered["markdown"].split("\n\n")[1]
+
+    # `report --wandb`: what W&B's server holds of the run is its files, the offline folder's files/ here (the
+    # server itself cannot be reached from a test); the record comes down with its codes
+    from hashlab.records.wandb_runs import records_from_wandb
+
+    class ServedFile:
+        def __init__(self, name):
+            self.name = name
+
+        def download(self, root, replace):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run_dir / "files" / self.name, Path(root) / self.name)
+
+    class ServedRun:
+        id, path, state = "abc123", "me/hashlab/abc123", "finished"
+
+        def file(self, name):
+            return ServedFile(name)
+
+    class Server:
+        def runs(self, path):
+            return [ServedRun()]
+    monkeypatch.setattr(wandb, "Api", Server)
+    downloaded = records_from_wandb("me/hashlab", tmp_path / "wandb-records")
+    assert sorted(p.name for p in (downloaded / "abc123").iterdir()) == ["codes.npz", "record.json"]
 
 
 def test_the_committed_table2_renders_from_its_records_alone(tmp_path):

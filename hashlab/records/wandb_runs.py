@@ -50,8 +50,9 @@ def log_record(loggers, record: dict, record_path: Path) -> None:
 
 
 def records_from_wandb(path: str, out_dir: str | Path) -> Path:
-    """Download the record files of the finished runs of ENTITY/PROJECT[/SWEEP_ID] into ``out_dir``
-    (one folder per run) and return it, for the renderer's ``records`` lookup."""
+    """Download the record and codes of the finished runs of ENTITY/PROJECT[/SWEEP_ID] into ``out_dir``
+    (one folder per run) and return it, for the renderer's ``records`` lookup (the codes give the table its
+    retrieval examples)."""
     import wandb
     parts = path.strip("/").split("/")
     if len(parts) not in (2, 3):
@@ -63,12 +64,18 @@ def records_from_wandb(path: str, out_dir: str | Path) -> Path:
         if run.state != "finished":
             continue
         target = out_dir / run.id
-        if (target / RECORD_NAME).exists():
-            continue
-        try:
-            run.file(RECORD_NAME).download(root=str(target), replace=True)
-        except Exception as error:  # noqa: BLE001 - a run without the file: say which and go on
-            print(f"W&B run {run.path}: no {RECORD_NAME} ({error}); left out", flush=True)
+        if not (target / RECORD_NAME).exists():
+            try:
+                run.file(RECORD_NAME).download(root=str(target), replace=True)
+            except Exception as error:  # noqa: BLE001 - a run without the file: say which and go on
+                print(f"W&B run {run.path}: no {RECORD_NAME} ({error}); left out", flush=True)
+                continue
+        codes = json.loads((target / RECORD_NAME).read_text()).get("codes_file")
+        if codes and not (target / codes).exists():
+            try:
+                run.file(codes).download(root=str(target), replace=True)
+            except Exception as error:  # noqa: BLE001 - the table renders without its retrieval examples
+                print(f"W&B run {run.path}: no {codes} ({error}); its cell has no retrieval examples", flush=True)
     return out_dir
 
 
