@@ -192,6 +192,27 @@ def test_requeued_job_resumes_and_finishes(slurm_cluster, tmp_path):
 
 
 @pytest.mark.slurm
+def test_a_claim_of_a_job_that_left_the_queue_is_taken_over_and_a_queued_jobs_is_not(slurm_cluster, tmp_path):
+    """A job that ended early (time limit, scancel) never runs the cells it claimed: the next job takes them over
+    instead of leaving them claimed until someone deletes RUNS_DIR/.claims."""
+    from hashlab.runs.sweeps import claim
+    ended = _submit([f"--output={tmp_path}/ended.out", "--wrap", "true"], tmp_path)
+    _wait(ended)
+    queued = _submit([f"--output={tmp_path}/queued.out", "--wrap", "sleep 300"], tmp_path)
+    try:
+        left, kept, named = {"cell": "a"}, {"cell": "b"}, {"cell": "c"}
+        assert claim(tmp_path, left, f"slurm-{ended}-0") and claim(tmp_path, kept, f"slurm-{queued}-0")
+        assert claim(tmp_path, named, "my-laptop")
+        assert claim(tmp_path, left, f"slurm-{queued}-1")  # its job has left the queue: taken over
+        assert not claim(tmp_path, left, f"slurm-{queued}-2")  # and then it is that (live) worker's
+        assert not claim(tmp_path, kept, f"slurm-{queued}-1")  # pending or running: still its job's
+        assert not claim(tmp_path, named, f"slurm-{queued}-1")  # not a SLURM job's name: nothing to ask squeue
+    finally:
+        subprocess.run(["scancel", queued])
+        _wait(queued)
+
+
+@pytest.mark.slurm
 def test_local_agent_array_runs_every_cell_exactly_once(slurm_cluster, tmp_path):
     import yaml
 

@@ -123,18 +123,60 @@ def _claim_path(runs_dir: str | Path, params: dict) -> Path:
 
 def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
     """Claim a proposed run for this worker, atomically (O_EXCL) on the shared runs directory. A worker
-    may take back its own claim (a requeued task); a claim by another worker means: not ours."""
+    may take back its own claim (a requeued task); a claim by another worker means: not ours, unless that worker
+    was a SLURM job that has left the queue (it ended early: time limit, scancel, a node failure) and so will never
+    run it: then the claim is taken over, by one worker only."""
     import json
     import os
     path = _claim_path(runs_dir, params)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"{worker}\n{json.dumps(params, default=str)}\n"
     try:
         handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        return path.read_text().split("\n", 1)[0] == worker
+        owner = _owner(path)
+        if not owner:  # given back between the two calls: claim it afresh
+            return claim(runs_dir, params, worker)
+        if owner == worker:
+            return True
+        if not slurm_job_gone(owner):
+            return False
+        from hashlab.io import write_text_atomic
+        from hashlab.locks import exclusive
+        with exclusive(path.parent / ".takeover.lock", wait=True):  # two workers never take one claim over both
+            if _owner(path) != owner:
+                return _owner(path) == worker
+            write_text_atomic(path, text)  # replaced, never absent: a new O_EXCL claim cannot slip in
+        return True
     with os.fdopen(handle, "w") as out:
-        out.write(f"{worker}\n{json.dumps(params, default=str)}\n")
+        out.write(text)
     return True
+
+
+def _owner(path: Path) -> str:
+    try:
+        return path.read_text().split("\n", 1)[0]
+    except FileNotFoundError:  # given back just now
+        return ""
+
+
+def slurm_job_gone(worker: str) -> bool:
+    """Whether a worker named slurm-JOBID-TASK belongs to a job that is no longer queued or running (any task of an
+    array job still there keeps all of the job's claims). False for any other name, or without squeue to ask."""
+    import re
+    import shutil
+    import subprocess
+    match = re.fullmatch(r"slurm-(\d+)-\d+", worker)
+    if not match or shutil.which("squeue") is None:
+        return False
+    try:
+        queued = subprocess.run(["squeue", "-h", "-j", match[1], "-o", "%i"], capture_output=True, text=True,
+                                timeout=60)
+    except subprocess.TimeoutExpired:
+        return False
+    if queued.returncode != 0:  # a job the controller has forgotten: "Invalid job id specified"
+        return "invalid job id" in queued.stderr.lower()
+    return not queued.stdout.strip()
 
 
 def release(runs_dir: str | Path, params: dict, worker: str) -> None:
