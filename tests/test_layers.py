@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "hashlab"
 # bottom first; a package may import its own layer and every layer below
 LAYERS = [
-    {"errors", "clock", "allocator", "seeding", "io", "objects"},
+    {"errors", "clock", "allocator", "seeding", "io", "objects", "locks"},
     {"evaluation"},
     {"records"},
     {"data", "backbones", "losses"},
