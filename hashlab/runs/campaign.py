@@ -433,15 +433,7 @@ def _undelivered(work: list[Work], runs_dir, reports_dir, commit: bool) -> list[
                 and finished_record(w.cell.record)]
     if not finished:
         return []
-    uncommitted: set[Path] = set()
-    if commit:
-        reports = Path(reports_dir).resolve()
-        status = subprocess.run(["git", "-C", str(reports), "status", "--porcelain", "--untracked-files=all", "--",
-                                 "."], capture_output=True, text=True)
-        top = subprocess.run(["git", "-C", str(reports), "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True).stdout.strip()
-        if status.returncode == 0 and top:
-            uncommitted = {(Path(top) / line[3:].strip('"')).parent for line in status.stdout.splitlines()}
+    uncommitted = {path.parent for path in changed_files([Path(reports_dir)])} if commit else set()
     out = []
     for item in finished:
         copies = [_copy_folder(item.cell.record, t, runs_dir, reports_dir).resolve() for t in item.tables]

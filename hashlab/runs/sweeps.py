@@ -182,7 +182,7 @@ def slurm_job_gone(worker: str) -> bool:
 def release(runs_dir: str | Path, params: dict, worker: str) -> None:
     """Give back this worker's claim (its run failed): another worker, or the next job, may run it."""
     path = _claim_path(runs_dir, params)
-    if path.exists() and path.read_text().split("\n", 1)[0] == worker:
+    if _owner(path) == worker:
         path.unlink(missing_ok=True)
 
 
