@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from hashlab.errors import HashlabError
 
 NO_FLOCK = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP}
 WAIT_POLL_S = 2.0
+STALE_EMPTY_S = 60.0  # a marker or guard this old with no holder line: its writer was killed
 
 
 class LockHeld(HashlabError):
@@ -72,27 +74,57 @@ def exclusive(path: str | Path, wait: bool):
 def _marker(path: Path, wait: bool):
     """The lock where the file system has no flock: ``<path>.held``, created with O_EXCL, removed on release."""
     marker = path.with_name(path.name + ".held")
+    remedy = (f"this file system has no flock, so the lock is the file {marker}: if that process is gone (killed "
+              "on another node), delete the file")
+    since, said = time.monotonic(), False
     while True:
         try:
             descriptor = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             break
         except FileExistsError:
             holder = _read(marker)
-            if _dead_here(holder):  # its holder was killed on this host: the marker is stale
-                marker.unlink(missing_ok=True)
+            if _dead_here(holder) or (not holder and _age(marker) > STALE_EMPTY_S):  # killed, or while writing it
+                _clear(marker, holder)
                 continue
-            if wait:
-                time.sleep(WAIT_POLL_S)
-                continue
-            raise LockHeld(f"{path} is held by another process ({holder or 'unknown'})", holder or "unknown",
-                           f"this file system has no flock, so the lock is the file {marker}: if that process is "
-                           "gone (killed on another node), delete the file") from None
+            if not wait:
+                raise LockHeld(f"{path} is held by another process ({holder or 'unknown'})", holder or "unknown",
+                               remedy) from None
+            if not said and time.monotonic() - since > STALE_EMPTY_S:
+                print(f"waiting for {path}, held by {holder or 'unknown'}; {remedy}", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(WAIT_POLL_S)
     try:
         with os.fdopen(descriptor, "w") as out:
             out.write(holder_line() + "\n")
         yield
     finally:
         marker.unlink(missing_ok=True)
+
+
+def _clear(marker: Path, holder: str) -> None:
+    """Remove a stale marker, unless it changed since it was read: two processes that both found it stale must not
+    remove it twice (the second would remove the first one's new marker). A guard file, itself O_EXCL, serialises
+    them; a guard left by a process killed in these few lines is old, and goes."""
+    guard = marker.with_name(marker.name + ".clearing")
+    try:
+        descriptor = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if _age(guard) > STALE_EMPTY_S:
+            guard.unlink(missing_ok=True)
+        return
+    try:
+        if _read(marker) == holder:
+            marker.unlink(missing_ok=True)
+    finally:
+        os.close(descriptor)
+        guard.unlink(missing_ok=True)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
 
 
 def _read(marker: Path) -> str:

@@ -148,6 +148,10 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert not git(tmp_path, "ls-files", "--", str(older)) and not git(tmp_path, "status", "--porcelain", "--", "reports")
     shutil.rmtree(sibling)
     assert git_commit([sibling], "gone") is None
+    # nothing of what it is given exists or was tracked: nothing is committed (an empty pathspec would take all)
+    head = git(tmp_path, "rev-parse", "HEAD")
+    assert git_commit([sibling, reports / "never"], "nothing") == "nothing to commit"
+    assert git(tmp_path, "rev-parse", "HEAD") == head
     cell_runner.committed_records(reports, refresh=True)
     assert (reports / "demo" / "table.md").is_file()
     # the retrieval-examples figure, drawn from the committed codes and the data set's images

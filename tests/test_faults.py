@@ -136,6 +136,18 @@ def test_where_the_file_system_has_no_flock_the_cell_lock_is_a_marker_file_that_
     with pytest.raises(CellBusy, match=f"another-node.*the lock is the file {marker}"):
         with cell_lock(run_dir):
             pass
+    # an empty marker: being written now (held), or its writer was killed before writing (stale after a minute)
+    marker.write_text("")
+    with pytest.raises(CellBusy):
+        with cell_lock(run_dir):
+            pass
+    os.utime(marker, (0, 0))
+    with cell_lock(run_dir):
+        pass
+    # two processes that found one marker stale: the second must not remove the marker the first made since
+    marker.write_text(f"pid {os.getpid()} on {socket.gethostname()} since now\n")
+    locks._clear(marker, f"pid {dead.pid} on {socket.gethostname()} since 2026-01-01T00:00:00")
+    assert marker.exists() and not marker.with_name(".lock.held.clearing").exists()
     marker.unlink()
     # the feature cache's lock waits for its holder instead
     monkeypatch.setattr(locks, "WAIT_POLL_S", 0.05)

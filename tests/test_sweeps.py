@@ -156,6 +156,15 @@ def test_a_claim_is_its_workers_until_its_run_fails_and_it_gives_the_claim_back(
     assert not claim(tmp_path, cell, "job2-0")
     release(tmp_path, cell, "job1-0")
     assert claim(tmp_path, cell, "job2-0")
+    # an empty claim: its writer is between creating and filling it (not ours), or was killed there (taken over)
+    import os
+
+    from hashlab.runs.sweeps import _claim_path
+    empty = {**cell, "seed": 1}
+    _claim_path(tmp_path, empty).write_text("")
+    assert not claim(tmp_path, empty, "job3-0")
+    os.utime(_claim_path(tmp_path, empty), (0, 0))
+    assert claim(tmp_path, empty, "job3-0") and not claim(tmp_path, empty, "job4-0")
 
 
 def test_wandb_is_online_for_an_agents_run_and_a_netrc_login_to_a_self_hosted_server(tmp_path, monkeypatch):

@@ -243,6 +243,10 @@ def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, mon
         def runs(self, path):
             return [ServedRun()]
     monkeypatch.setattr(wandb, "Api", Server)
+    (tmp_path / "wandb-records" / "abc123").mkdir(parents=True)
+    (tmp_path / "wandb-records" / "abc123" / "record.json").write_text('{"config_h')  # a download cut short
+    records_from_wandb("me/hashlab", tmp_path / "wandb-records")  # says so and leaves it out
+    assert not (tmp_path / "wandb-records" / "abc123" / "record.json").exists()
     downloaded = records_from_wandb("me/hashlab", tmp_path / "wandb-records")
     assert sorted(p.name for p in (downloaded / "abc123").iterdir()) == ["codes.npz", "record.json"]
 

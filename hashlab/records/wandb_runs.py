@@ -70,7 +70,13 @@ def records_from_wandb(path: str, out_dir: str | Path) -> Path:
             except Exception as error:  # noqa: BLE001 - a run without the file: say which and go on
                 print(f"W&B run {run.path}: no {RECORD_NAME} ({error}); left out", flush=True)
                 continue
-        codes = json.loads((target / RECORD_NAME).read_text()).get("codes_file")
+        try:
+            codes = json.loads((target / RECORD_NAME).read_text()).get("codes_file")
+        except json.JSONDecodeError:  # a download cut short: fetched again next time
+            (target / RECORD_NAME).unlink()
+            print(f"W&B run {run.path}: {target / RECORD_NAME} was cut short; left out (run the report again)",
+                  flush=True)
+            continue
         if codes and not (target / codes).exists():
             try:
                 run.file(codes).download(root=str(target), replace=True)

@@ -216,6 +216,8 @@ def git_commit(paths: list[Path], message: str) -> str | None:
         removed = [str(top / f) for f in git("ls-files", "--full-name", "-z", "--", *gone).split("\0") if f] \
             if gone else []
         chosen = [str(p) for p in paths if p.exists()] + removed
+        if not chosen:  # an empty pathspec would take the whole tree
+            return "nothing to commit"
         git("add", "-A", "--", *chosen)
         git("commit", "-q", "-m", message, "--", *chosen)
     except FileNotFoundError:
@@ -243,7 +245,7 @@ def changed_files(folders: list[Path]) -> set[Path]:
     for entry in entries:
         if len(entry) > 3:
             out.add(Path(top) / entry[3:])
-            if entry[0] in "RC":  # a rename's entry is followed by the name it had
+            if "R" in entry[:2] or "C" in entry[:2]:  # a rename's entry is followed by the name it had
                 next(entries, None)
     return out
 
@@ -459,7 +461,13 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
         log(f"  not delivered: {record_path} ran on code that had uncommitted changes or moved while it trained "
             f"(environment.dirty); delete {record_path.parent} to run it again from committed code")
         return False
-    folders = [Path(reports_dir) / t for t in item.tables]
+    from hashlab.runs.cells import default_profile
+    from hashlab.runs.tables import report_dir
+    specs = [load_spec(t) for t in item.tables]
+    # the records' folders, and where the tables render (reports/<table>-<profile> for another profile)
+    folders = list(dict.fromkeys([*(Path(reports_dir) / t for t in item.tables),
+                                  *(report_dir(spec, plan.get("profile") or default_profile(spec), reports_dir)
+                                    for spec in specs)]))
     # what differs from git in the tables' folders before this cell touches them is the user's (a note, a hand
     # edit): a campaign's commit leaves it out
     theirs = changed_files(folders) if commit else set()

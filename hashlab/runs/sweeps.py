@@ -125,39 +125,57 @@ def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
     """Claim a proposed run for this worker, atomically (O_EXCL) on the shared runs directory. A worker
     may take back its own claim (a requeued task); a claim by another worker means: not ours, unless that worker
     was a SLURM job that has left the queue (it ended early: time limit, scancel, a node failure) and so will never
-    run it: then the claim is taken over, by one worker only."""
+    run it, or the claim is an empty file its writer was killed before filling: then it is taken over, by one
+    worker only."""
     import json
     import os
     path = _claim_path(runs_dir, params)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"{worker}\n{json.dumps(params, default=str)}\n"
-    try:
-        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        owner = _owner(path)
-        if not owner:  # given back between the two calls: claim it afresh
-            return claim(runs_dir, params, worker)
-        if owner == worker:
+    while True:
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            owner = _owner(path)
+            if owner is None:  # given back between the two calls: claim it afresh
+                continue
+            if owner == worker:
+                return True
+            if not (slurm_job_gone(owner) if owner else _age(path) > EMPTY_CLAIM_STALE_S):
+                return False
+            from hashlab.io import write_text_atomic
+            from hashlab.locks import exclusive
+            with exclusive(path.parent / ".takeover.lock", wait=True):  # two workers never take one claim over
+                if _owner(path) != owner:
+                    return _owner(path) == worker
+                write_text_atomic(path, text)  # replaced, never absent: a new O_EXCL claim cannot slip in
             return True
-        if not slurm_job_gone(owner):
-            return False
-        from hashlab.io import write_text_atomic
-        from hashlab.locks import exclusive
-        with exclusive(path.parent / ".takeover.lock", wait=True):  # two workers never take one claim over both
-            if _owner(path) != owner:
-                return _owner(path) == worker
-            write_text_atomic(path, text)  # replaced, never absent: a new O_EXCL claim cannot slip in
-        return True
     with os.fdopen(handle, "w") as out:
         out.write(text)
     return True
 
 
-def _owner(path: Path) -> str:
+EMPTY_CLAIM_STALE_S = 300.0  # a claim still empty this long after its creation: its writer was killed
+
+
+def _owner(path: Path) -> str | None:
+    """The worker a claim names ('' while it is being written), None when there is no claim."""
     try:
         return path.read_text().split("\n", 1)[0]
-    except FileNotFoundError:  # given back just now
-        return ""
+    except FileNotFoundError:
+        return None
+
+
+def _age(path: Path) -> float:
+    import time
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+_GONE_JOBS: set[str] = set()  # a job that has left the queue never comes back under its id: asked once
 
 
 def slurm_job_gone(worker: str) -> bool:
@@ -169,14 +187,18 @@ def slurm_job_gone(worker: str) -> bool:
     match = re.fullmatch(r"slurm-(\d+)-\d+", worker)
     if not match or shutil.which("squeue") is None:
         return False
+    if match[1] in _GONE_JOBS:
+        return True
     try:
         queued = subprocess.run(["squeue", "-h", "-j", match[1], "-o", "%i"], capture_output=True, text=True,
                                 timeout=60)
     except subprocess.TimeoutExpired:
         return False
-    if queued.returncode != 0:  # a job the controller has forgotten: "Invalid job id specified"
-        return "invalid job id" in queued.stderr.lower()
-    return not queued.stdout.strip()
+    # a job the controller has forgotten: "Invalid job id specified"
+    gone = "invalid job id" in queued.stderr.lower() if queued.returncode != 0 else not queued.stdout.strip()
+    if gone:
+        _GONE_JOBS.add(match[1])
+    return gone
 
 
 def release(runs_dir: str | Path, params: dict, worker: str) -> None:
