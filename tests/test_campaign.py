@@ -208,6 +208,23 @@ def test_machine_time_counts_the_tunings_of_this_version_only(tmp_path):
     assert spent["tunings"] == {"dsh": 150.0} and spent["total"] == 150.0
 
 
+def test_status_estimates_a_tuning_from_what_the_methods_last_tuning_took(tmp_path):
+    """A new results version tunes every method again, on the same budget: its last tuning's trials say how long
+    (adsh trains 40 short epochs a cell, so an estimate scaled from its cell time over 16 epochs was 2.5 times too
+    long)."""
+    from hashlab.records.record import RESULTS_VERSION
+    from hashlab.runs.tuning import budget
+    folder = tmp_path / "tune-dpsh_googlenet"
+    folder.mkdir()
+    (folder / "choice.json").write_text(json.dumps({"method": "dpsh_googlenet", "results_version": RESULTS_VERSION - 1,
+                                                    "budget": budget()}))
+    (folder / "trials.csv").write_text("seconds\n600\n1200\n")
+    plan = {"profile": "demo", "stages": [{"name": "demo", "tables": ["demo"]}], "tune": ["dpsh_googlenet"]}
+    text = status(plan, tmp_path / "runs", reports_dir=tmp_path)
+    assert "to tune before their cells: dpsh_googlenet (about 30 min)" in text, text
+    assert "machine time so far: 0 min" in text  # a tuning of an earlier version is work to do, not work done
+
+
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
     """The figure's top 10: by Hamming distance; ties (collapsed codes are common) in a given order."""
     import numpy as np

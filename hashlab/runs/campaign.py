@@ -278,8 +278,6 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
     """Seconds the plan's finished work took: each done cell once (its record's wall time) and each
     committed tuning of today's version and budget (the sum of its trials' seconds; an earlier version's tuning
     is work still to do)."""
-    import csv
-
     from hashlab.runs.fit import finished_record
     from hashlab.runs.tuning import tuned
     cells, trained = {}, {}
@@ -289,14 +287,21 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
             cells[item.key] = float(record.get("timings", {}).get("wall_s") or 0.0)
             if record.get("mode") != "frozen":  # a deep cell, trained for epochs (not fitted in closed form)
                 trained[item.key] = cells[item.key]
-    tunings = {}
-    for method in tune:
-        trials = Path(reports_dir) / f"tune-{method}" / "trials.csv"
-        if trials.exists() and tuned(method, reports_dir):
-            with open(trials) as handle:
-                tunings[method] = sum(float(row.get("seconds") or 0.0) for row in csv.DictReader(handle))
+    tunings = {method: tuning_seconds(method, reports_dir) for method in tune if tuned(method, reports_dir)
+               and tuning_seconds(method, reports_dir) is not None}
     return {"cells": cells, "trained": trained, "tunings": tunings,
             "total": sum(cells.values()) + sum(tunings.values())}
+
+
+def tuning_seconds(method: str, reports_dir) -> float | None:
+    """Seconds the method's committed tuning took (the sum of its trials' seconds, whatever its version), None
+    without one."""
+    import csv
+    trials = Path(reports_dir) / f"tune-{method}" / "trials.csv"
+    if not trials.exists():
+        return None
+    with trials.open() as handle:
+        return sum(float(row.get("seconds") or 0.0) for row in csv.DictReader(handle))
 
 
 def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None,
@@ -323,11 +328,13 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned
     to_tune = [m for m in tuned_methods(plan) if not tuned(m, reports_dir)]
-    # a tuning trains budget epochs in all; a cell trains 16 (the cpu profile's schedule), validating as often
+    # a tuning's time: what its method's last committed tuning took (trials.csv, whatever its version: the budget
+    # is the same), else budget epochs at a cell's time over 16 epochs (the cpu profile's schedule)
     from hashlab.reporting.tuning import epochs_trained
     from hashlab.runs.tuning import budget
     per_method = {_base(w.cell.method): minutes[w.key] for w in reversed(work) if w.cell.protocol == "cifar10-1"}
-    tuning = sum(epochs_trained(budget()) / 16 * per_method.get(m, 9.0) for m in to_tune)
+    tuning = sum((tuning_seconds(m, reports_dir) or 0.0) / 60 or epochs_trained(budget()) / 16 * per_method.get(m, 9.0)
+                 for m in to_tune)
     if tuned_methods(plan):
         lines.append(f"\ntuned: {', '.join(m for m in tuned_methods(plan) if m not in to_tune) or 'none yet'}; to tune "
                      f"before their cells: {', '.join(to_tune) or 'none'}"
