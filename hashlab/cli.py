@@ -15,10 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-# the data sets `hashlab data describe` knows (hashlab.data.DATASETS), named here so that --help does not
-# import torch and Lightning to list them
-DATASET_NAMES = ("cifar10", "flickr25k", "cub200", "stanford_cars", "digits", "listfile")
-
 
 def main(argv: list[str] | None = None) -> None:
     """Run a command; an error the user can fix (hashlab.errors.HashlabError: a bad path, name, value or
@@ -219,6 +215,7 @@ def _add_data_parser(commands) -> None:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     describe = data_commands.add_parser("describe", help="print a data set's split as JSON, or with --all the "
                                         "Table 1 of every data set present as Markdown")
+    from hashlab.data import DATASET_NAMES  # the package's names alone: no torch or Lightning for --help
     describe.add_argument("dataset", nargs="?", help=f"one of: {', '.join(DATASET_NAMES)}")
     describe.add_argument("--all", action="store_true", help="every paper data set found under --root")
     describe.add_argument("--root", default=None, help="the data set's folder (with --all: the folder holding "

@@ -29,6 +29,21 @@ def test_the_generated_block_names_every_value_the_config_sets(monkeypatch):
             assert f"| `model.{key}` | `{shown}` |" in section, (method, key)
 
 
+def test_docs_profiles_fills_the_heading_an_author_wrote_and_names_a_method_without_a_doc(tmp_path, monkeypatch):
+    from hashlab.reporting import profiles
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(profiles, "DOCS_DIR", tmp_path)
+    (tmp_path / "dsh.md").write_text("# DSH\n\n## The cpu profile\n\n## Notes\n\nmine\n")
+    said = []
+    profiles.write_blocks(["dsh", "hashnet"], warn=said.append)
+    text = (tmp_path / "dsh.md").read_text()
+    assert text.count("## The cpu profile") == 1 and text.endswith("## Notes\n\nmine\n")
+    assert text.index("## The cpu profile") < text.index(block("dsh")) < text.index("## Notes")
+    assert len(said) == 1 and said[0].startswith("hashnet: no ") and "write the doc" in said[0]
+    profiles.write_blocks(["dsh"], warn=said.append)  # again: the block is refreshed in place
+    assert (tmp_path / "dsh.md").read_text() == text
+
+
 def test_the_table_spec_example_in_the_docs_is_a_valid_spec(tmp_path):
     """docs/reproduce.md's annotated spec loads as a table spec: its fields, references and profiles are today's."""
     from hashlab.runs.tables import load_spec

@@ -57,6 +57,11 @@ def test_a_table_says_what_a_profile_is_from_the_profile_file(tmp_path):
     (root / "tables" / "t.yaml").write_text(yaml.safe_dump({**table, "profiles": ["gpu"]}))
     with pytest.raises(TableSpecError, match=r"profile 'gpu' has no file .*gpu.yaml; the profiles are cpu"):
         load_spec(str(root / "tables" / "t.yaml"))
+    # a row's args as a mapping (what a newcomer writes first) is named, with the form it takes
+    rows = [{**table["methods"][0], "args": {"trainer.max_epochs": 2}}, *table["methods"][1:]]
+    (root / "tables" / "t.yaml").write_text(yaml.safe_dump({**table, "methods": rows}))
+    with pytest.raises(TableSpecError, match=r"'dpsh_googlenet' args: .* is not a list .*args: \["):
+        load_spec(str(root / "tables" / "t.yaml"))
 
 
 def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
@@ -64,9 +69,15 @@ def test_table2_cells_mark_absent_data_and_keep_the_rest(tmp_path):
     write_image_folder(tmp_path / "cifar10")  # a cell's identity holds its data's fingerprint: real files
     spec = load_spec("2")
     table = cells(spec, tmp_path / "runs", "cpu", data_root=str(tmp_path))
-    # methods (4 seed + 10 baselines + 2 pooled-feature codes) x data sets x bits, and seeds 1 and 2 of the
-    # 11 deep methods at 48 bits
-    assert len(table) == 16 * 2 * 4 + 11 * 2 * 2
+    # every row x data sets x bits, and seeds 1 and 2 of every deep method at 48 bits (the seed methods, the deep
+    # baselines, and a deep method added later: the registry says which are deep)
+    from hashlab.methods import METHODS
+    deep = [m["name"] for m in spec["methods"] if METHODS[m["name"]].kind == "deep"]
+    for method in spec["methods"]:
+        seeds = (method.get("seeds_at_bits") or {}).get(48)
+        assert (seeds == [0, 1, 2]) == (method["name"] in deep), \
+            f"{method['name']}: every deep row of table 2 runs three seeds at 48 bits (seeds_at_bits: {{48: [0, 1, 2]}})"
+    assert len(deep) >= 11 and len(table) == len(spec["methods"]) * 2 * 4 + len(deep) * 2 * 2
     flickr = [c for c in table if c.dataset == "flickr25k"]
     # named relative to the data root: a committed report carries no path of the machine it ran on
     assert all("the data root has no flickr25k/ folder" in c.missing for c in flickr)

@@ -17,6 +17,7 @@ _WHERE = {
 # the data sets of the papers' tables, in Table 1 order; digits is the embedded default
 _DATASETS = {"cifar10": "CIFAR10", "flickr25k": "Flickr25K", "cub200": "CUB200", "stanford_cars": "StanfordCars",
              "digits": "Digits", "listfile": "ListFile"}
+DATASET_NAMES = tuple(_DATASETS)  # without importing a data set (the CLI's --help lists them)
 
 
 def __getattr__(name: str):
@@ -27,4 +28,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'hashlab.data' has no attribute {name!r}")
 
 
-__all__ = ["DATASETS", *_WHERE]
+__all__ = ["DATASETS", "DATASET_NAMES", *_WHERE]

@@ -5,6 +5,7 @@ them)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -55,18 +56,29 @@ def doc_block(method: str) -> str | None:
     return start + text.split(start, 1)[1].split(END, 1)[0] + END
 
 
-def write_blocks(methods: list[str] | None = None) -> list[Path]:
-    """Put (or refresh) each method doc's generated cpu-profile block; a doc without one gets it under a
-    '## The cpu profile' heading at the end."""
+HEADING = "## The cpu profile"
+
+
+def write_blocks(methods: list[str] | None = None, warn=print) -> list[Path]:
+    """Put (or refresh) each method doc's generated cpu-profile block; a doc without one gets it under its
+    '## The cpu profile' heading (added at the end where the doc has none). A method without a doc is named."""
     methods = methods or sorted(p.stem for p in METHODS_DIR.glob("*.yaml") if "cpu" in method_profiles(p))
     written = []
     for method in methods:
         doc = DOCS_DIR / f"{method}.md"
         if not doc.exists():
+            warn(f"{method}: no {doc} yet, so no cpu-profile block written: write the doc (docs/adding.md), then "
+                 "run this again")
             continue
         text, new = doc.read_text(), block(method)
         old = doc_block(method)
-        text = text.replace(old, new) if old else f"{text.rstrip()}\n\n## The cpu profile\n\n{new}\n"
+        heading = re.search(rf"^{re.escape(HEADING)}[ \t]*$", text, flags=re.M)
+        if old:
+            text = text.replace(old, new)
+        elif heading:  # the author wrote the heading: the block goes under it
+            text = f"{text[:heading.end()]}\n\n{new}{text[heading.end():]}"
+        else:
+            text = f"{text.rstrip()}\n\n{HEADING}\n\n{new}\n"
         write_text_atomic(doc, text)
         written.append(doc)
     return written

@@ -65,11 +65,22 @@ def read_pins(path: Path = PINS) -> tuple[int | None, dict[str, np.ndarray]]:
         return int(data["results_version"]), {k: data[k] for k in data.files if k != "results_version"}
 
 
-def write_pins(path: Path = PINS) -> Path:
+def write_pins(path: Path = PINS, only: list[str] | None = None) -> Path:
+    """Run the tiny cells and pin their codes for today's RESULTS_VERSION. ``only``: these cells alone (a method
+    just added), keeping the other pins as they are (and dropping the pins of cells that no longer exist): the
+    others are not re-baselined on this machine."""
     from hashlab.records.record import RESULTS_VERSION
+    version, pins = read_pins(path)
+    if only is not None and version != RESULTS_VERSION:
+        raise ValueError(f"{path} pins results version {version}, the code says {RESULTS_VERSION}: a new version "
+                         "pins every cell again (run without names)")
     with tempfile.TemporaryDirectory() as work:
-        codes = run_tiny_cells(Path(work))
-    np.savez_compressed(path, results_version=np.array(RESULTS_VERSION), **codes)
+        unknown = set(only or []) - set(tiny_cells(Path(work)))
+        if unknown:
+            raise ValueError(f"no tiny cell {sorted(unknown)}; the cells are {sorted(tiny_cells(Path(work)))}")
+        codes = run_tiny_cells(Path(work), only)
+        kept = {name: pins[name] for name in tiny_cells(Path(work)) if name in pins} if only is not None else {}
+    np.savez_compressed(path, results_version=np.array(RESULTS_VERSION), **{**kept, **codes})
     return path
 
 
@@ -81,4 +92,7 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_pins()}")
+    # `python -m hashlab.runs.pinning`: every cell (a new results version); `... pinning METHOD`: that method's
+    # cell only (a method just added)
+    import sys
+    print(f"wrote {write_pins(only=sys.argv[1:] or None)}")

@@ -83,6 +83,10 @@ def load_spec(table: str) -> dict:
         _check_fields(method, METHOD_FIELDS, f"{path}, method {method.get('name', '?')!r}")
     for dataset in spec["datasets"]:
         _check_fields(dataset, DATASET_FIELDS, f"{path}, data set {dataset.get('name', '?')!r}")
+    for row in [*spec["methods"], *spec["datasets"]]:
+        if "args" in row and not (isinstance(row["args"], list) and all(isinstance(a, str) for a in row["args"])):
+            raise TableSpecError(f"{path}: {row.get('name', '?')!r} args: {row['args']!r} is not a list of command-line "
+                                 "arguments; write e.g. args: [\"--trainer.max_epochs=2\"]")
     for ref in spec.get("references", []):
         _check_fields(ref, REFERENCE_FIELDS, f"{path}, reference {ref.get('label', '?')!r}")
         missing = [k for k in ("label", "backbone", "dataset", "protocol", "source", "bits") if k not in ref]

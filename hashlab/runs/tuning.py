@@ -152,13 +152,16 @@ def dry_run_text(method: str, runs_dir: str | Path = "runs", data_root: str | No
     """The trials a tuning would run and what each round keeps."""
     sweep = load_sweep(method)
     plan = sweep["hashlab"]
+    unread = ""
     try:
         incumbent = incumbent_point(_tuned_cell(method, sweep, runs_dir, data_root).args, list(sweep["parameters"]))
     except Exception as error:  # noqa: BLE001 - without the data, the config's values are named, not read
-        incumbent = {name: f"(the config's value: {type(error).__name__})" for name in sweep["parameters"]}
+        incumbent = {name: "(the config's value)" for name in sweep["parameters"]}
+        unread = f"the config's values could not be read: {type(error).__name__}: {error}"
     points = trial_points(sweep, incumbent)
-    lines = [f"{number + 1:>3}. {point_text(point)}{'  (the config now)' if number == 0 else ''}"
-             for number, point in enumerate(points)]
+    lines = ([unread] if unread else []) + [f"{number + 1:>3}. {point_text(point)}"
+                                            f"{'  (the config now)' if number == 0 else ''}"
+                                            for number, point in enumerate(points)]
     lines.append(f"{len(points)} trials (every method: {plan['trials']}); epochs by round {plan['rounds']}, keeping "
                  f"{plan['keep']}: {epochs_trained(plan)} trained epochs")
     return "\n".join(lines)
@@ -184,7 +187,9 @@ def _tuned_cell(method: str, sweep: dict, runs_dir: str | Path, data_root: str |
     profile = tuned_profile(sweep)
     cell = find_cell(spec, method, where["dataset"], where["bits"], where["seed"], runs_dir, profile, data_root)
     if cell is None:
-        raise TuningError(f"table {where['table']} has no {profile} cell {method} {where['dataset']} {where['bits']}b")
+        raise TuningError(f"table {where['table']} has no {profile} cell {method} {where['dataset']} {where['bits']}b: a "
+                          f"tuning trains that cell's config, so add {method}'s row to "
+                          f"experiments/tables/{where['table']}.yaml first (docs/adding.md)")
     if cell.missing:
         raise TuningError(f"cannot tune {method}: {cell.missing}")
     trials_dir = Path(runs_dir) / "tuning"
