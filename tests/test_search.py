@@ -169,11 +169,12 @@ def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path)
     Image.open(copy / "1" / "0001.png").save(changed)       # one changed
     (copy / "2" / "0002.png").unlink()                      # one deleted
     (copy / "broken.jpg").write_bytes(b"not a jpeg")        # one unreadable
+    (copy / "moved.png").symlink_to(copy / "gone.png")      # a link whose image has gone: named, not left out
     report = build_index(copy, index_dir, None, progress=False)
     assert (report.encoded, report.dropped, report.images) == (3, 1, 301)
-    assert report.skipped and report.skipped[0][0] == "broken.jpg"
+    assert [path for path, _ in report.skipped] == ["moved.png", "broken.jpg"], report.skipped
     after = SearchIndex.open(index_dir)
-    assert after.meta["skipped_unreadable"] == 1 and after.skipped()[0][0] == "broken.jpg"
+    assert after.meta["skipped_unreadable"] == 2 and {p for p, _ in after.skipped()} == {"broken.jpg", "moved.png"}
     assert "2/0002.png" not in after.paths
     assert sum(path.endswith(("0400.png", "0401.png")) for path in after.paths) == 2
     np.testing.assert_array_equal(after.packed[after.paths.index("5/0005.png")], kept_code)
@@ -237,6 +238,16 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
     assert {"path", "distance", "score", "id"} <= set(answer["results"][0]) and "decode_ms" in answer["timing_ms"]
     with pytest.raises(SystemExit, match="hashlab index build"):
         main(["search", "--index", str(tmp_path / "nothing"), "--id", "0"])
+    # what a newcomer gets wrong: each one line naming the fix
+    build_folder = next(out.glob("build-*"))
+    with pytest.raises(SystemExit, match=f"is one build of the index {out}: pass --index {out}$"):
+        main(["search", "--index", str(build_folder), "--id", "0"])
+    with pytest.raises(SystemExit, match="with images or with --id, not both"):
+        main(["search", "--index", str(out), str(images / "7" / "0007.png"), "--id", "5"])
+    with pytest.raises(SystemExit, match="no query image .*nosuch.png"):
+        main(["search", "--index", str(out), str(tmp_path / "nosuch.png")])
+    with pytest.raises(SystemExit, match="encodes 16 bits.*--features crow --bits 32"):
+        main(["index", "build", "--images", str(images), "--out", str(out), "--bits", "32"])
     split = tmp_path / "shards"
     main(["index", "split", "--index", str(out), "--shards", "2", "--out", str(split)])
     assert "2 shards (shard-0, shard-1)" in capsys.readouterr().out
@@ -271,6 +282,12 @@ def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
                       "--trainer.enable_progress_bar=false"])
     encoder = RunEncoder(record.parent)
     report = build_index(images, tmp_path / "index", encoder, progress=False)
+    # a record copied without its checkpoint (as reports/ keeps them): the error says where the weights are
+    copy = tmp_path / "committed"
+    copy.mkdir()
+    (copy / "record.json").write_text(record.read_text())
+    with pytest.raises(FileNotFoundError, match="is not beside it .* pass the run's own folder"):
+        RunEncoder(copy)
     index = SearchIndex.open(tmp_path / "index")
     assert report.images == 300 and index.meta["encoder"] == "supervised" and index.meta["bits"] == 16
     image = Image.open(images / "4" / "0004.png").convert("RGB")

@@ -32,7 +32,8 @@ def file_digest(path: Path) -> str:
 
 
 def walk_images(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """The image files under root; a link whose target is gone is kept, to be named in `skipped` (stat fails)."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 def _label_of(relative: Path) -> str | None:

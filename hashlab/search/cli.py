@@ -17,7 +17,8 @@ def add_commands(commands) -> None:
     build.add_argument("--run", default=None, help="codes of a finished run (its folder or record.json)")
     build.add_argument("--features", default=None, help="unsupervised pooling: spoc, gem, crow, pwa, cam "
                        "(default crow for a new index)")
-    build.add_argument("--bits", type=int, default=64)
+    build.add_argument("--bits", type=int, default=None, help="code length of a new unsupervised encoder (default "
+                       "64); an existing index keeps its own unless --features names a new encoder")
     build.add_argument("--quantizer", default="itq", choices=["itq", "lsh"])
     build.add_argument("--backbone", default="efficientnet_lite0")
     build.add_argument("--image-size", type=int, default=128,
@@ -29,7 +30,7 @@ def add_commands(commands) -> None:
     build.add_argument("--index-type", default=None, choices=["flat", "hnsw", "ivf"],
                        help="flat (default): exact; hnsw / ivf: approximate, for millions of images; an update "
                             "keeps the index's own type")
-    build.add_argument("--refit", action="store_true", help="fit PCA whitening and ITQ again on the collection")
+    build.add_argument("--refit", action="store_true", help="fit the PCA and ITQ again on the collection")
     split = index_commands.add_parser("split", help="split an index by id into shards for `hashlab serve --shards` "
                                       "(docs/scale.md)")
     split.add_argument("--index", required=True, help="the index to split (its current build)")
@@ -90,6 +91,8 @@ def run(args) -> None:
         app = create_app(args.index, shards=args.shards, max_upload_bytes=int(args.max_upload_mb * 1e6),
                          max_pixels=args.max_pixels, batch_window_ms=args.batch_window_ms, torch_threads=args.threads,
                          allowed_hosts=[args.host, *args.allowed_host])
+        print(f"starting the server of {args.index or 'a router over ' + str(len(args.shards)) + ' shards'} at "
+              f"http://{args.host}:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
@@ -99,14 +102,20 @@ def build(args) -> None:
     exists = (Path(args.out) / "current").exists()
     if args.run and args.features:
         sys.exit("error: pass --run (a trained run's codes) or --features (unsupervised), not both")
-    if args.run:
-        encoder = RunEncoder(args.run)
-    elif args.features or not exists:
-        encoder = UnsupervisedEncoder(args.features or "crow", args.bits, args.backbone, args.image_size,
-                                      args.quantizer, precision=args.precision)
-    else:
-        encoder = None  # update (or with --refit, refit) with the index's own encoder
+    if exists and args.bits is not None and not (args.run or args.features):
+        from hashlab.search.index import SearchIndex
+        bits = SearchIndex.open(args.out).meta.get("bits")
+        if int(bits) != args.bits:
+            sys.exit(f"error: {args.out} encodes {bits} bits, and an update keeps its encoder; for {args.bits} bits "
+                     f"name a new one, which encodes every image again: --features crow --bits {args.bits}")
     try:
+        if args.run:
+            encoder = RunEncoder(args.run)
+        elif args.features or not exists:
+            encoder = UnsupervisedEncoder(args.features or "crow", args.bits or 64, args.backbone, args.image_size,
+                                          args.quantizer, precision=args.precision)
+        else:
+            encoder = None  # update (or with --refit, refit) with the index's own encoder
         report = build_index(args.images, args.out, encoder, args.index_type, refit=args.refit)
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
@@ -123,6 +132,11 @@ def search(args) -> None:
     from hashlab.search.index import SearchIndex
     if not args.images and args.id is None:
         sys.exit("error: name query images, or --id N for an indexed image")
+    if args.images and args.id is not None:
+        sys.exit("error: query with images or with --id, not both in one call")
+    missing = [path for path in args.images if not Path(path).is_file()]
+    if missing:  # before the encoder loads
+        sys.exit(f"error: no query image {missing[0]}")
     try:
         index = SearchIndex.open(args.index)
     except FileNotFoundError as error:

@@ -119,6 +119,10 @@ class RunEncoder:
         if not checkpoint:
             raise ValueError(f"{self.record_path}: the run kept no checkpoint (evaluated_checkpoint.checkpoint); "
                              "rerun it with validation so its best checkpoint is saved")
+        if not (self.record_path.parent / checkpoint).exists():  # a committed copy under reports/ keeps no weights
+            raise FileNotFoundError(f"{self.record_path}: its checkpoint {checkpoint} is not beside it (a record "
+                                    "committed under reports/ keeps its codes, not its weights); pass the run's own "
+                                    "folder under runs/, or train it again with `hashlab fit`")
         module_path, _, name = record["config"]["model"]["class_path"].rpartition(".")
         cls = getattr(__import__(module_path, fromlist=[name]), name)
         self.model = cls.load_from_checkpoint(self.record_path.parent / checkpoint, map_location=device).eval()

@@ -43,6 +43,8 @@ class SearchIndex:
         out = Path(out)
         current = out / "current"
         if not current.exists():
+            if (out / "catalog.sqlite").exists():  # one build of an index: the index is the folder above it
+                raise FileNotFoundError(f"{out} is one build of the index {out.parent}: pass --index {out.parent}")
             raise FileNotFoundError(f"{out}: no index here (build one with `hashlab index build --images DIR --out {out}`)")
         return cls(out / os.readlink(current), device)
 
