@@ -26,6 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     configure_allocator()  # before the first large tensor (hashlab/allocator.py); HASHLAB_MALLOC=default skips it
     try:
         dispatch(sys.argv[1:] if argv is None else argv)
+    except SystemExit as error:
+        # Lightning turns SIGTERM into SIGTERMException, a SystemExit with no code, which would exit 0: a killed run
+        # is not a success to a shell's `&&` or a scheduler
+        if type(error).__name__ == "SIGTERMException":
+            print("stopped by SIGTERM: run the same command again to resume from its last checkpoint", file=sys.stderr)
+            sys.exit(128 + 15)
+        raise
     except Exception as error:
         cause = user_error(error)  # jsonargparse wraps a constructor's error in its own
         if cause is None or os.environ.get("HASHLAB_TRACEBACK"):

@@ -169,6 +169,22 @@ def test_where_the_file_system_has_no_flock_the_cell_lock_is_a_marker_file_that_
     assert order == ["first done", "second in"]
 
 
+def test_a_fit_stopped_by_sigterm_exits_143_and_the_same_command_resumes(tmp_path):
+    """Lightning turns SIGTERM into a SystemExit without a code: `hashlab fit` must not exit 0 on it (a scheduler or
+    `&&` would count the killed run as done)."""
+    command = [sys.executable, "-m", "hashlab.cli", "fit", "--config", *DEMO, "--trainer.max_epochs=30",
+               f"--runs_dir={tmp_path}", "--model.bits=12"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.rglob("last.ckpt")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-1500:]
+    assert "stopped by SIGTERM: run the same command again to resume" in stderr
+    assert not list(tmp_path.rglob("record.json"))
+
+
 def test_a_truncated_last_checkpoint_resumes_from_an_earlier_one(tmp_path):
     args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=12"]
     record_path = run_fit(args)

@@ -185,6 +185,20 @@ def test_table1_lists_present_data_sets_and_names_the_absent(tmp_path, capsys):
     assert "flickr25k: skipped" in markdown and r"\begin{tabular}" in (tmp_path / "table1" / "table.tex").read_text()
 
 
+def test_a_table_of_data_on_disk_is_not_rendered_without_a_data_location(tmp_path, monkeypatch, capsys):
+    """Records are matched to cells through their data's fingerprint: `hashlab report --table 2` with no data
+    location would render every cell missing, over the committed results. Refused, naming the fix."""
+    monkeypatch.delenv("HASHLAB_DATA", raising=False)
+    with pytest.raises(SystemExit, match="table table2: no data location.*--data-root DIR or set HASHLAB_DATA"):
+        main(["report", "--table", "2", "--reports-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="no data location"):
+        main(["reproduce", "--table", "2", "--reports-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")])
+    assert not list(tmp_path.iterdir())  # nothing written
+    main(["reproduce", "--table", "2", "--dry-run", "--reports-dir", str(tmp_path)])  # a dry run only says what is missing
+    assert "missing data" in capsys.readouterr().out
+    render_table("demo", reports_dir=tmp_path)  # embedded data needs no location
+
+
 def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key

@@ -138,6 +138,8 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
     spec = load_spec(table)
     if spec.get("kind") == "datasets":
         return []
+    if not dry_run:
+        _need_data_location(spec, data_root)
     if datasets:
         unknown = set(datasets) - {d["name"] for d in spec["datasets"]}
         if unknown:
@@ -162,7 +164,7 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
     if dry_run:
         for cell in chosen:
             state = "missing" if cell.missing else "done" if cell.done else f"todo ~{duration_text(minutes[cell.method])}"
-            where = cell.missing if cell.missing else str(cell.record)
+            where = cell.missing or str(cell.record if cell.record.exists() or not cell.committed else cell.committed)
             print(f"  {state:<14} {cell.label:<40} {where}")
         return todo
     busy = []
@@ -247,6 +249,18 @@ RECORD_COLUMNS = ("backbone", "mode", "map", "map_stable", "map_seen", "map_unse
                   "commit", "results_version", "curves")
 
 
+def _need_data_location(spec: dict, data_root: str | None) -> None:
+    """A table of data sets on disk is rendered with their location: a record is matched to its cell by a config
+    hash that holds its data's fingerprint, so without one every cell would show as missing and the committed
+    table would be rendered empty over its results."""
+    import os
+    folders = [d["folder"] for d in spec["datasets"] if d.get("folder")]
+    if folders and not (data_root or os.environ.get("HASHLAB_DATA")):
+        raise TableSpecError(f"table {spec['name']}: no data location, so no record could be matched to its cell and "
+                             f"the table would be rendered empty; pass --data-root DIR or set HASHLAB_DATA (a folder "
+                             f"holding {', '.join(f + '/' for f in folders)}: those present are used)")
+
+
 def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = REPORTS_DIR,
                  profile: str | None = None, data_root: str | None = None, records: list | None = None) -> dict:
     """Collect the table's records (runs_dir, then ``records`` folders) and render reports/<table>/."""
@@ -255,6 +269,7 @@ def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | P
     if spec.get("kind") == "datasets":
         return render_datasets_table(spec, reports_dir, data_root)
     profile = profile or default_profile(spec)
+    _need_data_location(spec, data_root)
     frame = collect(spec, runs_dir, profile, data_root, records)
     out = render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))
     from hashlab.reporting.examples import render_examples
