@@ -237,6 +237,11 @@ def expand_args(args: list[str]) -> list[str]:
             value, step = args[i + 1], 2
         elif arg.startswith("--config="):
             value, step = arg.split("=", 1)[1], 1
+        if value is not None and not value.lstrip().startswith(("{", "[")) and "\n" not in value \
+                and value.endswith((".yaml", ".yml")) and not Path(value).exists():
+            from hashlab.errors import close_matches
+            known = sorted(p.name for p in Path(value).parent.glob("*.yaml")) if Path(value).parent.is_dir() else []
+            raise ConfigError(f"--config {value}: no such file{close_matches(Path(value).name, known)}")
         if value is not None and is_method_file(value):
             if profile is None:
                 raise ConfigError(f"{value} is a method file: add --profile, one of "

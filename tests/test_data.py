@@ -160,6 +160,9 @@ def test_missing_folder_says_how_to_point_at_the_data(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="neither cifar-10-batches-py"):
         CIFAR10(root=str(tmp_path / "empty")).prepare()
+    write_image_folder(tmp_path / "data" / "cifar10")  # the data root given for the data set's own folder
+    with pytest.raises(DatasetError, match=f"holds a cifar10/ folder: pass {tmp_path / 'data' / 'cifar10'} as"):
+        CIFAR10(root=str(tmp_path / "data")).prepare()
 
 
 def test_wrong_class_folders_are_named(tmp_path):

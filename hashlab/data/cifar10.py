@@ -44,6 +44,9 @@ class CIFAR10(HashingDataModule):
                 return read_batches(candidate)
         if (root / "train").is_dir() or (root / "test").is_dir():
             return read_image_folder(root)
+        if (root / "cifar10").is_dir():  # the data root itself, one level up
+            raise DatasetError(f"cifar10: {root} holds a cifar10/ folder: pass {root / 'cifar10'} as the data set's "
+                               "root")
         raise DatasetError(f"cifar10: {root} holds neither cifar-10-batches-py/ nor train/ and test/ class folders. "
                            + HOW_TO_GET)
 

@@ -86,6 +86,10 @@ def run_directory(config: dict, cell_hash: str) -> Path:
     return Path(config["runs_dir"]) / method / f"{name}-{protocol}" / cell
 
 
+class OptionError(HashlabError):
+    """The command line names an option the run's config does not have."""
+
+
 class CellBusy(HashlabError):
     """Another live process holds the cell's lock: it is running this cell now."""
 
@@ -169,15 +173,53 @@ def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> Hash
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     # a closed-form method (lsh, itq, sdh, ...) fits in setup and has no optimizer, on purpose
     warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
+    from jsonargparse import ArgumentError
+
     from hashlab.configs import expand_args
     args = expand_args(args)  # a method file and --profile -> the one composed config
+    try:
+        return _new_cli(cli_class, args)
+    except ArgumentError as error:  # jsonargparse's report is a page; the option and its fix fit on one line
+        from hashlab.errors import user_error
+        if user_error(error) is not None:  # a constructor's own error (a bad value): the CLI prints that one
+            raise
+        raise OptionError(parse_error_line(str(error))) from None
+
+
+def parse_error_line(message: str) -> str:
+    """One line for a command line the parser refused: an option a class does not take, with the closest one; a
+    class that does not exist, with the closest name the package has."""
+    import inspect
+    import re
+
+    from hashlab.errors import close_matches
+    key = re.match(r'Parser key "([\w.]+)"', message)
+    prefix = key[1] if key else "model"
+    option = re.search(r"class_path '([\w.]+)':\s+Option '(\w+)' is not accepted", message)
+    if option:
+        module, _, name = option[1].rpartition(".")
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        known = {p for klass in cls.__mro__ if "__init__" in vars(klass)
+                 for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")}
+        return (f"--{prefix}.{option[2]}: {name} takes no option {option[2]!r}{close_matches(option[2], known)}; "
+                "add --print_config to the command to see every option")
+    missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", message)
+    if missing:
+        module = __import__(missing[1], fromlist=["__all__"])
+        names = [n for n in dir(module) if n[:1].isupper()]
+        return f"--{prefix}: {missing[1]} has no class {missing[2]!r}{close_matches(missing[2], names)}"
+    first = message.strip().splitlines()[0]
+    return f"{first} (hashlab fit --help lists the options)"
+
+
+def _new_cli(cli_class: type[HashlabCLI], args: list[str]) -> HashlabCLI:
     return cli_class(
         HashingModule, HashingDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False, args=args,
         seed_everything_default=0, save_config_callback=None,
         # checkpointing (last, and best by validation mAP) comes from HashingModule.configure_callbacks
         trainer_defaults={"logger": False, "enable_model_summary": False, "log_every_n_steps": 10,
                           "num_sanity_val_steps": 0},
-        parser_kwargs={"description": "Train a hashing method and write its run record."},
+        parser_kwargs={"description": "Train a hashing method and write its run record.", "exit_on_error": False},
     )
 
 

@@ -227,7 +227,7 @@ def check_parameters(sweep: dict, path) -> None:
         return
     fixed = [part for part in sweep["command"] if part not in ("${env}", "${args}", "hashlab", "fit")
              and not part.startswith("--trainer.logger")]
-    from hashlab.runs.fit import resolve_run_dir
+    from hashlab.runs.fit import OptionError, resolve_run_dir
     for name, spec in sweep["parameters"].items():
         value = spec.get("value", spec.get("min", (spec.get("values") or [None])[0]))
         try:
@@ -235,7 +235,7 @@ def check_parameters(sweep: dict, path) -> None:
             import io
             with contextlib.redirect_stderr(io.StringIO()):
                 resolve_run_dir([*fixed, f"--{name}={value}"])
-        except SystemExit:
+        except (SystemExit, OptionError):  # the parser refused the option
             raise TableSpecError(f"{path}: sweep parameter {name!r} is not an option of `hashlab fit "
                                  f"{' '.join(fixed)}` (see `hashlab fit {' '.join(fixed)} --print_config`)") from None
 
