@@ -199,6 +199,16 @@ def test_a_table_of_data_on_disk_is_not_rendered_without_a_data_location(tmp_pat
     render_table("demo", reports_dir=tmp_path)  # embedded data needs no location
 
 
+def test_a_render_that_finds_no_record_keeps_a_table_that_has_results(tmp_path):
+    """`hashlab report --table demo` from a checkout whose runs/ is empty (the demo's records are not committed) would
+    have rendered the committed reports/demo/ empty."""
+    shutil.copytree(ROOT / "reports" / "demo", tmp_path / "demo")
+    before = (tmp_path / "demo" / "table.csv").read_text()
+    with pytest.raises(TableSpecError, match=r"no cell has a record .* replace the 3 results of .*table.csv"):
+        render_table("demo", runs_dir=tmp_path / "runs", reports_dir=tmp_path)
+    assert (tmp_path / "demo" / "table.csv").read_text() == before
+
+
 def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key

@@ -261,6 +261,23 @@ def _need_data_location(spec: dict, data_root: str | None) -> None:
                              f"holding {', '.join(f + '/' for f in folders)}: those present are used)")
 
 
+def _keep_results(spec: dict, frame: pd.DataFrame, folder: Path, runs_dir) -> None:
+    """A render that found no record at all does not replace a rendered table that has results (a report run
+    from another runs folder, or before the cells): the results would be lost from the page, not from git."""
+    csv = folder / "table.csv"
+    if frame["value"].notna().any() or not csv.exists():
+        return
+    try:
+        shown = pd.read_csv(csv)["value"].notna().sum()
+    except (KeyError, ValueError, pd.errors.ParserError):
+        return
+    if shown:
+        raise TableSpecError(f"table {spec['name']}: no cell has a record (in {runs_dir}/ or under reports/*/records/), "
+                             f"and rendering would replace the {shown} results of {csv} with an empty table; run its "
+                             f"cells (hashlab reproduce --table {spec['name']}), point --runs-dir or --records at their "
+                             f"records, or delete {folder} to start it anew")
+
+
 def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | Path = REPORTS_DIR,
                  profile: str | None = None, data_root: str | None = None, records: list | None = None) -> dict:
     """Collect the table's records (runs_dir, then ``records`` folders) and render reports/<table>/."""
@@ -271,6 +288,7 @@ def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | P
     profile = profile or default_profile(spec)
     _need_data_location(spec, data_root)
     frame = collect(spec, runs_dir, profile, data_root, records)
+    _keep_results(spec, frame, report_dir(spec, profile, reports_dir), runs_dir)
     out = render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))
     from hashlab.reporting.examples import render_examples
     examples = render_examples(frame, spec, out["dir"], data_root)  # needs the images: none without
