@@ -109,7 +109,8 @@ def _add_table_parsers(commands) -> None:
     reproduce = commands.add_parser("reproduce", help="run a table's missing cells, then render it")
     report = commands.add_parser("report", help="render a table from existing run records")
     for sub in (reproduce, report):
-        sub.add_argument("--table", required=True, help="name of experiments/tables/<name>.yaml (or its path)")
+        sub.add_argument("--table", required=True,
+                         help="name of experiments/tables/<name>.yaml (table2, or 2 for short) or a spec file's path")
         sub.add_argument("--runs-dir", default="runs")
         sub.add_argument("--reports-dir", default="reports")
         sub.add_argument("--profile", default=None, help="cpu or paper (default: the table's default_profile)")
@@ -251,7 +252,11 @@ def _search(args, parser) -> None:
 def _rescore(args, parser) -> None:
     from hashlab.runs.rescore import rescore
     done = rescore(args.folders, args.data_root, args.only_old)
-    print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}")
+    moved = {path: maps for path, maps in done.items() if maps[0] is None or abs(maps[1] - maps[0]) > 5e-5}
+    for path, (before, after) in moved.items():
+        print(f"  {path}: mAP {'none' if before is None else f'{before:.4f}'} -> {after:.4f}")
+    print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}: {len(moved)} changed mAP@all "
+          f"(by more than 0.00005), {len(done) - len(moved)} the same")
 
 
 def _docs(args, parser) -> None:

@@ -77,6 +77,11 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
     from hashlab.runs.rescore import rescore_record
     assert rescore_record(path) == record["metrics"]
     assert json.loads(path.read_text())["curves"] == record["curves"]
+    from hashlab.cli import main
+    capsys.readouterr()
+    main(["rescore", str(tmp_path)])  # says whether anything moved
+    assert capsys.readouterr().out.strip().endswith("1 records under " + str(tmp_path) + ": 0 changed mAP@all "
+                                                     "(by more than 0.00005), 1 the same")
     assert record["environment"]["packages"]["torch"]
     assert record["environment"]["accelerator"] == ("cpu" if not torch.cuda.is_available() else
                                                     torch.cuda.get_device_name(0))

@@ -74,13 +74,16 @@ def rescore_record(path: Path, data_root: str | None = None, modules: dict | Non
     return record["metrics"]
 
 
-def rescore(folders: list[str | Path], data_root: str | None = None, only_old: bool = False) -> list[Path]:
-    """Rescore every record.json under ``folders``; ``only_old``: only records scored before today's evaluation."""
+def rescore(folders: list[str | Path], data_root: str | None = None, only_old: bool = False) -> dict[Path, tuple]:
+    """Rescore every record.json under ``folders``; ``only_old``: only records scored before today's evaluation.
+    Returns {record: (mAP before, mAP after)} of those rescored."""
     paths = sorted(p for folder in folders for p in Path(folder).rglob(RECORD_NAME))
     if only_old:
         paths = [p for p in paths if not is_current(read_record(p))]
-    done, modules = [], {}
+    done, modules = {}, {}
     for path in tqdm(paths, desc="rescoring records", unit="record"):
-        if rescore_record(path, data_root, modules) is not None:
-            done.append(path)
+        before = read_record(path)["metrics"].get("map")
+        metrics = rescore_record(path, data_root, modules)
+        if metrics is not None:
+            done[path] = (before, metrics.get("map"))
     return done
