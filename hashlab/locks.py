@@ -83,7 +83,7 @@ def _marker(path: Path, wait: bool):
             break
         except FileExistsError:
             holder = _read(marker)
-            if _dead_here(holder) or (not holder and _age(marker) > STALE_EMPTY_S):  # killed, or while writing it
+            if _dead_here(holder) or (not holder and file_age(marker) > STALE_EMPTY_S):  # killed, or while writing it
                 _clear(marker, holder)
                 continue
             if not wait:
@@ -109,7 +109,7 @@ def _clear(marker: Path, holder: str) -> None:
     try:
         descriptor = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        if _age(guard) > STALE_EMPTY_S:
+        if file_age(guard) > STALE_EMPTY_S:
             guard.unlink(missing_ok=True)
         return
     try:
@@ -120,7 +120,8 @@ def _clear(marker: Path, holder: str) -> None:
         guard.unlink(missing_ok=True)
 
 
-def _age(path: Path) -> float:
+def file_age(path: Path) -> float:
+    """Seconds since the file was last written (0 when it is gone)."""
     try:
         return time.time() - path.stat().st_mtime
     except FileNotFoundError:
@@ -149,4 +150,4 @@ def _dead_here(holder: str) -> bool:
     return False
 
 
-__all__ = ["exclusive", "LockHeld", "holder_line"]
+__all__ = ["exclusive", "LockHeld", "holder_line", "file_age"]

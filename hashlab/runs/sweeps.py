@@ -142,7 +142,8 @@ def claim(runs_dir: str | Path, params: dict, worker: str) -> bool:
                 continue
             if owner == worker:
                 return True
-            if not (slurm_job_gone(owner) if owner else _age(path) > EMPTY_CLAIM_STALE_S):
+            from hashlab.locks import file_age
+            if not (slurm_job_gone(owner) if owner else file_age(path) > EMPTY_CLAIM_STALE_S):
                 return False
             from hashlab.io import write_text_atomic
             from hashlab.locks import exclusive
@@ -165,14 +166,6 @@ def _owner(path: Path) -> str | None:
         return path.read_text().split("\n", 1)[0]
     except FileNotFoundError:
         return None
-
-
-def _age(path: Path) -> float:
-    import time
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
 
 
 _GONE_JOBS: set[str] = set()  # a job that has left the queue never comes back under its id: asked once
