@@ -265,7 +265,8 @@ def _keep_results(spec: dict, frame: pd.DataFrame, folder: Path, runs_dir) -> No
     """A render that found no record at all does not replace a rendered table that has results (a report run
     from another runs folder, or before the cells): the results would be lost from the page, not from git."""
     csv = folder / "table.csv"
-    if frame["value"].notna().any() or not csv.exists():
+    found = any(Path(str(path)).exists() for path in frame["record"].dropna())  # damaged ones are named instead
+    if frame["value"].notna().any() or found or not csv.exists():
         return
     try:
         shown = pd.read_csv(csv)["value"].notna().sum()
