@@ -375,6 +375,8 @@ def _render(args, parser) -> None:
     records = list(getattr(args, "records", None) or [])
     if getattr(args, "wandb", None) and args.command == "report":
         from hashlab.records.wandb_runs import records_from_wandb
+        from hashlab.runs.tables import load_spec, need_data_location
+        need_data_location(load_spec(args.table), args.data_root)  # before downloading, not after
         records.append(records_from_wandb(args.wandb, Path(args.runs_dir) / "wandb-records" /
                                           args.wandb.replace("/", "_")))
     out = render_table(args.table, runs_dir=args.runs_dir, reports_dir=args.reports_dir, profile=args.profile,

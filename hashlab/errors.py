@@ -27,8 +27,9 @@ def storage_error(path, error: Exception, before: str = "the previous file") -> 
 def close_matches(name: str, known) -> str:
     """' (did you mean X?)' when a known name is close to ``name``, else ''."""
     import difflib
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    by_lower = {k.lower(): k for k in known}  # Cifar10 finds CIFAR10
+    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
 
 
 def user_error(error: BaseException) -> HashlabError | None:

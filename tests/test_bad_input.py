@@ -84,6 +84,11 @@ def test_an_unknown_class_or_option_is_one_line_with_the_closest_name(capsys):
     fails_with(["fit", "--config", *DEMO, "--data.init_args.protocl=digits"],
                r"--data.protocl: Digits takes no option 'protocl' \(did you mean 'protocol'\?\)", capsys)
     fails_with(["fit", "--config", *DEMO, "--nonsense=1"], r"unrecognized arguments: --nonsense=1", capsys)
+    fails_with(["fit", "--config", *DEMO, "--model.bits=abc"], r"--model.bits: Expected a <class 'int'>. Got value: abc",
+               capsys)
+    fails_with(["fit", "--config", *DEMO, "--data=hashlab.data.Cifar10"],
+               r"--data: hashlab.data has no class 'Cifar10' \(did you mean 'CIFAR10'\?\)", capsys)
+    fails_with(["fit", "--config", *DEMO, "--model=DPSHGoogleNet"], r"did you mean 'DPSHGoogLeNet'", capsys)
 
 
 def test_an_image_size_below_the_backbone_stride(tmp_path, capsys):

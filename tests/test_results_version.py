@@ -54,3 +54,7 @@ def test_a_method_just_added_is_pinned_alone_and_the_other_pins_stay(tmp_path):
     assert agreement(written["dsh"], pinned["dsh"]) >= AGREEMENT
     with pytest.raises(ValueError, match="no tiny cell \\['dshh'\\]"):
         write_pins(pins, only=["dshh"])
+    # a method whose codes changed is not pinned again alone: that is a new results version
+    np.savez_compressed(pins, results_version=np.array(version), **{**written, "dsh": ~written["dsh"]})
+    with pytest.raises(ValueError, match=r"\['dsh'\]: the codes changed .* takes a new results version"):
+        write_pins(pins, only=["dsh"])

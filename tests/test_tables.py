@@ -195,7 +195,7 @@ def test_a_table_of_data_on_disk_is_not_rendered_without_a_data_location(tmp_pat
         main(["reproduce", "--table", "2", "--reports-dir", str(tmp_path), "--runs-dir", str(tmp_path / "runs")])
     assert not list(tmp_path.iterdir())  # nothing written
     main(["reproduce", "--table", "2", "--dry-run", "--reports-dir", str(tmp_path)])  # a dry run only says what is missing
-    assert "missing data" in capsys.readouterr().out
+    assert "no data location: set HASHLAB_DATA or pass --data-root" in capsys.readouterr().out
     render_table("demo", reports_dir=tmp_path)  # embedded data needs no location
 
 
@@ -207,6 +207,12 @@ def test_a_render_that_finds_no_record_keeps_a_table_that_has_results(tmp_path):
     with pytest.raises(TableSpecError, match=r"no cell has a record .* replace the 3 results of .*table.csv"):
         render_table("demo", runs_dir=tmp_path / "runs", reports_dir=tmp_path)
     assert (tmp_path / "demo" / "table.csv").read_text() == before
+    # table 2 with a data location that holds none of its data sets: every cell missing, none run
+    (tmp_path / "table2").mkdir()
+    shutil.copy(ROOT / "reports" / "table2" / "table.csv", tmp_path / "table2" / "table.csv")
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(TableSpecError, match=r"table table2: no cell has a record .* replace the \d+ results"):
+        render_table("2", runs_dir=tmp_path / "runs", reports_dir=tmp_path, data_root=str(tmp_path / "elsewhere"))
 
 
 def test_wandb_logging_is_offline_without_a_key_and_keeps_the_cell(tmp_path, monkeypatch):

@@ -203,13 +203,24 @@ def parse_error_line(message: str) -> str:
                  for p in inspect.signature(klass.__init__).parameters if p not in ("self", "args", "kwargs")}
         return (f"--{prefix}.{option[2]}: {name} takes no option {option[2]!r}{close_matches(option[2], known)}; "
                 "add --print_config to the command to see every option")
-    missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", message)
+    missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", message) or \
+        re.search(r"Expected a dot import path string: (\w+)()", message)
     if missing:
-        module = __import__(missing[1], fromlist=["__all__"])
-        names = [n for n in dir(module) if n[:1].isupper()]
-        return f"--{prefix}: {missing[1]} has no class {missing[2]!r}{close_matches(missing[2], names)}"
-    first = message.strip().splitlines()[0]
-    return f"{first} (hashlab fit --help lists the options)"
+        package = missing[1] if missing[2] else f"hashlab.{'data' if prefix == 'data' else 'methods'}"
+        wanted = missing[2] or missing[1]
+        module = __import__(package, fromlist=["__all__"])
+        names = [n for n in getattr(module, "__all__", None) or dir(module) if n[:1].isupper()]
+        return f"--{prefix}: {package} has no class {wanted!r}{close_matches(wanted, names)}"
+    # a value of the wrong type: the innermost key, and what it expected
+    keys = re.findall(r'Parser key "([\w.]+)"', message)
+    expected = re.search(r"(Expected a [^\n]*?)(?:\n|$)", message)
+    given = re.search(r"Given value: ([^\n]*)", message)
+    if keys and expected:
+        name = keys[-1] if keys[-1].startswith(prefix) else f"{prefix}.{keys[-1]}" if len(keys) > 1 else keys[-1]
+        got = "" if "Got value" in expected[1] or not given else f", got {given[1]}"
+        return f"--{name}: {expected[1]}{got}"
+    hint = " (hashlab fit --help lists the options)" if message.startswith("unrecognized arguments") else ""
+    return " ".join(line.strip() for line in message.strip().splitlines()) + hint  # every line, on one
 
 
 def _new_cli(cli_class: type[HashlabCLI], args: list[str]) -> HashlabCLI:

@@ -80,6 +80,11 @@ def write_pins(path: Path = PINS, only: list[str] | None = None) -> Path:
             raise ValueError(f"no tiny cell {sorted(unknown)}; the cells are {sorted(tiny_cells(Path(work)))}")
         codes = run_tiny_cells(Path(work), only)
         kept = {name: pins[name] for name in tiny_cells(Path(work)) if name in pins} if only is not None else {}
+    moved = [name for name in codes if only is not None and name in pins and agreement(codes[name], pins[name]) < AGREEMENT]
+    if moved:  # pinning one method again is for a new method, not a way round a changed one
+        raise ValueError(f"{moved}: the codes changed since they were pinned for results version {RESULTS_VERSION}; "
+                         "a change of a method's numbers takes a new results version (RESULTS_VERSION in "
+                         "hashlab/records/record.py), then `python -m hashlab.runs.pinning` for every method")
     np.savez_compressed(path, results_version=np.array(RESULTS_VERSION), **{**kept, **codes})
     return path
 

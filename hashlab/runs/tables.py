@@ -139,7 +139,7 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
     if spec.get("kind") == "datasets":
         return []
     if not dry_run:
-        _need_data_location(spec, data_root)
+        need_data_location(spec, data_root)
     if datasets:
         unknown = set(datasets) - {d["name"] for d in spec["datasets"]}
         if unknown:
@@ -249,7 +249,7 @@ RECORD_COLUMNS = ("backbone", "mode", "map", "map_stable", "map_seen", "map_unse
                   "commit", "results_version", "curves")
 
 
-def _need_data_location(spec: dict, data_root: str | None) -> None:
+def need_data_location(spec: dict, data_root: str | None) -> None:
     """A table of data sets on disk is rendered with their location: a record is matched to its cell by a config
     hash that holds its data's fingerprint, so without one every cell would show as missing and the committed
     table would be rendered empty over its results."""
@@ -265,8 +265,8 @@ def _keep_results(spec: dict, frame: pd.DataFrame, folder: Path, runs_dir) -> No
     """A render that found no record at all does not replace a rendered table that has results (a report run
     from another runs folder, or before the cells): the results would be lost from the page, not from git."""
     csv = folder / "table.csv"
-    found = any(Path(str(path)).exists() for path in frame["record"].dropna())  # damaged ones are named instead
-    if frame["value"].notna().any() or found or not csv.exists():
+    damaged = frame["missing"].fillna("").astype(str).str.contains("unreadable").any()  # named in the table instead
+    if frame["value"].notna().any() or damaged or not csv.exists():
         return
     try:
         shown = pd.read_csv(csv)["value"].notna().sum()
@@ -287,7 +287,7 @@ def render_table(table: str, runs_dir: str | Path = "runs", reports_dir: str | P
     if spec.get("kind") == "datasets":
         return render_datasets_table(spec, reports_dir, data_root)
     profile = profile or default_profile(spec)
-    _need_data_location(spec, data_root)
+    need_data_location(spec, data_root)
     frame = collect(spec, runs_dir, profile, data_root, records)
     _keep_results(spec, frame, report_dir(spec, profile, reports_dir), runs_dir)
     out = render_frame(frame, spec, profile, report_dir(spec, profile, reports_dir))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -103,8 +104,9 @@ def build(args) -> None:
     if args.run and args.features:
         sys.exit("error: pass --run (a trained run's codes) or --features (unsupervised), not both")
     if exists and args.bits is not None and not (args.run or args.features):
-        from hashlab.search.index import SearchIndex
-        bits = SearchIndex.open(args.out).meta.get("bits")
+        import sqlite3  # the catalog's meta alone: opening the index would load every code
+        with contextlib.closing(sqlite3.connect(Path(args.out) / "current" / "catalog.sqlite")) as db:
+            bits = json.loads(db.execute("SELECT value FROM meta WHERE key = 'bits'").fetchone()[0])
         if int(bits) != args.bits:
             sys.exit(f"error: {args.out} encodes {bits} bits, and an update keeps its encoder; for {args.bits} bits "
                      f"name a new one, which encodes every image again: --features crow --bits {args.bits}")
