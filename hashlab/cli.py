@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> None:
         # Lightning turns SIGTERM into SIGTERMException, a SystemExit with no code, which would exit 0: a killed run
         # is not a success to a shell's `&&` or a scheduler
         if type(error).__name__ == "SIGTERMException":
-            print("stopped by SIGTERM: run the same command again to resume from its last checkpoint", file=sys.stderr)
-            sys.exit(128 + 15)
+            from hashlab.records.wandb_runs import mark_preempted
+            requeued = " (its W&B run is marked preempted: a sweep hands it to the next agent)" if mark_preempted() else ""
+            print(f"stopped by SIGTERM: run the same command again to resume from its last checkpoint{requeued}",
+                  file=sys.stderr)
+            sys.exit(128 + 15)  # nonzero: W&B requeues a preempting run only when it did not end with 0
         raise
     except Exception as error:
         cause = user_error(error)  # jsonargparse wraps a constructor's error in its own

@@ -49,6 +49,19 @@ def log_record(loggers, record: dict, record_path: Path) -> None:
         run.finish()  # the run is complete: its offline folder is whole now, and the next cell starts a new run
 
 
+def mark_preempted() -> bool:
+    """A run stopped by a signal (a SLURM time limit or preemption sends SIGTERM): mark its W&B run, if one is
+    open, as preempting, so that the sweep hands the same run to the next agent, whose `hashlab cell` resumes its
+    checkpoint. W&B re-proposes only runs marked so and ended with a nonzero code (the caller exits 143)."""
+    import sys
+    wandb = sys.modules.get("wandb")  # never imported here: a run that did not log to W&B has nothing to mark
+    run = getattr(wandb, "run", None)
+    if run is None:
+        return False
+    run.mark_preempting()
+    return True
+
+
 def records_from_wandb(path: str, out_dir: str | Path) -> Path:
     """Download the record and codes of the finished runs of ENTITY/PROJECT[/SWEEP_ID] into ``out_dir``
     (one folder per run) and return it, for the renderer's ``records`` lookup (the codes give the table its
