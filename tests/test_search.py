@@ -183,6 +183,41 @@ def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path)
     assert len(list(index_dir.glob("build-*"))) == 1  # the old build is gone once the new one is live
 
 
+def test_ids_name_the_same_images_from_build_to_build(collection, tmp_path):
+    """An update keeps every image's id (a file changed in place too), numbers new images after every id ever
+    given, and never gives a dropped image's id to another; the index holds its rows in id order, so a query's
+    ties still fall by id, and an id that is gone is refused by name."""
+    images, out, _ = collection
+    copy, index_dir = tmp_path / "images", tmp_path / "index"
+    shutil.copytree(images, copy)
+    shutil.copytree(out, index_dir, symlinks=True)
+    before = SearchIndex.open(index_dir)
+    id_of = dict(zip(before.paths, before.ids.tolist(), strict=True))
+    assert before.meta["next_id"] == 300
+    write_digits(copy, 2, start=400)                        # 4/0400.png and 5/0401.png sort among the old paths
+    Image.open(copy / "1" / "0001.png").save(copy / "0" / "0000.png")  # changed in place
+    (copy / "7" / "0299.png").unlink()                      # dropped: its id is never given again
+    build_index(copy, index_dir, None, progress=False)
+    after = SearchIndex.open(index_dir)
+    kept = {path: image_id for path, image_id in zip(after.paths, after.ids.tolist(), strict=True) if path in id_of}
+    assert kept == {path: image_id for path, image_id in id_of.items() if path != "7/0299.png"}
+    new = {path: image_id for path, image_id in zip(after.paths, after.ids.tolist(), strict=True) if path not in id_of}
+    assert new == {"4/0400.png": 300, "5/0401.png": 301} and after.meta["next_id"] == 302
+    assert (np.diff(after.ids) > 0).all()  # rows in id order
+    dropped = id_of["7/0299.png"]
+    with pytest.raises(KeyError, match=f"no indexed image with id {dropped} "):
+        after.vectors([dropped])
+    write_digits(copy, 1, start=500)                        # 8/0500.png: a new id, not the dropped one
+    build_index(copy, index_dir, None, progress=False)
+    again = SearchIndex.open(index_dir)
+    assert again.ids[again.paths.index("8/0500.png")] == 302 and dropped not in again.ids
+    assert again.query(ids=[302], k=3)[0]["results"][0]["path"] == "8/0500.png"
+    build_index(copy, index_dir, UnsupervisedEncoder("gem", 32, image_size=SIZE), progress=False)  # all encoded again
+    other = SearchIndex.open(index_dir)
+    assert other.meta["features"] == "gem" and dict(zip(other.paths, other.ids.tolist(), strict=True)) == \
+        dict(zip(again.paths, again.ids.tolist(), strict=True))  # another encoder, the same ids
+
+
 def test_an_interrupted_build_leaves_the_previous_index_intact(collection, tmp_path):
     images, out, _ = collection
     index_dir = tmp_path / "index"

@@ -84,12 +84,21 @@ def test_api_answers_and_refuses(server):
 
 
 def test_a_rebuild_is_picked_up_while_serving(server, tmp_path):
+    """The server answers from the new build at once, and an id names the same image before and after it (the
+    new images sort among the old ones but are numbered after them, in path order)."""
     url, folder, images = server
-    write_digits(images, 5, start=600)
+
+    def path_of(image_id: int) -> str:
+        return json.loads(get(url + f"/api/search?id={image_id}&k=1")[1])["results"][0]["path"]
+
+    before = {image_id: path_of(image_id) for image_id in (0, 57, 199)}
+    new = sorted(str(path.relative_to(images)) for path in write_digits(images, 5, start=600))
     build_index(images, folder / "index", None, progress=False)
     assert json.loads(get(url + "/api/meta")[1])["count"] == 205
     status, answer = post_image(url, (images / "6" / "0006.png").read_bytes(), k="3")
     assert status == 200 and answer["results"][0]["path"] == "6/0006.png"
+    assert {image_id: path_of(image_id) for image_id in before} == before
+    assert [path_of(image_id) for image_id in range(200, 205)] == new
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +202,22 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
     index's; a shard alone speaks global ids; a router missing a shard refuses to start."""
     from contextlib import ExitStack
 
+    from hashlab.search.index import SearchIndex
     from hashlab.search.shards import ShardedIndex, split_index
     url, folder, images = server
+    dropped = images / SearchIndex.open(folder / "index").paths[90]  # a gap in the ids, in shard 0's range
+    moved = dropped.rename(tmp_path / "dropped.png")
+    try:
+        build_index(images, folder / "index", None, progress=False)
+    finally:
+        moved.rename(dropped)
+    served = SearchIndex.open(folder / "index")
+    gap = next(i for i in range(int(served.ids[-1])) if i not in set(served.ids.tolist()))
     split_index(folder / "index", tmp_path / "shards", 2)
-    count = json.loads(get(url + "/api/meta")[1])["count"]  # 200, or more after the rebuild test
-    _, border, _ = np.linspace(0, count, 3).astype(int)  # shards: [0, border), [border, count)
+    count = json.loads(get(url + "/api/meta")[1])["count"]  # 199, or more after the rebuild test
+    _, border_row, _ = np.linspace(0, count, 3).astype(int)  # shards: rows [0, border_row), [border_row, count)
+    border, first, last = (int(served.ids[row]) for row in (border_row, 0, -1))
+    assert gap < border
 
     def hits(answer: dict) -> list[tuple]:
         return [(h["id"], h["path"], h["label"], h["distance"], h["score"]) for h in answer["results"]]
@@ -215,13 +235,15 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
                 routed = post_image(router, path.read_bytes(), k=30, rerank=rerank)[1]
                 assert hits(routed) == hits(whole) and len(hits(whole)) == 30
                 assert len({h[0] < border for h in hits(whole)}) > 1  # the answer draws on both shards
-        for image_id in (0, border - 1, border, count - 1):
+        for image_id in (first, gap - 1, gap + 1, int(served.ids[border_row - 1]), border, last):
             query = f"/api/search?id={image_id}&k=15&rerank=cosine"
             assert hits(json.loads(get(router + query)[1])) == hits(json.loads(get(url + query)[1]))
         assert get(router + f"/api/image/{border}?thumb=1") == get(url + f"/api/image/{border}?thumb=1")
-        assert json.loads(get(shards[1] + "/api/meta")[1])["id_offset"] == border
+        assert json.loads(get(shards[1] + "/api/meta")[1])["first_id"] == border
         assert get(shards[1] + f"/api/image/{border}")[0] == 200 and get(shards[0] + f"/api/image/{border}")[0] == 404
-        assert get(router + f"/api/search?id={count}")[0] == 404
+        for missing in (gap, last + 1):  # an id dropped by an update, in a shard's range, and one past the end
+            assert get(router + f"/api/search?id={missing}")[0] == get(url + f"/api/search?id={missing}")[0] == 404
+            assert get(router + f"/api/image/{missing}")[0] == get(url + f"/api/image/{missing}")[0] == 404
         with pytest.raises(ValueError, match=r"split into 2 shards; the URLs serve shards \[1\]"):
             ShardedIndex(shards[1:])
         with pytest.raises(ValueError, match="serves a whole index, not a shard"):

@@ -61,10 +61,11 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     root, out = Path(images).resolve(), Path(out)
     if not root.is_dir():
         raise FileNotFoundError(f"--images {images}: not a folder")
-    previous = SearchIndex.open(out) if (out / "current").exists() else None
-    if previous is not None and "shard" in previous.meta:
-        raise ValueError(f"{out} is shard {previous.meta['shard']} of {previous.meta['shards']}, split from "
-                         f"{previous.meta['split_from']}: build that index again and split it again")
+    existing = SearchIndex.open(out) if (out / "current").exists() else None
+    if existing is not None and "shard" in existing.meta:
+        raise ValueError(f"{out} is shard {existing.meta['shard']} of {existing.meta['shards']}, split from "
+                         f"{existing.meta['split_from']}: build that index again and split it again")
+    previous = existing  # the build whose codes can be reused; its catalog's ids are kept in any case
     index_type = index_type or (previous.meta["index_type"] if previous is not None else "flat")
     if encoder is None:
         if previous is None:
@@ -75,7 +76,7 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     elif previous is not None and not refit:
         encoder = previous.encoder  # the same encoder, with the PCA/ITQ already fitted on the collection
     files = walk_images(root)
-    known = previous.catalog_by_path() if previous is not None else {}
+    known = existing.catalog_by_path() if existing is not None else {}
     rows, to_encode, skipped = [], [], []
     for path in files:
         relative = path.relative_to(root)
@@ -88,10 +89,10 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
         except OSError as error:  # no read permission, or deleted since the walk: named and skipped like a bad image
             skipped.append((str(relative), f"{type(error).__name__}: {error.strerror or error}"))
             continue
-        row = {"path": str(relative), "sha256": digest, "size": stat.st_size, "mtime": stat.st_mtime,
-               "label": _label_of(relative)}
-        if old is not None and old["sha256"] == digest:
-            row["previous_id"] = old["id"]
+        row = {"id": old["id"] if old else None, "path": str(relative), "sha256": digest, "size": stat.st_size,
+               "mtime": stat.st_mtime, "label": _label_of(relative)}
+        if previous is not None and old is not None and old["sha256"] == digest:
+            row["previous_row"] = previous.local(old["id"])
         else:
             to_encode.append(len(rows))
         rows.append(row)
@@ -100,22 +101,34 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     encoded = sorted(raw)
     if not fitted and encoded:
         encoder.fit(np.stack([raw[i] for i in encoded]))
-    kept = [i for i, row in enumerate(rows) if i in raw or (fitted and "previous_id" in row)]
+    kept = [i for i, row in enumerate(rows) if i in raw or (fitted and "previous_row" in row)]
     if not kept:
         raise ValueError(f"no decodable image under {root}")
+    next_id = _assign_ids([rows[i] for i in kept], existing)
+    kept.sort(key=lambda i: rows[i]["id"])  # rows in id order: Hamming ties fall by id
     if encoded:  # one batched projection for every newly encoded image
         new_features, new_codes = encoder.finish(np.stack([raw[i] for i in encoded]))
         new_packed, position = pack(new_codes), {i: j for j, i in enumerate(encoded)}
     rows_out = [rows[i] for i in kept]
-    features = np.stack([new_features[position[i]] if i in raw else previous.features[rows[i]["previous_id"]]
+    features = np.stack([new_features[position[i]] if i in raw else previous.features[rows[i]["previous_row"]]
                          for i in kept]).astype(np.float32)
-    packed = np.stack([new_packed[position[i]] if i in raw else previous.packed[rows[i]["previous_id"]]
+    packed = np.stack([new_packed[position[i]] if i in raw else previous.packed[rows[i]["previous_row"]]
                        for i in kept])
     dropped = len(set(known) - {row["path"] for row in rows})  # files gone from the folder
     with new_build(out) as folder:
-        _write(folder, root, rows_out, features, packed, encoder, index_type, skipped)
+        _write(folder, root, rows_out, features, packed, encoder, index_type, skipped, next_id)
     return BuildReport(out, len(rows_out), len(raw), len(rows_out) - len(raw), dropped, skipped,
                        time.perf_counter() - start)
+
+
+def _assign_ids(rows: list[dict], existing) -> int:
+    """An image keeps its id from build to build (the id names its path: a file changed in place keeps it); a new
+    path gets the next id never given, so an id once dropped never names another image. Returns the next id."""
+    given = existing.meta.get("next_id", int(existing.ids.max(initial=-1)) + 1) if existing is not None else 0
+    for row in rows:  # in path order: new images are numbered as the folder sorts them
+        if row["id"] is None:
+            row["id"], given = given, given + 1
+    return given
 
 
 def _encoder_key(encoder) -> str:
@@ -166,15 +179,15 @@ def _encode(encoder, root: Path, rows: list[dict], which, skipped: list, progres
     return out
 
 
-def _write(folder: Path, root: Path, rows, features, packed, encoder, index_type, skipped) -> None:
+def _write(folder: Path, root: Path, rows, features, packed, encoder, index_type, skipped, next_id: int) -> None:
     faiss.write_index_binary(binary_index(index_type, encoder.bits, packed), str(folder / "codes.faiss"))
     np.save(folder / "codes.npy", packed)
     np.save(folder / "features.npy", features.astype(np.float16))
     encoder.save(folder)
     import hashlab
     meta = {**encoder.metadata(), "encoder_key": _encoder_key(encoder), "index_type": index_type,
-            "images_root": str(root), "count": len(rows), "skipped_unreadable": len(skipped),
+            "images_root": str(root), "count": len(rows), "next_id": next_id, "skipped_unreadable": len(skipped),
             "hashlab_version": getattr(hashlab, "__version__", "unknown"),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_catalog(folder, [(i, r["path"], r["sha256"], r["size"], r["mtime"], r["label"]) for i, r in enumerate(rows)],
+    write_catalog(folder, [(r["id"], r["path"], r["sha256"], r["size"], r["mtime"], r["label"]) for r in rows],
                   meta, skipped)

@@ -2,6 +2,10 @@
 
 Ranking: Hamming distance, ties broken by catalog id, which is what the evaluation engine does with
 database order; ``hamming_search``, and so ``query``, returns exactly that ranking for a flat index.
+
+Ids and rows: a catalog id names an image from build to build (build.py keeps it, and never gives a dropped
+one again); a row is its position in this build's codes.npy, features.npy and FAISS index, which hold the
+images in id order. FAISS answers rows; everything that leaves this class is an id.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ class SearchIndex:
         self.packed = np.load(folder / "codes.npy")
         self.features = np.load(folder / "features.npy", mmap_mode="r")
         self.bits = int(self.meta["bits"])
-        self.id_offset = int(self.meta.get("id_offset", 0))  # a shard's first catalog id (hashlab index split)
         self.device = device
         self._encoder = None
         rows = self.db.execute("SELECT id, path, label FROM images ORDER BY id").fetchall()
+        # a shard split before ids were kept stores rows from 0 and its first id in id_offset
+        self.ids = np.array([r[0] for r in rows], np.int64) + int(self.meta.get("id_offset", 0))
         self.paths = [r[1] for r in rows]
         self.labels = [r[2] for r in rows]
 
@@ -75,7 +80,8 @@ class SearchIndex:
         return encode_images(self.encoder, images, timing)
 
     def hamming_search(self, packed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, ids), each (queries, k): nearest by Hamming distance, ties by id (stable)."""
+        """(distances, rows), each (queries, k): nearest by Hamming distance, ties by row, that is by id (stable);
+        a row of -1 is an empty slot of an approximate index."""
         k = min(k, len(self))
         distances, ids = self.index.search(packed, k)
         if self.meta["index_type"] == "ivf":
@@ -104,11 +110,11 @@ class SearchIndex:
         return distances, ids
 
     def local(self, image_id: int) -> int:
-        """A catalog id (global: a shard's ids start at its ``id_offset``) -> its row here."""
-        row = int(image_id) - self.id_offset
-        if not 0 <= row < len(self):
-            raise KeyError(f"no indexed image with id {image_id} (ids are {self.id_offset}.."
-                           f"{self.id_offset + len(self) - 1})")
+        """A catalog id -> its row here."""
+        row = int(np.searchsorted(self.ids, int(image_id)))
+        if row == len(self.ids) or self.ids[row] != int(image_id):
+            raise KeyError(f"no indexed image with id {image_id} (never indexed, or dropped from the collection "
+                           f"by an update; this index holds {len(self)} images, ids {self.ids[0]} to {self.ids[-1]})")
         return row
 
     def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
@@ -132,10 +138,10 @@ class SearchIndex:
         shortlists = []
         for q in range(len(packed)):
             real = found[q] >= 0  # an approximate index can leave a slot empty (-1): never an image
-            ids, dist = found[q][real], distances[q][real]
-            shortlists.append(Candidates(ids + self.id_offset, dist, [self.paths[i] for i in ids],
-                                         [self.labels[i] for i in ids],
-                                         np.asarray(self.features[ids], np.float32) if with_features else None))
+            rows, dist = found[q][real], distances[q][real]
+            shortlists.append(Candidates(self.ids[rows], dist, [self.paths[i] for i in rows],
+                                         [self.labels[i] for i in rows],
+                                         np.asarray(self.features[rows], np.float32) if with_features else None))
         return shortlists
 
     def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = SHORTLIST,

@@ -41,7 +41,7 @@ def split_fingerprint(meta: dict) -> str:
 def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Path]:
     """Split the current build of an index into ``shards`` indexes of contiguous id ranges under
     OUT/shard-K, each a complete index (same encoder, same index type) whose catalog ids keep their
-    global values. Returns the shard folders."""
+    global values (its meta's first_id: where its range starts). Returns the shard folders."""
     source = SearchIndex.open(index_dir)
     if "shard" in source.meta:
         raise ValueError(f"{index_dir} is itself shard {source.meta['shard']} of {source.meta['shards']}: "
@@ -62,11 +62,10 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
             np.save(folder / "codes.npy", packed)
             np.save(folder / "features.npy", np.asarray(source.features[low:high]))
             shutil.copyfile(source.folder / "encoder.npz", folder / "encoder.npz")
-            meta = {**source.meta, "count": high - low, "id_offset": low, "shard": shard,
+            meta = {**source.meta, "count": high - low, "first_id": int(source.ids[low]), "shard": shard,
                     "shards": shards, "total": len(source), "split_from": str(source.folder.resolve()),
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            # rows are stored from 0 (a row is its position in codes.npy); id_offset makes them global
-            write_catalog(folder, [(row[0] - low, *row[1:]) for row in catalog[low:high]], meta)
+            write_catalog(folder, catalog[low:high], meta)
         folders.append(root)
     return folders
 
@@ -98,11 +97,13 @@ class ShardedIndex:
         self.pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="hashlab-shard")
         metas = [self._get(i, "/api/meta").json() for i in range(len(self.urls))]
         self._check(metas)
-        order = sorted(range(len(metas)), key=lambda i: metas[i]["id_offset"])  # shard 0 first
+        # where each shard's id range starts (id_offset: a shard split before ids were kept from build to build)
+        firsts = [meta["first_id"] if "first_id" in meta else meta["id_offset"] for meta in metas]
+        order = sorted(range(len(metas)), key=lambda i: firsts[i])  # shard 0 first
         self.urls, self.clients = [self.urls[i] for i in order], [self.clients[i] for i in order]
         metas = [metas[i] for i in order]
-        self.offsets = np.array([meta["id_offset"] for meta in metas])
-        self.meta = {k: v for k, v in metas[0].items() if k not in ("id_offset", "shard", "count", "url",
+        self.firsts = np.array([firsts[i] for i in order])
+        self.meta = {k: v for k, v in metas[0].items() if k not in ("first_id", "id_offset", "shard", "count", "url",
                                                                     "server_peak_rss_mb")}
         self.meta.update(count=metas[0]["total"], shards=len(self.urls))  # how many, not where they are
         self.bits = int(self.meta["bits"])
@@ -147,9 +148,10 @@ class ShardedIndex:
         return int(self.meta["count"])
 
     def shard_of(self, image_id: int) -> int:
-        if not 0 <= image_id < len(self):
-            raise KeyError(f"no indexed image with id {image_id} (ids are 0..{len(self) - 1})")
-        return int(np.searchsorted(self.offsets, image_id, side="right") - 1)
+        """The shard whose id range holds ``image_id`` (which answers 404 for an id in its range it does not hold)."""
+        if image_id < self.firsts[0]:
+            raise KeyError(f"no indexed image with id {image_id} (the ids start at {self.firsts[0]})")
+        return int(np.searchsorted(self.firsts, image_id, side="right") - 1)
 
     def encode(self, images, timing: dict | None = None):
         return encode_images(self.encoder, images, timing)
@@ -157,7 +159,11 @@ class ShardedIndex:
     def vectors(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         features, codes = [], []
         for image_id in ids:
-            answer = self._get(self.shard_of(int(image_id)), "/api/vectors", ids=str(int(image_id))).json()
+            response = self._request(self.shard_of(int(image_id)), "GET", "/api/vectors", answers=(200, 404),
+                                     params={"ids": str(int(image_id))})
+            if response.status_code == 404:  # an id in the shard's range that it does not hold: no such image
+                raise KeyError(response.json().get("detail", f"no indexed image with id {image_id}"))
+            answer = response.json()
             features.append(decode_array(answer["features"]).astype(np.float32))
             codes.append(decode_array(answer["codes"]))
         return np.concatenate(features), np.concatenate(codes)

@@ -50,7 +50,8 @@ def binary_index(kind: str, bits: int, codes: np.ndarray):
 
 
 def write_catalog(folder: Path, rows: list[tuple], meta: dict, skipped: list[tuple[str, str]] = ()) -> None:
-    """catalog.sqlite: rows are (row, path, sha256, size, mtime, label), row = the position in codes.npy."""
+    """catalog.sqlite: rows are (id, path, sha256, size, mtime, label), in id order, which is their order in
+    codes.npy and features.npy (an id is kept from build to build; a row is a position in one build)."""
     with sqlite3.connect(folder / "catalog.sqlite") as db:
         db.execute("CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, sha256 TEXT NOT NULL, "
                    "size INTEGER, mtime REAL, label TEXT)")
