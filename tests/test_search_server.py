@@ -135,6 +135,17 @@ def test_the_page_in_a_real_browser(server, chromium):
         assert f"id:{second}" in page.locator("#status").inner_text()
         assert page.locator(".hit").count() == 10
         assert page.locator(".hit").nth(0).get_attribute("data-id") == second  # itself first
+        assert page.url == f"{url}/?id={second}"  # a search by id is an address: a link to it opens that search
+        page.goto(f"{url}/?id={second}")
+        page.wait_for_function("document.body.dataset.searches === '1'")
+        assert f"id:{second}" in page.locator("#status").inner_text()
+        third = page.locator(".hit").nth(2).get_attribute("data-id")
+        page.locator(".hit").nth(2).click()
+        page.wait_for_function("document.body.dataset.searches === '2'")
+        assert page.url == f"{url}/?id={third}"
+        page.go_back()  # back: the previous address's search again
+        page.wait_for_function("document.body.dataset.searches === '3'")
+        assert f"id:{second}" in page.locator("#status").inner_text() and page.url == f"{url}/?id={second}"
         page.evaluate("searchId('abc')")  # a refusal shows the server's message (it showed "422: undefined")
         page.wait_for_function("document.getElementById('status').className === 'error'")
         refusal = page.locator("#status").inner_text()
