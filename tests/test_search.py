@@ -157,7 +157,7 @@ def test_rerankers_reorder_the_shortlist():
         rerank("bm25", query, items)
 
 
-def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path):
+def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path, capsys):
     images, out, _ = collection
     copy, index_dir = tmp_path / "images", tmp_path / "index"
     shutil.copytree(images, copy)
@@ -181,6 +181,16 @@ def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path)
     changed_id = after.paths.index("0/0000.png")
     np.testing.assert_array_equal(after.packed[changed_id], after.packed[after.paths.index("1/0001.png")])
     assert len(list(index_dir.glob("build-*"))) == 1  # the old build is gone once the new one is live
+    from hashlab.cli import main
+    main(["index", "info", "--index", str(index_dir)])  # what the index holds, from its catalog
+    text = capsys.readouterr().out
+    assert f"{index_dir}: 301 images of {copy.resolve()}, ids 0 to 301 (the next new image gets 302)" in text
+    assert "crow + itq, 32 bits" in text and "10 labels (parent folders)" in text
+    assert "skipped: 2 unreadable files:\n    broken.jpg: " in text and "\n    moved.png: " in text
+    main(["index", "info", "--index", str(index_dir), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["count"] == sum(summary["labels"].values()) == 301 and summary["ids"] == [0, 301]
+    assert [path for path, _ in summary["skipped"]] == ["broken.jpg", "moved.png"]
 
 
 def test_ids_name_the_same_images_from_build_to_build(collection, tmp_path):

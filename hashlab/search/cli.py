@@ -37,6 +37,10 @@ def add_commands(commands) -> None:
     split.add_argument("--index", required=True, help="the index to split (its current build)")
     split.add_argument("--shards", type=int, required=True)
     split.add_argument("--out", required=True, help="folder for OUT/shard-0 ... (each a complete index)")
+    info = index_commands.add_parser("info", help="what an index holds: its encoder, images, ids, labels and the "
+                                     "files it skipped (from its catalog alone)")
+    info.add_argument("--index", required=True)
+    info.add_argument("--json", action="store_true", help="one JSON object")
     search = commands.add_parser("search", help="query an index with images (or an indexed image's id)")
     search.add_argument("images", nargs="*")
     search.add_argument("--index", required=True)
@@ -76,6 +80,8 @@ def run(args) -> None:
         print(f"{args.out}: {len(folders)} shards ({', '.join(f.name for f in folders)}); serve each with "
               f"`hashlab serve --index {Path(args.out) / 'shard-K'} --port P` and route with "
               f"`hashlab serve --shards URL ...`")
+    elif args.command == "index" and args.index_command == "info":
+        info(args)
     elif args.command == "index":
         build(args)
     elif args.command == "search":
@@ -125,6 +131,39 @@ def build(args) -> None:
         print(f"skipped unreadable image {path}: {error}", file=sys.stderr)
     print(f"{report.index}: {report.images} images ({report.encoded} encoded, {report.reused} reused, "
           f"{report.dropped} dropped, {len(report.skipped)} unreadable skipped) in {report.seconds:.1f} s")
+
+
+def info(args) -> None:
+    from hashlab.search.storage import catalog_summary
+    try:
+        summary = catalog_summary(args.index)
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
+    if args.json:
+        print(json.dumps(summary))
+        return
+    meta, (first, last) = summary["meta"], summary["ids"]
+    encoder = (f"{meta['method']} codes of the run {meta['run']} (trained on {meta['trained_on']}, mAP "
+               f"{meta['map']:.3f})" if meta.get("encoder") == "supervised" else
+               f"{meta['features']} + {meta['quantizer']}") + \
+        f", {meta['bits']} bits, {meta['backbone']} at {meta['image_size']} px"
+    if meta.get("precision"):
+        encoder += f", {meta['precision']}"
+    print(f"{args.index}: {summary['count']} images of {meta.get('images_root', '?')}, ids {first} to {last}"
+          + (f" (the next new image gets {meta['next_id']})" if "next_id" in meta and "shard" not in meta else ""))
+    print(f"  encoder: {encoder}")
+    print(f"  index: {meta['index_type']}, build {summary['build']}, {meta.get('created_at', '?')}, "
+          f"hashlab {meta.get('hashlab_version', '?')}")
+    if "shard" in meta:
+        print(f"  shard {meta['shard']} of {meta['shards']} ({meta['total']} images in all), split from "
+              f"{meta['split_from']}")
+    labels = summary["labels"]
+    if set(labels) != {""}:
+        shown = ", ".join(f"{label or '(top folder)'} ({n})" for label, n in list(labels.items())[:10])
+        print(f"  {len(labels)} labels (parent folders), most images first: {shown}" + (", ..." if len(labels) > 10 else ""))
+    print(f"  skipped: {len(summary['skipped'])} unreadable files" + (":" if summary["skipped"] else ""))
+    for path, error in summary["skipped"]:
+        print(f"    {path}: {error}")
 
 
 def search(args) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sqlite3
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from hashlab.search.encoders import load_encoder, open_image
 from hashlab.search.query import SHORTLIST, Candidates, answer_queries, encode_images
+from hashlab.search.storage import current_build
 
 
 class SearchIndex:
@@ -45,13 +45,7 @@ class SearchIndex:
 
     @classmethod
     def open(cls, out: str | Path, device: str = "cpu") -> SearchIndex:
-        out = Path(out)
-        current = out / "current"
-        if not current.exists():
-            if (out / "catalog.sqlite").exists():  # one build of an index: the index is the folder above it
-                raise FileNotFoundError(f"{out} is one build of the index {out.parent}: pass --index {out.parent}")
-            raise FileNotFoundError(f"{out}: no index here (build one with `hashlab index build --images DIR --out {out}`)")
-        return cls(out / os.readlink(current), device)
+        return cls(current_build(out), device)
 
     @property
     def encoder(self):

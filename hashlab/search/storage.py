@@ -63,6 +63,32 @@ def write_catalog(folder: Path, rows: list[tuple], meta: dict, skipped: list[tup
     db.close()
 
 
+def current_build(out: str | Path) -> Path:
+    """INDEX's live build folder, or a FileNotFoundError that says what OUT is instead."""
+    out = Path(out)
+    if not (out / "current").exists():
+        if (out / "catalog.sqlite").exists():  # one build of an index: the index is the folder above it
+            raise FileNotFoundError(f"{out} is one build of the index {out.parent}: pass --index {out.parent}")
+        raise FileNotFoundError(f"{out}: no index here (build one with `hashlab index build --images DIR --out {out}`)")
+    return out / os.readlink(out / "current")
+
+
+def catalog_summary(out: str | Path) -> dict:
+    """What an index holds, from its catalog alone (no code is loaded, whatever the index's size): the build's
+    meta, its image count and id range, images by label and the files it skipped."""
+    folder = current_build(out)
+    with sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True) as db:
+        meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+        count, first, last = db.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM images").fetchone()
+        labels = dict(db.execute("SELECT COALESCE(label, ''), COUNT(*) FROM images GROUP BY label "
+                                 "ORDER BY COUNT(*) DESC, label").fetchall())
+        skipped = db.execute("SELECT path, error FROM skipped ORDER BY path").fetchall()
+    db.close()
+    offset = int(meta.get("id_offset", 0))  # a shard split before ids were kept: rows from 0
+    return {"index": str(out), "build": folder.name, "meta": meta, "count": count,
+            "ids": [first + offset, last + offset], "labels": labels, "skipped": [list(row) for row in skipped]}
+
+
 @contextmanager
 def new_build(out: Path):
     """A new build folder beside OUT's live one; once the block has written it, OUT/current is swapped to
