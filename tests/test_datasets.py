@@ -461,3 +461,12 @@ def test_describe_all_is_table_1_with_absent_data_sets_named(tmp_path, capsys):
     assert "| cifar10 | cifar10-1 | 10 | no | 5,000 | 500 | 1,000 | 5,500 |" in out
     assert "| cub200 | official-test-query | 4 | no | 16 | 0 | 12 | 16 |" in out  # 10% of 4 per class rounds to 0
     assert "- flickr25k: skipped, folder" in out and "- stanford_cars: skipped, folder" in out
+
+
+def test_a_list_file_module_resizes_whole_images_when_resize_whole_is_set(tmp_path):
+    """dfch's resize_whole (the whole image to size x size, no crop) holds for list files as for every data set;
+    family chooses the transforms otherwise."""
+    assert ListFile(root=str(tmp_path)).family == "photo"
+    assert ListFile(root=str(tmp_path), family="small").family == "small"
+    assert ListFile(root=str(tmp_path), resize_whole=True).family == "small"
+    assert ListFile.evaluation_geometry({"resize_whole": True, "family": "photo", "image_size": 99}) == (99, "small")

@@ -67,3 +67,18 @@ def test_every_relative_link_of_the_docs_and_reports_points_at_a_file():
             if path and not re.match(r"[a-z]+:", path) and not (page.parent / path).exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+def test_the_python_page_runs(tmp_path):
+    """docs/python.md's blocks, in order, in one fresh interpreter from the repository root: what a reader pastes
+    into a notebook works on a clone (its runs folder moved to a temporary one, so the checkout stays as it was)."""
+    import re
+    import subprocess
+    import sys
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "python.md").read_text(), flags=re.S)
+    assert len(blocks) >= 5
+    script = "\n".join(blocks).replace("runs/python", str(tmp_path / "runs"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dsh at 48 bits: mAP@all" in done.stdout and "(8, 16)" not in done.stdout
+    assert re.search(r"^\[\[ ?-?1 ", done.stdout, flags=re.M), done.stdout  # the codes printed as +-1 rows

@@ -335,6 +335,16 @@ def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
         RunEncoder(copy)
     index = SearchIndex.open(tmp_path / "index")
     assert report.images == 300 and index.meta["encoder"] == "supervised" and index.meta["bits"] == 16
+    # the run's own evaluation transform: digits' default 64 px (its config leaves image_size unset), so an image
+    # of the run's query set gets the code the run gave it
+    from hashlab.data import Digits
+    assert (encoder.image_size, encoder.family) == (64, "small") and index.meta["image_size"] == 64
+    saved = np.load(record.parent / "codes.npz")
+    source = Digits().all_items().source
+    queries = saved["query_index"][:50]
+    ours = encoder.codes([source.items[i] for i in queries])
+    agree = (np.unpackbits(saved["query_codes"][:50], axis=1)[:, :16] == (ours > 0)).mean()
+    assert agree > 0.99, agree
     image = Image.open(images / "4" / "0004.png").convert("RGB")
     with torch.no_grad():
         expected = np.where(encoder.model.encode_images(encoder.transform(image)[None]).numpy() >= 0, 1, 0)

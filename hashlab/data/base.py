@@ -57,12 +57,10 @@ class HashingDataModule(L.LightningDataModule):
         val_database: the size of the validation database (default: the training set's size); see
         :meth:`validation_database`."""
         super().__init__()
-        if resize_whole:
-            self.family = "small"
+        self.image_size, self.family = self.evaluation_geometry({"image_size": image_size, "resize_whole": resize_whole})
         self.root = root
         self.protocol = protocol or self.default_protocol
         self.split_seed, self.val_fraction = split_seed, val_fraction
-        self.image_size = image_size or self.default_image_size
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.skip_corrupt = skip_corrupt
         self.batches, self.images_per_class = batches, images_per_class
@@ -73,6 +71,13 @@ class HashingDataModule(L.LightningDataModule):
         self.split: Split | None = None
         self.split_file: Path | None = None
         self.features: torch.Tensor | None = None
+
+    @classmethod
+    def evaluation_geometry(cls, init_args: dict) -> tuple[int, str]:
+        """(image size, transform family) of a module built with these init arguments (a record's config): what
+        its evaluation transform, and so a search index of a run's codes, resizes images to."""
+        return (init_args.get("image_size") or cls.default_image_size,
+                "small" if init_args.get("resize_whole") else cls.family)
 
     # -- what a data set module provides ------------------------------------------------------
     def load_source(self) -> Source:

@@ -35,9 +35,14 @@ class ListFile(HashingDataModule):
         crops the centre for evaluation, small resizes the whole image (for non-square images
         whose edges matter, such as `hashlab data mosaics`)."""
         super().__init__(*args, **kwargs)
-        self.family = family
+        self.family = self.evaluation_geometry({**kwargs, "family": family})[1]
         self.lists = {"train": train_list, "query": query_list, "database": database_list}
         self.dataset_name = self.name = dataset_name  # records, run folders and caches use this name
+
+    @classmethod
+    def evaluation_geometry(cls, init_args: dict) -> tuple[int, str]:
+        size, family = super().evaluation_geometry(init_args)  # resize_whole (dfch's) wins over family
+        return size, family if init_args.get("resize_whole") else init_args.get("family") or cls.family
 
     def load_source(self) -> Source:
         root = resolve_root(self.root, self.dataset_name, "listfile")

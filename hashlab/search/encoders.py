@@ -128,16 +128,23 @@ class RunEncoder:
         self.model = cls.load_from_checkpoint(self.record_path.parent / checkpoint, map_location=device).eval()
         data = record["config"]["data"]
         data_module, _, data_name = data["class_path"].rpartition(".")
-        family = getattr(getattr(__import__(data_module, fromlist=[data_name]), data_name), "family", "photo")
-        self.image_size = int(data["init_args"].get("image_size") or 224)
-        self.transform = eval_transform(self.image_size, family)
-        self.family = family
+        data_class = getattr(__import__(data_module, fromlist=[data_name]), data_name)
+        # the run's own evaluation transform: its data module's default size where the config left it unset
+        # (digits 64, cifar10 128), a whole-image resize where it set resize_whole (dfch)
+        size, self.family = data_class.evaluation_geometry(data.get("init_args", {}))
+        self.image_size = int(size)
+        self.transform = eval_transform(self.image_size, self.family)
         self.bits = int(record["bits"])
         self.device = device
 
     @torch.no_grad()
     def describe(self, images: torch.Tensor) -> np.ndarray:
         return self.model.encode_images(images.to(self.device)).float().cpu().numpy()
+
+    def codes(self, images) -> np.ndarray:
+        """Images (PIL images or H x W x 3 uint8 arrays) -> their codes, (n, bits) int8 of +-1, through the run's
+        evaluation transform, backbone and hash head."""
+        return self.finish(self.describe(torch.stack([self.transform(image) for image in images])))[1]
 
     def fit(self, descriptors: np.ndarray) -> None:  # nothing to fit: the run learned its codes
         pass
