@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         # is not a success to a shell's `&&` or a scheduler
         if type(error).__name__ == "SIGTERMException":
             from hashlab.records.wandb_runs import mark_preempted
-            requeued = " (its W&B run is marked preempted: a sweep hands it to the next agent)" if mark_preempted() else ""
-            print(f"stopped by SIGTERM: run the same command again to resume from its last checkpoint{requeued}",
-                  file=sys.stderr)
+            marked = mark_preempted()
+            print("stopped by SIGTERM: run the same command again to resume from its last checkpoint"
+                  + (f" ({marked})" if marked else ""), file=sys.stderr)
             sys.exit(128 + 15)  # nonzero: W&B requeues a preempting run only when it did not end with 0
         raise
     except Exception as error:

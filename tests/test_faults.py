@@ -169,11 +169,11 @@ def test_where_the_file_system_has_no_flock_the_cell_lock_is_a_marker_file_that_
     assert order == ["first done", "second in"]
 
 
-def wandb_record_types(run_file: Path) -> list[str]:
-    """The record types in a W&B run's transaction log (run-ID.wandb: a 7-byte header, then LevelDB's log format of
+def wandb_records(run_file: Path) -> list:
+    """The records of a W&B run's transaction log (run-ID.wandb: a 7-byte header, then LevelDB's log format of
     32 KiB blocks, each record a 7-byte header and a piece of a serialised wandb_internal.Record)."""
     from wandb.proto import wandb_internal_pb2
-    data, position, block, pending, types = run_file.read_bytes(), 7, 32768, b"", []
+    data, position, block, pending, records = run_file.read_bytes(), 7, 32768, b"", []
     while position + 7 <= len(data):
         if block - position % block < 7:  # a block's tail too short for a header is padding
             position += block - position % block
@@ -184,30 +184,34 @@ def wandb_record_types(run_file: Path) -> list[str]:
         if kind in (1, 4):
             record = wandb_internal_pb2.Record()
             record.ParseFromString(pending)
-            types.append(record.WhichOneof("record_type"))
-    return types
+            records.append(record)
+    return records
 
 
 def test_a_fit_stopped_by_sigterm_exits_143_and_marks_its_wandb_run_preempted(tmp_path):
     """Lightning turns SIGTERM into a SystemExit without a code: `hashlab fit` must not exit 0 on it (a scheduler or
-    `&&` would count the killed run as done), and a W&B run it logs to is marked preempting, which is what makes a
-    sweep hand the run to the next agent (a SLURM time limit or preemption sends SIGTERM)."""
+    `&&` would count the killed run as done), and a W&B run it logs to is marked preempting and ends with 143, which
+    is what makes a sweep hand the run to the next agent. SIGTERM goes to the whole process group, W&B's own
+    service process too, as SLURM signals every process of a job at its time limit."""
     command = [sys.executable, "-m", "hashlab.cli", "fit", "--config", *DEMO, "--trainer.max_epochs=30",
                f"--runs_dir={tmp_path}", "--model.bits=12", "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
                f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.offline=true"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     deadline = time.monotonic() + 300
     while not list(tmp_path.rglob("last.ckpt")) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    os.killpg(process.pid, signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-1500:]
     assert "stopped by SIGTERM: run the same command again to resume" in stderr
-    assert "its W&B run is marked preempted" in stderr
+    assert "its offline W&B run is marked preempting" in stderr
     assert not list(tmp_path.rglob("record.json"))
     [run_file] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
-    types = wandb_record_types(run_file)
+    records = wandb_records(run_file)
+    types = [record.WhichOneof("record_type") for record in records]
     assert "preempting" in types and types.index("preempting") < types.index("exit"), types
+    assert records[types.index("exit")].exit.exit_code == 143
 
 
 def test_a_truncated_last_checkpoint_resumes_from_an_earlier_one(tmp_path):

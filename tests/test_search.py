@@ -178,8 +178,8 @@ def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path,
     assert "2/0002.png" not in after.paths
     assert sum(path.endswith(("0400.png", "0401.png")) for path in after.paths) == 2
     np.testing.assert_array_equal(after.packed[after.paths.index("5/0005.png")], kept_code)
-    changed_id = after.paths.index("0/0000.png")
-    np.testing.assert_array_equal(after.packed[changed_id], after.packed[after.paths.index("1/0001.png")])
+    changed_row = after.paths.index("0/0000.png")
+    np.testing.assert_array_equal(after.packed[changed_row], after.packed[after.paths.index("1/0001.png")])
     assert len(list(index_dir.glob("build-*"))) == 1  # the old build is gone once the new one is live
     from hashlab.cli import main
     main(["index", "info", "--index", str(index_dir)])  # what the index holds, from its catalog
@@ -221,7 +221,14 @@ def test_ids_name_the_same_images_from_build_to_build(collection, tmp_path):
     build_index(copy, index_dir, None, progress=False)
     again = SearchIndex.open(index_dir)
     assert again.ids[again.paths.index("8/0500.png")] == 302 and dropped not in again.ids
-    assert again.query(ids=[302], k=3)[0]["results"][0]["path"] == "8/0500.png"
+    assert {hit["id"]: hit["path"] for hit in again.query(ids=[302], k=20)[0]["results"]}[302] == "8/0500.png"
+    from hashlab.cli import main
+    from hashlab.locks import exclusive
+    with pytest.raises(SystemExit, match=f"no indexed image with id {dropped} \\(never indexed, or dropped"):
+        main(["search", "--index", str(index_dir), "--id", str(dropped)])  # one line, no traceback
+    with exclusive(index_dir / ".build.lock", wait=False):  # another build is updating it: two would share ids
+        with pytest.raises(ValueError, match="another `hashlab index build` is updating"):
+            build_index(copy, index_dir, None, progress=False)
     build_index(copy, index_dir, UnsupervisedEncoder("gem", 32, image_size=SIZE), progress=False)  # all encoded again
     other = SearchIndex.open(index_dir)
     assert other.meta["features"] == "gem" and dict(zip(other.paths, other.ids.tolist(), strict=True)) == \
@@ -345,6 +352,14 @@ def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
     ours = encoder.codes([source.items[i] for i in queries])
     agree = (np.unpackbits(saved["query_codes"][:50], axis=1)[:, :16] == (ours > 0)).mean()
     assert agree > 0.99, agree
+    # an index built when a run's encoder read 224 px for digits: its queries and new images are encoded as its
+    # codes were, whatever the run's own size
+    import sqlite3
+    with sqlite3.connect(index.folder / "catalog.sqlite") as db:
+        db.execute("UPDATE meta SET value = '224' WHERE key = 'image_size'")
+    db.close()
+    older = SearchIndex.open(tmp_path / "index").encoder
+    assert older.image_size == 224 and older.transform(source.items[0]).shape[-1] == 224
     image = Image.open(images / "4" / "0004.png").convert("RGB")
     with torch.no_grad():
         expected = np.where(encoder.model.encode_images(encoder.transform(image)[None]).numpy() >= 0, 1, 0)

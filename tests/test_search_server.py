@@ -88,17 +88,20 @@ def test_a_rebuild_is_picked_up_while_serving(server, tmp_path):
     new images sort among the old ones but are numbered after them, in path order)."""
     url, folder, images = server
 
-    def path_of(image_id: int) -> str:
-        return json.loads(get(url + f"/api/search?id={image_id}&k=1")[1])["results"][0]["path"]
+    def path_of(image_id: int) -> str:  # the hit with that id (an image of the same code and a lower id comes first)
+        hits = json.loads(get(url + f"/api/search?id={image_id}&k=50")[1])["results"]
+        return next(hit["path"] for hit in hits if hit["id"] == image_id)
 
-    before = {image_id: path_of(image_id) for image_id in (0, 57, 199)}
+    from hashlab.search.index import SearchIndex
+    next_id = SearchIndex.open(folder / "index").meta["next_id"]
+    before = {image_id: path_of(image_id) for image_id in (0, 57, next_id - 1)}
     new = sorted(str(path.relative_to(images)) for path in write_digits(images, 5, start=600))
     build_index(images, folder / "index", None, progress=False)
     assert json.loads(get(url + "/api/meta")[1])["count"] == 205
     status, answer = post_image(url, (images / "6" / "0006.png").read_bytes(), k="3")
     assert status == 200 and answer["results"][0]["path"] == "6/0006.png"
     assert {image_id: path_of(image_id) for image_id in before} == before
-    assert [path_of(image_id) for image_id in range(200, 205)] == new
+    assert [path_of(image_id) for image_id in range(next_id, next_id + 5)] == new
 
 
 @pytest.fixture(scope="module")
@@ -135,17 +138,35 @@ def test_the_page_in_a_real_browser(server, chromium):
         assert f"id:{second}" in page.locator("#status").inner_text()
         assert page.locator(".hit").count() == 10
         assert page.locator(".hit").nth(0).get_attribute("data-id") == second  # itself first
-        assert page.url == f"{url}/?id={second}"  # a search by id is an address: a link to it opens that search
-        page.goto(f"{url}/?id={second}")
-        page.wait_for_function("document.body.dataset.searches === '1'")
-        assert f"id:{second}" in page.locator("#status").inner_text()
+        # a search by id is an address, with its controls; back and forward run the searches of their addresses
+        assert page.url == f"{url}/?id={second}&k=10&rerank=none"
+        page.select_option("#k", "50")
+        page.select_option("#rerank", "cosine")
+        for searches in ("3", "4"):  # the image itself, twice: one new address, then the same one (no new entry)
+            page.locator(f".hit[data-id='{second}']").click()
+            page.wait_for_function(f"document.body.dataset.searches === '{searches}'")
+        assert page.url == f"{url}/?id={second}&k=50&rerank=cosine" and page.locator(".hit").count() == 50
         third = page.locator(".hit").nth(2).get_attribute("data-id")
         page.locator(".hit").nth(2).click()
-        page.wait_for_function("document.body.dataset.searches === '2'")
-        assert page.url == f"{url}/?id={third}"
-        page.go_back()  # back: the previous address's search again
-        page.wait_for_function("document.body.dataset.searches === '3'")
-        assert f"id:{second}" in page.locator("#status").inner_text() and page.url == f"{url}/?id={second}"
+        page.wait_for_function("document.body.dataset.searches === '5'")
+        assert page.url == f"{url}/?id={third}&k=50&rerank=cosine"
+        page.go_back()
+        page.wait_for_function("document.body.dataset.searches === '6'")
+        assert f"id:{second}" in page.locator("#status").inner_text() and page.locator(".hit").count() == 50
+        page.go_back()  # the first click's address: its controls come back with it
+        page.wait_for_function("document.body.dataset.searches === '7'")
+        assert page.locator("#k").input_value() == "10" and page.locator("#rerank").input_value() == "none"
+        assert page.locator(".hit").count() == 10
+        page.go_back()  # the page as first opened, with no search of its own: nothing shown
+        page.wait_for_function("document.getElementById('status').textContent === 'No query yet.'")
+        assert page.locator(".hit").count() == 0
+        page.go_forward()
+        page.wait_for_function("document.body.dataset.searches === '8'")
+        assert f"id:{second}" in page.locator("#status").inner_text()
+        page.goto(f"{url}/?id={third}&k=50&rerank=cosine")  # a link opens its search as it was
+        page.wait_for_function("document.body.dataset.searches === '1'")
+        assert f"id:{third}" in page.locator("#status").inner_text() and page.locator(".hit").count() == 50
+        assert page.locator("#rerank").input_value() == "cosine" and "score" in page.locator(".hit").nth(1).inner_text()
         page.evaluate("searchId('abc')")  # a refusal shows the server's message (it showed "422: undefined")
         page.wait_for_function("document.getElementById('status').className === 'error'")
         refusal = page.locator("#status").inner_text()
@@ -255,6 +276,10 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
         for missing in (gap, last + 1):  # an id dropped by an update, in a shard's range, and one past the end
             assert get(router + f"/api/search?id={missing}")[0] == get(url + f"/api/search?id={missing}")[0] == 404
             assert get(router + f"/api/image/{missing}")[0] == get(url + f"/api/image/{missing}")[0] == 404
+        status, body = get(router + f"/api/search?id={gap}")  # the shard's own words reach the client
+        assert f"no indexed image with id {gap} (never indexed, or dropped" in json.loads(body)["error"]
+        status, body = get(router + f"/api/image/{gap}")
+        assert f"no indexed image with id {gap} (never indexed, or dropped" in json.loads(body)["error"]
         with pytest.raises(ValueError, match=r"split into 2 shards; the URLs serve shards \[1\]"):
             ShardedIndex(shards[1:])
         with pytest.raises(ValueError, match="serves a whole index, not a shard"):

@@ -49,17 +49,22 @@ def log_record(loggers, record: dict, record_path: Path) -> None:
         run.finish()  # the run is complete: its offline folder is whole now, and the next cell starts a new run
 
 
-def mark_preempted() -> bool:
+def mark_preempted() -> str:
     """A run stopped by a signal (a SLURM time limit or preemption sends SIGTERM): mark its W&B run, if one is
-    open, as preempting, so that the sweep hands the same run to the next agent, whose `hashlab cell` resumes its
-    checkpoint. W&B re-proposes only runs marked so and ended with a nonzero code (the caller exits 143)."""
+    open, as preempting, so that its sweep hands the same run to the next agent, whose `hashlab cell` resumes its
+    checkpoint. W&B re-proposes only runs marked so and ended with a nonzero code (the caller exits 143).
+    Returns what it did, for the stop message ("" without a W&B run)."""
     import sys
     wandb = sys.modules.get("wandb")  # never imported here: a run that did not log to W&B has nothing to mark
     run = getattr(wandb, "run", None)
     if run is None:
-        return False
+        return ""
     run.mark_preempting()
-    return True
+    if getattr(run, "offline", False):
+        return "its offline W&B run is marked preempting"
+    if getattr(run, "sweep_id", None):
+        return f"its W&B run is marked preempting: sweep {run.sweep_id} hands it to the next agent"
+    return "its W&B run is marked preempting"
 
 
 def records_from_wandb(path: str, out_dir: str | Path) -> Path:

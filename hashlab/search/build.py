@@ -57,10 +57,21 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     """Index (or update the index of) every image under ``images``. ``encoder``: an encoder for a new
     index; for an existing one, None reuses its encoder (``refit``: fit PCA/ITQ again on the collection).
     ``index_type``: one of storage.INDEX_TYPES; None keeps the existing index's (flat for a new one)."""
-    start = time.perf_counter()
     root, out = Path(images).resolve(), Path(out)
     if not root.is_dir():
         raise FileNotFoundError(f"--images {images}: not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    from hashlab.locks import LockHeld, exclusive
+    try:  # two builds at once would give the same new ids to different images, and remove each other's folder
+        with exclusive(out / ".build.lock", wait=False):
+            return _build(root, out, encoder, index_type, refit, progress)
+    except LockHeld as error:
+        raise ValueError(f"another `hashlab index build` is updating {out} ({error.holder}): run this one again "
+                         "once it has finished") from None
+
+
+def _build(root: Path, out: Path, encoder, index_type: str | None, refit: bool, progress: bool) -> BuildReport:
+    start = time.perf_counter()
     existing = SearchIndex.open(out) if (out / "current").exists() else None
     if existing is not None and "shard" in existing.meta:
         raise ValueError(f"{out} is shard {existing.meta['shard']} of {existing.meta['shards']}, split from "

@@ -189,8 +189,11 @@ def search(args) -> None:
         index.query([Image.new("RGB", (64, 64))], k=1)
         print(f"encoder loaded and warmed up in {1000 * (time.perf_counter() - loading):.0f} ms", file=sys.stderr)
     if args.id is not None:
-        names, answers = [f"id:{i}" for i in args.id], index.query(ids=args.id, k=args.k, rerank=args.rerank,
-                                                                   shortlist=args.shortlist)
+        try:
+            answers = index.query(ids=args.id, k=args.k, rerank=args.rerank, shortlist=args.shortlist)
+        except KeyError as error:  # an id never given, or one whose image an update dropped
+            sys.exit(f"error: {error.args[0]}")
+        names = [f"id:{i}" for i in args.id]
     else:
         start = time.perf_counter()
         images = []

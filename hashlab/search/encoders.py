@@ -178,6 +178,12 @@ class RunEncoder:
                 f"that run is now {encoder.identity()}: queries would be encoded by another model than the index. "
                 f"Rebuild the index with `hashlab index build --images {meta.get('images_root', 'DIR')} --out "
                 f"{folder.parent} --run {meta['run']}`.")
+        stored = (int(meta.get("image_size", encoder.image_size)), meta.get("transform", encoder.family))
+        if stored != (encoder.image_size, encoder.family):
+            # built before the run's own geometry was read (at 224 px): queries and new images are encoded as the
+            # index's codes were, so that the index stays one encoder; `--run RUN` again re-encodes it all
+            encoder.image_size, encoder.family = stored
+            encoder.transform = eval_transform(*stored)
         return encoder
 
 

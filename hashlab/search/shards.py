@@ -162,7 +162,7 @@ class ShardedIndex:
             response = self._request(self.shard_of(int(image_id)), "GET", "/api/vectors", answers=(200, 404),
                                      params={"ids": str(int(image_id))})
             if response.status_code == 404:  # an id in the shard's range that it does not hold: no such image
-                raise KeyError(response.json().get("detail", f"no indexed image with id {image_id}"))
+                raise KeyError(response.json().get("error", f"no indexed image with id {image_id}"))
             answer = response.json()
             features.append(decode_array(answer["features"]).astype(np.float32))
             codes.append(decode_array(answer["codes"]))
@@ -190,7 +190,7 @@ class ShardedIndex:
         response = self._request(self.shard_of(image_id), "GET", f"/api/image/{image_id}", answers=(200, 404, 410),
                                  params={"thumb": int(thumb)})
         if response.status_code == 404:
-            raise KeyError(response.json().get("detail", f"no indexed image with id {image_id}"))
+            raise KeyError(response.json().get("error", f"no indexed image with id {image_id}"))
         if response.status_code == 410:
-            raise FileNotFoundError(response.json().get("detail", f"indexed image {image_id} can no longer be read"))
+            raise FileNotFoundError(response.json().get("error", f"indexed image {image_id} can no longer be read"))
         return response.content
