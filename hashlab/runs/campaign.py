@@ -287,8 +287,8 @@ def machine_time(work: list[Work], tune: list[str], reports_dir: str | Path = RE
             cells[item.key] = float(record.get("timings", {}).get("wall_s") or 0.0)
             if record.get("mode") != "frozen":  # a deep cell, trained for epochs (not fitted in closed form)
                 trained[item.key] = cells[item.key]
-    tunings = {method: tuning_seconds(method, reports_dir) for method in tune if tuned(method, reports_dir)
-               and tuning_seconds(method, reports_dir) is not None}
+    seconds = {method: tuning_seconds(method, reports_dir) for method in tune if tuned(method, reports_dir)}
+    tunings = {method: spent for method, spent in seconds.items() if spent is not None}
     return {"cells": cells, "trained": trained, "tunings": tunings,
             "total": sum(cells.values()) + sum(tunings.values())}
 
