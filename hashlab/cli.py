@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     configure_allocator()  # before the first large tensor (hashlab/allocator.py); HASHLAB_MALLOC=default skips it
     try:
         dispatch(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `hashlab ... | head`: the reader has gone, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail again
+        sys.exit(128 + 13)  # what a shell reports for a writer ended by SIGPIPE
     except SystemExit as error:
         # Lightning turns SIGTERM into SIGTERMException, a SystemExit with no code, which would exit 0: a killed run
         # is not a success to a shell's `&&` or a scheduler

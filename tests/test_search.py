@@ -298,8 +298,34 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
         main(["search", "--index", str(out), str(images / "7" / "0007.png"), "--id", "5"])
     with pytest.raises(SystemExit, match="no query image .*nosuch.png"):
         main(["search", "--index", str(out), str(tmp_path / "nosuch.png")])
-    with pytest.raises(SystemExit, match="encodes 16 bits.*--features crow --bits 32"):
+    with pytest.raises(SystemExit, match="encodes 16 bits at 64 px.*for 32 bits name a new one.*--features gem "
+                                         "--bits 32 --image-size 64$"):
         main(["index", "build", "--images", str(images), "--out", str(out), "--bits", "32"])
+    with pytest.raises(SystemExit, match="for 96 px name a new one.*--features gem --bits 16 --image-size 96$"):
+        main(["index", "build", "--images", str(images), "--out", str(out), "--image-size", "96"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # argparse's refusal, not FAISS's assertion
+        main(["search", "--index", str(out), "--id", "5", "-k", "0"])
+    assert "argument -k: 0: give 1 or more" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"no indexed image with id 100000, 100001 \(never .*no query was run$"):
+        main(["search", "--index", str(out), "--id", "5", "100000", "100001"])
+    with pytest.raises(SystemExit, match=f"{tmp_path / 'nowhere'}: no index here"):
+        main(["serve", "--index", str(tmp_path / "nowhere")])  # before the app loads anything
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{port} .*pass --port with a free one"):
+            main(["serve", "--index", str(out), "--port", str(port)])
+    # a reader that has gone (`| head`): no traceback, the shell's code for SIGPIPE
+    reader = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "index", "info", "--index", str(out), "--json"],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()
+    assert reader.wait(timeout=60) == 141 and b"Traceback" not in reader.stderr.read()
+    capsys.readouterr()
+    main(["search", "--index", str(out), "--id", "5", "-k", "2"])  # the text answer names each hit's id
+    assert "  1. " in (text := capsys.readouterr().out) and " id 5  distance 0" in text
     split = tmp_path / "shards"
     main(["index", "split", "--index", str(out), "--shards", "2", "--out", str(split)])
     assert "2 shards (shard-0, shard-1)" in capsys.readouterr().out

@@ -276,10 +276,10 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
         for missing in (gap, last + 1):  # an id dropped by an update, in a shard's range, and one past the end
             assert get(router + f"/api/search?id={missing}")[0] == get(url + f"/api/search?id={missing}")[0] == 404
             assert get(router + f"/api/image/{missing}")[0] == get(url + f"/api/image/{missing}")[0] == 404
-        status, body = get(router + f"/api/search?id={gap}")  # the shard's own words reach the client
-        assert f"no indexed image with id {gap} (never indexed, or dropped" in json.loads(body)["error"]
-        status, body = get(router + f"/api/image/{gap}")
-        assert f"no indexed image with id {gap} (never indexed, or dropped" in json.loads(body)["error"]
+        words = f"no indexed image with id {gap} (never indexed, or dropped from the collection by an update; " \
+                f"this index holds {count} images in 2 shards)"  # the whole index's count, not one shard's
+        assert json.loads(get(router + f"/api/search?id={gap}")[1])["error"] == words
+        assert json.loads(get(router + f"/api/image/{gap}")[1])["error"] == words
         with pytest.raises(ValueError, match=r"split into 2 shards; the URLs serve shards \[1\]"):
             ShardedIndex(shards[1:])
         with pytest.raises(ValueError, match="serves a whole index, not a shard"):

@@ -22,9 +22,10 @@ def add_commands(commands) -> None:
                        "64); an existing index keeps its own unless --features names a new encoder")
     build.add_argument("--quantizer", default="itq", choices=["itq", "lsh"])
     build.add_argument("--backbone", default="efficientnet_lite0")
-    build.add_argument("--image-size", type=int, default=128,
-                       help="encoder input size (default 128: a third of 224's encoder time, at CIFAR-10 "
-                            "precision@10 0.510 against 0.513; docs/search.md)")
+    build.add_argument("--image-size", type=int, default=None,
+                       help="encoder input size of a new unsupervised encoder (default 128: a third of 224's encoder "
+                            "time, at CIFAR-10 precision@10 0.510 against 0.513; docs/search.md); an update keeps the "
+                            "index's own, and a run's encoder uses the run's")
     build.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                        help="the encoder's arithmetic; auto: bfloat16 where the CPU runs it natively "
                             "(AVX512-BF16, AMX), else float32 (docs/search.md)")
@@ -44,9 +45,9 @@ def add_commands(commands) -> None:
     search = commands.add_parser("search", help="query an index with images (or an indexed image's id)")
     search.add_argument("images", nargs="*")
     search.add_argument("--index", required=True)
-    search.add_argument("-k", type=int, default=10)
+    search.add_argument("-k", type=positive, default=10, help="results per query (default 10)")
     search.add_argument("--rerank", default="none", choices=["none", "cosine", "qe", "kreciprocal"])
-    search.add_argument("--shortlist", type=int, default=100, help="Hamming shortlist that re-ranking reorders")
+    search.add_argument("--shortlist", type=positive, default=100, help="Hamming shortlist that re-ranking reorders")
     search.add_argument("--id", type=int, nargs="+", default=None, help="query with indexed images by id")
     search.add_argument("--json", action="store_true", help="one JSON object per query")
     serve = commands.add_parser("serve", help="the search web page and its JSON API (FastAPI + uvicorn)")
@@ -68,6 +69,21 @@ def add_commands(commands) -> None:
     serve.add_argument("--batch-window-ms", type=float, default=10.0,
                        help="the longest a batch waits for queries the server is still receiving; queries that "
                             "arrive together share one encoder pass (0: one at a time)")
+
+
+UNITS = {"bits": "bits", "image_size": "px"}
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number of 1 or more (FAISS asserts on k = 0)."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 or more")
+    return value
 
 
 def run(args) -> None:
@@ -95,6 +111,20 @@ def run(args) -> None:
                              "(one fewer than the cores)")
         if (args.index is None) == (args.shards is None):
             raise SystemExit("hashlab serve: give --index INDEX (an index or a shard), or --shards URL ... (a router)")
+        if args.index is not None:
+            from hashlab.search.storage import current_build
+            try:
+                current_build(args.index)  # named here, before the app loads anything
+            except FileNotFoundError as error:
+                sys.exit(f"error: {error}")
+        import socket
+        with socket.socket() as probe:  # uvicorn would say it only after the start line, and give no remedy
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((args.host, args.port))
+            except OSError as error:
+                sys.exit(f"error: cannot listen on {args.host}:{args.port} ({error.strerror}): another server has "
+                         f"it? pass --port with a free one")
         app = create_app(args.index, shards=args.shards, max_upload_bytes=int(args.max_upload_mb * 1e6),
                          max_pixels=args.max_pixels, batch_window_ms=args.batch_window_ms, torch_threads=args.threads,
                          allowed_hosts=[args.host, *args.allowed_host])
@@ -109,18 +139,27 @@ def build(args) -> None:
     exists = (Path(args.out) / "current").exists()
     if args.run and args.features:
         sys.exit("error: pass --run (a trained run's codes) or --features (unsupervised), not both")
-    if exists and args.bits is not None and not (args.run or args.features):
+    if args.run and args.image_size is not None:
+        sys.exit("error: --image-size is for an unsupervised encoder: a run's encoder uses the run's own evaluation "
+                 "size (leave --image-size out)")
+    if exists and not (args.run or args.features) and (args.bits is not None or args.image_size is not None):
         import sqlite3  # the catalog's meta alone: opening the index would load every code
         with contextlib.closing(sqlite3.connect(Path(args.out) / "current" / "catalog.sqlite")) as db:
-            bits = json.loads(db.execute("SELECT value FROM meta WHERE key = 'bits'").fetchone()[0])
-        if int(bits) != args.bits:
-            sys.exit(f"error: {args.out} encodes {bits} bits, and an update keeps its encoder; for {args.bits} bits "
-                     f"name a new one, which encodes every image again: --features crow --bits {args.bits}")
+            meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+        asked = {"bits": args.bits, "image_size": args.image_size}
+        changed = {key: value for key, value in asked.items() if value is not None and value != meta.get(key)}
+        if changed:
+            wanted = {**{key: meta.get(key) for key in asked}, **changed}
+            features = meta.get("features") if meta.get("encoder") == "unsupervised" else "crow"
+            sys.exit(f"error: {args.out} encodes {meta.get('bits')} bits at {meta.get('image_size')} px, and an update "
+                     f"keeps its encoder; for {' and '.join(f'{v} {UNITS[k]}' for k, v in changed.items())} "
+                     f"name a new one, which encodes every image again: --features {features} --bits {wanted['bits']} "
+                     f"--image-size {wanted['image_size']}")
     try:
         if args.run:
             encoder = RunEncoder(args.run)
         elif args.features or not exists:
-            encoder = UnsupervisedEncoder(args.features or "crow", args.bits or 64, args.backbone, args.image_size,
+            encoder = UnsupervisedEncoder(args.features or "crow", args.bits or 64, args.backbone, args.image_size or 128,
                                           args.quantizer, precision=args.precision)
         else:
             encoder = None  # update (or with --refit, refit) with the index's own encoder
@@ -189,10 +228,12 @@ def search(args) -> None:
         index.query([Image.new("RGB", (64, 64))], k=1)
         print(f"encoder loaded and warmed up in {1000 * (time.perf_counter() - loading):.0f} ms", file=sys.stderr)
     if args.id is not None:
-        try:
-            answers = index.query(ids=args.id, k=args.k, rerank=args.rerank, shortlist=args.shortlist)
-        except KeyError as error:  # an id never given, or one whose image an update dropped
-            sys.exit(f"error: {error.args[0]}")
+        unknown = [image_id for image_id in args.id if not index.holds(image_id)]
+        if unknown:  # every id checked before any query runs: no answer for some and an error for others
+            sys.exit(f"error: no indexed image with id {', '.join(map(str, unknown))} (never indexed, or dropped from "
+                     f"the collection by an update; this index holds {len(index)} images, ids {index.ids[0]} to "
+                     f"{index.ids[-1]}); no query was run")
+        answers = index.query(ids=args.id, k=args.k, rerank=args.rerank, shortlist=args.shortlist)
         names = [f"id:{i}" for i in args.id]
     else:
         start = time.perf_counter()
@@ -214,4 +255,4 @@ def search(args) -> None:
         print(f"{name}  ({timing} ms)")
         for rank, hit in enumerate(answer["results"], 1):
             score = "" if hit["score"] is None else f"  score {hit['score']:.3f}"
-            print(f"  {rank:2d}. {hit['path']}  distance {hit['distance']}{score}")
+            print(f"  {rank:2d}. {hit['path']}  id {hit['id']}  distance {hit['distance']}{score}")

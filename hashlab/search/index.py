@@ -103,13 +103,16 @@ class SearchIndex:
             distances[short], ids[short] = more_d, more_i
         return distances, ids
 
+    def holds(self, image_id: int) -> bool:
+        row = int(np.searchsorted(self.ids, int(image_id)))
+        return row < len(self.ids) and self.ids[row] == int(image_id)
+
     def local(self, image_id: int) -> int:
         """A catalog id -> its row here."""
-        row = int(np.searchsorted(self.ids, int(image_id)))
-        if row == len(self.ids) or self.ids[row] != int(image_id):
+        if not self.holds(image_id):
             raise KeyError(f"no indexed image with id {image_id} (never indexed, or dropped from the collection "
                            f"by an update; this index holds {len(self)} images, ids {self.ids[0]} to {self.ids[-1]})")
-        return row
+        return int(np.searchsorted(self.ids, int(image_id)))
 
     def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
         """An indexed image by catalog id only (the catalog names the file, never a request), as JPEG."""

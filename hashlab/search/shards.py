@@ -147,10 +147,15 @@ class ShardedIndex:
     def __len__(self) -> int:
         return int(self.meta["count"])
 
+    def no_image(self, image_id: int) -> str:
+        """The router's words for an id no shard holds (a shard's own would give its part's count and range)."""
+        return (f"no indexed image with id {image_id} (never indexed, or dropped from the collection by an update; "
+                f"this index holds {len(self)} images in {len(self.urls)} shards)")
+
     def shard_of(self, image_id: int) -> int:
         """The shard whose id range holds ``image_id`` (which answers 404 for an id in its range it does not hold)."""
         if image_id < self.firsts[0]:
-            raise KeyError(f"no indexed image with id {image_id} (the ids start at {self.firsts[0]})")
+            raise KeyError(self.no_image(image_id))
         return int(np.searchsorted(self.firsts, image_id, side="right") - 1)
 
     def encode(self, images, timing: dict | None = None):
@@ -162,7 +167,7 @@ class ShardedIndex:
             response = self._request(self.shard_of(int(image_id)), "GET", "/api/vectors", answers=(200, 404),
                                      params={"ids": str(int(image_id))})
             if response.status_code == 404:  # an id in the shard's range that it does not hold: no such image
-                raise KeyError(response.json().get("error", f"no indexed image with id {image_id}"))
+                raise KeyError(self.no_image(image_id))
             answer = response.json()
             features.append(decode_array(answer["features"]).astype(np.float32))
             codes.append(decode_array(answer["codes"]))
@@ -190,7 +195,7 @@ class ShardedIndex:
         response = self._request(self.shard_of(image_id), "GET", f"/api/image/{image_id}", answers=(200, 404, 410),
                                  params={"thumb": int(thumb)})
         if response.status_code == 404:
-            raise KeyError(response.json().get("error", f"no indexed image with id {image_id}"))
+            raise KeyError(self.no_image(image_id))
         if response.status_code == 410:
             raise FileNotFoundError(response.json().get("error", f"indexed image {image_id} can no longer be read"))
         return response.content
