@@ -14,6 +14,8 @@
 5. hostile (with --index and --queries-dir): normal queries alone, then mixed with the hostile requests
    of issue 41 (4 clients), then beside clients that send nothing else: the normal queries' p95 and the
    server's peak memory, each run over its quiet one (goals for the mixed run: 2x and 1.5x at most).
+6. whitening (--sizes 200 1000): re-ranking's precision@10 on digit-scan collections of those sizes against the
+   number of whitened directions (the default bound beside fixed ones; 256 = every direction, as before).
 
     .venv/bin/python benchmarks/search.py codes [--sizes 100000 1000000]
     .venv/bin/python benchmarks/search.py quality --index INDEX --queries-dir ../shared/data/cifar10/test --queries 200
@@ -21,6 +23,7 @@
     .venv/bin/python benchmarks/search.py shards --index INDEX --queries-dir ../shared/data/cifar10/test --shards 2
     .venv/bin/python benchmarks/search.py hostile --index INDEX --queries-dir ../shared/data/cifar10/test \
         --seconds 300 --quiet-seconds 120 --flood-seconds 60
+    .venv/bin/python benchmarks/search.py whitening --sizes 200 1000
 """
 
 from __future__ import annotations
@@ -119,6 +122,46 @@ def quality_benchmark(index_dir: str, queries_dir: str, count: int, k: int = 10)
         rerank_ms = np.mean([answer["timing_ms"]["rerank_ms"] for answer in answers])
         rows.append({"rerank": method, f"precision@{k}": float(precision), "rerank_ms_per_query": float(rerank_ms),
                      "total_ms_per_query": 1000 * seconds / len(images)})
+    return rows
+
+
+def whitening_benchmark(sizes: list[int], bounds: list[int | None], bits: int = 64, k: int = 10) -> list[dict]:
+    """Re-ranking against the number of whitened directions, on digit-scan collections of each size (written to a
+    temporary folder, CroW at 64 px): every image queried by its id, precision@k of the other images' labels.
+    A bound of None is the index's default (max(16, n / 8), at most 256); 256 is every direction (before)."""
+    import tempfile
+
+    from hashlab.data.digits import write_digit_images
+    from hashlab.features.quantize import fit_quantizer
+    from hashlab.search.build import build_index
+    from hashlab.search.encoders import UnsupervisedEncoder
+    from hashlab.search.index import SearchIndex
+
+    class Bounded(UnsupervisedEncoder):
+        def __init__(self, bound, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.bound = bound
+
+        def fit(self, descriptors):
+            self.quantizer = fit_quantizer(descriptors, self.bits, self.quantizer_method, whiten_dims=self.bound)
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="hashlab-whitening-") as folder:
+        for size in sizes:
+            images = Path(folder) / f"images-{size}"
+            write_digit_images(images, size)
+            for bound in bounds:
+                out = Path(folder) / f"index-{size}-{bound}"
+                build_index(images, out, Bounded(bound, "crow", bits, image_size=64), progress=False)
+                index = SearchIndex.open(out)
+                ids = index.ids.tolist()
+                row = {"images": size, "whitened directions": index.encoder.quantizer.whiten_dims}
+                for method in ("none", "cosine", "qe"):
+                    answers = index.query(ids=ids, k=k + 1, rerank=method)
+                    row[method] = float(np.mean([[index.labels[index.local(hit["id"])] == index.labels[index.local(i)]
+                                                  for hit in [h for h in answer["results"] if h["id"] != i][:k]]
+                                                 for i, answer in zip(ids, answers, strict=True)]))
+                rows.append(row)
     return rows
 
 
@@ -424,7 +467,7 @@ def _query_sender(url: str):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["codes", "quality", "latency", "shards", "hostile"])
+    parser.add_argument("what", choices=["codes", "quality", "latency", "shards", "hostile", "whitening"])
     parser.add_argument("--shards", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--index")
@@ -440,6 +483,9 @@ def main() -> None:
     import pandas as pd
     if args.what == "codes":
         print(pd.DataFrame(codes_benchmark(args.sizes)).to_markdown(index=False, floatfmt=".3f"))
+    elif args.what == "whitening":  # --sizes 200 1000
+        print(pd.DataFrame(whitening_benchmark(args.sizes, [None, 16, 32, 128, 256])).to_markdown(
+            index=False, floatfmt=("g", "g", ".3f", ".3f", ".3f")))
     elif args.what == "quality":
         print(pd.DataFrame(quality_benchmark(args.index, args.queries_dir, args.queries)).to_markdown(
             index=False, floatfmt=".3f"))

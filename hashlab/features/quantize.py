@@ -18,6 +18,7 @@ class Quantizer:
     scale: np.ndarray       # (P,) sqrt of the explained variance, for whitening
     projection: np.ndarray  # (P, bits): ITQ rotation (first `bits` rows) or LSH hyperplanes
     method: str
+    whiten_dims: int | None = None  # the leading components re-ranking compares (None: all P)
 
     @property
     def bits(self) -> int:
@@ -28,7 +29,8 @@ class Quantizer:
 
     def whiten(self, features: np.ndarray) -> np.ndarray:
         """PCA-whitened, L2-normalised features (what re-ranking compares)."""
-        out = self.project(features) / self.scale
+        keep = self.whiten_dims or len(self.scale)
+        out = self.project(features)[:, :keep] / self.scale[:keep]
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def codes(self, features: np.ndarray) -> np.ndarray:
@@ -37,16 +39,22 @@ class Quantizer:
         return np.where(self.project(features) @ self.projection >= 0, 1, -1).astype(np.int8)
 
     def save(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "components": self.components, "scale": self.scale,
-                "projection": self.projection, "method": np.array(self.method)}
+        arrays = {"mean": self.mean, "components": self.components, "scale": self.scale,
+                  "projection": self.projection, "method": np.array(self.method)}
+        if self.whiten_dims is not None:
+            arrays["whiten_dims"] = np.array(self.whiten_dims)
+        return arrays
 
     @classmethod
     def load(cls, arrays) -> Quantizer:
-        return cls(arrays["mean"], arrays["components"], arrays["scale"], arrays["projection"], str(arrays["method"]))
+        whiten_dims = int(arrays["whiten_dims"]) if "whiten_dims" in arrays else None  # an older index: all of them
+        return cls(arrays["mean"], arrays["components"], arrays["scale"], arrays["projection"], str(arrays["method"]),
+                   whiten_dims)
 
 
 def fit_quantizer(features: np.ndarray, bits: int, method: str = "itq", dims: int = 256, iterations: int = 50,
-                  seed: int = 0) -> Quantizer:
+                  seed: int = 0, whiten_dims: int | None = None) -> Quantizer:
+    """``whiten_dims``: how many leading directions re-ranking compares (default: the collection's bound below)."""
     # imported here: a query applies a fitted quantizer, and search starts 1.5 s sooner without sklearn
     from sklearn.decomposition import PCA
     features = np.asarray(features, np.float32)
@@ -57,9 +65,14 @@ def fit_quantizer(features: np.ndarray, bits: int, method: str = "itq", dims: in
                          f"got {features.shape[0]} images of {features.shape[1]} dimensions")
     dims = max(bits, min(dims, *features.shape))
     pca = PCA(n_components=dims, random_state=seed).fit(features)
+    # whitening divides each direction by its spread: over as many directions as there are images it makes every
+    # indexed image equidistant from every other (n images span n - 1 directions), and re-ranking ranks at random.
+    # An eighth of the images bounds it (digit scans, cosine re-ranking's P@10: docs/search.md); 2,048 images or
+    # more keep all `dims`
+    whiten_dims = min(dims, whiten_dims or max(16, features.shape[0] // 8))
     quantizer = Quantizer(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
                           np.sqrt(np.maximum(pca.explained_variance_, 1e-12)).astype(np.float32),
-                          np.zeros((dims, bits), np.float32), method)
+                          np.zeros((dims, bits), np.float32), method, whiten_dims)
     rng = np.random.default_rng(seed)
     if method == "lsh":
         quantizer.projection = rng.standard_normal((dims, bits)).astype(np.float32)
