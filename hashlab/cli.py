@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     configure_allocator()  # before the first large tensor (hashlab/allocator.py); HASHLAB_MALLOC=default skips it
     try:
         dispatch(sys.argv[1:] if argv is None else argv)
-    except BrokenPipeError:  # `hashlab ... | head`: the reader has gone, which is no error of ours
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is then caught below
+    except BrokenPipeError:
+        if not stdout_reader_gone():  # another pipe (a worker's, a socket's) broke: a real error
+            raise
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail again
         sys.exit(128 + 13)  # what a shell reports for a writer ended by SIGPIPE
     except SystemExit as error:
@@ -44,6 +47,22 @@ def main(argv: list[str] | None = None) -> None:
         if cause is None or os.environ.get("HASHLAB_TRACEBACK"):
             raise
         sys.exit(f"error: {one_line(cause)}")
+
+
+def stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end has been closed (`hashlab ... | head` once head has read enough)."""
+    import os
+    import select
+    import stat
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return False
+    except (OSError, ValueError, AttributeError):  # no real file behind stdout (captured, closed)
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
 
 
 def one_line(error: Exception) -> str:

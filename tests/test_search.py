@@ -319,9 +319,10 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
     with pytest.raises(SystemExit, match="no query image .*nosuch.png"):
         main(["search", "--index", str(out), str(tmp_path / "nosuch.png")])
     with pytest.raises(SystemExit, match="encodes 16 bits at 64 px.*for 32 bits name a new one.*--features gem "
-                                         "--bits 32 --image-size 64$"):
+                                         r"--bits 32 --image-size 64 --backbone efficientnet_lite0 --quantizer lsh "
+                                         r"--precision \w+$"):
         main(["index", "build", "--images", str(images), "--out", str(out), "--bits", "32"])
-    with pytest.raises(SystemExit, match="for 96 px name a new one.*--features gem --bits 16 --image-size 96$"):
+    with pytest.raises(SystemExit, match="for 96 px name a new one.*--features gem --bits 16 --image-size 96 "):
         main(["index", "build", "--images", str(images), "--out", str(out), "--image-size", "96"])
     capsys.readouterr()
     with pytest.raises(SystemExit):  # argparse's refusal, not FAISS's assertion
@@ -336,11 +337,17 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{port} .*pass --port with a free one"):
+        with pytest.raises(SystemExit, match=f"cannot listen on 127.0.0.1:{port}: another server has that port: "
+                                             "pass --port with a free one"):
             main(["serve", "--index", str(out), "--port", str(port)])
+    with pytest.raises(SystemExit, match="cannot listen on no-such-host.invalid:8000: .*check --host"):
+        main(["serve", "--index", str(out), "--host", "no-such-host.invalid"])
+    from hashlab.search.cli import cannot_listen
+    assert cannot_listen("::1", 0) is None or "check --host" in cannot_listen("::1", 0)  # IPv6 is probed, as IPv6
     # a reader that has gone (`| head`): no traceback, the shell's code for SIGPIPE
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # buffered, as usual
     reader = subprocess.Popen([sys.executable, "-m", "hashlab.cli", "index", "info", "--index", str(out), "--json"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
     reader.stdout.close()
     assert reader.wait(timeout=60) == 141 and b"Traceback" not in reader.stderr.read()
     capsys.readouterr()

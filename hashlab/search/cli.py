@@ -18,11 +18,11 @@ def add_commands(commands) -> None:
     build.add_argument("--run", default=None, help="codes of a finished run (its folder or record.json)")
     build.add_argument("--features", default=None, help="unsupervised pooling: spoc, gem, crow, pwa, cam "
                        "(default crow for a new index)")
-    build.add_argument("--bits", type=int, default=None, help="code length of a new unsupervised encoder (default "
+    build.add_argument("--bits", type=positive, default=None, help="code length of a new unsupervised encoder (default "
                        "64); an existing index keeps its own unless --features names a new encoder")
     build.add_argument("--quantizer", default="itq", choices=["itq", "lsh"])
     build.add_argument("--backbone", default="efficientnet_lite0")
-    build.add_argument("--image-size", type=int, default=None,
+    build.add_argument("--image-size", type=positive, default=None,
                        help="encoder input size of a new unsupervised encoder (default 128: a third of 224's encoder "
                             "time, at CIFAR-10 precision@10 0.510 against 0.513; docs/search.md); an update keeps the "
                             "index's own, and a run's encoder uses the run's")
@@ -74,6 +74,38 @@ def add_commands(commands) -> None:
 UNITS = {"bits": "bits", "image_size": "px"}
 
 
+def new_encoder_remedy(meta: dict, changed: dict) -> str:
+    """The options that build a new encoder with ``changed`` and the index's other settings."""
+    if meta.get("encoder", "unsupervised") != "unsupervised":  # a run's codes: their bits and size are the run's
+        return ("train a run with them and build with --run RUN_FOLDER (a run's codes have the run's bits and image "
+                "size), which encodes every image again")
+    values = {"features": meta.get("features", "crow"), "bits": meta.get("bits"), "image-size": meta.get("image_size"),
+              "backbone": meta.get("backbone"), "quantizer": meta.get("quantizer"), "precision": meta.get("precision")}
+    values.update({key.replace("_", "-"): value for key, value in changed.items()})
+    options = " ".join(f"--{key} {value}" for key, value in values.items() if value is not None)
+    return f"name a new one, which encodes every image again: {options}"
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why ``hashlab serve`` could not listen on host:port (every address the name has, IPv4 or IPv6), or None."""
+    import errno
+    import socket
+    try:
+        addresses = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"{error.strerror}: check --host"
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    return "another server has that port: pass --port with a free one"
+                return f"{error.strerror}: check --host" + (" (ports below 1024 need root)" if port < 1024 else "")
+    return None
+
+
 def positive(text: str) -> int:
     """An argparse type: a whole number of 1 or more (FAISS asserts on k = 0)."""
     import argparse
@@ -117,14 +149,9 @@ def run(args) -> None:
                 current_build(args.index)  # named here, before the app loads anything
             except FileNotFoundError as error:
                 sys.exit(f"error: {error}")
-        import socket
-        with socket.socket() as probe:  # uvicorn would say it only after the start line, and give no remedy
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((args.host, args.port))
-            except OSError as error:
-                sys.exit(f"error: cannot listen on {args.host}:{args.port} ({error.strerror}): another server has "
-                         f"it? pass --port with a free one")
+        problem = cannot_listen(args.host, args.port)  # uvicorn says it only after the start line, with no remedy
+        if problem:
+            sys.exit(f"error: cannot listen on {args.host}:{args.port}: {problem}")
         app = create_app(args.index, shards=args.shards, max_upload_bytes=int(args.max_upload_mb * 1e6),
                          max_pixels=args.max_pixels, batch_window_ms=args.batch_window_ms, torch_threads=args.threads,
                          allowed_hosts=[args.host, *args.allowed_host])
@@ -149,12 +176,9 @@ def build(args) -> None:
         asked = {"bits": args.bits, "image_size": args.image_size}
         changed = {key: value for key, value in asked.items() if value is not None and value != meta.get(key)}
         if changed:
-            wanted = {**{key: meta.get(key) for key in asked}, **changed}
-            features = meta.get("features") if meta.get("encoder") == "unsupervised" else "crow"
             sys.exit(f"error: {args.out} encodes {meta.get('bits')} bits at {meta.get('image_size')} px, and an update "
                      f"keeps its encoder; for {' and '.join(f'{v} {UNITS[k]}' for k, v in changed.items())} "
-                     f"name a new one, which encodes every image again: --features {features} --bits {wanted['bits']} "
-                     f"--image-size {wanted['image_size']}")
+                     f"{new_encoder_remedy(meta, changed)}")
     try:
         if args.run:
             encoder = RunEncoder(args.run)
@@ -197,6 +221,9 @@ def info(args) -> None:
         print(f"  shard {meta['shard']} of {meta['shards']} ({meta['total']} images in all), split from "
               f"{meta['split_from']}")
     labels = summary["labels"]
+    if meta.get("whiten_dims"):
+        print(f"  re-ranking: whitened over {meta['whiten_dims']} principal directions (fitted with the encoder; "
+              "`hashlab index build --refit` fits them again once the collection has grown)")
     if set(labels) != {""}:
         shown = ", ".join(f"{label or '(top folder)'} ({n})" for label, n in list(labels.items())[:10])
         print(f"  {len(labels)} labels (parent folders), most images first: {shown}" + (", ..." if len(labels) > 10 else ""))

@@ -83,7 +83,8 @@ class UnsupervisedEncoder:
     def metadata(self) -> dict:
         return {"encoder": "unsupervised", "features": self.pooling, "quantizer": self.quantizer_method,
                 "bits": self.bits, "backbone": self.backbone_name, "image_size": self.image_size,
-                "precision": self.precision, "transform": f"resize short side {resize_size(self.image_size)}, center crop {self.image_size}"}
+                "precision": self.precision, "transform": f"resize short side {resize_size(self.image_size)}, center crop {self.image_size}",
+                **({"whiten_dims": self.quantizer.whiten_dims} if self.quantizer and self.quantizer.whiten_dims else {})}
 
     def save(self, folder: Path) -> None:
         arrays = self.quantizer.save()
