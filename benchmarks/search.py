@@ -134,7 +134,7 @@ def whitening_benchmark(sizes: list[int], bounds: list[int | None], bits: int = 
     queried by its id, precision@k of the other images' labels. The collection: digit scans written to a temporary
     folder, or with ``images_dir`` (class sub-folders, e.g. cifar10/train) the first size / classes images of each
     class, linked. Each image is described once per size (the descriptors are memoised across bounds). A bound of
-    None is the index's default (max(16, n / 8), at most 256); 256 is every direction (as before the bound)."""
+    None is the index's default (max(16, n / 32), at most 256); 256 is every direction (as before the bound)."""
     import hashlib
     import tempfile
 

@@ -152,7 +152,7 @@ def test_reranking_a_small_collection_ranks_by_content(collection):
     about as well as the Hamming distance."""
     _, out, _ = collection
     index = SearchIndex.open(out)
-    assert index.encoder.quantizer.whiten_dims == 37  # 300 // 8
+    assert index.encoder.quantizer.whiten_dims == 16  # max(16, 300 // 32)
     ids = index.ids.tolist()
     precision = {}
     for method in ("none", "cosine", "qe"):
@@ -206,7 +206,7 @@ def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path,
     text = capsys.readouterr().out
     assert f"{index_dir}: 301 images of {copy.resolve()}, ids 0 to 301 (the next new image gets 302)" in text
     assert "crow + itq, 32 bits" in text and "10 labels (parent folders)" in text
-    assert "re-ranking: whitened over 37 principal directions" in text  # fitted on the 300 images: kept by updates
+    assert "re-ranking: whitened over 16 principal directions" in text  # fitted on the 300 images: kept by updates
     assert "skipped: 2 unreadable files:\n    broken.jpg: " in text and "\n    moved.png: " in text
     main(["index", "info", "--index", str(index_dir), "--json"])
     summary = json.loads(capsys.readouterr().out)

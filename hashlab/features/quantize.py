@@ -66,10 +66,10 @@ def fit_quantizer(features: np.ndarray, bits: int, method: str = "itq", dims: in
     dims = max(bits, min(dims, *features.shape))
     pca = PCA(n_components=dims, random_state=seed).fit(features)
     # whitening divides each direction by its spread: over as many directions as there are images it makes every
-    # indexed image equidistant from every other (n images span n - 1 directions), and re-ranking ranks at random.
-    # An eighth of the images bounds it (digit scans, cosine re-ranking's P@10: docs/search.md); 2,048 images or
-    # more keep all `dims`
-    whiten_dims = min(dims, whiten_dims or max(16, features.shape[0] // 8))
+    # indexed image equidistant from every other (n images span n - 1 directions), and re-ranking ranks at random;
+    # over many it amplifies their noise. A thirty-second of the images, at least 16 (CIFAR-10 photos and digit
+    # scans, re-ranking's P@10: docs/search.md); 8,192 images or more keep all `dims`
+    whiten_dims = min(dims, whiten_dims or max(16, features.shape[0] // 32))
     quantizer = Quantizer(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
                           np.sqrt(np.maximum(pca.explained_variance_, 1e-12)).astype(np.float32),
                           np.zeros((dims, bits), np.float32), method, whiten_dims)
