@@ -206,7 +206,7 @@ def test_a_second_build_encodes_only_new_and_changed_files(collection, tmp_path,
     text = capsys.readouterr().out
     assert f"{index_dir}: 301 images of {copy.resolve()}, ids 0 to 301 (the next new image gets 302)" in text
     assert "crow + itq, 32 bits" in text and "10 labels (parent folders)" in text
-    assert "re-ranking: whitened over 16 principal directions" in text  # fitted on the 300 images: kept by updates
+    assert "re-ranking: whitened over 16 principal directions (fitted with the encoder on 300 images" in text
     assert "skipped: 2 unreadable files:\n    broken.jpg: " in text and "\n    moved.png: " in text
     main(["index", "info", "--index", str(index_dir), "--json"])
     summary = json.loads(capsys.readouterr().out)
@@ -362,6 +362,22 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
         main(["index", "split", "--index", str(split / "shard-0"), "--shards", "2", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="is shard 1 of 2"):
         main(["index", "build", "--images", str(images), "--out", str(split / "shard-1")])
+
+
+def test_an_update_that_quadruples_the_collection_suggests_refit(tmp_path, capsys):
+    """PCA, ITQ and the re-ranking bound are fitted once, on the first collection: an update keeps them. Once the
+    index holds four times the images they were fitted on, the build says that --refit fits them again."""
+    from hashlab.cli import main
+    images, out = tmp_path / "images", tmp_path / "index"
+    write_digits(images, 100)
+    build = ["index", "build", "--images", str(images), "--out", str(out), "--bits", "16", "--image-size", "32"]
+    main(build)
+    assert "--refit" not in capsys.readouterr().err
+    write_digits(images, 300, start=100)
+    main(["index", "build", "--images", str(images), "--out", str(out)])
+    assert "fitted on 100 images and the index now holds 400: `--refit` fits" in capsys.readouterr().err
+    main(["index", "build", "--images", str(images), "--out", str(out), "--refit"])
+    assert "--refit" not in capsys.readouterr().err and SearchIndex.open(out).meta["fitted_on"] == 400
 
 
 def test_pwa_and_spoc_pooling_index(collection, tmp_path):

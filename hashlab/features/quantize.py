@@ -19,6 +19,7 @@ class Quantizer:
     projection: np.ndarray  # (P, bits): ITQ rotation (first `bits` rows) or LSH hyperplanes
     method: str
     whiten_dims: int | None = None  # the leading components re-ranking compares (None: all P)
+    fitted_on: int | None = None    # how many descriptors it was fitted on (None: an older file)
 
     @property
     def bits(self) -> int:
@@ -41,15 +42,16 @@ class Quantizer:
     def save(self) -> dict[str, np.ndarray]:
         arrays = {"mean": self.mean, "components": self.components, "scale": self.scale,
                   "projection": self.projection, "method": np.array(self.method)}
-        if self.whiten_dims is not None:
-            arrays["whiten_dims"] = np.array(self.whiten_dims)
+        for name in ("whiten_dims", "fitted_on"):
+            if getattr(self, name) is not None:
+                arrays[name] = np.array(getattr(self, name))
         return arrays
 
     @classmethod
     def load(cls, arrays) -> Quantizer:
-        whiten_dims = int(arrays["whiten_dims"]) if "whiten_dims" in arrays else None  # an older index: all of them
+        optional = {name: int(arrays[name]) if name in arrays else None for name in ("whiten_dims", "fitted_on")}
         return cls(arrays["mean"], arrays["components"], arrays["scale"], arrays["projection"], str(arrays["method"]),
-                   whiten_dims)
+                   **optional)  # an older index: every direction whitened, its fitting size unknown
 
 
 def fit_quantizer(features: np.ndarray, bits: int, method: str = "itq", dims: int = 256, iterations: int = 50,
@@ -72,7 +74,7 @@ def fit_quantizer(features: np.ndarray, bits: int, method: str = "itq", dims: in
     whiten_dims = min(dims, whiten_dims or max(16, features.shape[0] // 32))
     quantizer = Quantizer(pca.mean_.astype(np.float32), pca.components_.astype(np.float32),
                           np.sqrt(np.maximum(pca.explained_variance_, 1e-12)).astype(np.float32),
-                          np.zeros((dims, bits), np.float32), method, whiten_dims)
+                          np.zeros((dims, bits), np.float32), method, whiten_dims, features.shape[0])
     rng = np.random.default_rng(seed)
     if method == "lsh":
         quantizer.projection = rng.standard_normal((dims, bits)).astype(np.float32)

@@ -50,6 +50,7 @@ class BuildReport:
     dropped: int
     skipped: list[tuple[str, str]]
     seconds: float
+    fitted_on: int | None = None  # how many images the encoder's PCA/ITQ was fitted on (None: nothing fitted)
 
 
 def build_index(images: str | Path, out: str | Path, encoder=None, index_type: str | None = None,
@@ -129,7 +130,7 @@ def _build(root: Path, out: Path, encoder, index_type: str | None, refit: bool, 
     with new_build(out) as folder:
         _write(folder, root, rows_out, features, packed, encoder, index_type, skipped, next_id)
     return BuildReport(out, len(rows_out), len(raw), len(rows_out) - len(raw), dropped, skipped,
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, getattr(getattr(encoder, "quantizer", None), "fitted_on", None))
 
 
 def _assign_ids(rows: list[dict], existing) -> int:

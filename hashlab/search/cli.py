@@ -194,6 +194,10 @@ def build(args) -> None:
         print(f"skipped unreadable image {path}: {error}", file=sys.stderr)
     print(f"{report.index}: {report.images} images ({report.encoded} encoded, {report.reused} reused, "
           f"{report.dropped} dropped, {len(report.skipped)} unreadable skipped) in {report.seconds:.1f} s")
+    if report.fitted_on and report.images >= 4 * report.fitted_on:
+        print(f"note: its encoder was fitted on {report.fitted_on} images and the index now holds {report.images}: "
+              f"`--refit` fits its PCA, ITQ rotation and re-ranking bound on all of them (every image encoded again)",
+              file=sys.stderr)
 
 
 def info(args) -> None:
@@ -222,7 +226,8 @@ def info(args) -> None:
               f"{meta['split_from']}")
     labels = summary["labels"]
     if meta.get("whiten_dims"):
-        print(f"  re-ranking: whitened over {meta['whiten_dims']} principal directions (fitted with the encoder; "
+        fitted = f" on {meta['fitted_on']} images" if meta.get("fitted_on") else ""
+        print(f"  re-ranking: whitened over {meta['whiten_dims']} principal directions (fitted with the encoder{fitted}; "
               "`hashlab index build --refit` fits them again once the collection has grown)")
     if set(labels) != {""}:
         shown = ", ".join(f"{label or '(top folder)'} ({n})" for label, n in list(labels.items())[:10])

@@ -84,7 +84,8 @@ class UnsupervisedEncoder:
         return {"encoder": "unsupervised", "features": self.pooling, "quantizer": self.quantizer_method,
                 "bits": self.bits, "backbone": self.backbone_name, "image_size": self.image_size,
                 "precision": self.precision, "transform": f"resize short side {resize_size(self.image_size)}, center crop {self.image_size}",
-                **({"whiten_dims": self.quantizer.whiten_dims} if self.quantizer and self.quantizer.whiten_dims else {})}
+                **{name: getattr(self.quantizer, name) for name in ("whiten_dims", "fitted_on")
+                   if self.quantizer is not None and getattr(self.quantizer, name) is not None}}
 
     def save(self, folder: Path) -> None:
         arrays = self.quantizer.save()
