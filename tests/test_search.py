@@ -352,6 +352,12 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
     reader.stdout.close()
     assert reader.wait(timeout=60) == 141 and b"Traceback" not in reader.stderr.read()
     capsys.readouterr()
+    # the answers as a figure: a row per query, hits framed green (the query's label) or red
+    main(["search", "--index", str(out), "--id", "5", "17", "-k", "6", "--grid", str(tmp_path / "grid")])
+    assert "figure: " in capsys.readouterr().err and (tmp_path / "grid" / "search_results.pdf").stat().st_size > 0
+    figure = np.asarray(Image.open(tmp_path / "grid" / "search_results.png").convert("RGB")).astype(int)
+    green = ((figure[..., 1] > 120) & (figure[..., 0] < 90) & (figure[..., 2] < 110)).sum()
+    assert figure.shape[1] > 2 * figure.shape[0] and green > 500, (figure.shape, green)  # two rows of 7 tiles
     main(["search", "--index", str(out), "--id", "5", "-k", "2"])  # the text answer names each hit's id
     assert "  1. " in (text := capsys.readouterr().out) and " id 5  distance 0" in text
     split = tmp_path / "shards"

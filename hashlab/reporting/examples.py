@@ -49,14 +49,8 @@ def top_k(query: np.ndarray, database: np.ndarray, k: int, tie_order: np.ndarray
 
 
 def _thumb(source, index: int, colour) -> np.ndarray:
-    from PIL import Image
-
     from hashlab.data.sources import load_image
-    image = load_image(source.items[index]).resize((THUMB, THUMB), Image.BILINEAR)
-    out = np.empty((THUMB + 2 * BORDER, THUMB + 2 * BORDER, 3), np.uint8)
-    out[:] = colour
-    out[BORDER:-BORDER, BORDER:-BORDER] = np.asarray(image)
-    return out
+    return framed(load_image(source.items[index]), colour)
 
 
 MAX_ROWS = 15  # rows of a page-high figure at a readable size
@@ -114,7 +108,23 @@ def render_examples(frame: pd.DataFrame, spec: dict, out_dir: Path, data_root: s
     return _draw(rows, names, out_dir, group=len(methods))
 
 
-def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, group: int = 0) -> list[Path]:
+def framed(image, colour, size: int = THUMB) -> np.ndarray:
+    """A PIL image as a size x size tile in a frame of ``colour`` (RIGHT, WRONG or QUERY)."""
+    from PIL import Image
+    out = np.empty((size + 2 * BORDER, size + 2 * BORDER, 3), np.uint8)
+    out[:] = colour
+    out[BORDER:-BORDER, BORDER:-BORDER] = np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR))
+    return out
+
+
+def render_rows(rows: list[np.ndarray], names: list[str], out_dir: Path, stem: str = "retrieval_examples",
+                group: int = 0) -> list[Path]:
+    """One labelled row of tiles per entry (see _draw), saved as OUT_DIR/STEM.png and .pdf."""
+    return _draw(rows, names, out_dir, group, stem)
+
+
+def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, group: int = 0,
+          stem: str = "retrieval_examples") -> list[Path]:
     """One labelled row per entry (first tile the query, then the top hits framed green when they share a label
     with it, red when not); with ``group``, a wider gap after every ``group`` rows (one query's block). The labels
     are the axis's tick labels, so the saved figure's bounding box holds them whole."""
@@ -135,7 +145,7 @@ def _draw(rows: list[np.ndarray], names: list[str], out_dir: Path, group: int = 
         ax.tick_params(length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
-        out = save(fig, out_dir, "retrieval_examples")
+        out = save(fig, out_dir, stem)
     from PIL import (
         Image,  # a 256-colour PNG: rows of photos stay a small file in the repository
     )

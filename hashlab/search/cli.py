@@ -50,6 +50,9 @@ def add_commands(commands) -> None:
     search.add_argument("--shortlist", type=positive, default=100, help="Hamming shortlist that re-ranking reorders")
     search.add_argument("--id", type=int, nargs="+", default=None, help="query with indexed images by id")
     search.add_argument("--json", action="store_true", help="one JSON object per query")
+    search.add_argument("--grid", default=None, metavar="DIR",
+                        help="also draw the answers as a figure: DIR/search_results.png and .pdf, a row per query "
+                             "(the query, then its hits, framed green or red where the query's label is known)")
     serve = commands.add_parser("serve", help="the search web page and its JSON API (FastAPI + uvicorn)")
     serve.add_argument("--index", default=None, help="the index to serve (or a shard of one)")
     serve.add_argument("--shards", nargs="+", default=None, metavar="URL",
@@ -237,6 +240,37 @@ def info(args) -> None:
         print(f"    {path}: {error}")
 
 
+def draw_answers(index, names: list[str], answers: list[dict], ids: list[int] | None, images: list[str],
+                 out_dir: Path) -> list[Path]:
+    """The answers as a figure, a row per query: a hit framed green when it has the query's label, red when not,
+    grey where the query has none (an image from outside the index: its parent folder's name, if the index has
+    that label, stands for it)."""
+    import numpy as np
+
+    from hashlab.reporting.examples import QUERY, RIGHT, WRONG, framed, render_rows
+    from hashlab.search.encoders import open_image
+    root, size = Path(index.meta["images_root"]), 64
+    known = set(index.labels) - {None}
+    rows, labels = [], []
+    for number, answer in enumerate(answers):
+        if ids is not None:
+            query_path, label = root / index.paths[index.local(ids[number])], index.labels[index.local(ids[number])]
+        else:
+            query_path = Path(images[number])
+            label = query_path.parent.name if query_path.parent.name in known else None
+        tiles = [framed(open_image(query_path), QUERY, size), np.full((size + 6, 8, 3), 255, np.uint8)]
+        for hit in answer["results"]:
+            colour = QUERY if label is None else RIGHT if hit["label"] == label else WRONG
+            tiles.append(framed(open_image(root / hit["path"]), colour, size))
+        rows.append(np.concatenate(tiles, axis=1))
+        right = "" if label is None else f": {sum(hit['label'] == label for hit in answer['results'])}/{len(answer['results'])}"
+        labels.append(f"{names[number]}{right}")
+    width = max(row.shape[1] for row in rows)  # fewer hits than k on a small index: pad to one width
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return render_rows(rows, labels, out_dir, "search_results")
+
+
 def search(args) -> None:
     import time
 
@@ -279,6 +313,9 @@ def search(args) -> None:
         names, answers = args.images, index.query(images, k=args.k, rerank=args.rerank, shortlist=args.shortlist)
         for answer in answers:
             answer["timing_ms"] = {"decode_ms": round(decode_ms, 3), **answer["timing_ms"]}
+    if args.grid:
+        paths = draw_answers(index, names, answers, args.id, args.images, Path(args.grid))
+        print(f"figure: {paths[0]} (and {paths[1].name})", file=sys.stderr)
     for name, answer in zip(names, answers, strict=True):
         if args.json:
             print(json.dumps({"query": name, **answer}))
