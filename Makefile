@@ -33,7 +33,7 @@ demo: setup
 	$(HASHLAB) reproduce --table demo --reports-dir runs/reports
 	$(HASHLAB) data digits --out runs/demo-images
 	$(HASHLAB) index build --images runs/demo-images --out runs/demo-index --features crow --bits 32 --image-size 64
-	$(HASHLAB) search --index runs/demo-index runs/demo-images/3/0003.png -k 5 --rerank cosine
+	$(HASHLAB) search --index runs/demo-index runs/demo-images/3/0003.png runs/demo-images/7/0007.png -k 8 --rerank cosine --grid runs/demo-search
 
 reproduce: setup
 	$(HASHLAB) reproduce --table $(TABLE) --data-root $(DATA) $(if $(PROFILE),--profile $(PROFILE)) $(if $(DATASETS),--datasets $(DATASETS)) $(if $(METHODS),--methods $(METHODS)) $(if $(SEEDS),--seeds $(SEEDS))
