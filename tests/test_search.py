@@ -358,6 +358,18 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
     figure = np.asarray(Image.open(tmp_path / "grid" / "search_results.png").convert("RGB")).astype(int)
     green = ((figure[..., 1] > 120) & (figure[..., 0] < 90) & (figure[..., 2] < 110)).sum()
     assert figure.shape[1] > 2 * figure.shape[0] and green > 500, (figure.shape, green)  # two rows of 7 tiles
+    # a hit's file gone since the build: the answer is printed whole, the figure draws a blank tile and says so
+    second = SearchIndex.open(out).query(ids=[7], k=3)[0]["results"][1]["path"]
+    gone = images / second
+    gone.rename(tmp_path / "gone.png")
+    try:
+        main(["search", "--index", str(out), "--id", "7", "-k", "3", "--grid", str(tmp_path / "grid")])
+    finally:
+        (tmp_path / "gone.png").rename(gone)
+    printed = capsys.readouterr()
+    assert "id:7" in printed.out and f"2. {second}" in printed.out
+    assert f"figure: 1 images gone since the build, drawn blank (the index's images_root is {images.resolve()}): " \
+           f"{images.resolve() / second}" in printed.err
     main(["search", "--index", str(out), "--id", "5", "-k", "2"])  # the text answer names each hit's id
     assert "  1. " in (text := capsys.readouterr().out) and " id 5  distance 0" in text
     split = tmp_path / "shards"

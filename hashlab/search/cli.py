@@ -240,31 +240,49 @@ def info(args) -> None:
         print(f"    {path}: {error}")
 
 
+GRID_QUERIES, GRID_HITS = 15, 20  # rows and hits a readable page-wide figure holds
+
+
 def draw_answers(index, names: list[str], answers: list[dict], ids: list[int] | None, images: list[str],
                  out_dir: Path) -> list[Path]:
-    """The answers as a figure, a row per query: a hit framed green when it has the query's label, red when not,
-    grey where the query has none (an image from outside the index: its parent folder's name, if the index has
-    that label, stands for it)."""
+    """The answers as a figure, a row per query (the first GRID_QUERIES, their first GRID_HITS hits): a hit framed
+    green when it has the query's label, red when not, grey where the query has none (an image from outside the
+    index: its parent folder's name, if the index has that label, stands for it). A file gone since the build is
+    a blank tile, named on stderr."""
     import numpy as np
 
     from hashlab.reporting.examples import QUERY, RIGHT, WRONG, framed, render_rows
     from hashlab.search.encoders import open_image
-    root, size = Path(index.meta["images_root"]), 64
+    root, size, missing = Path(index.meta["images_root"]), 64, []
+
+    def tile(path: Path, colour):
+        try:
+            return framed(open_image(path), colour, size)
+        except OSError:  # deleted or moved since the build: the answer still stands, its picture cannot
+            missing.append(str(path))
+            return np.full((size + 6, size + 6, 3), 255, np.uint8)
+
+    if len(answers) > GRID_QUERIES or any(len(answer["results"]) > GRID_HITS for answer in answers):
+        print(f"figure: the first {GRID_QUERIES} queries and {GRID_HITS} hits of each (a readable page); the text "
+              "answer has them all", file=sys.stderr)
     known = set(index.labels) - {None}
     rows, labels = [], []
-    for number, answer in enumerate(answers):
+    for number, answer in enumerate(answers[:GRID_QUERIES]):
         if ids is not None:
             query_path, label = root / index.paths[index.local(ids[number])], index.labels[index.local(ids[number])]
         else:
             query_path = Path(images[number])
             label = query_path.parent.name if query_path.parent.name in known else None
-        tiles = [framed(open_image(query_path), QUERY, size), np.full((size + 6, 8, 3), 255, np.uint8)]
-        for hit in answer["results"]:
-            colour = QUERY if label is None else RIGHT if hit["label"] == label else WRONG
-            tiles.append(framed(open_image(root / hit["path"]), colour, size))
+        hits = answer["results"][:GRID_HITS]
+        tiles = [tile(query_path, QUERY), np.full((size + 6, 8, 3), 255, np.uint8)]
+        tiles += [tile(root / hit["path"], QUERY if label is None else RIGHT if hit["label"] == label else WRONG)
+                  for hit in hits]
         rows.append(np.concatenate(tiles, axis=1))
-        right = "" if label is None else f": {sum(hit['label'] == label for hit in answer['results'])}/{len(answer['results'])}"
+        right = "" if label is None else f": {sum(hit['label'] == label for hit in hits)}/{len(hits)}"
         labels.append(f"{names[number]}{right}")
+    if missing:
+        print(f"figure: {len(missing)} images gone since the build, drawn blank (the index's images_root is {root}): "
+              f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}", file=sys.stderr)
     width = max(row.shape[1] for row in rows)  # fewer hits than k on a small index: pad to one width
     rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0)), constant_values=255) for row in rows]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -313,9 +331,6 @@ def search(args) -> None:
         names, answers = args.images, index.query(images, k=args.k, rerank=args.rerank, shortlist=args.shortlist)
         for answer in answers:
             answer["timing_ms"] = {"decode_ms": round(decode_ms, 3), **answer["timing_ms"]}
-    if args.grid:
-        paths = draw_answers(index, names, answers, args.id, args.images, Path(args.grid))
-        print(f"figure: {paths[0]} (and {paths[1].name})", file=sys.stderr)
     for name, answer in zip(names, answers, strict=True):
         if args.json:
             print(json.dumps({"query": name, **answer}))
@@ -325,3 +340,7 @@ def search(args) -> None:
         for rank, hit in enumerate(answer["results"], 1):
             score = "" if hit["score"] is None else f"  score {hit['score']:.3f}"
             print(f"  {rank:2d}. {hit['path']}  id {hit['id']}  distance {hit['distance']}{score}")
+    if args.grid:  # after the answers: a figure that cannot be drawn loses none of them
+        sys.stdout.flush()
+        paths = draw_answers(index, names, answers, args.id, args.images, Path(args.grid))
+        print(f"figure: {paths[0]} (and {paths[1].name})", file=sys.stderr)
