@@ -227,11 +227,11 @@ def info(args) -> None:
     if "shard" in meta:
         print(f"  shard {meta['shard']} of {meta['shards']} ({meta['total']} images in all), split from "
               f"{meta['split_from']}")
-    labels = summary["labels"]
     if meta.get("whiten_dims"):
         fitted = f" on {meta['fitted_on']} images" if meta.get("fitted_on") else ""
         print(f"  re-ranking: whitened over {meta['whiten_dims']} principal directions (fitted with the encoder{fitted}; "
               "`hashlab index build --refit` fits them again once the collection has grown)")
+    labels = summary["labels"]
     if set(labels) != {""}:
         shown = ", ".join(f"{label or '(top folder)'} ({n})" for label, n in list(labels.items())[:10])
         print(f"  {len(labels)} labels (parent folders), most images first: {shown}" + (", ..." if len(labels) > 10 else ""))
@@ -251,16 +251,17 @@ def draw_answers(index, names: list[str], answers: list[dict], ids: list[int] | 
     a blank tile, named on stderr."""
     import numpy as np
 
-    from hashlab.reporting.examples import QUERY, RIGHT, WRONG, framed, render_rows
+    from hashlab.reporting.examples import BORDER, QUERY, RIGHT, WRONG, framed, render_rows
     from hashlab.search.encoders import open_image
     root, size, missing = Path(index.meta["images_root"]), 64, []
+    side = size + 2 * BORDER  # a framed tile's height and width
 
     def tile(path: Path, colour):
         try:
             return framed(open_image(path), colour, size)
         except OSError:  # deleted or moved since the build: the answer still stands, its picture cannot
             missing.append(str(path))
-            return np.full((size + 6, size + 6, 3), 255, np.uint8)
+            return np.full((side, side, 3), 255, np.uint8)
 
     if len(answers) > GRID_QUERIES or any(len(answer["results"]) > GRID_HITS for answer in answers):
         print(f"figure: the first {GRID_QUERIES} queries and {GRID_HITS} hits of each (a readable page); the text "
@@ -274,7 +275,7 @@ def draw_answers(index, names: list[str], answers: list[dict], ids: list[int] | 
             query_path = Path(images[number])
             label = query_path.parent.name if query_path.parent.name in known else None
         hits = answer["results"][:GRID_HITS]
-        tiles = [tile(query_path, QUERY), np.full((size + 6, 8, 3), 255, np.uint8)]
+        tiles = [tile(query_path, QUERY), np.full((side, 8, 3), 255, np.uint8)]  # a gap after the query
         tiles += [tile(root / hit["path"], QUERY if label is None else RIGHT if hit["label"] == label else WRONG)
                   for hit in hits]
         rows.append(np.concatenate(tiles, axis=1))
