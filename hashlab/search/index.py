@@ -103,16 +103,20 @@ class SearchIndex:
             distances[short], ids[short] = more_d, more_i
         return distances, ids
 
+    def _row(self, image_id: int) -> int | None:
+        row = int(np.searchsorted(self.ids, int(image_id)))  # ids are sorted: rows are in id order
+        return row if row < len(self.ids) and self.ids[row] == int(image_id) else None
+
     def holds(self, image_id: int) -> bool:
-        row = int(np.searchsorted(self.ids, int(image_id)))
-        return row < len(self.ids) and self.ids[row] == int(image_id)
+        return self._row(image_id) is not None
 
     def local(self, image_id: int) -> int:
         """A catalog id -> its row here."""
-        if not self.holds(image_id):
+        row = self._row(image_id)
+        if row is None:
             raise KeyError(f"no indexed image with id {image_id} (never indexed, or dropped from the collection "
                            f"by an update; this index holds {len(self)} images, ids {self.ids[0]} to {self.ids[-1]})")
-        return int(np.searchsorted(self.ids, int(image_id)))
+        return row
 
     def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
         """An indexed image by catalog id only (the catalog names the file, never a request), as JPEG."""
