@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -173,9 +172,8 @@ def build(args) -> None:
         sys.exit("error: --image-size is for an unsupervised encoder: a run's encoder uses the run's own evaluation "
                  "size (leave --image-size out)")
     if exists and not (args.run or args.features) and (args.bits is not None or args.image_size is not None):
-        import sqlite3  # the catalog's meta alone: opening the index would load every code
-        with contextlib.closing(sqlite3.connect(Path(args.out) / "current" / "catalog.sqlite")) as db:
-            meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+        from hashlab.search.storage import catalog_meta
+        meta = catalog_meta(args.out)  # the catalog's meta alone: opening the index would load every code
         asked = {"bits": args.bits, "image_size": args.image_size}
         changed = {key: value for key, value in asked.items() if value is not None and value != meta.get(key)}
         if changed:

@@ -7,6 +7,7 @@ intact and a running server picks up the new one on its next request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -73,17 +74,30 @@ def current_build(out: str | Path) -> Path:
     return out / os.readlink(out / "current")
 
 
+def _read_catalog(folder: Path):
+    return contextlib.closing(sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True))
+
+
+def _meta(db) -> dict:
+    return {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+
+
+def catalog_meta(out: str | Path) -> dict:
+    """The live build's meta alone (its encoder, bits, image size, ...): no code is loaded."""
+    with _read_catalog(current_build(out)) as db:
+        return _meta(db)
+
+
 def catalog_summary(out: str | Path) -> dict:
     """What an index holds, from its catalog alone (no code is loaded, whatever the index's size): the build's
     meta, its image count and id range, images by label and the files it skipped."""
     folder = current_build(out)
-    with sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True) as db:
-        meta = {key: json.loads(value) for key, value in db.execute("SELECT key, value FROM meta")}
+    with _read_catalog(folder) as db:
+        meta = _meta(db)
         count, first, last = db.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM images").fetchone()
         labels = dict(db.execute("SELECT COALESCE(label, ''), COUNT(*) FROM images GROUP BY label "
                                  "ORDER BY COUNT(*) DESC, label").fetchall())
         skipped = db.execute("SELECT path, error FROM skipped ORDER BY path").fetchall()
-    db.close()
     offset = int(meta.get("id_offset", 0))  # a shard split before ids were kept: rows from 0
     return {"index": str(out), "build": folder.name, "meta": meta, "count": count,
             "ids": [first + offset, last + offset], "labels": labels, "skipped": [list(row) for row in skipped]}
