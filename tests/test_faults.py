@@ -214,6 +214,52 @@ def test_a_fit_stopped_by_sigterm_exits_143_and_marks_its_wandb_run_preempted(tm
     assert records[types.index("exit")].exit.exit_code == 143
 
 
+SIGTERM_AT = """
+import os, signal
+from pathlib import Path
+import lightning as L
+
+
+class SigtermAt(L.Callback):
+    \"\"\"Sends this process SIGTERM from one Lightning hook, then notes that the hook went on to its end.\"\"\"
+
+    def __init__(self, hook: str, note: str):
+        self.hook, self.note = hook, note
+        setattr(self, hook, self.signal)
+
+    def signal(self, trainer, *args):
+        if not Path(self.note).exists():
+            os.kill(os.getpid(), signal.SIGTERM)
+            Path(self.note).write_text("the hook went on after the signal")
+"""
+
+
+@pytest.mark.parametrize("hook, lightning_handles_it", [("on_fit_end", False), ("on_train_batch_end", True)])
+def test_sigterm_stops_a_cell_in_and_out_of_lightnings_own_handling(tmp_path, hook, lightning_handles_it):
+    """Lightning handles SIGTERM only between its setup and its teardown; on_fit_end runs after that teardown, as
+    do the test phase's setup, the scoring and the record, where SIGTERM used to end the process with no mark
+    (W&B counted it crashed and never proposed it again). Either way the cell exits 143 with its W&B run marked
+    preempting and no record. Within Lightning's handling the stop waits for the step to end (so DDP processes
+    stop together): the hook that sent the signal runs to its end first."""
+    (tmp_path / "sigterm_at.py").write_text(SIGTERM_AT)
+    note = tmp_path / "went-on"
+    command = [sys.executable, "-m", "hashlab.cli", "fit", "--config", *DEMO, "--trainer.max_epochs=1",
+               f"--runs_dir={tmp_path}", "--model.bits=12", "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
+               f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.offline=true",
+               "--trainer.callbacks+=sigterm_at.SigtermAt", f"--trainer.callbacks.hook={hook}",
+               f"--trainer.callbacks.note={note}"]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 143, result.stderr[-1500:]
+    assert "stopped by SIGTERM: run the same command again to resume" in result.stderr
+    assert "its offline W&B run is marked preempting" in result.stderr
+    assert not list(tmp_path.rglob("record.json"))
+    assert note.exists() == lightning_handles_it
+    [run_file] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    types = [record.WhichOneof("record_type") for record in wandb_records(run_file)]
+    assert "preempting" in types, types
+
+
 def test_a_truncated_last_checkpoint_resumes_from_an_earlier_one(tmp_path):
     args = ["--config", *DEMO, "--trainer.max_epochs=2", f"--runs_dir={tmp_path}", "--model.bits=12"]
     record_path = run_fit(args)

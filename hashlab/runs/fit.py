@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -294,6 +295,11 @@ def run_fit(args: list[str], callbacks=(), first_epochs: int | None = None) -> P
     record is not rerun; a cell another process is running raises :class:`CellBusy`. ``callbacks``: more
     Lightning callbacks for this fit (they do not change the cell). ``first_epochs``: train only the cell's
     first epochs (a trial): no test phase, no record; returns <run>/trial.json (see :func:`_fit_trial`)."""
+    with sigterm_stops_the_cell():
+        return _run_fit(args, callbacks, first_epochs)
+
+
+def _run_fit(args: list[str], callbacks, first_epochs: int | None) -> Path:
     parsed = _parse_only(args)  # a finished cell is known from its command line: build no model or data for it
     if first_epochs is not None:
         return _fit_trial(args, parsed.run_dir / TRIAL_NAME, first_epochs, callbacks)
@@ -307,6 +313,32 @@ def run_fit(args: list[str], callbacks=(), first_epochs: int | None = None) -> P
         if finished_record(record_path) and not cli.config.force:  # finished while we waited to look
             return record_path
         return _fit_and_record(cli, record_path)
+
+
+@contextmanager
+def sigterm_stops_the_cell():
+    """SIGTERM ends the cell as Lightning's own handler does (SIGTERMException, exit 143, the W&B run marked
+    preempting) outside trainer.fit and trainer.test too: Lightning handles it only from after setup (feature
+    caching, restoring the checkpoint) until its teardown, and a SIGTERM in the gaps (setup, between fitting and
+    testing, scoring, writing the record) would end the process with no mark, so W&B would count it crashed."""
+    import signal
+
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    def stop(signum, frame):
+        # while Lightning's handler is installed it calls this one too (it keeps the handler it found): leave
+        # the stop to Lightning then, which ends the step it is in (under DDP, on every process) before it raises
+        if signal.getsignal(signal.SIGTERM) is stop:
+            raise SIGTERMException()
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)  # None: set outside Python
 
 
 def _fit_trial(args: list[str], path: Path, epochs: int, callbacks) -> Path:
