@@ -215,6 +215,12 @@ def _add_rescore_parser(commands) -> None:
                                 "$HASHLAB_DATA)")
     rescore_parser.add_argument("--only-old", action="store_true", help="only records scored before today's "
                                 "evaluation")
+    rescore_parser.add_argument("--check", action="store_true", help="change nothing: measure each record's mAP@all "
+                                "again from its codes with a second evaluator and say whether they agree (exit 1 "
+                                "when one does not)")
+    rescore_parser.add_argument("--draws", type=int, default=4, help="--check: random tie orders the "
+                                "order-free mAP is measured over (default 4)")
+    rescore_parser.add_argument("--out", default=None, help="--check: also write the report to this Markdown file")
 
 
 def _add_sweep_parser(commands) -> None:
@@ -275,6 +281,9 @@ def _search(args, parser) -> None:
 
 
 def _rescore(args, parser) -> None:
+    if args.check:
+        _check_scores(args, parser)
+        return
     from hashlab.runs.rescore import rescore
     done = rescore(args.folders, args.data_root, args.only_old)
     moved = {path: maps for path, maps in done.items() if maps[0] is None or abs(maps[1] - maps[0]) > 5e-5}
@@ -282,6 +291,20 @@ def _rescore(args, parser) -> None:
         print(f"  {path}: mAP {'none' if before is None else f'{before:.4f}'} -> {after:.4f}")
     print(f"rescored {len(done)} records under {', '.join(map(str, args.folders))}: {len(moved)} changed mAP@all "
           f"(by more than 0.00005), {len(done) - len(moved)} the same")
+
+
+def _check_scores(args, parser) -> None:
+    from hashlab.io import write_text_atomic
+    from hashlab.runs.rescore import check, check_markdown
+    if args.draws < 2:
+        parser.error(f"--draws must be at least 2 (the standard error needs a spread), got {args.draws}")
+    rows = check(args.folders, args.draws)
+    report = check_markdown(rows, args.draws)
+    print(report, end="")
+    if args.out:
+        print(write_text_atomic(args.out, report))
+    if any(row["ok"] is False for row in rows):
+        sys.exit("error: some records do not agree with their codes (the rows marked **no** above)")
 
 
 def _docs(args, parser) -> None:

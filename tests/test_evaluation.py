@@ -272,3 +272,20 @@ def test_seen_and_unseen_parts_leave_the_validation_items_out():
     assert metrics["map_unseen"] == pytest.approx(mean_average_precision(q, db[40:], ql, dbl[40:]), abs=1e-12)
     held_out = np.array([SEEN] * 80 + [VALIDATION] * 10)  # digits, cifar10-2: train and held-out validation
     assert "map_unseen" not in score_codes(q, db, ql, dbl, held_out)[0]
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_the_second_evaluator_agrees_with_the_engine(multi_label):
+    """hashlab.evaluation.crosscheck shares no code with the engine (it ranks every item: a stable argsort, and
+    torchmetrics' AP over random tie orders): on a problem with large ties both figures agree, and a wrong figure
+    would be many standard errors away."""
+    from hashlab.evaluation.crosscheck import cross_check
+    q, db, ql, dbl = random_problem(np.random.default_rng(3), 150, 800, 6, 5, multi_label)
+    found = cross_check(q, db, ql, dbl, draws=6)
+    assert found.map_stable == pytest.approx(mean_average_precision(q, db, ql, dbl, ties="database"), abs=1e-9)
+    expected = mean_average_precision(q, db, ql, dbl)
+    assert abs(found.map_random - expected) <= 4 * found.map_random_se
+    assert 0 < found.map_random_se < 0.005  # the jitter does reorder ties, and the estimate is sharp enough to catch
+    if not multi_label:  # class ids are read as labels too
+        again = cross_check(q, db, ql.argmax(1), dbl.argmax(1), draws=6)
+        assert (again.map_stable, again.map_random) == (found.map_stable, found.map_random)

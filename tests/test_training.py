@@ -9,6 +9,7 @@ import torch
 
 from hashlab.backbones.taps import StageGrids, default_taps
 from hashlab.data import Digits
+from hashlab.io import write_json_atomic
 from hashlab.methods import DPSHGoogLeNet
 from hashlab.methods.base import NonFiniteLossError
 from hashlab.runs.fit import resolve_run_dir, run_fit
@@ -82,6 +83,17 @@ def test_hashlab_fit_writes_a_record_and_does_not_rerun_it(tmp_path, capsys):
     main(["rescore", str(tmp_path)])  # says whether anything moved
     assert capsys.readouterr().out.strip().endswith("1 records under " + str(tmp_path) + ": 0 changed mAP@all "
                                                      "(by more than 0.00005), 1 the same")
+    # a second evaluator, sharing no code with the engine, agrees with the record; a record whose figure does not
+    # come from its codes is caught and named
+    main(["rescore", "--check", str(tmp_path)])
+    assert "**1 of 1 records agree**" in capsys.readouterr().out
+    tampered = json.loads(path.read_text())
+    tampered["metrics"]["map"] += 0.01
+    path.write_text(json.dumps(tampered))
+    with pytest.raises(SystemExit, match="some records do not agree with their codes"):
+        main(["rescore", "--check", str(tmp_path), "--out", str(tmp_path / "check.md")])
+    assert "| **no** |" in (tmp_path / "check.md").read_text() and str(path.parent) in capsys.readouterr().out
+    write_json_atomic(path, record)
     assert record["environment"]["packages"]["torch"]
     assert record["environment"]["accelerator"] == ("cpu" if not torch.cuda.is_available() else
                                                     torch.cuda.get_device_name(0))

@@ -7,6 +7,9 @@ database item was to the model (trained on, validation, or neither: for mAP agai
 part of the database) comes from the codes file when it says so, else from the record's data set and split,
 read from the data root. Rescore where the records are read from: a runs/ folder's record wins over its copy
 under reports/ when a table is rendered.
+
+``check``: a table's records against their codes, measured another way (hashlab.evaluation.crosscheck) and
+compared, writing nothing: what to run before a table is trusted.
 """
 
 from __future__ import annotations
@@ -87,3 +90,66 @@ def rescore(folders: list[str | Path], data_root: str | None = None, only_old: b
         if metrics is not None:
             done[path] = (before, metrics.get("map"))
     return done
+
+
+STABLE_TOLERANCE = 1e-6  # the stable figure is exact both ways: only rounding may differ
+MAX_Z = 4.0  # the order-free figure against a mean of random orders: |difference| / its standard error
+
+
+def check_record(path: Path, draws: int = 4) -> dict:
+    """One record's mAP@all (order-free) and map_stable against the second evaluator on its codes.npz: a row with
+    ``ok`` True, False, or None when it could not be checked (``why``)."""
+    from hashlab.evaluation.crosscheck import cross_check
+    record = read_record(path)
+    row = {"record": str(path), "method": record.get("method"), "bits": record.get("bits"),
+           "seed": record.get("seed"), "map": record["metrics"].get("map"),
+           "map_stable": record["metrics"].get("map_stable")}
+    codes_path = path.parent / record.get("codes_file", CODES_NAME)
+    if not codes_path.exists():
+        return {**row, "ok": None, "why": f"no {codes_path.name} beside it"}
+    if not is_current(record):
+        return {**row, "ok": None, "why": "scored by an older evaluation: `hashlab rescore` it first"}
+    codes = read_codes(codes_path)
+    found = cross_check(codes["query_codes"], codes["database_codes"], codes["query_labels"].numpy(),
+                        codes["database_labels"].numpy(), draws=draws)
+    stable_gap = abs(found.map_stable - row["map_stable"])
+    z = (found.map_random - row["map"]) / found.map_random_se if found.map_random_se > 0 else (
+        0.0 if abs(found.map_random - row["map"]) <= STABLE_TOLERANCE else float("inf"))
+    return {**row, "stable_found": found.map_stable, "random_found": found.map_random, "random_se": found.map_random_se,
+            "z": z, "draws": draws, "ok": bool(stable_gap <= STABLE_TOLERANCE and abs(z) <= MAX_Z), "why": ""}
+
+
+def check(folders: list[str | Path], draws: int = 4) -> list[dict]:
+    """Every record.json under ``folders`` checked by :func:`check_record`."""
+    paths = sorted(p for folder in folders for p in Path(folder).rglob(RECORD_NAME))
+    return [check_record(path, draws) for path in tqdm(paths, desc="checking records", unit="record")]
+
+
+def check_markdown(rows: list[dict], draws: int) -> str:
+    """The rows as a Markdown report: what was compared, one line per record, and the verdict."""
+    checked = [row for row in rows if row["ok"] is not None]
+    failed = [row for row in checked if not row["ok"]]
+    lines = [
+        "Each record's mAP@all measured again from its codes.npz by a second evaluator that shares no code with the "
+        "engine (hashlab/evaluation/crosscheck.py, `hashlab rescore --check`): map_stable (ties in database order) "
+        f"by a stable argsort, which must agree to {STABLE_TOLERANCE:g}; the order-free mAP@all against the mean of "
+        f"torchmetrics' AP over {draws} random tie orders (drawn for each query apart), which must lie within "
+        f"{MAX_Z:g} standard errors (z) of it.", "",
+        f"**{len(checked) - len(failed)} of {len(checked)} records agree**"
+        + (f"; {len(rows) - len(checked)} could not be checked" if len(rows) != len(checked) else "") + ".", "",
+        "| record | mAP@all | random tie orders (± se) | z | map_stable | stable argsort | agrees |",
+        "|:--|--:|--:|--:|--:|--:|:--|"]
+    for row in rows:
+        name = f"{row['method']} {row['bits']}b seed{row['seed']} (`{Path(row['record']).parent}`)"
+        if row["ok"] is None:
+            lines.append(f"| {name} | {_fmt(row['map'])} | | | {_fmt(row['map_stable'])} | | not checked: "
+                         f"{row['why']} |")
+            continue
+        lines.append(f"| {name} | {row['map']:.5f} | {row['random_found']:.5f} ± {row['random_se']:.5f} | "
+                     f"{row['z']:+.1f} | {row['map_stable']:.6f} | {row['stable_found']:.6f} | "
+                     f"{'yes' if row['ok'] else '**no**'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.5f}"
