@@ -32,12 +32,20 @@ def test_key_map_uses_every_tensor_of_the_checkpoint(lite0):
     assert map_key("_blocks.3._expand_conv.weight") == "blocks.2.0.conv_pw.weight"
     assert map_key("_blocks.15._project_conv.weight") == "blocks.6.0.conv_pwl.weight"
     assert map_key("_bn1.running_var") == "bn2.running_var"
+    # Lite1 and Lite2 have more blocks per stage: the flat lukemelas index maps by the variant's own layout
+    lite1_layout = (1, 3, 3, 4, 4, 5, 1)
+    assert map_key("_blocks.4._expand_conv.weight", lite1_layout) == "blocks.2.0.conv_pw.weight"
+    assert map_key("_blocks.20._project_conv.weight", lite1_layout) == "blocks.6.0.conv_pwl.weight"
 
 
+@pytest.mark.parametrize("variant", [0, 1, 2])
 @pytest.mark.parametrize("image,classes", [(skdata.chelsea, range(281, 286)), (skdata.coffee, [967])])
-def test_embedded_weights_classify_real_photos(lite0, image, classes):
-    top5 = lite0.imagenet_logits(photo(image())).topk(5).indices[0].tolist()
-    assert set(top5) & set(classes), f"top-5 {top5} misses {list(classes)}"
+def test_embedded_weights_classify_real_photos(variant, image, classes):
+    """Every tensor of each packaged checkpoint lands in the model (the loader refuses otherwise), and the
+    result recognises a tabby cat and a cup of coffee."""
+    backbone = create_backbone(f"efficientnet_lite{variant}", pretrained=True).eval()
+    top5 = backbone.imagenet_logits(photo(image())).topk(5).indices[0].tolist()
+    assert set(top5) & set(classes), f"efficientnet_lite{variant}: top-5 {top5} misses {list(classes)}"
 
 
 def test_feature_shapes_and_stage_channels(lite0):
@@ -51,7 +59,8 @@ def test_feature_shapes_and_stage_channels(lite0):
 
 
 def test_registry_lists_the_torchvision_backbones_and_names_unknown_ones():
-    assert {"efficientnet_lite0", "googlenet", "alexnet", "vgg16", "resnet18", "resnet50"} <= set(available_backbones())
+    assert {"efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "googlenet", "alexnet", "vgg16",
+            "resnet18", "resnet50"} <= set(available_backbones())
     with pytest.raises(ValueError, match="unknown backbone 'resnet7'.*efficientnet_lite0"):
         create_backbone("resnet7")
 
