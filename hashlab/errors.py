@@ -25,11 +25,17 @@ def storage_error(path, error: Exception, before: str = "the previous file") -> 
 
 
 def close_matches(name: str, known) -> str:
-    """' (did you mean X?)' when a known name is close to ``name``, else ''."""
+    """' (did you mean X?)' when a known name is close to ``name``, else ''; every one of the closest when several
+    are as close (efficientnet_lite: Lite0, Lite1 and Lite2)."""
     import difflib
     by_lower = {k.lower(): k for k in known}  # Cifar10 finds CIFAR10
-    match = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean {by_lower[match[0]]!r}?)" if match else ""
+    matches = difflib.get_close_matches(name.lower(), list(by_lower), n=len(by_lower), cutoff=0.6)
+    if not matches:
+        return ""
+    ratio = {m: difflib.SequenceMatcher(None, name.lower(), m).ratio() for m in matches}
+    closest = sorted(by_lower[m] for m in matches if ratio[m] == max(ratio.values()))
+    names = " or ".join(filter(None, [", ".join(map(repr, closest[:-1])), repr(closest[-1])]))
+    return f" (did you mean {names}?)"
 
 
 def user_error(error: BaseException) -> HashlabError | None:

@@ -63,7 +63,12 @@ def test_labels_out_of_range_are_named(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,pattern", [
     (["fit", "--config", *DEMO, "--model.init_args.backbone=efficientnet_lite"],
-     r"unknown backbone 'efficientnet_lite' \(did you mean 'efficientnet_lite0'\?\)"),
+     r"unknown backbone 'efficientnet_lite' \(did you mean 'efficientnet_lite0', 'efficientnet_lite1' or "
+     r"'efficientnet_lite2'\?\)"),
+    (["fit", "--config", *DEMO, "--model.init_args.backbone=efficientnet_lite3"],
+     r"unknown backbone 'efficientnet_lite3' \(did you mean 'efficientnet_lite0', 'efficientnet_lite1' or "
+     r"'efficientnet_lite2'\?\)"),
+    (["fit", "--config", *DEMO, "--model.init_args.backbone=resnet_18"], r"\(did you mean 'resnet18'\?\)"),
     (["fit", "--config", *DEMO, "--data.init_args.protocol=digit"], r"unknown protocol 'digit' \(did you mean 'digits'\?\)"),
     (["reproduce", "--table", "tabel2"], r"no table spec .*tabel2\.yaml \(did you mean 'table2'\?\)"),
     (["reproduce", "--table", "demo", "--methods", "dpsh_googlenet_"],
