@@ -190,8 +190,33 @@ def test_a_record_names_the_code_its_run_started_from_and_is_dirty_when_that_mov
     from hashlab.records.record import environment, git_commit
     now = git_commit()
     assert {k: environment(code_at_start=now)[k] for k in now} == now  # unchanged: as it is
-    moved = environment(code_at_start={"commit": "0" * 40, "dirty": False})
+    moved = environment(code_at_start={"commit": "0" * 40, "dirty": False})  # git cannot compare: dirty
     assert moved["commit"] == "0" * 40 and moved["dirty"] is True and moved["code_at_end"] == now
+
+
+def test_a_commit_of_reports_or_documents_while_a_cell_trains_leaves_its_record_clean(tmp_path):
+    """A campaign commits each finished cell, and a note or a check report lands beside it: none of them touch the
+    code that decides a cell's numbers, so a cell that trained across them is of committed code. One that touches
+    hashlab/ makes it dirty."""
+    from hashlab.records.record import code_moved
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "config", "user.email", "test@hashlab"), git(tmp_path, "config", "user.name", "test")
+    (tmp_path / "hashlab").mkdir()
+    (tmp_path / "hashlab" / "loss.py").write_text("weight = 1\n")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-q", "-m", "code")
+    start = git(tmp_path, "rev-parse", "HEAD").strip()
+    for folder, name in (("reports", "record.json"), ("docs", "note.md")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text("{}")
+        git(tmp_path, "add", "-A")
+        git(tmp_path, "commit", "-q", "-m", folder)
+    documents = git(tmp_path, "rev-parse", "HEAD").strip()
+    assert not code_moved(start, documents, tmp_path)
+    (tmp_path / "hashlab" / "loss.py").write_text("weight = 2\n")
+    git(tmp_path, "commit", "-q", "-am", "a loss changed")
+    assert code_moved(start, git(tmp_path, "rev-parse", "HEAD").strip(), tmp_path)
+    assert code_moved("0" * 40, documents, tmp_path)  # an unknown commit: git cannot tell, so it counts as moved
 
 
 def test_machine_time_counts_the_tunings_of_this_version_only(tmp_path):

@@ -109,8 +109,9 @@ def git_commit() -> dict:
 def environment(device=None, code_at_start: dict | None = None) -> dict:
     """The software and machine a record was made with; ``device`` (a torch.device) is the one the run
     trained on, named in full for a GPU, since a record's wall time means little without it. ``code_at_start``:
-    git_commit() when the run started; where the code moved since (a commit or an edit while it trained), the
-    record names the commit it started from and is dirty, since which code ran which part cannot be told."""
+    git_commit() when the run started; where the code moved since (a commit or an edit of CODE_PATHS while it
+    trained), the record names the commit it started from and is dirty, since which code ran which part cannot be
+    told. A commit of other files only (reports, documents) leaves it clean, naming both commits."""
     packages = {}
     for name in ("hashlab", "torch", "torchvision", "lightning", "numpy", "numba", "timm", "torchmetrics"):
         try:
@@ -132,4 +133,20 @@ def _code_of_run(code_at_start: dict | None) -> dict:
     code = git_commit()
     if code_at_start is None or code_at_start == code:
         return code
+    if not code_at_start["dirty"] and not code["dirty"] and not code_moved(code_at_start["commit"], code["commit"]):
+        # commits of reports or documents only (a campaign committing the cell before, a note): the code that
+        # ran is the start's, whole
+        return {**code_at_start, "code_at_end": code}
     return {**code_at_start, "dirty": True, "code_at_end": code}
+
+
+def code_moved(start: str, end: str, root: str | Path | None = None) -> bool:
+    """Whether the files that decide a cell's numbers (CODE_PATHS) differ between two commits; True when git cannot
+    tell (an unknown commit)."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "diff", "--quiet", start, end, "--", *CODE_PATHS], cwd=root,
+                             capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    return out.returncode != 0  # 0: the same; 1: they differ; anything else: git could not compare them
