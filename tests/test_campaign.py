@@ -110,6 +110,8 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
                             allow_dirty=True)  # this checkout may be a work in progress; the refusal is tested below
     assert len(finished) == 1
     assert "  committed" in logged, logged
+    assert any(line.startswith("  its figures agree with its codes measured by a second evaluator (z ")
+               for line in logged), logged
     # a long cell shows where it is: one line per epoch, the validation mAP where it validated, the time left
     epochs = [line for line in logged if line.startswith("    epoch ")]
     assert len(epochs) == 30 and epochs[-1].startswith("    epoch 30/30: validation mAP 0."), epochs[-3:]
@@ -170,6 +172,16 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     git(tmp_path, "commit", "-q", "-m", "as if never committed")
     shutil.rmtree(reports / "demo" / "records")
     cell_runner.committed_records(reports, refresh=True)
+    # a finished record whose figure does not come from its codes is not delivered, and the campaign stops
+    [finished_record] = runs.rglob("record.json")
+    honest = finished_record.read_text()
+    tampered = json.loads(honest)
+    tampered["metrics"]["map"] += 0.01
+    finished_record.write_text(json.dumps(tampered))
+    with pytest.raises(CampaignError, match=r"its figures disagree with its codes .*Nothing was delivered"):
+        run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=[].append, allow_dirty=True, commit=True)
+    assert not (reports / "demo" / "records").exists()
+    finished_record.write_text(honest)
     said = []
     assert run_campaign(done_plan, runs, reports_dir=reports, nice=0, log=said.append, allow_dirty=True,
                         commit=True) == []

@@ -468,6 +468,7 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
         log(f"  not delivered: {record_path} ran on code that had uncommitted changes or moved while it trained "
             f"(environment.dirty); delete {record_path.parent} to run it again from committed code")
         return False
+    _check_against_codes(record_path, log)
     from hashlab.runs.cells import default_profile
     from hashlab.runs.tables import report_dir
     specs = [load_spec(t) for t in item.tables]
@@ -503,6 +504,25 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
                                     f"wall {wall / 60:.1f} min (record and codes)")
         log("  committed" if why_not is None else f"  not committed ({why_not}); the files are in place")
     return True
+
+
+def _check_against_codes(record_path: Path, log) -> None:
+    """Measure the record's figures again from its codes with the second evaluator (docs/evaluation.md, about 20 s
+    for a CIFAR-10 cell) before a table takes it; a disagreement stops the campaign, since it means the engine or
+    the files are wrong, and every later cell would be too."""
+    from hashlab.runs.rescore import check_record
+    row = check_record(record_path, draws=3)
+    if row["ok"] is None:
+        log(f"  not checked against its codes: {row['why']}")
+    elif not row["ok"]:
+        raise CampaignError(
+            f"{record_path}: its figures disagree with its codes measured by a second evaluator (mAP@all "
+            f"{row['map']:.5f} against {row['random_found']:.5f} ± {row['random_se']:.5f} over random tie orders; "
+            f"map_stable {row['map_stable']:.6f} against {row['stable_found']:.6f} by a stable argsort). Nothing was "
+            f"delivered: find out why (`hashlab rescore --check {record_path.parent}`, docs/evaluation.md) before "
+            "the campaign goes on")
+    else:
+        log(f"  its figures agree with its codes measured by a second evaluator (z {row['z']:+.1f})")
 
 
 def _stop_if_asked(error: BaseException) -> None:
