@@ -325,16 +325,21 @@ def sigterm_stops_the_cell():
 
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    before = signal.getsignal(signal.SIGTERM)
+
     def stop(signum, frame):
+        if callable(before):  # a handler of the caller's own is still told
+            before(signum, frame)
         # while Lightning's handler is installed it calls this one too (it keeps the handler it found): leave
         # the stop to Lightning then, which ends the step it is in (under DDP, on every process) before it raises
         if signal.getsignal(signal.SIGTERM) is stop:
             raise SIGTERMException()
 
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set a handler
+    # only the main thread may set a handler; a process that ignores SIGTERM keeps ignoring it
+    if threading.current_thread() is not threading.main_thread() or before == signal.SIG_IGN:
         yield
         return
-    before = signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
