@@ -85,14 +85,20 @@ def code_changes(root: str | Path | None = None) -> list[str] | None:
 
 
 def code_changes_since(commit: str, root: str | Path | None = None) -> list[str]:
-    """The files of CODE_PATHS that differ between ``commit`` and HEAD (committed changes)."""
+    """The files of CODE_PATHS that differ between ``commit`` and HEAD (committed changes); [] when git cannot
+    tell."""
+    return _code_diff(commit, "HEAD", root) or []
+
+
+def _code_diff(start: str, end: str, root: str | Path | None = None) -> list[str] | None:
+    """The files of CODE_PATHS that differ between two commits; None when git cannot compare them."""
     root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
     try:
-        out = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *CODE_PATHS], cwd=root,
+        out = subprocess.run(["git", "diff", "--name-only", start, end, "--", *CODE_PATHS], cwd=root,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+        return None
+    return [line for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else None
 
 
 def git_commit() -> dict:
@@ -143,10 +149,5 @@ def _code_of_run(code_at_start: dict | None) -> dict:
 def code_moved(start: str, end: str, root: str | Path | None = None) -> bool:
     """Whether the files that decide a cell's numbers (CODE_PATHS) differ between two commits; True when git cannot
     tell (an unknown commit)."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "diff", "--quiet", start, end, "--", *CODE_PATHS], cwd=root,
-                             capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return True
-    return out.returncode != 0  # 0: the same; 1: they differ; anything else: git could not compare them
+    changed = _code_diff(start, end, root)
+    return changed is None or bool(changed)
