@@ -382,6 +382,27 @@ def test_cli_build_and_search_json(collection, tmp_path, capsys):
         main(["index", "build", "--images", str(images), "--out", str(split / "shard-1")])
 
 
+def test_a_folder_named_with_uri_characters_and_a_file_name_that_is_not_utf8(collection, tmp_path):
+    """SQLite opens the catalog read-only through a file: URI, so '#', '?' and '%' in the index's path must be
+    escaped (they were read as the URI's fragment, query and escapes, and the built index could not be opened);
+    a file whose name is not UTF-8 cannot go into the catalog, and is skipped by name instead of failing the build
+    after every image was encoded."""
+    images, out, _ = collection
+    odd = tmp_path / "photos #1 ?%41"
+    shutil.copytree(images, odd / "images")
+    shutil.copytree(out, odd / "index", symlinks=True)
+    name = os.fsencode(odd / "images" / "3") + b"/caf\xe9.png"  # Latin-1, as an old archive names it
+    shutil.copyfile(odd / "images" / "3" / "0003.png", name)
+    report = build_index(odd / "images", odd / "index", None, progress=False)
+    assert report.images == 300 and report.encoded == 0  # the 300 are reused; the odd name is not indexed
+    assert [(path, reason.split(":")[0]) for path, reason in report.skipped] == \
+        [("3/caf\\xe9.png", "its name is not UTF-8")]
+    assert "convmv -f latin1 -t utf8" in report.skipped[0][1]
+    index = SearchIndex.open(odd / "index")
+    assert index.folder.parent == odd / "index" and len(index) == 300
+    assert index.query(ids=[7], k=1)[0]["results"][0]["distance"] == 0
+
+
 def test_an_update_that_quadruples_the_collection_suggests_refit(tmp_path, capsys):
     """PCA, ITQ and the re-ranking bound are fitted once, on the first collection: an update keeps them. Once the
     index holds four times the images they were fitted on, the build says that --refit fits them again."""
@@ -430,6 +451,10 @@ def test_index_of_a_trained_run_uses_its_codes(collection, tmp_path):
         RunEncoder(copy)
     index = SearchIndex.open(tmp_path / "index")
     assert report.images == 300 and index.meta["encoder"] == "supervised" and index.meta["bits"] == 16
+    from hashlab.search.shards import split_index  # shards share a fitted encoder file, which a run has not
+    with pytest.raises(ValueError, match="encodes with a trained run .* serve it whole"):
+        split_index(tmp_path / "index", tmp_path / "shards", 2)
+    assert not (tmp_path / "shards").exists()
     # the run's own evaluation transform: digits' default 64 px (its config leaves image_size unset), so an image
     # of the run's query set gets the code the run gave it
     from hashlab.data import Digits

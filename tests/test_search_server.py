@@ -300,6 +300,46 @@ def test_shards_behind_a_router_answer_exactly_as_the_whole_index(server, tmp_pa
         assert status == 502 and "shard 1 of 2" in answer["error"] and shards[1] not in json.dumps(answer)
 
 
+def test_a_router_follows_its_shards_when_the_index_is_split_again(tmp_path):
+    """docs/scale.md: a shard is not updated in place; the whole index is built and split again. The shards'
+    servers move to the new split at once, and a router that kept its first look at them sent ids to the shard
+    of the old borders (404 for an image the index holds). Each shard now says which split answered, and the
+    router looks at the shards again when it is not the one it knows."""
+    from contextlib import ExitStack
+
+    from hashlab.search.index import SearchIndex
+    from hashlab.search.shards import split_index
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_digits(images, 120)
+    build_index(images, index, UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
+    split_index(index, tmp_path / "shards", 2)  # ids 0-59 and 60-119
+
+    def hits(answer: dict) -> list[tuple]:
+        return [(h["id"], h["path"], h["distance"]) for h in answer["results"]]
+
+    with ExitStack() as stack:
+        shards = [stack.enter_context(serving(tmp_path / "shards" / f"shard-{k}")) for k in (0, 1)]
+        router = stack.enter_context(serving(None, "--shards", *shards))
+        assert json.loads(get(router + "/api/search?id=70&k=5")[1])["results"]  # the router's first look
+        write_digits(images, 60, start=500)  # ids 120-179: the new border is at id 90
+        build_index(images, index, None, progress=False)
+        split_index(index, tmp_path / "shards", 2)  # again, into the same folder
+        assert json.loads(get(shards[1] + "/api/meta")[1])["first_id"] == 90
+        whole = SearchIndex.open(index)
+        for image_id in (70, 89, 90, 150):  # 70 and 89 moved from shard 1 to shard 0; 150 is new
+            status, body = get(router + f"/api/search?id={image_id}&k=10&rerank=cosine")
+            assert status == 200, body
+            assert hits(json.loads(body)) == hits(whole.query(ids=[image_id], k=10, rerank="cosine")[0])
+        assert get(router + "/api/image/80")[0] == 200 and json.loads(get(router + "/api/meta")[1])["count"] == 180
+        query = Image.open(images / "3" / "0003.png").convert("RGB")
+        status, answer = post_image(router, (images / "3" / "0003.png").read_bytes(), k=10)
+        assert status == 200 and hits(answer) == hits(whole.query([query], k=10)[0])
+        split_index(index, tmp_path / "shards", 3)  # three shards now, and the router has two of their URLs
+        status, body = get(router + "/api/search?id=5&k=5")
+        assert status == 503 and "not one split now" in json.loads(body)["error"]
+        assert all(url not in body.decode() for url in shards)  # the shards' addresses are for the router's log
+
+
 def test_the_upload_pixel_limit_leaves_the_collections_own_large_images_alone(tmp_path):
     """--max-pixels refuses uploads; an indexed image bigger than it (twice, where Pillow's own bomb check would
     fire) is still shown."""

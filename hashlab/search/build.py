@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,15 @@ def file_digest(path: Path) -> str:
 def walk_images(root: Path) -> list[Path]:
     """The image files under root; a link whose target is gone is kept, to be named in `skipped` (stat fails)."""
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+
+
+def utf8_name(path: Path) -> bool:
+    """False for a name that is not valid UTF-8 (Python holds its bad bytes as surrogates, which UTF-8 refuses)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _label_of(relative: Path) -> str | None:
@@ -92,6 +102,11 @@ def _build(root: Path, out: Path, encoder, index_type: str | None, refit: bool, 
     rows, to_encode, skipped = [], [], []
     for path in files:
         relative = path.relative_to(root)
+        if not utf8_name(relative):  # the catalog (SQLite TEXT) holds UTF-8 only: skip it rather than fail at the end
+            skipped.append((os.fsencode(relative).decode("utf-8", "backslashreplace"),
+                            f"its name is not UTF-8: rename it (`convmv -f latin1 -t utf8 --notest -r {root}` "
+                            "renames every such name under the folder)"))
+            continue
         old = known.get(str(relative))
         try:
             stat = path.stat()

@@ -21,7 +21,7 @@ import numpy as np
 
 from hashlab.search.encoders import load_encoder, open_image
 from hashlab.search.query import SHORTLIST, Candidates, answer_queries, encode_images
-from hashlab.search.storage import current_build
+from hashlab.search.storage import current_build, read_only
 
 
 class SearchIndex:
@@ -29,7 +29,7 @@ class SearchIndex:
 
     def __init__(self, folder: Path, device: str = "cpu"):
         self.folder = folder
-        self.db = sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True, check_same_thread=False)
+        self.db = sqlite3.connect(read_only(folder / "catalog.sqlite"), uri=True, check_same_thread=False)
         self.meta = {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
         self.index = faiss.read_index_binary(str(folder / "codes.faiss"))
         self.packed = np.load(folder / "codes.npy")

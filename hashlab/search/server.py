@@ -32,7 +32,7 @@ from hashlab.search.guards import LOCAL_HOSTS, RequestLimits, TrustedHosts, desc
 from hashlab.search.index import SearchIndex
 from hashlab.search.query import SHORTLIST
 from hashlab.search.rerank import RERANKERS
-from hashlab.search.shards import ShardUnavailable, split_fingerprint
+from hashlab.search.shards import SPLIT_HEADER, ShardsChanged, ShardUnavailable, split_fingerprint
 
 PAGE = Path(__file__).with_name("page.html")
 MAX_K = 100
@@ -67,11 +67,16 @@ class LiveIndex:
 
 
 class Shards:
-    """A router's index: the shards behind their URLs, one view for the server's life."""
+    """A router's index: the shards behind their URLs (ShardedIndex looks at them again when they are split
+    again). ``build``: the split it answers from, so that the encoder thread warms a new split's encoder."""
 
     def __init__(self, urls: list[str]):
         from hashlab.search.shards import ShardedIndex
-        self.build, self._index = "shards", ShardedIndex(urls)
+        self._index = ShardedIndex(urls)
+
+    @property
+    def build(self) -> str:
+        return self._index.view.split
 
     def get(self):
         return self._index
@@ -360,15 +365,17 @@ def add_public_routes(app: FastAPI, live: LiveIndex | Shards, encoder: EncoderTh
 
     @app.get("/api/image/{image_id}")
     def image(image_id: int = PathPart(ge=0, le=MAX_ID), thumb: bool = False):
+        index = live.get()
+        split = split_headers(index) if is_shard else {}
         try:
-            data = live.get().image_jpeg(image_id, thumb)
+            data = index.image_jpeg(image_id, thumb)
         except KeyError as error:
-            raise HTTPException(404, error.args[0]) from error
-        except ShardUnavailable:
-            raise  # 502, naming the shard
+            raise HTTPException(404, error.args[0], headers=split) from error
+        except (ShardUnavailable, ShardsChanged):
+            raise  # 502 naming the shard, or 503
         except Exception as error:  # noqa: BLE001 - the file is gone or unreadable
-            raise HTTPException(410, f"indexed image {image_id} can no longer be read") from error
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300"})
+            raise HTTPException(410, f"indexed image {image_id} can no longer be read", headers=split) from error
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=300", **split})
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -385,6 +392,11 @@ def add_error_handlers(app: FastAPI) -> None:
     async def shard_errors(request: Request, error: ShardUnavailable):
         log.warning("%s", error)  # the shard's address and reply, for whoever runs the router
         return JSONResponse({"error": error.public}, status_code=502)  # a bad gateway: which shard
+
+    @app.exception_handler(ShardsChanged)
+    async def changed(request: Request, error: ShardsChanged):
+        log.warning("%s", error)
+        return JSONResponse({"error": error.public}, status_code=503)
 
     @app.exception_handler(Exception)
     async def failed(request: Request, error: Exception):
@@ -425,7 +437,8 @@ def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
         def shortlists() -> str:
             return json.dumps(candidates_payload(index.candidates(packed, depth, features)))
 
-        return Response(await asyncio.wrap_future(faiss_thread.submit(shortlists)), media_type="application/json")
+        return Response(await asyncio.wrap_future(faiss_thread.submit(shortlists)), media_type="application/json",
+                        headers=split_headers(index))
 
     @app.get("/api/vectors")
     def vectors(ids: str = Query(...)):
@@ -434,15 +447,22 @@ def add_shard_routes(app: FastAPI, live: LiveIndex) -> None:
             raise HTTPException(413, f"ids: {len(parts)} ids, over the limit of {MAX_IDS}: ask in batches")
         if not all(ID.fullmatch(part) for part in parts):
             raise HTTPException(422, "ids: catalog ids, comma-separated whole numbers (ids=0,5,17)")
+        index = live.get()
         try:
-            features, codes = live.get().vectors([int(part) for part in parts])
+            features, codes = index.vectors([int(part) for part in parts])
         except KeyError as error:
-            raise HTTPException(404, error.args[0]) from error
-        return {"features": encode_array(features.astype(np.float16)), "codes": encode_array(codes)}
+            raise HTTPException(404, error.args[0], headers=split_headers(index)) from error
+        return JSONResponse({"features": encode_array(features.astype(np.float16)), "codes": encode_array(codes)},
+                            headers=split_headers(index))
 
     @app.get("/api/encoder")
     def encoder_file():
         return Response((live.get().folder / "encoder.npz").read_bytes(), media_type="application/octet-stream")
+
+
+def split_headers(index: SearchIndex) -> dict:
+    """On a shard's answer to a router: the split it came from (the router's view may be of an older one)."""
+    return {SPLIT_HEADER: split_fingerprint(index.meta)}
 
 
 def read_codes(codes, width: int) -> np.ndarray:

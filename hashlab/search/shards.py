@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import shutil
 import tempfile
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,9 +36,27 @@ class ShardUnavailable(RuntimeError):
         self.public = public
 
 
+log = logging.getLogger("hashlab.serve")
+SPLIT_HEADER = "X-Hashlab-Split"  # on a shard's answers to a router: the split that answered
+
+
+class ShardsChanged(RuntimeError):
+    """The shards behind a router no longer form one split (HTTP 503). ``public`` is for the client; the
+    message, with the shards' addresses, for the router's log."""
+
+    def __init__(self, message: str, public: str):
+        super().__init__(message)
+        self.public = public
+
+
+class StaleView(RuntimeError):
+    """A shard answered from another split than the router's view of them: the router looks again."""
+
+
 def split_fingerprint(meta: dict) -> str:
-    """Which split a shard comes from, without saying where the index lies (split_from is a path)."""
-    return hashlib.sha256(str(meta["split_from"]).encode()).hexdigest()[:16]
+    """Which split a shard comes from, without saying where the index lies (split_from is a path). Each run of
+    `hashlab index split` has an id of its own: splitting again into the same folder is another split."""
+    return hashlib.sha256(f"{meta['split_from']} {meta.get('split_id', '')}".encode()).hexdigest()[:16]
 
 
 def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Path]:
@@ -48,7 +69,12 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
                          "split the whole index")
     if not 1 <= shards <= len(source):
         raise ValueError(f"--shards {shards}: choose 1 to {len(source)} (the index holds {len(source)} images)")
+    if source.meta.get("encoder") == "supervised":
+        raise ValueError(f"{index_dir} encodes with a trained run ({source.meta.get('method')} codes): a router and "
+                         "its shards share one fitted encoder file, which a run-built index does not have; serve it "
+                         "whole (`hashlab serve --index ...`), or split an index built with --features crow or pwa")
     out = Path(out)
+    split_id = uuid.uuid4().hex
     bounds = np.linspace(0, len(source), shards + 1).astype(int).tolist()
     catalog = source.db.execute("SELECT id, path, sha256, size, mtime, label FROM images ORDER BY id").fetchall()
     folders = []
@@ -64,6 +90,7 @@ def split_index(index_dir: str | Path, out: str | Path, shards: int) -> list[Pat
             shutil.copyfile(source.folder / "encoder.npz", folder / "encoder.npz")
             meta = {**source.meta, "count": high - low, "first_id": int(source.ids[low]), "shard": shard,
                     "shards": shards, "total": len(source), "split_from": str(source.folder.resolve()),
+                    "split_id": split_id,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             write_catalog(folder, catalog[low:high], meta)
         folders.append(root)
@@ -88,61 +115,131 @@ def candidates_payload(shortlists: list[Candidates]) -> dict:
 
 
 class ShardedIndex:
-    """The router's view of shards served by `hashlab serve`: the same query interface as SearchIndex."""
+    """The router's index: shards served by `hashlab serve`, behind the same query interface as SearchIndex.
+    It answers each request from one ShardView (one look at the shards: their order, id ranges and encoder).
+    A shard says which split answered; when that is not the view's (the shards were split again while the
+    router ran), the router looks at the shards again and asks once more."""
 
     def __init__(self, urls: list[str], device: str = "cpu", timeout: float = 30.0):
         import httpx
-        self.urls = [url.rstrip("/") for url in urls]
-        self.clients = [httpx.Client(base_url=url, timeout=timeout) for url in self.urls]  # kept-alive connections
-        self.pool = ThreadPoolExecutor(max_workers=len(self.urls), thread_name_prefix="hashlab-shard")
-        metas = [self._get(i, "/api/meta").json() for i in range(len(self.urls))]
-        self._check(metas)
+        self.device = device
+        self.clients = {url.rstrip("/"): httpx.Client(base_url=url.rstrip("/"), timeout=timeout)  # kept alive
+                        for url in urls}
+        self.pool = ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="hashlab-shard")
+        self._looking = threading.Lock()
+        self.view = self._look()  # a ValueError here says why these URLs are not one split's shards
+
+    def _look(self) -> ShardView:
+        urls = list(self.clients)
+        # named by their place on the router's command line: the client is not told the addresses
+        metas = [ShardView.request(self.clients[url], f"shard URL {i + 1} of {len(urls)}", url, "GET",
+                                   "/api/meta").json() for i, url in enumerate(urls)]
+        check_shards(urls, metas)
         # where each shard's id range starts (id_offset: a shard split before ids were kept from build to build)
         firsts = [meta["first_id"] if "first_id" in meta else meta["id_offset"] for meta in metas]
         order = sorted(range(len(metas)), key=lambda i: firsts[i])  # shard 0 first
-        self.urls, self.clients = [self.urls[i] for i in order], [self.clients[i] for i in order]
-        metas = [metas[i] for i in order]
-        self.firsts = np.array([firsts[i] for i in order])
-        self.meta = {k: v for k, v in metas[0].items() if k not in ("first_id", "id_offset", "shard", "count", "url",
-                                                                    "server_peak_rss_mb")}
-        self.meta.update(count=metas[0]["total"], shards=len(self.urls))  # how many, not where they are
-        self.bits = int(self.meta["bits"])
-        self.device = device
+        urls, metas, firsts = [urls[i] for i in order], [metas[i] for i in order], [firsts[i] for i in order]
+        encoder_file = ShardView.request(self.clients[urls[0]], "shard 0", urls[0], "GET", "/api/encoder").content
+        if hashlib.sha256(encoder_file).hexdigest() != metas[0]["encoder_sha256"]:
+            raise StaleView(f"{urls[0]} changed its encoder while the router read it")
+        meta = {k: v for k, v in metas[0].items() if k not in ("first_id", "id_offset", "shard", "count", "url",
+                                                               "server_peak_rss_mb")}
+        meta.update(count=metas[0]["total"], shards=len(urls))  # how many, not where they are
         # the shards' encoder, loaded now from a folder that goes with this block (load_encoder reads a folder)
         from hashlab.search.encoders import load_encoder
         with tempfile.TemporaryDirectory(prefix="hashlab-router-") as folder:
-            (Path(folder) / "encoder.npz").write_bytes(self._get(0, "/api/encoder").content)
-            self.encoder = load_encoder(Path(folder), self.meta, device)
+            (Path(folder) / "encoder.npz").write_bytes(encoder_file)
+            encoder = load_encoder(Path(folder), meta, self.device)
+        return ShardView([self.clients[url] for url in urls], urls, np.array(firsts), meta, encoder, self.pool)
 
-    def _request(self, shard: int, method: str, path: str, answers: tuple[int, ...] = (200,), **options):
+    def _answer(self, task):
+        """task(view), from the current view; once more from a new look when a shard answered from another split."""
+        view = self.view
+        try:
+            return task(view)
+        except StaleView as stale:
+            log.info("%s: looking at the shards again", stale)
+        with self._looking:
+            if self.view is view:  # no other request has looked again meanwhile
+                try:
+                    self.view = self._look()
+                except (ValueError, StaleView, KeyError) as error:
+                    raise ShardsChanged(f"the shards changed under the router: {error}",
+                                        "the shards changed under the router and are not one split now (a split "
+                                        "being written, or split into another number of shards; the router's log "
+                                        "says which); try again, or restart the router with the new split's URLs") \
+                        from error
+        try:
+            return task(self.view)
+        except StaleView as error:
+            raise ShardsChanged(f"the shards changed under the router twice in one request: {error}",
+                                "the shards are being split again; try again") from error
+
+    @property
+    def meta(self) -> dict:
+        return self.view.meta
+
+    @property
+    def bits(self) -> int:
+        return self.view.bits
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = SHORTLIST,
+              ids: list[int] | None = None) -> list[dict]:
+        return self._answer(lambda view: answer_queries(view, images, k, rerank, shortlist, ids))
+
+    def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
+        return self._answer(lambda view: view.image_jpeg(image_id, thumb))
+
+
+def check_shards(urls: list[str], metas: list[dict]) -> None:
+    """ValueError unless the servers at ``urls`` serve every shard of one split, once each."""
+    for url, meta in zip(urls, metas, strict=True):
+        meta["url"] = url
+        if "shard" not in meta:
+            raise ValueError(f"{url} serves a whole index, not a shard: split it with `hashlab index split`")
+    if {m["encoder_sha256"] for m in metas} != {metas[0]["encoder_sha256"]} or \
+            {m["split"] for m in metas} != {metas[0]["split"]}:
+        raise ValueError("the shards come from different splits or encoders: "
+                         + ", ".join(f"{m['url']} (shard {m['shard']} of split {m['split']})" for m in metas))
+    found = sorted(m["shard"] for m in metas)
+    if found != list(range(metas[0]["shards"])):
+        raise ValueError(f"the index was split into {metas[0]['shards']} shards; the URLs serve shards {found}")
+
+
+class ShardView:
+    """One look at the shards of a split, in shard order: the index interface answer_queries uses."""
+
+    def __init__(self, clients: list, urls: list[str], firsts: np.ndarray, meta: dict, encoder, pool):
+        self.clients, self.urls, self.firsts, self.meta, self.encoder, self.pool = \
+            clients, urls, firsts, meta, encoder, pool
+        self.bits = int(meta["bits"])
+        self.split = meta["split"]
+
+    @staticmethod
+    def request(client, which: str, url: str, method: str, path: str, answers: tuple[int, ...] = (200,),
+                **options):
         """``answers``: the statuses that are an answer (the caller reads them); any other is the shard failing."""
         import httpx
-        which = f"shard {shard} of {len(self.urls)}"  # after __init__ sorts them, shard K is the split's shard K
         try:
-            response = self.clients[shard].request(method, path, **options)
+            response = client.request(method, path, **options)
         except httpx.HTTPError as error:
-            raise ShardUnavailable(f"{which} ({self.urls[shard]}) did not answer {path}: {type(error).__name__}: "
-                                   f"{error}", f"{which} did not answer ({type(error).__name__})") from error
+            raise ShardUnavailable(f"{which} ({url}) did not answer {path}: {type(error).__name__}: {error}",
+                                   f"{which} did not answer ({type(error).__name__})") from error
         if response.status_code not in answers:
-            raise ShardUnavailable(f"{which} ({self.urls[shard]}) answered {path} with {response.status_code}: "
+            raise ShardUnavailable(f"{which} ({url}) answered {path} with {response.status_code}: "
                                    f"{response.text[:300]}", f"{which} answered {response.status_code}")
         return response
 
-    def _get(self, shard: int, path: str, **params):
-        return self._request(shard, "GET", path, params=params)
-
-    def _check(self, metas: list[dict]) -> None:
-        for url, meta in zip(self.urls, metas, strict=True):
-            meta["url"] = url
-            if "shard" not in meta:
-                raise ValueError(f"{url} serves a whole index, not a shard: split it with `hashlab index split`")
-        if {m["encoder_sha256"] for m in metas} != {metas[0]["encoder_sha256"]} or \
-                {m["split"] for m in metas} != {metas[0]["split"]}:
-            raise ValueError("the shards come from different splits or encoders: "
-                             + ", ".join(f"{m['url']} (shard {m['shard']} of split {m['split']})" for m in metas))
-        found = sorted(m["shard"] for m in metas)
-        if found != list(range(metas[0]["shards"])):
-            raise ValueError(f"the index was split into {metas[0]['shards']} shards; the URLs serve shards {found}")
+    def _request(self, shard: int, method: str, path: str, answers: tuple[int, ...] = (200,), **options):
+        which = f"shard {shard} of {len(self.urls)}"
+        response = self.request(self.clients[shard], which, self.urls[shard], method, path, answers, **options)
+        split = response.headers.get(SPLIT_HEADER)
+        if split is not None and split != self.split:  # its answer, even a 404, is about another split's ids
+            raise StaleView(f"{which} ({self.urls[shard]}) now serves split {split}, not {self.split}")
+        return response
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -185,10 +282,6 @@ class ShardedIndex:
 
         per_shard = list(self.pool.map(ask, range(len(self.clients))))
         return [merge_candidates([shard[q] for shard in per_shard], depth) for q in range(len(packed))]
-
-    def query(self, images=None, k: int = 10, rerank: str = "none", shortlist: int = SHORTLIST,
-              ids: list[int] | None = None) -> list[dict]:
-        return answer_queries(self, images, k, rerank, shortlist, ids)
 
     def image_jpeg(self, image_id: int, thumb: bool = False) -> bytes:
         # the shard's "no such id" (404) and "file gone" (410) are answers about the image, not a failing shard

@@ -75,7 +75,13 @@ def current_build(out: str | Path) -> Path:
 
 
 def _read_catalog(folder: Path):
-    return contextlib.closing(sqlite3.connect(f"file:{folder / 'catalog.sqlite'}?mode=ro", uri=True))
+    return contextlib.closing(sqlite3.connect(read_only(folder / "catalog.sqlite"), uri=True))
+
+
+def read_only(database: Path) -> str:
+    """SQLite's URI for opening ``database`` read-only; the path percent-encoded, so that a folder named with
+    '#', '?' or '%' still opens (in a bare f"file:{path}" SQLite would read them as the URI's own parts)."""
+    return Path(database).resolve().as_uri() + "?mode=ro"
 
 
 def _meta(db) -> dict:
