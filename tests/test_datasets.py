@@ -40,7 +40,11 @@ def write_flickr25k(root, labeled=5700, annotations="mirflickr25k_annotations_v0
     rng = np.random.default_rng(0)
     membership = {}
     for concept in POTENTIAL_CONCEPTS + RELEVANT_CONCEPTS:
-        members = np.sort(rng.choice(np.arange(1, labeled + 1), labeled // 6, replace=False))
+        if concept.endswith("_r1"):  # as in the zip, the images where the concept is salient are some of its own
+            pool, size = membership[concept.removesuffix("_r1")], labeled // 12
+        else:
+            pool, size = np.arange(1, labeled + 1), labeled // 6
+        members = np.sort(rng.choice(pool, size, replace=False))
         membership[concept] = members
         (folder / f"{concept}.txt").write_text("".join(f"{m}\n" for m in members))
     (folder / "README.txt").write_text("MIRFLICKR-25000 annotations v080\n")
