@@ -437,6 +437,27 @@ def test_an_ablation_row_is_marked_only_when_its_paired_difference_is_outside_th
     assert steady["text"] == "+0.020 ± 0.000 (n=3)*"  # the full row's cell is the mean of its 4 seeds
     assert noisy["mean"] == pytest.approx(0.04) and not noisy["outside"] and "*" not in noisy["text"]
     assert single["seeds"] == 1 and not single["outside"] and single["text"] == "+0.050 (n=1)"
+    from types import SimpleNamespace
+
+    from hashlab.reporting.latex import _diff
+    # the LaTeX table says how many seeds were paired, as the Markdown does
+    assert _diff(SimpleNamespace(diff=steady)) == r"$+0.020$\,{\scriptsize($n=3$)}$^\ast$"
+    assert _diff(SimpleNamespace(diff={**steady, "fewer_seeds": False})) == r"$+0.020$$^\ast$"
+
+
+def test_every_cell_that_prints_the_best_mean_is_bold():
+    from types import SimpleNamespace
+
+    from hashlab.reporting.layout import mark_best
+    cells = [SimpleNamespace(mean=m, bold=False) for m in (0.7626, 0.7624, 0.7619, 0.75)]
+    mark_best(cells)  # 0.763, 0.762, 0.762, 0.750 printed
+    assert [c.bold for c in cells] == [True, False, False, False]
+    cells = [SimpleNamespace(mean=m, bold=False) for m in (0.7621, 0.7624, 0.75)]
+    mark_best(cells)  # both print 0.762: a reader sees a tie, and both are the best
+    assert [c.bold for c in cells] == [True, True, False]
+    alone = [SimpleNamespace(mean=0.5, bold=False)]
+    mark_best(alone)
+    assert not alone[0].bold  # nothing to be best among
 
 
 def test_ablation_marks_are_holm_corrected_over_the_table_and_never_below_what_it_prints():

@@ -41,7 +41,8 @@ def _diff(cell) -> str:
     if cell.diff is None:
         return ""
     d = cell.diff  # its spread is in the mark: the row's own ± is beside it
-    return f"${d['mean']:+.3f}$" + (r"$^\ast$" if d["outside"] else "")
+    return (f"${d['mean']:+.3f}$" + (rf"\,{{\scriptsize($n={d['seeds']}$)}}" if d["fewer_seeds"] else "")
+            + (r"$^\ast$" if d["outside"] else ""))
 
 
 def _text_width(text: str) -> float:

@@ -147,10 +147,20 @@ def paired_differences(frame: pd.DataFrame, method_order: list[str], alpha: floa
         rejected.add(key)
     for key, d in out.items():
         d["outside"] = key in rejected and abs(d["mean"]) >= RESOLUTION
+        d["fewer_seeds"] = d["seeds"] < d.pop("of")  # than the full row's cell: the text says how many were paired
         d["text"] = (f"{d['mean']:+.3f}" + (f" ± {d['std']:.3f}" if d["seeds"] > 1 else "")
-                     + (f" (n={d['seeds']})" if d["seeds"] < d.pop("of") else "")
+                     + (f" (n={d['seeds']})" if d["fewer_seeds"] else "")
                      + (SIGNIFICANT if d["outside"] else ""))
     return out
+
+
+def mark_best(cells: list) -> None:
+    """Bold the best mean among ``cells`` when there are several, every cell that prints it (three decimals): two
+    cells a reader sees as equal are both the best."""
+    if len(cells) > 1:
+        best = max(round(c.mean, 3) for c in cells)
+        for cell in cells:
+            cell.bold = round(cell.mean, 3) == best
 
 
 def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
@@ -187,9 +197,7 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
             skipped[row.label] = sorted(reasons)[0]
     rows = [r for r in rows if r.label not in skipped]
     for column in columns:  # bold: the best mean among the cells of the column's own protocol, when several
-        comparable = [r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger]
-        if len(comparable) > 1:
-            max(comparable, key=lambda c: c.mean).bold = True
+        mark_best([r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger])
     published, context = _published(spec, rows, column_protocol)
     notes = []
     backbones = {f"{r['label']} [{r['backbone'].split(',')[0]}]": r["backbone"] for r in spec.get("references", [])}
