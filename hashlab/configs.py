@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from hashlab.errors import HashlabError
+from hashlab.errors import HashlabError, yaml_problem
 
 KINDS = ("deep", "closed-form", "unsupervised")
 SECTIONS = ("seed_everything", "model", "data", "trainer")
@@ -43,7 +43,7 @@ def _parsed(path: str, text: str) -> dict:
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        raise ConfigError(f"{path}: not valid YAML ({yaml_problem(error)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, found {type(data).__name__}")
     return data
@@ -76,6 +76,11 @@ def _split(section: dict, where: str) -> tuple[dict, dict]:
     """{setting: value}, {setting: provenance label} of one section."""
     values, labels = {}, {}
     for key, entry in (section or {}).items():
+        if key in SECTIONS and isinstance(entry, dict):  # LightningCLI's nesting, which a method file does not use
+            example = next(iter(entry), "lr")
+            raise ConfigError(f"{where}: setting {key!r} is nested; a method file writes dotted keys, "
+                              f"e.g. {key}.{example}: ... (a complete LightningCLI config with model:, data: and "
+                              "trainer: sections at the top goes to --config as it is)")
         if key.split(".")[0] not in SECTIONS:
             raise ConfigError(f"{where}: setting {key!r} names no section; settings are dotted under "
                               f"{', '.join(SECTIONS)} (model.lr, data.batch_size, trainer.max_epochs)")
@@ -96,6 +101,12 @@ def _split(section: dict, where: str) -> tuple[dict, dict]:
 
 def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
     method = _read(path)
+    for name, entry in method.items():  # a top-level key is a dotted setting or a profile's section of them
+        if not _setting(name) and not isinstance(entry, dict | None):
+            head, _, rest = name.partition("_")
+            dotted = f"{head}.{rest}" if head in SECTIONS and rest else f"model.{name}"
+            raise ConfigError(f"{path}: top-level key {name!r} is neither a setting (dotted: {dotted}: {entry!r}) "
+                              "nor a profile section (a mapping of settings, like cpu:); as it is, no run would read it")
     if profile not in method:
         raise ConfigError(f"{path} has no profile {profile!r}; its profiles are "
                           f"{', '.join(method_profiles(path)) or 'none'}")

@@ -24,6 +24,14 @@ def storage_error(path, error: Exception, before: str = "the previous file") -> 
                         "(--runs_dir, HASHLAB_CACHE, --out), and run again; finished work is kept.")
 
 
+def yaml_problem(error: Exception) -> str:
+    """A YAML parser's error on one line: where it is and what is wrong there (its own text spans several)."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def close_matches(name: str, known) -> str:
     """' (did you mean X?)' when a known name is close to ``name``, else ''; every one of the closest when several
     are as close (efficientnet_lite: Lite0, Lite1 and Lite2)."""

@@ -118,6 +118,22 @@ def test_a_table_spec_with_a_typo(tmp_path, capsys):
     fails_with(["reproduce", "--table", str(path)], r"unknown field 'bitz' \(did you mean 'bits'\?\)", capsys)
 
 
+def test_a_table_spec_that_is_empty_broken_or_of_the_wrong_shape(tmp_path, capsys):
+    """Each was a traceback (AttributeError, a YAML parser's, TypeError, KeyError) from deep in the table's code."""
+    text = (ROOT / "experiments/tables/demo.yaml").read_text()
+    spec = yaml.safe_load(text)
+    no_config = {**spec, "methods": [{k: v for k, v in spec["methods"][0].items() if k != "config"}]}
+    for name, content, message in [
+            ("empty", "", r"empty.yaml: expected a mapping of fields .*found nothing"),
+            ("broken", text.replace("seeds: [0]", "seeds: [0"), r"broken.yaml: not valid YAML"),
+            ("scalar_bits", yaml.safe_dump({**spec, "bits": 32}), r"bits: 32 is not a list of whole numbers; write e.g."),
+            ("no_config", yaml.safe_dump(no_config),
+             r"method 'dpsh_googlenet' has no config: give its method file, e.g. config: experiments/methods/")]:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(content)
+        fails_with(["reproduce", "--table", str(path)], message, capsys)
+
+
 def bomb_png(side: int = 20_000) -> bytes:
     """A valid PNG header for side x side pixels with a tiny compressed body: a few KB that would decode
     to 1.2 GB of pixels."""

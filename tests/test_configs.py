@@ -89,6 +89,15 @@ def test_a_config_that_cannot_compose_says_why(tmp_path, monkeypatch):
     method.write_text("cpu:\n  lr: 0.1\n")
     with pytest.raises(ConfigError, match=r"setting 'lr' names no section; settings are dotted"):
         compose(method, "cpu")
+    method.write_text("cpu:\n  model:\n    lr: 0.0005\n")  # LightningCLI's nesting inside a profile
+    with pytest.raises(ConfigError, match=r"dsh.yaml \(cpu\): setting 'model' is nested; a method file writes dotted "
+                                          r"keys, e.g. model.lr: "):
+        compose(method, "cpu")
+    for line, dotted in (("bits: 12", "model.bits: 12"), ("model_lr: 0.5", "model.lr: 0.5")):
+        method.write_text(f"{line}\ncpu: {{}}\n")  # read as a profile's name before, and silently never used
+        with pytest.raises(ConfigError, match=rf"top-level key '{line.split(':')[0]}' is neither a setting "
+                                              rf"\(dotted: {dotted}\) nor a profile section"):
+            compose(method, "cpu")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "cpu.yaml").write_text("deeep:\n  model.lr: 0.1\n")
     method.write_text("cpu: {}\n")

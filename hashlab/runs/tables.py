@@ -16,6 +16,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from hashlab.clock import active_time
+from hashlab.errors import yaml_problem
 from hashlab.records.codes import CODES_NAME, check_codes
 from hashlab.records.record import read_record
 from hashlab.reporting import REPORTS_DIR
@@ -70,7 +71,14 @@ def load_spec(table: str) -> dict:
         from hashlab.errors import close_matches
         names = sorted(p.stem for p in TABLES_DIR.glob("*.yaml"))
         raise TableSpecError(f"no table spec {path}{close_matches(path.stem, names)}; known tables: {', '.join(names)}")
-    spec = yaml.safe_load(path.read_text())
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise TableSpecError(f"{path}: not valid YAML ({yaml_problem(error)})") from None
+    if not isinstance(spec, dict):
+        raise TableSpecError(f"{path}: expected a mapping of fields (name, bits, seeds, datasets, methods, metric), "
+                             f"found {'nothing' if spec is None else type(spec).__name__} "
+                             "(see experiments/tables/demo.yaml)")
     if spec.get("kind") == "datasets":
         return {**spec, "path": str(path)}
     _check_fields(spec, TABLE_FIELDS, str(path))
@@ -79,8 +87,19 @@ def load_spec(table: str) -> dict:
     for key in REQUIRED_FIELDS:
         if key not in spec:
             raise TableSpecError(f"{path}: the field {key!r} is missing (see experiments/tables/demo.yaml)")
+    for key, example in (("bits", "[12, 24, 32, 48]"), ("seeds", "[0]")):
+        if not (isinstance(spec[key], list) and spec[key] and all(type(v) is int and v >= 0 for v in spec[key])):
+            raise TableSpecError(f"{path}: {key}: {spec[key]!r} is not a list of whole numbers; write e.g. "
+                                 f"{key}: {example}")
+    for key in ("methods", "datasets"):
+        if not (isinstance(spec[key], list) and all(isinstance(row, dict) and "name" in row for row in spec[key])):
+            raise TableSpecError(f"{path}: {key} is a list of entries, each with its name (see "
+                                 "experiments/tables/demo.yaml)")
     for method in spec["methods"]:
         _check_fields(method, METHOD_FIELDS, f"{path}, method {method.get('name', '?')!r}")
+        if not isinstance(method.get("config"), str | dict):
+            raise TableSpecError(f"{path}: method {method['name']!r} has no config: give its method file, e.g. "
+                                 f"config: experiments/methods/{method['name']}.yaml")
     for dataset in spec["datasets"]:
         _check_fields(dataset, DATASET_FIELDS, f"{path}, data set {dataset.get('name', '?')!r}")
     for row in [*spec["methods"], *spec["datasets"]]:
