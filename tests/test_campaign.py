@@ -204,6 +204,12 @@ def test_a_record_names_the_code_its_run_started_from_and_is_dirty_when_that_mov
     assert {k: environment(code_at_start=now)[k] for k in now} == now  # unchanged: as it is
     moved = environment(code_at_start={"commit": "0" * 40, "dirty": False})  # git cannot compare: dirty
     assert moved["commit"] == "0" * 40 and moved["dirty"] is True and moved["code_at_end"] == now
+    # a resumed cell: the starts of all its attempts count, not only the last one's (which alone made it look clean)
+    assert {k: environment(code_at_start=[now, now])[k] for k in now} == now
+    resumed = environment(code_at_start=[{"commit": "0" * 40, "dirty": False}, now])
+    assert resumed["commit"] == "0" * 40 and resumed["dirty"] is True and len(resumed["code_at_attempts"]) == 2
+    edited = environment(code_at_start=[{**now, "dirty": True}, {**now, "dirty": False}])  # the first on edited code
+    assert edited["dirty"] is True and edited["code_at_attempts"][0]["dirty"] is True
 
 
 def test_a_commit_of_reports_or_documents_while_a_cell_trains_leaves_its_record_clean(tmp_path):

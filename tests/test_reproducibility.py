@@ -48,7 +48,16 @@ def test_a_cell_resumed_at_an_epoch_boundary_gives_the_uninterrupted_cells_codes
     monkeypatch.setenv("HASHLAB_CACHE", str(tmp_path / "cache"))
     straight, straight_codes = _result(run_fit([*PARTIAL, f"--runs_dir={tmp_path / 'straight'}"]))
     run_fit([*PARTIAL, f"--runs_dir={tmp_path / 'resumed'}"], first_epochs=1)  # stops after epoch 1, checkpointed
+    import torch
+    last = next((tmp_path / "resumed").rglob("last.ckpt"))
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+    from hashlab.records.record import git_commit
+    assert checkpoint["code_at_attempts"] == [git_commit()]  # the first attempt's start, for the record at the end
+    checkpoint["code_at_attempts"] = [{"commit": "0" * 40, "dirty": False}]  # as if it began on code git cannot find
+    torch.save(checkpoint, last)
     resumed, resumed_codes = _result(run_fit([*PARTIAL, f"--runs_dir={tmp_path / 'resumed'}"]))
+    code = resumed["environment"]  # the record names where it began, and is dirty: part of it ran on that code
+    assert code["commit"] == "0" * 40 and code["dirty"] is True and len(code["code_at_attempts"]) == 2
     assert len(straight["val_map_by_epoch"]) == 2
     assert resumed["val_map_by_epoch"] == straight["val_map_by_epoch"]
     assert resumed["metrics"]["map"] == straight["metrics"]["map"]

@@ -122,6 +122,9 @@ class HashingModule(L.LightningModule):
         self.val_history: list[tuple[int, float]] = []  # (epoch, validation mAP@all)
         self.timings: dict[str, float] = {}
         self.earlier_fit_s = 0.0  # fitting time of the attempts before a resume, from the checkpoint
+        # the code each attempt started from (git_commit()), the earlier attempts' from the checkpoint: a cell
+        # resumed on other code than it began with ran on both
+        self.code_at_attempts: list[dict] = []
         self._fit_started: float | None = None
         self._first_epoch_of_fit = True  # Lightning made this fit's first loader iterator before its epoch began
         self.feature_cache: dict = {}
@@ -312,10 +315,13 @@ class HashingModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         checkpoint["val_history"] = self.val_history
         checkpoint["fit_seconds"] = self.fit_seconds()
+        checkpoint["code_at_attempts"] = self.code_at_attempts
 
     def on_load_checkpoint(self, checkpoint):
         self.val_history = checkpoint.get("val_history", [])
         self.earlier_fit_s = checkpoint.get("fit_seconds", 0.0)
+        earlier = checkpoint.get("code_at_attempts") or []  # absent in a checkpoint older than this field
+        self.code_at_attempts = earlier + [start for start in self.code_at_attempts if start not in earlier]
 
     def on_test_epoch_start(self):
         self.retrieval.reset()

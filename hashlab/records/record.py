@@ -115,9 +115,10 @@ def git_commit() -> dict:
 def environment(device=None, code_at_start: dict | None = None) -> dict:
     """The software and machine a record was made with; ``device`` (a torch.device) is the one the run
     trained on, named in full for a GPU, since a record's wall time means little without it. ``code_at_start``:
-    git_commit() when the run started; where the code moved since (a commit or an edit of CODE_PATHS while it
-    trained), the record names the commit it started from and is dirty, since which code ran which part cannot be
-    told. A commit of other files only (reports, documents) leaves it clean, naming both commits."""
+    git_commit() when the run started, or a list of it at each attempt's start for a resumed run; where the code moved
+    since (a commit or an edit of CODE_PATHS while it trained or between its attempts), or an attempt started on
+    uncommitted code, the record names the commit it first started from and is dirty, since which code ran which
+    part cannot be told. A commit of other files only (reports, documents) leaves it clean, naming both commits."""
     packages = {}
     for name in ("hashlab", "torch", "torchvision", "lightning", "numpy", "numba", "timm", "torchmetrics"):
         try:
@@ -135,15 +136,20 @@ def environment(device=None, code_at_start: dict | None = None) -> dict:
             **_code_of_run(code_at_start)}
 
 
-def _code_of_run(code_at_start: dict | None) -> dict:
+def _code_of_run(code_at_start: dict | list[dict] | None) -> dict:
+    """``code_at_start``: git_commit() at the start of the run, or of each attempt of a resumed one (first first)."""
     code = git_commit()
-    if code_at_start is None or code_at_start == code:
+    starts = [code_at_start] if isinstance(code_at_start, dict) else list(code_at_start or [])
+    if all(start == code for start in starts):
         return code
-    if not code_at_start["dirty"] and not code["dirty"] and not code_moved(code_at_start["commit"], code["commit"]):
+    chain = [*starts, code]
+    out = {**starts[0], "code_at_end": code, **({"code_at_attempts": starts} if len(starts) > 1 else {})}
+    steps = [(a["commit"], b["commit"]) for a, b in zip(chain, chain[1:], strict=False) if a["commit"] != b["commit"]]
+    if all(not c["dirty"] for c in chain) and not any(code_moved(a, b) for a, b in steps):
         # commits of reports or documents only (a campaign committing the cell before, a note): the code that
         # ran is the start's, whole
-        return {**code_at_start, "code_at_end": code}
-    return {**code_at_start, "dirty": True, "code_at_end": code}
+        return out
+    return {**out, "dirty": True}
 
 
 def code_moved(start: str, end: str, root: str | Path | None = None) -> bool:

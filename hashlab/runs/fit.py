@@ -358,6 +358,7 @@ def _fit_trial(args: list[str], path: Path, epochs: int, callbacks) -> Path:
     with cell_lock(cli.run_dir):
         earlier = json.loads(path.read_text())["seconds"] if path.exists() else 0.0
         start = active_time()
+        cli.model.code_at_attempts = [git_commit()]  # a cell that goes on from a trial's checkpoint began here
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_checkpoint(cli.run_dir))
         history = [(int(e), float(v)) for e, v in cli.model.val_history if e < epochs]
         write_json_atomic(path, {"epochs": min(cli.trainer.current_epoch, epochs), "val_map_by_epoch": history,
@@ -373,8 +374,9 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         with open(cli.run_dir / "attempts.log", "a") as log:
             log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} on {os.uname().nodename}\n")
     start, paused_before = active_time(), paused_seconds()
-    code_at_start = git_commit()  # the record names this, not the commit a change during training left behind
+    model.code_at_attempts = [git_commit()]  # a resumed fit puts its earlier attempts' starts before this one
     trainer.fit(model, datamodule=datamodule, ckpt_path=None if cli.config.force else resume_checkpoint(cli.run_dir))
+    code_at_starts = list(model.code_at_attempts)  # before the test loads the best checkpoint into the model
     # over every attempt: a resumed cell counts the epochs its earlier attempts ran (saved in its checkpoint)
     earlier = model.earlier_fit_s
     fit_seconds = active_time() - start - model.timings.get("feature_caching_s", 0.0) + earlier
@@ -413,7 +415,7 @@ def _fit_and_record(cli: HashlabCLI, record_path: Path) -> Path:
         "epochs": trainer.current_epoch,
         "world_size": trainer.world_size,
         "config": cli.resolved,
-        "environment": environment(model.device, code_at_start),
+        "environment": environment(model.device, code_at_starts),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "codes_file": CODES_NAME,
     }
