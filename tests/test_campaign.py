@@ -198,6 +198,24 @@ def test_a_campaign_commits_each_cell_renders_its_table_and_a_fresh_clone_sees_t
     assert not git(tmp_path, "status", "--porcelain", "--", "reports").strip()
 
 
+def test_every_committed_ablation_record_stays_current_whatever_rows_a_stage_takes():
+    """A delivered cell removes a sibling record (same folder name) whose config hash no cell of its tables has now.
+    An ablation's rows share folder names: with the hashes of the plan's work alone, a stage of one row would have
+    removed the other rows' committed records."""
+    if not (DATA_ROOT / "cifar10").is_dir():
+        pytest.skip("needs ../shared/data/cifar10")
+    from hashlab.runs.campaign import table_hashes
+    from hashlab.runs.tables import load_spec
+    plan = {"profile": "cpu", "stages": [{"name": "the full row only", "tables": ["ablation-fdh_mfe"],
+                                          "methods": ["fdh_mfe"], "bits": [48]}]}
+    work = plan_work(plan, "runs", str(DATA_ROOT))
+    committed = {json.loads(p.read_text())["config_hash"]
+                 for p in (ROOT / "reports" / "ablation-fdh_mfe" / "records").rglob("record.json")}
+    assert len({w.cell.config_hash for w in work}) == 3 and len(committed) > 3  # the full row's 3 seeds; more rows
+    assert not committed <= {w.cell.config_hash for w in work}  # what was taken as current before
+    assert committed <= table_hashes([load_spec("ablation-fdh_mfe")], plan, "runs", str(DATA_ROOT), ROOT / "reports")
+
+
 def test_a_record_names_the_code_its_run_started_from_and_is_dirty_when_that_moved():
     from hashlab.records.record import environment, git_commit
     now = git_commit()

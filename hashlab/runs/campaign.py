@@ -457,7 +457,15 @@ def _copy_folder(record_path: Path, table: str, runs_dir, reports_dir) -> Path:
     return Path(reports_dir) / table / "records" / relative
 
 
-def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, data_root, commit: bool,
+def table_hashes(specs: list[dict], plan: dict, runs_dir, data_root, reports_dir) -> set[str]:
+    """The config hashes of every cell the tables hold now, whatever a plan's stages take of them (its seeds, bits,
+    methods): a record under any of them is current. An ablation's rows share a folder name but for the hash, so a
+    stage of only some rows would otherwise remove the other rows' records."""
+    return {cell.config_hash for spec in specs
+            for cell in cells(spec, runs_dir, plan.get("profile"), data_root, reports_dir=reports_dir) if cell.config_hash}
+
+
+def _deliver(item: Work, plan: dict, runs_dir, reports_dir, data_root, commit: bool,
              allow_dirty: bool, log, this_run: float | None = None) -> bool:
     """A finished cell's record and codes into its tables' records/, the tables rendered again and (``commit``)
     committed. A record of code that changed while it trained (dirty) is not delivered unless ``allow_dirty``: a
@@ -479,8 +487,9 @@ def _deliver(item: Work, work: list[Work], plan: dict, runs_dir, reports_dir, da
     # what differs from git in the tables' folders before this cell touches them is the user's (a note, a hand
     # edit): a campaign's commit leaves it out
     theirs = changed_files(folders) if commit else set()
+    current = table_hashes(specs, plan, runs_dir, data_root, reports_dir)  # None below: no sure list, remove nothing
     ours = commit_cell(record_path, item.tables, runs_dir, data_root, reports_dir,
-                       current={w.cell.config_hash for w in work if w.cell.config_hash})
+                       current=current if item.cell.config_hash in current else None)
     rendered = True
     try:
         ours += _render(item.tables, plan, runs_dir, reports_dir, data_root)
@@ -567,7 +576,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
         # the two): deliver it now, or a fresh clone would run it again
         for item in [w for w in _undelivered(work, runs_dir, reports_dir, commit) if w.key not in failed]:
             log(f"{item.cell.label}: finished in {runs_dir}, but not yet in reports/ and git: delivering it now")
-            if not _deliver(item, work, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log):
+            if not _deliver(item, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log):
                 failed.add(item.key)
         pending = [w for w in work if not w.cell.missing and not w.cell.done and w.key not in failed | skipped]
         if not pending:
@@ -629,7 +638,7 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
             log(f"  FAILED after {active_time() - start:.0f} s: {type(error).__name__}: {error}")
             traceback.print_exc(file=sys.stderr)
             continue
-        if _deliver(item, work, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log,
+        if _deliver(item, plan, runs_dir, reports_dir, data_root, commit, allow_dirty, log,
                     this_run=active_time() - start):
             finished.append(item.cell.record)
     if failed:
