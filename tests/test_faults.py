@@ -498,3 +498,26 @@ def test_a_cells_times_leave_out_a_pause_and_count_the_attempts_before_a_resume(
     again = read_record(run_fit(args))["timings"]
     assert again["fit_s"] >= first["fit_s"] - 1.0  # the earlier attempt's fit, not the seconds of this one
     assert again["paused_s"] < 1.0
+
+
+def test_a_forced_rerun_sets_the_old_record_aside_before_it_writes_new_codes(tmp_path):
+    """`--force true` reruns a finished cell. Its new codes are written before its record (a record always has its
+    codes); had it stopped between the two, the old record would have stood beside the new codes as a finished cell.
+    The old record goes aside first, so an unfinished rerun leaves no record, and the next run finishes the cell."""
+    import lightning as L
+
+    from hashlab.runs.fit import REPLACED_RECORD_NAME
+    args = ["--config", *DEMO, "--trainer.max_epochs=1", "--model.bits=16", f"--runs_dir={tmp_path}",
+            "--trainer.enable_progress_bar=false"]
+    record = run_fit(args)
+    first = json.loads(record.read_text())
+
+    class Crash(L.Callback):
+        def on_train_epoch_end(self, trainer, module):
+            raise RuntimeError("the machine went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        run_fit([*args, "--force=true"], callbacks=[Crash()])
+    assert not record.exists() and json.loads((record.parent / REPLACED_RECORD_NAME).read_text()) == first
+    again = run_fit(args)  # not finished, so run: a fresh record
+    assert again == record and json.loads(record.read_text())["finished_at"] >= first["finished_at"]

@@ -299,6 +299,9 @@ def run_fit(args: list[str], callbacks=(), first_epochs: int | None = None) -> P
         return _run_fit(args, callbacks, first_epochs)
 
 
+REPLACED_RECORD_NAME = "record.replaced.json"  # a --force rerun's earlier record, until the rerun writes its own
+
+
 def _run_fit(args: list[str], callbacks, first_epochs: int | None) -> Path:
     parsed = _parse_only(args)  # a finished cell is known from its command line: build no model or data for it
     if first_epochs is not None:
@@ -312,6 +315,10 @@ def _run_fit(args: list[str], callbacks, first_epochs: int | None) -> Path:
     with cell_lock(cli.run_dir):
         if finished_record(record_path) and not cli.config.force:  # finished while we waited to look
             return record_path
+        if cli.config.force and record_path.exists():
+            # aside before the new codes replace the old: a rerun stopped between its codes and its record would
+            # leave the old record beside the new codes, taken for a finished cell
+            record_path.replace(record_path.with_name(REPLACED_RECORD_NAME))
         return _fit_and_record(cli, record_path)
 
 
