@@ -41,6 +41,32 @@ def test_missing_or_empty_data_root(tmp_path, capsys):
     fails_with(["fit", "--config", *SMOKE, f"--data.root={tmp_path}/empty"], r"cifar10: .*empty", capsys)
 
 
+def test_a_data_root_one_level_too_deep_is_named_with_its_parent(tmp_path, capsys):
+    """`reproduce --data-root .../cifar10` (the data set's own folder, not the folder holding it): the cells say so,
+    with the root to pass, not that the data is missing. Told by the folder's name, or by the loader reading it."""
+    from hashlab.data.cifar10 import CLASSES
+    cifar = tmp_path / "cifar10"
+    for part in ("train", "test"):  # the image-folder layout the CIFAR-10 loader reads: one image per class
+        for name in CLASSES:
+            (cifar / part / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(cifar / part / name / "0.png")
+    renamed = tmp_path / "my_cifar"
+    renamed.symlink_to(cifar)
+    args = ["reproduce", "--table", "table2", "--dry-run", "--datasets", "cifar10", "--methods", "dpsh_googlenet",
+            "--runs-dir", str(tmp_path / "runs")]
+    main([*args, "--data-root", str(cifar)])
+    out = capsys.readouterr().out
+    assert f"--data-root {cifar} is itself the cifar10 folder: pass its parent, --data-root {tmp_path}" in out
+    assert "has no cifar10/ folder" not in out
+    main([*args, "--data-root", str(renamed)])
+    out = capsys.readouterr().out
+    assert (f"--data-root {renamed} is itself a cifar10 folder (hashlab.data.CIFAR10 reads it), but a data root holds "
+            f"each data set in a folder of its name: link it there (ln -s {renamed} {tmp_path / 'cifar10'}) and pass "
+            f"--data-root {tmp_path}") in out
+    main([*args, "--data-root", str(tmp_path)])  # the right root: the cells are to run
+    assert "0 missing data" in capsys.readouterr().out
+
+
 def test_a_malformed_list_file_line_is_named_by_file_and_line(tmp_path, capsys):
     from tests.test_datasets import write_lists
     write_lists(tmp_path)
