@@ -2,6 +2,7 @@
 and the fix, no traceback, and no finished work lost."""
 
 import io
+import json
 import struct
 import subprocess
 import sys
@@ -203,6 +204,27 @@ def test_an_index_whose_run_changed_since_it_was_built(tmp_path, capsys):
           "--run", str(record.parent)])
     assert "(20 encoded, 0 reused" in capsys.readouterr().out
     main(["search", "--index", str(tmp_path / "index"), str(paths[0]), "--json"])
+
+
+def test_rescore_check_of_a_missing_folder_or_a_record_without_its_figures(tmp_path, capsys):
+    """`hashlab rescore --check`: a mistyped folder is not "0 of 0 records agree" (exit 0), and a record that lacks the
+    figures it checks is named with the field, not a KeyError; the other records are still checked."""
+    fails_with(["rescore", "--check", str(tmp_path / "absent")], rf"^error: {tmp_path / 'absent'}: no such folder",
+               capsys)
+    fails_with(["rescore", "--check", str(tmp_path)], rf"^error: {tmp_path}: no record\.json in it or below", capsys)
+    committed = next((ROOT / "reports" / "table2" / "records").rglob("record.json"))
+    for name, drop in (("no_metrics", "metrics"), ("no_map_stable", "map_stable")):
+        record = json.loads(committed.read_text())
+        del (record if drop == "metrics" else record["metrics"])[drop]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(json.dumps(record))
+    fails_with(["rescore", "--check", str(tmp_path / "no_metrics")],
+               r"^error: 1 record could not be checked: .*no_metrics/record\.json has no field 'metrics': restore it",
+               capsys)
+    message = fails_with(["rescore", "--check", str(tmp_path)], r"^error: 2 records could not be checked: ", capsys)
+    assert message.endswith(f"{tmp_path / 'no_map_stable' / 'record.json'} has no field 'metrics.map_stable': restore "
+                            f"it from git, or recompute its metrics from its codes with `hashlab rescore "
+                            f"{tmp_path / 'no_map_stable'}` (and 1 more, marked 'not checked' above)"), message
 
 
 def test_the_errors_doc_lists_every_case():
