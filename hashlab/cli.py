@@ -323,6 +323,7 @@ def _docs(args, parser) -> None:
 
 def _tune(args, parser) -> None:
     from hashlab.runs import tuning
+    tuning.check_method(args.method)  # every mode: a typo would write a sweep file or plan trials under its name
     if args.write_sweep:
         path = tuning.sweep_path(args.method)
         path.write_text(tuning.tuning_sweep_text(tuning.tuning_sweep(args.method)))

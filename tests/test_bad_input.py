@@ -227,6 +227,21 @@ def test_rescore_check_of_a_missing_folder_or_a_record_without_its_figures(tmp_p
                             f"{tmp_path / 'no_map_stable'}` (and 1 more, marked 'not checked' above)"), message
 
 
+def test_tune_of_an_unknown_or_untrainable_method_fails_at_once(tmp_path, capsys):
+    """`hashlab tune dpsh_googlenett --dry-run` planned 16 trials and exited 0, hinting to add the method's row to
+    table2.yaml; every mode of tune now stops on a name that is not a deep method, with the closest and the list."""
+    from hashlab.methods import METHODS
+    deep = ", ".join(name for name, cls in METHODS.items() if cls.kind == "deep")
+    for mode in (["--dry-run"], ["--write-sweep"], []):
+        fails_with(["tune", "dpsh_googlenett", *mode, "--runs-dir", str(tmp_path / "runs"), "--reports-dir",
+                    str(tmp_path / "reports")],
+                   rf"^error: unknown method 'dpsh_googlenett' \(did you mean 'dpsh_googlenet'\?\); tuning is for the "
+                   rf"deep methods: {deep}$", capsys)
+    assert not (ROOT / "sweeps" / "tune-dpsh_googlenett.yaml").exists() and not (tmp_path / "runs").exists()
+    fails_with(["tune", "itq", "--dry-run"], rf"^error: itq is a closed-form method, with no epochs to tune; tuning is "
+               rf"for the deep methods: {deep}$", capsys)
+
+
 def test_the_errors_doc_lists_every_case():
     doc = (ROOT / "docs" / "errors.md").read_text()
     for case in ("data root", "truncated JPEG", "list-file line", "labels out of range", "unknown method",
