@@ -217,7 +217,7 @@ def _add_rescore_parser(commands) -> None:
                                 "evaluation")
     rescore_parser.add_argument("--check", action="store_true", help="change nothing: measure each record's mAP@all "
                                 "again from its codes with a second evaluator and say whether they agree (exit 1 "
-                                "when one does not)")
+                                "when one does not, or a record lacks its figures)")
     rescore_parser.add_argument("--draws", type=int, default=4, help="--check: random tie orders the "
                                 "order-free mAP is measured over (default 4)")
     rescore_parser.add_argument("--out", default=None, help="--check: also write the report to this Markdown file")
@@ -303,8 +303,16 @@ def _check_scores(args, parser) -> None:
     print(report, end="")
     if args.out:
         print(write_text_atomic(args.out, report))
+    problems = []
     if any(row["ok"] is False for row in rows):
-        sys.exit("error: some records do not agree with their codes (the rows marked **no** above)")
+        problems.append("some records do not agree with their codes (the rows marked **no** above)")
+    unreadable = [row for row in rows if row.get("unreadable")]
+    if unreadable:  # a record the check cannot read is not a checked one: a table with one is not vouched for
+        more = f" (and {len(unreadable) - 1} more, marked 'not checked' above)" if len(unreadable) > 1 else ""
+        problems.append(f"{len(unreadable)} record{'s' * (len(unreadable) > 1)} could not be checked: "
+                        f"{unreadable[0]['why']}{more}")
+    if problems:
+        sys.exit("error: " + "; ".join(problems))
 
 
 def _docs(args, parser) -> None:
@@ -315,6 +323,7 @@ def _docs(args, parser) -> None:
 
 def _tune(args, parser) -> None:
     from hashlab.runs import tuning
+    tuning.check_method(args.method)  # every mode: a typo would write a sweep file or plan trials under its name
     if args.write_sweep:
         path = tuning.sweep_path(args.method)
         path.write_text(tuning.tuning_sweep_text(tuning.tuning_sweep(args.method)))

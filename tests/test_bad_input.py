@@ -2,6 +2,7 @@
 and the fix, no traceback, and no finished work lost."""
 
 import io
+import json
 import struct
 import subprocess
 import sys
@@ -39,6 +40,32 @@ def test_missing_or_empty_data_root(tmp_path, capsys):
                r"cifar10: folder .*absent does not exist. Pass --data.root", capsys)
     (tmp_path / "empty").mkdir()
     fails_with(["fit", "--config", *SMOKE, f"--data.root={tmp_path}/empty"], r"cifar10: .*empty", capsys)
+
+
+def test_a_data_root_one_level_too_deep_is_named_with_its_parent(tmp_path, capsys):
+    """`reproduce --data-root .../cifar10` (the data set's own folder, not the folder holding it): the cells say so,
+    with the root to pass, not that the data is missing. Told by the folder's name, or by the loader reading it."""
+    from hashlab.data.cifar10 import CLASSES
+    cifar = tmp_path / "cifar10"
+    for part in ("train", "test"):  # the image-folder layout the CIFAR-10 loader reads: one image per class
+        for name in CLASSES:
+            (cifar / part / name).mkdir(parents=True)
+            Image.new("RGB", (32, 32)).save(cifar / part / name / "0.png")
+    renamed = tmp_path / "my_cifar"
+    renamed.symlink_to(cifar)
+    args = ["reproduce", "--table", "table2", "--dry-run", "--datasets", "cifar10", "--methods", "dpsh_googlenet",
+            "--runs-dir", str(tmp_path / "runs")]
+    main([*args, "--data-root", str(cifar)])
+    out = capsys.readouterr().out
+    assert f"--data-root {cifar} is itself the cifar10 folder: pass its parent, --data-root {tmp_path}" in out
+    assert "has no cifar10/ folder" not in out
+    main([*args, "--data-root", str(renamed)])
+    out = capsys.readouterr().out
+    assert (f"--data-root {renamed} is itself a cifar10 folder (hashlab.data.CIFAR10 reads it), but a data root holds "
+            f"each data set in a folder of its name: link it there (ln -s {renamed} {tmp_path / 'cifar10'}) and pass "
+            f"--data-root {tmp_path}") in out
+    main([*args, "--data-root", str(tmp_path)])  # the right root: the cells are to run
+    assert "0 missing data" in capsys.readouterr().out
 
 
 def test_a_malformed_list_file_line_is_named_by_file_and_line(tmp_path, capsys):
@@ -193,6 +220,42 @@ def test_an_index_whose_run_changed_since_it_was_built(tmp_path, capsys):
           "--run", str(record.parent)])
     assert "(20 encoded, 0 reused" in capsys.readouterr().out
     main(["search", "--index", str(tmp_path / "index"), str(paths[0]), "--json"])
+
+
+def test_rescore_check_of_a_missing_folder_or_a_record_without_its_figures(tmp_path, capsys):
+    """`hashlab rescore --check`: a mistyped folder is not "0 of 0 records agree" (exit 0), and a record that lacks the
+    figures it checks is named with the field, not a KeyError; the other records are still checked."""
+    fails_with(["rescore", "--check", str(tmp_path / "absent")], rf"^error: {tmp_path / 'absent'}: no such folder",
+               capsys)
+    fails_with(["rescore", "--check", str(tmp_path)], rf"^error: {tmp_path}: no record\.json in it or below", capsys)
+    committed = next((ROOT / "reports" / "table2" / "records").rglob("record.json"))
+    for name, drop in (("no_metrics", "metrics"), ("no_map_stable", "map_stable")):
+        record = json.loads(committed.read_text())
+        del (record if drop == "metrics" else record["metrics"])[drop]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(json.dumps(record))
+    fails_with(["rescore", "--check", str(tmp_path / "no_metrics")],
+               r"^error: 1 record could not be checked: .*no_metrics/record\.json has no field 'metrics': restore it",
+               capsys)
+    message = fails_with(["rescore", "--check", str(tmp_path)], r"^error: 2 records could not be checked: ", capsys)
+    assert message.endswith(f"{tmp_path / 'no_map_stable' / 'record.json'} has no field 'metrics.map_stable': restore "
+                            f"it from git, or recompute its metrics from its codes with `hashlab rescore "
+                            f"{tmp_path / 'no_map_stable'}` (and 1 more, marked 'not checked' above)"), message
+
+
+def test_tune_of_an_unknown_or_untrainable_method_fails_at_once(tmp_path, capsys):
+    """`hashlab tune dpsh_googlenett --dry-run` planned 16 trials and exited 0, hinting to add the method's row to
+    table2.yaml; every mode of tune now stops on a name that is not a deep method, with the closest and the list."""
+    from hashlab.methods import METHODS
+    deep = ", ".join(name for name, cls in METHODS.items() if cls.kind == "deep")
+    for mode in (["--dry-run"], ["--write-sweep"], []):
+        fails_with(["tune", "dpsh_googlenett", *mode, "--runs-dir", str(tmp_path / "runs"), "--reports-dir",
+                    str(tmp_path / "reports")],
+                   rf"^error: unknown method 'dpsh_googlenett' \(did you mean 'dpsh_googlenet'\?\); tuning is for the "
+                   rf"deep methods: {deep}$", capsys)
+    assert not (ROOT / "sweeps" / "tune-dpsh_googlenett.yaml").exists() and not (tmp_path / "runs").exists()
+    fails_with(["tune", "itq", "--dry-run"], rf"^error: itq is a closed-form method, with no epochs to tune; tuning is "
+               rf"for the deep methods: {deep}$", capsys)
 
 
 def test_the_errors_doc_lists_every_case():

@@ -15,6 +15,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from hashlab.errors import HashlabError
@@ -138,10 +139,45 @@ def _data_location(dataset: dict, data_root: str | None) -> tuple[str | None, st
     if not root:
         return None, f"no data location: set HASHLAB_DATA or pass --data-root (a folder holding {folder}/)"
     path = Path(root).expanduser() / folder
-    if not path.exists():  # named relative to the data root: a committed report carries no machine's paths
+    if not path.exists():
+        if is_dataset_folder(dataset, Path(root).expanduser()):  # a root one level too deep: the user has the data
+            return None, _one_level_too_deep(dataset, Path(root).expanduser(), "--data-root" if data_root
+                                             else "HASHLAB_DATA")
+        # named relative to the data root: a committed report carries no machine's paths
         return None, (f"no {dataset['name']} data: the data root has no {folder}/ folder (docs/datasets.md says "
                       "how to get it)")
     return str(path), ""
+
+
+def is_dataset_folder(dataset: dict, root: Path) -> bool:
+    """Whether a data root is itself the data set's folder: named like it, or a folder its loader reads (the same
+    reading that tells `hashlab data describe` it was given the data root instead of the data set's folder)."""
+    return root.name == dataset["folder"] or (bool(dataset.get("data")) and _loader_reads(dataset["data"], str(root)))
+
+
+@cache  # once per data set and root, not once per method of the table
+def _loader_reads(class_path: str, root: str) -> bool:
+    import importlib
+    module, _, name = class_path.rpartition(".")
+    try:
+        getattr(importlib.import_module(module), name)(root=root).load_source()
+    except Exception:  # noqa: BLE001 - whatever stops it, the loader does not read this folder; only a hint depends on it
+        return False
+    return True
+
+
+def _one_level_too_deep(dataset: dict, root: Path, option: str) -> str:
+    parent, folder = root.parent, dataset["folder"]
+    if option == "--data-root":
+        given, to_parent, use_parent = f"--data-root {root}", f"pass its parent, --data-root {parent}", \
+            f"pass --data-root {parent}"
+    else:
+        given, to_parent, use_parent = f"HASHLAB_DATA={root}", f"set it to its parent, HASHLAB_DATA={parent}", \
+            f"set HASHLAB_DATA={parent}"
+    if root.name == folder:
+        return f"{given} is itself the {folder} folder: {to_parent}"
+    return (f"{given} is itself a {dataset['name']} folder ({dataset['data']} reads it), but a data root holds each "
+            f"data set in a folder of its name: link it there (ln -s {root} {parent / folder}) and {use_parent}")
 
 
 def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None, data_root: str | None = None,

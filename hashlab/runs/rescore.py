@@ -98,9 +98,17 @@ MAX_Z = 4.0  # the order-free figure against a mean of random orders: |differenc
 
 def check_record(path: Path, draws: int = 4) -> dict:
     """One record's mAP@all (order-free) and map_stable against the second evaluator on its codes.npz: a row with
-    ``ok`` True, False, or None when it could not be checked (``why``)."""
+    ``ok`` True, False, or None when it could not be checked (``why``; ``unreadable`` when the record lacks a field
+    the check needs, which `hashlab rescore --check` counts as a failure)."""
     from hashlab.evaluation.crosscheck import cross_check
     record = read_record(path)
+    lacking = _lacking_field(record)
+    if lacking:  # a record cut down or edited by hand: named, and the other records are still checked
+        fix = ("restore it from git, or run its cell again" if lacking == "metrics" else
+               f"restore it from git, or recompute its metrics from its codes with `hashlab rescore {path.parent}`")
+        known = record if isinstance(record, dict) else {}
+        return {"record": str(path), **{key: known.get(key) for key in ("method", "bits", "seed")}, "map": None,
+                "map_stable": None, "ok": None, "unreadable": True, "why": f"{path} has no field '{lacking}': {fix}"}
     row = {"record": str(path), "method": record.get("method"), "bits": record.get("bits"),
            "seed": record.get("seed"), "map": record["metrics"].get("map"),
            "map_stable": record["metrics"].get("map_stable")}
@@ -119,9 +127,28 @@ def check_record(path: Path, draws: int = 4) -> dict:
             "z": z, "draws": draws, "ok": bool(stable_gap <= STABLE_TOLERANCE and abs(z) <= MAX_Z), "why": ""}
 
 
+def _lacking_field(record) -> str:
+    """The first field the check needs that ``record`` lacks ('metrics', 'metrics.map_stable'), else ''."""
+    metrics = record.get("metrics") if isinstance(record, dict) else None
+    if not isinstance(metrics, dict):
+        return "metrics"
+    return next((f"metrics.{name}" for name in ("map", "map_stable")
+                 if not isinstance(metrics.get(name), (int, float))), "")
+
+
 def check(folders: list[str | Path], draws: int = 4) -> list[dict]:
-    """Every record.json under ``folders`` checked by :func:`check_record`."""
-    paths = sorted(p for folder in folders for p in Path(folder).rglob(RECORD_NAME))
+    """Every record.json under ``folders`` checked by :func:`check_record`. A folder that is not there, or holds no
+    record, is an error: "0 of 0 records agree" would pass a mistyped path as a checked table."""
+    from hashlab.errors import ConfigError
+    paths = []
+    for folder in map(Path, folders):
+        where = "pass folders that hold record.json files (reports/table2, a runs folder)"
+        if not folder.is_dir():
+            raise ConfigError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}; {where}")
+        found = sorted(folder.rglob(RECORD_NAME))
+        if not found:
+            raise ConfigError(f"{folder}: no {RECORD_NAME} in it or below; {where}")
+        paths += found
     return [check_record(path, draws) for path in tqdm(paths, desc="checking records", unit="record")]
 
 
@@ -140,7 +167,8 @@ def check_markdown(rows: list[dict], draws: int) -> str:
         "| record | mAP@all | random tie orders (± se) | z | map_stable | stable argsort | agrees |",
         "|:--|--:|--:|--:|--:|--:|:--|"]
     for row in rows:
-        name = f"{row['method']} {row['bits']}b seed{row['seed']} (`{Path(row['record']).parent}`)"
+        name = (f"{row['method']} {row['bits']}b seed{row['seed']} " if row["method"] else "") + \
+            f"(`{Path(row['record']).parent}`)"
         if row["ok"] is None:
             lines.append(f"| {name} | {_fmt(row['map'])} | | | {_fmt(row['map_stable'])} | | not checked: "
                          f"{row['why']} |")

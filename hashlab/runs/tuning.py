@@ -52,6 +52,21 @@ class TuningError(HashlabError):
     pass
 
 
+def check_method(method: str) -> None:
+    """A tuning is of a deep method of the registry: a misspelt name fails here, before a plan of trials is printed
+    for a method that does not exist (and its missing cell is taken for a missing table row)."""
+    from hashlab.errors import close_matches
+    from hashlab.methods import METHODS
+    deep = [name for name, cls in METHODS.items() if cls.kind == "deep"]
+    if method in deep:
+        return
+    if method in METHODS:  # closed-form and unsupervised methods train no epochs: nothing to tune
+        raise TuningError(f"{method} is a {METHODS[method].kind} method, with no epochs to tune; tuning is for the "
+                          f"deep methods: {', '.join(deep)}")
+    raise TuningError(f"unknown method {method!r}{close_matches(method, deep)}; tuning is for the deep methods: "
+                      f"{', '.join(deep)}")
+
+
 def budget() -> dict:
     return {"trials": TRIALS, "rounds": list(ROUNDS), "keep": list(KEEP), "sobol_seed": SOBOL_SEED}
 
