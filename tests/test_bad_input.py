@@ -228,6 +228,7 @@ def test_rescore_check_of_a_missing_folder_or_a_record_without_its_figures(tmp_p
     fails_with(["rescore", "--check", str(tmp_path / "absent")], rf"^error: {tmp_path / 'absent'}: no such folder",
                capsys)
     fails_with(["rescore", "--check", str(tmp_path)], rf"^error: {tmp_path}: no record\.json in it or below", capsys)
+    fails_with(["rescore", str(tmp_path / "absent")], rf"^error: {tmp_path / 'absent'}: no such folder", capsys)
     committed = next((ROOT / "reports" / "table2" / "records").rglob("record.json"))
     for name, drop in (("no_metrics", "metrics"), ("no_map_stable", "map_stable")):
         record = json.loads(committed.read_text())

@@ -80,7 +80,7 @@ def rescore_record(path: Path, data_root: str | None = None, modules: dict | Non
 def rescore(folders: list[str | Path], data_root: str | None = None, only_old: bool = False) -> dict[Path, tuple]:
     """Rescore every record.json under ``folders``; ``only_old``: only records scored before today's evaluation.
     Returns {record: (mAP before, mAP after)} of those rescored."""
-    paths = sorted(p for folder in folders for p in Path(folder).rglob(RECORD_NAME))
+    paths = record_paths(folders)
     if only_old:
         paths = [p for p in paths if not is_current(read_record(p))]
     done, modules = {}, {}
@@ -136,9 +136,9 @@ def _lacking_field(record) -> str:
                  if not isinstance(metrics.get(name), (int, float))), "")
 
 
-def check(folders: list[str | Path], draws: int = 4) -> list[dict]:
-    """Every record.json under ``folders`` checked by :func:`check_record`. A folder that is not there, or holds no
-    record, is an error: "0 of 0 records agree" would pass a mistyped path as a checked table."""
+def record_paths(folders: list[str | Path]) -> list[Path]:
+    """Every record.json under ``folders``. A folder that is not there, or holds no record, is an error: "0 of 0
+    records agree" (or "rescored 0 records") would pass a mistyped path as a checked table."""
     from hashlab.errors import ConfigError
     paths = []
     for folder in map(Path, folders):
@@ -149,7 +149,12 @@ def check(folders: list[str | Path], draws: int = 4) -> list[dict]:
         if not found:
             raise ConfigError(f"{folder}: no {RECORD_NAME} in it or below; {where}")
         paths += found
-    return [check_record(path, draws) for path in tqdm(paths, desc="checking records", unit="record")]
+    return paths
+
+
+def check(folders: list[str | Path], draws: int = 4) -> list[dict]:
+    """Every record.json under ``folders`` checked by :func:`check_record`."""
+    return [check_record(path, draws) for path in tqdm(record_paths(folders), desc="checking records", unit="record")]
 
 
 def check_markdown(rows: list[dict], draws: int) -> str:
