@@ -242,6 +242,10 @@ def test_rescore_check_of_a_missing_folder_or_a_record_without_its_figures(tmp_p
     assert message.endswith(f"{tmp_path / 'no_map_stable' / 'record.json'} has no field 'metrics.map_stable': restore "
                             f"it from git, or recompute its metrics from its codes with `hashlab rescore "
                             f"{tmp_path / 'no_map_stable'}` (and 1 more, marked 'not checked' above)"), message
+    (tmp_path / "cut" / "run").mkdir(parents=True)
+    (tmp_path / "cut" / "run" / "record.json").write_text('{"status": "finished", "metr')  # cut short
+    fails_with(["rescore", "--check", str(tmp_path / "cut")], r"cut/run/record\.json is not valid JSON .*delete it",
+               capsys)
 
 
 def test_tune_of_an_unknown_or_untrainable_method_fails_at_once(tmp_path, capsys):

@@ -46,7 +46,9 @@ def read_record(path: str | Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"run record {path} is not valid JSON ({error}); delete it to rerun that cell") from error
+        # a HashlabError is a ValueError: callers that leave such a record out still catch it
+        from hashlab.errors import HashlabError
+        raise HashlabError(f"run record {path} is not valid JSON ({error}); delete it to rerun that cell") from error
 
 
 def flatten(config: dict, prefix: str = "") -> dict:
