@@ -123,6 +123,23 @@ def _layers(path: Path, profile: str, kind: str) -> list[tuple[str, dict]]:
             (f"{tuned_path} ({path.stem}, {profile})", tuned.get(profile))]
 
 
+def set_in(args: list[str], key: str) -> str:
+    """Which file of a method file's composition sets ``key`` (model.lr), as ' (set in FILE (SECTION))', for an error
+    about an option the user did not type; '' when the command line has no method file or no layer sets it."""
+    config = profile = None
+    for i, arg in enumerate(args):
+        if arg in ("--config", "--profile") and i + 1 < len(args):
+            config, profile = (args[i + 1], profile) if arg == "--config" else (config, args[i + 1])
+        elif arg.startswith(("--config=", "--profile=")):
+            name, value = arg[2:].split("=", 1)
+            config, profile = (value, profile) if name == "config" else (config, value)
+    if config is None or profile is None or not is_method_file(config) or profile not in _read(Path(config)):
+        return ""
+    _, cls = _method_class(Path(config))
+    found = [where for where, section in _layers(Path(config), profile, cls.kind) if key in (section or {})]
+    return f" (set in {found[-1]})" if found else ""
+
+
 def _profiles_dir(path: Path) -> Path:
     """experiments/profiles beside the folder of a method file (or table spec); a file in a user's own folder takes
     the project's."""

@@ -276,3 +276,16 @@ def test_a_cli_subprocess_prints_no_traceback_for_a_bad_value(tmp_path):
                            f"--runs_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: model.bits = 0")
+
+
+def test_a_misspelt_option_in_a_method_file_names_the_file_that_sets_it(tmp_path, capsys):
+    """The option was reported as if typed (`--model.alphaa: ...`); a method file's key says where it is written."""
+    method = tmp_path / "methods" / "dsh.yaml"
+    method.parent.mkdir()
+    method.write_text("data.class_path: hashlab.data.Digits\ncpu:\n  model.alphaa: 0.1\n")
+    fails_with(["fit", "--config", str(method), "--profile", "cpu"],
+               rf"^error: --model.alphaa: DSH takes no option 'alphaa' \(did you mean 'alpha'\?\); .* \(set in "
+               rf"{method} \(cpu\)\)$", capsys)
+    method.write_text("data.class_path: hashlab.data.Digits\ncpu:\n  model.alpha: 0.1\n")
+    message = fails_with(["fit", "--config", str(method), "--profile", "cpu", "--model.betaa=1"], "betaa", capsys)
+    assert "set in" not in message  # typed on the command line: nothing to point at

@@ -13,6 +13,7 @@ checkpoints for all: a trial resumes its own checkpoint, and the cell it is the 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import threading
 import time
@@ -176,22 +177,24 @@ def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> Hash
     warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
     from jsonargparse import ArgumentError
 
-    from hashlab.configs import expand_args
-    args = expand_args(args)  # a method file and --profile -> the one composed config
+    from hashlab.configs import expand_args, set_in
+    given, args = args, expand_args(args)  # a method file and --profile -> the one composed config
     try:
         return _new_cli(cli_class, args)
     except ArgumentError as error:  # jsonargparse's report is a page; the option and its fix fit on one line
         from hashlab.errors import user_error
         if user_error(error) is not None:  # a constructor's own error (a bad value): the CLI prints that one
             raise
-        raise OptionError(parse_error_line(str(error))) from None
+        line = parse_error_line(str(error))
+        option = re.match(r"--([\w.]+):", line)  # a key of the method file, not typed: say which file sets it
+        typed = option is not None and any(a.split("=")[0] == f"--{option[1]}" for a in given)
+        raise OptionError(line + ("" if option is None or typed else set_in(given, option[1]))) from None
 
 
 def parse_error_line(message: str) -> str:
     """One line for a command line the parser refused: an option a class does not take, with the closest one; a
     class that does not exist, with the closest name the package has."""
     import inspect
-    import re
 
     from hashlab.errors import close_matches
     key = re.match(r'Parser key "([\w.]+)"', message)
