@@ -289,3 +289,12 @@ def test_a_misspelt_option_in_a_method_file_names_the_file_that_sets_it(tmp_path
     method.write_text("data.class_path: hashlab.data.Digits\ncpu:\n  model.alpha: 0.1\n")
     message = fails_with(["fit", "--config", str(method), "--profile", "cpu", "--model.betaa=1"], "betaa", capsys)
     assert "set in" not in message  # typed on the command line: nothing to point at
+
+
+def test_a_first_index_build_that_fails_leaves_no_folder(tmp_path, capsys):
+    """`index build` of a folder with no image stops with its error; the index folder it had just made (holding only
+    its lock file) looked like an index left half-built."""
+    (tmp_path / "empty").mkdir()
+    fails_with(["index", "build", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "idx")],
+               "no decodable image under", capsys)
+    assert not (tmp_path / "idx").exists()

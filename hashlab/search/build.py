@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,7 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     root, out = Path(images).resolve(), Path(out)
     if not root.is_dir():
         raise FileNotFoundError(f"--images {images}: not a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     from hashlab.locks import LockHeld, exclusive
     try:  # two builds at once would give the same new ids to different images, and remove each other's folder
@@ -79,6 +81,10 @@ def build_index(images: str | Path, out: str | Path, encoder=None, index_type: s
     except LockHeld as error:
         raise ValueError(f"another `hashlab index build` is updating {out} ({error.holder}): run this one again "
                          "once it has finished") from None
+    except BaseException:
+        if created and not (out / "current").exists():  # a first build that failed leaves no half-made index folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _build(root: Path, out: Path, encoder, index_type: str | None, refit: bool, progress: bool) -> BuildReport:
