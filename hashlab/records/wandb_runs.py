@@ -119,11 +119,28 @@ def index_records(folders) -> dict[str, Path]:
 
 
 def online() -> bool:
-    """Whether W&B can log to a server: a key, a run started by `wandb agent` (which needs the server), or a
-    netrc login for the server in use (``NETRC`` and ``WANDB_BASE_URL`` as wandb reads them: self-hosted too)."""
+    """Whether W&B can log to a server: a run started by `wandb agent` (which got it from the server), or a key or a
+    netrc login for the server in use (``NETRC`` and ``WANDB_BASE_URL`` as wandb reads them: self-hosted too) on a
+    machine that reaches that server. A login on a shared home is seen from a cluster's compute nodes too, which
+    often have no route out: there wandb.init waited 90 s and failed every cell, where an offline run syncs later."""
     from urllib.parse import urlparse
-    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_SWEEP_ID"):
+    if os.environ.get("WANDB_SWEEP_ID"):
         return True
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    host = url.hostname or "api.wandb.ai"
     netrc = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
-    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
-    return netrc.is_file() and host in netrc.read_text()
+    if not (os.environ.get("WANDB_API_KEY") or (netrc.is_file() and host in netrc.read_text())):
+        return False
+    return _reachable(host, url.port or (80 if url.scheme == "http" else 443))
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    """A TCP connection to the server opens (through a proxy, trusted: the proxy decides, and wandb uses it)."""
+    import socket
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return True
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
