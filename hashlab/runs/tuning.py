@@ -303,7 +303,7 @@ def write_choice(method: str, choice: dict, tuned_file: Path | None = None, prof
     """Put the chosen values into experiments/tuned.yaml, each labelled with where it came from, and regenerate the
     method doc's cpu-profile block (which shows the composed config)."""
     from hashlab.configs import TUNED_NAME, write_tuned
-    runner = (f"runner-up {point_text(choice['runner_up'])} {choice['runner_up_val_map']:.3f}"
+    runner = (f"runner-up {point_text(choice['runner_up'])}: {choice['runner_up_val_map']:.3f}"
               if choice.get("runner_up") else "no runner-up")
     note = (f"ours, tuned ({choice['sweep']}, {choice.get('budget', {}).get('trials', '?')} trials): validation "
             f"mAP {choice['val_map']:.3f} after {choice['epochs']} epochs; {runner}")
