@@ -162,6 +162,22 @@ def test_every_ablation_switch_changes_the_loss():
     assert parts(local_attention=False)["hash"] != full["hash"]
 
 
+def test_without_reconstruction_differs_from_the_full_method_by_the_term_alone():
+    """The full method passes f through its BatchNorm layers twice a training step (the head, then the decoder's
+    target): the ablation does too, so its running statistics, which the test codes use, move as the full method's."""
+    grids, labels, indices = torch.rand(8, CHANNELS, 2, 2), torch.eye(4)[torch.arange(8) % 4], torch.arange(8)
+
+    def statistics_after_a_step(**switches):
+        torch.manual_seed(0)
+        model = AttributeHash(bits=8, grid=2, backbone_pretrained=False, **switches).train()
+        model.database = LearnedDatabaseCodes(indices, labels, 8)
+        model.hash_loss(model.head(grids), labels, grids, indices)
+        return model.head.features.out.running_var, model.head.features.norm.num_batches_tracked
+
+    full, ablated = statistics_after_a_step(), statistics_after_a_step(reconstruction_weight=0.0)
+    assert int(full[1]) == 2 and torch.equal(full[0], ablated[0]) and int(ablated[1]) == 2
+
+
 @pytest.mark.parametrize("database_codes", ["encoded", "learned"])
 def test_asymmetric_fit_lowers_the_loss_and_learns_database_codes(tmp_path, database_codes):
     # evaluating with the pool's codes goes with training against learned ones (ADSH's way)

@@ -121,8 +121,11 @@ class AttributeHash(AsymmetricTraining, HashingModule):
     def hash_loss(self, codes: torch.Tensor, labels: torch.Tensor, features: torch.Tensor,
                   indices: torch.Tensor):
         parts = {"hash": self.database.loss(codes, labels, indices)}
+        # f again, even with the term off: this second pass updates f's BatchNorm running statistics a second time
+        # per step, so the "without reconstruction" ablation differs from the full method by the term alone (results
+        # version 2; computing f once for both is queued for version 3, docs/reproduce.md)
+        target = self.head.feature_vector(features) if self.training or self.reconstruction_weight else None
         if self.reconstruction_weight:
-            target = self.head.feature_vector(features)
             parts["reconstruction"] = (self.head.reconstruct(codes) - target).pow(2).mean()
         if self.orthogonality_weight:
             earlier = torch.cat(self._earlier_codes) if self._earlier_codes else None
