@@ -1,4 +1,4 @@
-# Every target depends on `setup`, which builds .venv only when it is missing or pyproject.toml changed.
+# Every target but clean-venv depends on `setup`, which builds .venv only when it is missing or pyproject.toml changed.
 VENV    := .venv
 PY      := $(VENV)/bin/python
 HASHLAB := $(VENV)/bin/hashlab

@@ -80,6 +80,7 @@ def test_ablation_switches_change_what_the_loss_sees():
     full = DFCH(bits=16, backbone_pretrained=False)
     _, parts = full.hash_loss(codes, LABELS, features, NO_INDICES)
     assert parts["weak_pairs"] > 0 and parts["weak"] > 0
+    assert float(parts["weak_pairs"]) == pytest.approx(6 / 10)  # a-c, a-e, b-c, b-e, c-e, d-e of the 10 distinct pairs
     plain = DFCH(bits=16, backbone_pretrained=False, weak_similarity=False)
     _, plain_parts = plain.hash_loss(codes, LABELS, features, NO_INDICES)
     assert plain_parts["weak_pairs"] == 0  # 0/1 similarity: every pair is hard

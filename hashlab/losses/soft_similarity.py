@@ -78,7 +78,7 @@ def weak_similarity_loss(codes: torch.Tensor, similarity: torch.Tensor, mask: to
 
 def feature_consistency_loss(codes: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Squared error between the code similarity and the cosine similarity of the deep features,
-    over all distinct pairs; in finetune mode it pulls the features towards the codes as well.
+    over all distinct pairs; in partial and finetune modes it pulls the trained features towards the codes as well.
     Features are centred on the batch first: pooled CNN activations are non-negative, and
     uncentred their cosines are all close to 1."""
     centred = F.normalize(features.float() - features.float().mean(dim=0, keepdim=True), dim=1)

@@ -77,5 +77,6 @@ class DFCH(HashingModule):
         quantization = quantization_loss(codes)
         total = (likelihood + self.weak_weight * weak_term + self.consistency_weight * consistency
                  + self.quantization_weight * quantization)
+        distinct_pairs = max(len(codes) * (len(codes) - 1), 1)  # weak never holds an item with itself
         return total, {"likelihood": likelihood, "weak": weak_term, "consistency": consistency,
-                       "quantization": quantization, "weak_pairs": weak.float().mean()}
+                       "quantization": quantization, "weak_pairs": weak.sum() / distinct_pairs}
