@@ -295,6 +295,26 @@ def test_a_truncated_record_or_codes_file_is_named_left_out_and_rerun(tmp_path, 
     assert read_record(first)["status"] == "finished"
 
 
+def test_a_written_file_reaches_the_disk_before_its_rename_and_the_rename_after(tmp_path, monkeypatch):
+    """A power cut after an atomic write leaves the old file or the whole new one: the data are synced under the
+    temporary name, then the folder that holds the rename (ext4 and xfs may write a rename before the data)."""
+    import numpy as np
+
+    import hashlab.io
+    synced, real_fsync = [], os.fsync
+
+    def fsync(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), sorted(p.name for p in tmp_path.iterdir())))
+        real_fsync(fd)
+
+    monkeypatch.setattr(hashlab.io.os, "fsync", fsync)
+    with hashlab.io.atomic_path(tmp_path / "codes.npz") as tmp:
+        np.savez(tmp, codes=np.arange(3))
+    (data, listing_then), (folder, listing_after) = synced
+    assert data == str(tmp) and "codes.npz" not in listing_then
+    assert folder == str(tmp_path) and listing_after == ["codes.npz"]
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 1 MB tmpfs: writes past it fail with ENOSPC, as on a full disk (needs root)."""
