@@ -492,6 +492,53 @@ def test_a_last_checkpoint_naming_a_missing_best_file_says_so_and_how_to_rerun(t
     assert second["metrics"]["map"] == first["metrics"]["map"]
 
 
+class KilledBetweenCheckpointWrites(BaseException):
+    """Stands for a kill: Lightning re-raises it after its teardown, and nothing in hashlab catches it."""
+
+
+def test_a_kill_between_the_best_and_the_last_checkpoint_write_resumes_from_the_new_best(tmp_path):
+    """Lightning writes an epoch's new best checkpoint, deletes the old best, then writes last.ckpt: killed in
+    between, last.ckpt names a deleted file and the new best is ahead of it. The cell resumes from the new best
+    and ends as the uninterrupted cell does."""
+    import lightning.pytorch as pl
+    import torch
+
+    args = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo", "--trainer.max_epochs=3",
+            "--model.bits=12", "--trainer.enable_progress_bar=false"]
+    uninterrupted = read_record(run_fit([*args, f"--runs_dir={tmp_path / 'whole'}"]))
+
+    class KillAtTheWindow(pl.Callback):
+        def setup(self, trainer, pl_module, stage):
+            saver = trainer.checkpoint_callback
+            write_last = saver._save_last_checkpoint
+
+            def save_last(trainer, candidates):
+                last = Path(saver.dirpath) / "last.ckpt"
+                if last.exists():
+                    named = [state["best_model_path"] for key, state in
+                             torch.load(last, weights_only=False)["callbacks"].items() if key.startswith("ModelCheckpoint")]
+                    if not Path(named[0]).exists():
+                        raise KilledBetweenCheckpointWrites
+                write_last(trainer, candidates)
+
+            saver._save_last_checkpoint = save_last
+
+    class FirstEpoch(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.epoch = trainer.current_epoch
+
+    interrupted, resumed = [*args, f"--runs_dir={tmp_path / 'killed'}"], FirstEpoch()
+    with pytest.raises(KilledBetweenCheckpointWrites):
+        run_fit(interrupted, callbacks=[KillAtTheWindow()])
+    [best] = (resolve_run_dir(interrupted) / "checkpoints").glob("best-epoch=*.ckpt")
+    record = read_record(run_fit(interrupted, callbacks=[resumed]))
+    # from the new best, not from last.ckpt an epoch behind (which trained that epoch again: on a GPU, not always
+    # to the same score, and a lower one left the deleted file as the best)
+    assert resumed.epoch == int(best.stem.removeprefix("best-epoch=")) + 1
+    assert record["metrics"]["map"] == uninterrupted["metrics"]["map"]
+    assert record["evaluated_checkpoint"]["epoch"] == uninterrupted["evaluated_checkpoint"]["epoch"]
+
+
 def test_a_cells_times_leave_out_a_pause_and_count_the_attempts_before_a_resume(tmp_path):
     """The campaign is paused with kill -STOP while something else is timed: the record's times leave the
     pause out and say how long it was; a cell resumed after a kill counts its earlier attempt's epochs."""

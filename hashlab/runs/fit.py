@@ -119,26 +119,27 @@ def cell_lock(run_dir: Path):
 
 
 def resume_checkpoint(run_dir: Path) -> str | None:
-    """The checkpoint to resume from: last.ckpt when it loads; a checkpoint cut short (a kill or a full
-    disk while Lightning wrote it) is set aside with a warning naming it, and the newest other
-    checkpoint that loads is used instead, else the run starts again."""
+    """The checkpoint to resume from: the one that went furthest (global step) of last.ckpt and the best ones,
+    last.ckpt on a tie. A best checkpoint is ahead of last.ckpt after a kill between Lightning's two writes of an
+    epoch (it saves the new best, deletes the old one, then writes last.ckpt, which until then names the deleted
+    file). A checkpoint cut short (a kill or a full disk while Lightning wrote it) is set aside with a warning
+    naming it; with none that loads the run starts again."""
     import torch
     folder = run_dir / "checkpoints"
-    candidates = [folder / "last.ckpt", *sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime,
-                                                 reverse=True)] if folder.is_dir() else []
+    candidates = [folder / "last.ckpt", *sorted(folder.glob("best-*.ckpt"))] if folder.is_dir() else []
+    steps = {}
     for path in candidates:
         if not path.exists():
             continue
         try:
-            torch.load(path, map_location="cpu", weights_only=False)
-            return str(path)
+            steps[path] = torch.load(path, map_location="cpu", weights_only=False).get("global_step", -1)
         except Exception as error:  # noqa: BLE001 - any unreadable file: truncated zip, pickle error, ...
             aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
             path.rename(aside)
             warnings.warn(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); moved aside to "
-                          f"{aside.name}. Resuming from an earlier checkpoint if one loads, else from the start.",
+                          f"{aside.name}. Resuming from another checkpoint if one loads, else from the start.",
                           stacklevel=2)
-    return None
+    return str(max(steps, key=lambda path: (steps[path], path.name == "last.ckpt"))) if steps else None
 
 
 class _ParseOnlyCLI(HashlabCLI):
