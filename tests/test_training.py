@@ -254,6 +254,21 @@ def test_an_option_added_at_its_old_behaviour_keeps_the_config_hash():
     assert config_hash(base) == config_hash(same) != config_hash(other)
 
 
+def test_a_callback_that_can_change_the_run_gives_it_a_cell_of_its_own():
+    """`--trainer.callbacks+=EarlyStopping` (docs/datasets.md) stops a run early: it is not the plain cell, whose
+    finished record would otherwise stand for it (or be taken from it). A callback that only watches does not
+    change the hash, nor does none at all (every committed record)."""
+    from hashlab.records.record import config_hash
+    from hashlab.runs.fit import resolve_config
+    base = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo"]
+    plain = config_hash(resolve_config(base))
+    watched = config_hash(resolve_config([*base, "--trainer.callbacks+=LearningRateMonitor"]))
+    stopped = config_hash(resolve_config([*base, "--trainer.callbacks+=EarlyStopping",
+                                          "--trainer.callbacks.monitor=val/map", "--trainer.callbacks.mode=max"]))
+    assert plain == watched != stopped
+    assert config_hash({"trainer": {"callbacks": None}}) == config_hash({"trainer": {}})
+
+
 def test_dpsh_googlenet_binarises_an_exact_zero_to_minus_one_as_claim_3_does():
     """Claim 3: b = +1 where v > 0, else -1 (the shared binarisation, sign >= 0, would give +1)."""
     model = DPSHGoogLeNet(bits=8).eval()

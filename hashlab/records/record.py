@@ -28,6 +28,12 @@ NOT_IN_HASH = {
     "trainer.enable_model_summary", "data.init_args.root", "data.init_args.num_workers",
     "data.init_args.eval_batch_size", "model.init_args.feature_cache_dir", "trainer.callbacks",
 }
+# trainer.callbacks is hashed apart: the callbacks that only watch or show a run leave its hash alone, any other
+# (EarlyStopping, StochasticWeightAveraging, a user's own) can change what it computes, so its run is a cell of its
+# own rather than the plain cell's folder and record
+WATCHING_CALLBACKS = {f"lightning.pytorch.callbacks.{name}" for name in (
+    "LearningRateMonitor", "DeviceStatsMonitor", "ModelSummary", "RichModelSummary", "TQDMProgressBar",
+    "RichProgressBar")}
 # options added after cells were run, with the value that does what the code did before they existed: a
 # config at that value hashes as it did before the option was added, so finished records stay valid. Add
 # an entry with every new option whose default keeps the old behaviour; a changed default is a new cell.
@@ -69,8 +75,17 @@ def config_hash(config: dict, data_fingerprint: str | None = None) -> str:
             and not (k in ADDED_OPTIONS and v == ADDED_OPTIONS[k])}
     if data_fingerprint is not None:
         kept["data_fingerprint"] = data_fingerprint
+    if changing := result_changing_callbacks(config):
+        kept["trainer.callbacks"] = changing
     kept["results_version"] = RESULTS_VERSION
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def result_changing_callbacks(config: dict) -> list:
+    """The config's trainer callbacks other than the WATCHING_CALLBACKS (one callback may be given bare)."""
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    return [callback for callback in (callbacks if isinstance(callbacks, list) else [callbacks])
+            if not (isinstance(callback, dict) and callback.get("class_path") in WATCHING_CALLBACKS)]
 
 
 def code_changes(root: str | Path | None = None) -> list[str] | None:
