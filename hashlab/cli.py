@@ -36,7 +36,11 @@ def main(argv: list[str] | None = None) -> None:
         # Lightning turns SIGTERM into SIGTERMException, a SystemExit with no code, which would exit 0: a killed run
         # is not a success to a shell's `&&` or a scheduler
         if type(error).__name__ == "SIGTERMException":
-            from hashlab.records.wandb_runs import mark_preempted
+            from hashlab.records.wandb_runs import SWEEP_STOPS_RUNS, mark_preempted, sweep_stops_runs
+            if sweep_stops_runs():
+                print(f"stopped by SIGTERM: its sweep stops runs early ({SWEEP_STOPS_RUNS} is set), so its W&B run "
+                      "is not marked for another agent; run the same command again to resume", file=sys.stderr)
+                sys.exit(128 + 15)
             marked = mark_preempted()
             print("stopped by SIGTERM: run the same command again to resume from its last checkpoint"
                   + (f" ({marked})" if marked else ""), file=sys.stderr)

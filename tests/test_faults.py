@@ -234,13 +234,18 @@ class SigtermAt(L.Callback):
 """
 
 
-@pytest.mark.parametrize("hook, lightning_handles_it", [("on_fit_end", False), ("on_train_batch_end", True)])
-def test_sigterm_stops_a_cell_in_and_out_of_lightnings_own_handling(tmp_path, hook, lightning_handles_it):
+@pytest.mark.parametrize("hook, lightning_handles_it, sweep_stops_runs",
+                         [("on_fit_end", False, False), ("on_train_batch_end", True, False),
+                          ("on_train_batch_end", True, True)])
+def test_sigterm_stops_a_cell_in_and_out_of_lightnings_own_handling(tmp_path, hook, lightning_handles_it,
+                                                                   sweep_stops_runs):
     """Lightning handles SIGTERM only between its setup and its teardown; on_fit_end runs after that teardown, as
     do the test phase's setup, the scoring and the record, where SIGTERM used to end the process with no mark
     (W&B counted it crashed and never proposed it again). Either way the cell exits 143 with its W&B run marked
     preempting and no record. Within Lightning's handling the stop waits for the step to end (so DDP processes
-    stop together): the hook that sent the signal runs to its end first."""
+    stop together): the hook that sent the signal runs to its end first. In a sweep that stops runs early (the
+    tuning sweeps' hyperband, whose agent stops a run with SIGTERM) the run is not marked, so W&B does not hand a
+    run it stopped to the next agent."""
     (tmp_path / "sigterm_at.py").write_text(SIGTERM_AT)
     note = tmp_path / "went-on"
     command = [sys.executable, "-m", "hashlab.cli", "fit", "--config", *DEMO, "--trainer.max_epochs=1",
@@ -249,15 +254,21 @@ def test_sigterm_stops_a_cell_in_and_out_of_lightnings_own_handling(tmp_path, ho
                "--trainer.callbacks+=sigterm_at.SigtermAt", f"--trainer.callbacks.hook={hook}",
                f"--trainer.callbacks.note={note}"]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    if sweep_stops_runs:
+        environment["HASHLAB_SWEEP_STOPS_RUNS"] = "1"  # as sweeps/tune-*.yaml's command sets it
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 143, result.stderr[-1500:]
-    assert "stopped by SIGTERM: run the same command again to resume" in result.stderr
-    assert "its offline W&B run is marked preempting" in result.stderr
     assert not list(tmp_path.rglob("record.json"))
     assert note.exists() == lightning_handles_it
     [run_file] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
     types = [record.WhichOneof("record_type") for record in wandb_records(run_file)]
-    assert "preempting" in types, types
+    if sweep_stops_runs:
+        assert "its sweep stops runs early (HASHLAB_SWEEP_STOPS_RUNS is set)" in result.stderr
+        assert "preempting" not in types, types
+    else:
+        assert "stopped by SIGTERM: run the same command again to resume" in result.stderr
+        assert "its offline W&B run is marked preempting" in result.stderr
+        assert "preempting" in types, types
 
 
 def test_a_truncated_last_checkpoint_resumes_from_an_earlier_one(tmp_path):

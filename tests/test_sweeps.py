@@ -48,6 +48,8 @@ def test_each_deep_method_has_a_tuning_space_whose_runs_reach_its_config(monkeyp
     for path in TUNING:
         sweep = yaml.safe_load(path.read_text())
         assert sweep["method"] == "random" and sweep["early_terminate"]["type"] == "hyperband"
+        # its agent stops runs with SIGTERM: not to be marked preempting (hashlab/records/wandb_runs.py)
+        assert sweep["command"][:2] == ["${env}", "HASHLAB_SWEEP_STOPS_RUNS=1"]
         assert sweep["metric"] == {"name": "val/map", "goal": "maximize"}
         proposal = sweeps.next_run(sweep, [])
         params = {name: value["value"] for name, value in proposal.config.items()}
@@ -69,6 +71,7 @@ def test_a_sweep_is_a_grid_over_the_cells_on_validation_map(monkeypatch):
     # exactly the cells, once each: no run of the sweep is one that exits at once (a seed its method runs at
     # 48 bits only), and all of table 2's 48-bit seeds are there
     assert points == table_cells and sweep["method"] == "grid"
+    assert not any("STOPS_RUNS" in part for part in sweep["command"])  # a cell stopped by SIGTERM was preempted
     assert ("dfch", "cifar10", 48, 2) in points and ("dfch", "cifar10", 12, 2) not in points
 
 

@@ -49,6 +49,17 @@ def log_record(loggers, record: dict, record_path: Path) -> None:
         run.finish()  # the run is complete: its offline folder is whole now, and the next cell starts a new run
 
 
+# set (to 1) in the command of a sweep that stops runs early (the tuning sweeps' hyperband): the W&B agent stops a
+# run with SIGTERM, as a preemption does, and a run marked preempting is handed out again (docs.wandb.ai, "Signal
+# handling and sweep runs"), so such a sweep's SIGTERM is a stop, not marked. Its cost: a tuning trial truly
+# preempted is not resumed (its sweep proposes another). A table's grid sweep stops nothing: its cells are marked.
+SWEEP_STOPS_RUNS = "HASHLAB_SWEEP_STOPS_RUNS"
+
+
+def sweep_stops_runs() -> bool:
+    return os.environ.get(SWEEP_STOPS_RUNS, "") not in ("", "0")
+
+
 def mark_preempted() -> str:
     """A run stopped by a signal (a SLURM time limit or preemption sends SIGTERM): mark its W&B run, if one is
     open, as preempting, so that its sweep hands the same run to the next agent, whose `hashlab cell` resumes its

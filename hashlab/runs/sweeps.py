@@ -9,6 +9,7 @@ for that cell, so an agent's run lands in the same run folder and record.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -17,6 +18,7 @@ from hashlab.runs.cells import Cell, TableSpecError, cells, default_profile, fin
 from hashlab.runs.tables import TABLES_DIR, load_spec
 
 SWEEPS_DIR = Path("sweeps")
+ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")  # NAME=value after ${env} (/usr/bin/env) in a command
 VALIDATION_METRIC = "val/map"  # model selection's metric: validation items against the validation database
 
 
@@ -219,7 +221,7 @@ def check_parameters(sweep: dict, path) -> None:
     if "fit" not in sweep.get("command", []):
         return
     fixed = [part for part in sweep["command"] if part not in ("${env}", "${args}", "hashlab", "fit")
-             and not part.startswith("--trainer.logger")]
+             and not part.startswith("--trainer.logger") and not ENV_ASSIGNMENT.match(part)]
     from hashlab.runs.fit import OptionError, resolve_run_dir
     for name, spec in sweep["parameters"].items():
         value = spec.get("value", spec.get("min", (spec.get("values") or [None])[0]))

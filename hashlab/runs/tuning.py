@@ -35,6 +35,7 @@ import yaml
 from hashlab.errors import HashlabError
 from hashlab.io import write_json_atomic
 from hashlab.records.record import RESULTS_VERSION
+from hashlab.records.wandb_runs import SWEEP_STOPS_RUNS
 from hashlab.reporting import REPORTS_DIR
 from hashlab.reporting.tuning import epochs_trained, point_text, render_report
 from hashlab.runs.cells import Cell, find_cell, run_cell
@@ -91,7 +92,8 @@ def tuning_sweep(method: str, space: dict | None = None, bits: int = 48) -> dict
         "metric": {"name": "val/map", "goal": "maximize"},
         "early_terminate": {"type": "hyperband", "min_iter": ROUNDS[0], "eta": 3},
         "parameters": dict(space or DEFAULT_SPACE),
-        "command": ["${env}", "hashlab", "fit", "--config", f"experiments/methods/{method}.yaml", "--profile", "cpu",
+        # ${env} is /usr/bin/env: the assignment after it marks the run as one its sweep may stop (hashlab/cli.py)
+        "command": ["${env}", f"{SWEEP_STOPS_RUNS}=1", "hashlab", "fit", "--config", f"experiments/methods/{method}.yaml", "--profile", "cpu",
                     f"--model.init_args.bits={bits}", "--trainer.logger=lightning.pytorch.loggers.WandbLogger",
                     "${args}"],
     }
