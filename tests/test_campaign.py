@@ -286,6 +286,19 @@ def test_status_estimates_a_tuning_from_what_the_methods_last_tuning_took(tmp_pa
     assert "machine time so far: 0 min" in text  # a tuning of an earlier version is work to do, not work done
 
 
+def test_status_names_the_cells_its_plan_leaves_out(tmp_path):
+    """A plan of CIFAR-10 only does not run table 2's Flickr25K half: --status says how many cells that is (once
+    each, however many stages name them), so that the table is not taken for complete when the plan is done."""
+    data = ROOT.parent / "shared" / "data"
+    if not (data / "cifar10").is_dir():
+        pytest.skip("needs ../shared/data/cifar10")
+    plan = {"profile": "cpu", "datasets": ["cifar10"],
+            "stages": [{"name": "12 bits", "tables": ["table2"], "bits": [12]},
+                       {"name": "again", "tables": ["table2"], "bits": [12], "seeds": [0]}]}
+    text = status(plan, tmp_path / "runs", data_root=str(data), reports_dir=tmp_path)
+    assert "table2: its 16 flickr25k cells are not in this plan (its data sets: cifar10)" in text, text
+
+
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
     """The figure's top 10: by Hamming distance; ties (collapsed codes are common) in a given order."""
     import numpy as np

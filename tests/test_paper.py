@@ -97,6 +97,26 @@ def test_a_cell_of_another_protocol_is_marked_and_bold_needs_two_cells(tmp_path)
     assert r"\textbf" not in (tmp_path / "demo" / "table.tex").read_text()
 
 
+def test_a_column_still_filling_marks_no_best_and_says_what_is_not_run_yet(pdflatex, tmp_path):
+    """While the campaign fills table 2, a column with cells not run yet bolds nothing (the best so far may not be
+    the column's), its empty cells say "not run yet" rather than n/a, and bit lengths with no cell are named."""
+    spec, frame = full_frame("table2")
+    waiting = (frame["bits"] == 24) & ~frame["method"].isin(["dpsh_googlenet", "dfch"])
+    waiting |= frame["bits"].isin([12, 32])
+    frame.loc[waiting & (frame["missing"] == ""), ["value", "map", "missing"]] = [float("nan"), float("nan"),
+                                                                                  "not run yet"]
+    layout = render_frame(frame, spec, "cpu", tmp_path / "t")["layout"]
+    assert [c for c in layout.columns if c[0] == "cifar10"] == [("cifar10", 24), ("cifar10", 48)]
+    assert not any(r.cells[("cifar10", 24)].bold for r in layout.rows)
+    assert sum(r.cells[("cifar10", 48)].bold for r in layout.rows) == 1  # a complete column keeps its best
+    markdown = (tmp_path / "t" / "table.md").read_text()
+    assert " not run yet |" in markdown and " n/a |" not in markdown.split("**Against the unseen")[0]
+    assert "CIFAR-10 at 12 and 32 bits: no cell yet; left out" in markdown
+    assert "CIFAR-10 at 24 bits: 2 of 16 rows so far" in markdown
+    assert r"\textit{not run}" in (tmp_path / "t" / "table.tex").read_text()
+    assert_compiles(tmp_path / "t")
+
+
 def test_a_published_figure_stands_beside_a_method_only_on_its_own_protocol(tmp_path):
     spec, frame = full_frame("table2")
     layout = render_frame(frame, spec, "cpu", tmp_path / "t")["layout"]

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -390,6 +391,18 @@ def test_the_summary_says_which_differences_are_within_the_seed_spread():
             "0.070, is within what a change of seed alone gives") in text
 
 
+def test_the_map_vs_bits_zoom_holds_the_crowded_methods_up_to_the_best():
+    """Deep methods crowd 0.68-0.78 on an axis that must also reach LSH's 0.12: the zoomed panel's band holds that
+    crowd, up to its best method even when the densest window alone would cut it; spread values get no zoom."""
+    from hashlab.reporting.figures import dense_band
+    rng = np.random.default_rng(0)
+    crowd = list(0.68 + 0.09 * rng.random(40)) + [0.782]  # the best a little above the rest
+    baselines = [0.12, 0.15, 0.29, 0.31, 0.52, 0.60, 0.63, 0.91, 0.94]
+    low, high = dense_band(crowd + baselines)
+    assert high == 0.782 and 0.67 < low <= min(crowd) + 0.02
+    assert dense_band(list(np.linspace(0.1, 0.9, 30))) is None
+
+
 @pytest.mark.parametrize("table", ["table2", "table2-extended", "table3"])
 def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
     from hashlab.reporting.figures import method_styles, reference_style
@@ -406,7 +419,10 @@ def test_every_method_of_a_table_has_a_colour_of_its_own_in_its_figures(table):
     for ref in spec.get("references", []):  # a published figure of a method of ours takes that method's colour
         if ref.get("method") in styles:
             assert reference_style(ref["method"], styles)["color"] == styles[ref["method"]]["color"], ref["label"]
-    assert reference_style("", styles)["ls"] == ":"  # context: dotted grey
+    context = reference_style("", styles)
+    assert context["ls"] == ":" and context["color"] not in colours  # context: dotted, in no method's colour
+    import matplotlib.colors
+    assert all(len(set(matplotlib.colors.to_rgb(c))) > 1 for c in colours)  # and no method grey, as context was
 
 
 def test_a_table_at_one_bit_length_draws_bars_of_its_rows_instead_of_a_line_over_bits(tmp_path):

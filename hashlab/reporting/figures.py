@@ -48,9 +48,10 @@ def save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 def method_styles(spec: dict) -> dict[str, dict]:
     """One look per method, the same in every figure of a table: a colour of its own (tab20's strong tones first,
-    then its light ones: 20 methods before one repeats) and a marker, a thicker line for the seed methods."""
+    then its light ones, grey left out: 18 methods before one repeats) and a marker, a thicker line for the seed methods."""
     import matplotlib
     palette = matplotlib.colormaps["tab20"].colors
+    palette = palette[:14] + palette[16:]  # no grey: it is the context references' colour
     colors = palette[0::2] + palette[1::2]
     groups = method_groups(spec)
     return {method["name"]: {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)],
@@ -59,10 +60,11 @@ def method_styles(spec: dict) -> dict[str, dict]:
 
 
 def reference_style(ref_method: str, styles: dict[str, dict]) -> dict:
-    """A published figure of the same method is dashed in its colour; a context figure dotted grey."""
+    """A published figure of the same method is dashed in its colour; a context figure dotted black (no method is
+    grey or black)."""
     if ref_method in styles:
         return {"color": styles[ref_method]["color"], "ls": "--", "marker": "x", "linewidth": 0.9, "markersize": 4}
-    return {"color": "0.45", "ls": ":", "marker": "x", "linewidth": 0.9, "markersize": 4}
+    return {"color": "0.0", "ls": ":", "marker": "+", "linewidth": 0.9, "markersize": 5}
 
 
 def render_figures(frame: pd.DataFrame, spec: dict, layout: Layout, out_dir: Path, label: str) -> list[Path]:
@@ -111,31 +113,64 @@ def _legend(fig, axes, order: list[str]) -> None:
                ncol=1 if len(entries) <= 12 else 2, handlelength=1.8, columnspacing=1.0)
 
 
+def dense_band(values: list[float], width_share: float = 0.15, step_share: float = 0.025) -> tuple[float, float] | None:
+    """The stretch of the y-axis where most plotted points crowd, when it is a small part of their range (the
+    deep methods together near the top, hashing on frozen features far below): a zoomed panel of it shows the
+    differences of 0.01 that the whole range hides. The window ``width_share`` of the range wide that holds the
+    most points, grown upwards to each next point closer than ``step_share`` of the range (so a cluster is not cut
+    at its best method; downwards the points thin out gradually and would pull the panel back to the whole range);
+    None when it holds fewer than half the points or is not much narrower than the range."""
+    points = np.sort([v for v in values if np.isfinite(v)])
+    if len(points) < 4 or points[-1] == points[0]:
+        return None
+    span = points[-1] - points[0]
+    ends = np.searchsorted(points, points + width_share * span, side="right")
+    low = int(np.argmax(ends - np.arange(len(points))))
+    high = int(ends[low]) - 1
+    while high + 1 < len(points) and points[high + 1] - points[high] < step_share * span:
+        high += 1
+    if high - low + 1 < len(points) / 2 or points[high] - points[low] > 0.5 * span:
+        return None
+    return float(points[low]), float(points[high])
+
+
 def _map_vs_bits(frame, spec, layout, out_dir, label) -> list[Path]:
+    """mAP against bits, a panel a data set, and beside it the same zoomed where most points crowd in a small
+    part of the range (dense_band): the whole range for the baselines far below, the zoom for the deep methods."""
     datasets = _datasets(layout)
     if not datasets:
         return []
     styles = method_styles(spec)
     names = {r.method: r.label for r in layout.rows}
-    fig, axes = _legend_figure(len(datasets), len(layout.rows) + len(layout.published) + len(layout.context))
-    for ax, dataset in zip(axes, datasets, strict=True):
+    panels = []  # (dataset, y-limits or None for the whole range, [(xs, ys, spread or None, style, label)])
+    for dataset in datasets:
         part = frame[frame.dataset == dataset].dropna(subset=["value"])
+        drawn = []
         for method in [m for m in styles if m in names]:
             stats = part[part.method == method].groupby("bits")["value"].agg(["mean", "std", "count"])
-            if stats.empty:
-                continue
-            ax.plot(stats.index, stats["mean"], markersize=3.5, label=names[method], **styles[method])
-            spread = stats[stats["count"] > 1]  # error bars only where there are seeds
-            if not spread.empty:
-                ax.errorbar(spread.index, spread["mean"], yerr=spread["std"], fmt="none", capsize=2,
-                            ecolor=styles[method]["color"], elinewidth=0.8)
+            if not stats.empty:  # error bars only where there are seeds
+                drawn.append((stats.index, stats["mean"], stats["std"].where(stats["count"] > 1),
+                              {"markersize": 3.5, **styles[method]}, names[method]))
         for item in [*layout.published, *layout.context]:
             points = sorted((b, v) for (d, b), v in item.values.items() if d == dataset)
             if points:
-                name = item.label.split(" (")[0]
-                ax.plot(*zip(*points, strict=True), **reference_style(item.method, styles),
-                        label=f"{name}, published" + ("" if item.method else " (context)"))
-        ax.set_title(layout.dataset_labels[dataset])
+                xs, ys = zip(*points, strict=True)
+                drawn.append((xs, ys, None, reference_style(item.method, styles),
+                              f"{item.label.split(' (')[0]}, published" + ("" if item.method else " (context)")))
+        panels.append((dataset, None, drawn))
+        band = dense_band([y for line in drawn[:len(drawn)] for y in line[1]])
+        if band is not None:
+            pad = max(0.005, 0.06 * (band[1] - band[0]))
+            panels.append((dataset, (band[0] - pad, band[1] + pad), drawn))
+    fig, axes = _legend_figure(len(panels), len(layout.rows) + len(layout.published) + len(layout.context))
+    for ax, (dataset, limits, drawn) in zip(axes, panels, strict=True):
+        for xs, ys, spread, style, text in drawn:
+            ax.plot(xs, ys, label=text, **style)
+            if spread is not None and spread.notna().any():
+                ax.errorbar(xs, ys, yerr=spread, fmt="none", capsize=2, ecolor=style["color"], elinewidth=0.8)
+        ax.set_title(layout.dataset_labels[dataset] + (", zoomed" if limits else ""))
+        if limits:
+            ax.set_ylim(*limits)
         ax.set_xlabel("bits")
         ax.set_ylabel(label)
         ax.set_xticks(spec["bits"])

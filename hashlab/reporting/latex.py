@@ -26,7 +26,7 @@ def escape(text: str) -> str:
 def _value(cell) -> str:
     """0.752 with its std in script size, bold when best, a dagger for another protocol."""
     if cell.mean is None:
-        return "--"
+        return r"\textit{not run}" if cell.pending else "--"
     text = f"{cell.mean:.3f}"
     if cell.bold:
         text = rf"\textbf{{{text}}}"

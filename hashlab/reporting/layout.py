@@ -24,11 +24,12 @@ class Cell:
     bold: bool = False
     dagger: bool = False      # ran on another protocol than the column's (it never takes the bold)
     diff: dict | None = None  # an ablation row: its difference to the full row, paired by seed
+    pending: int = 0          # its seeds not run yet (a cell with none run yet prints PENDING)
 
     @property
     def text(self) -> str:
         if self.mean is None:
-            return "n/a"
+            return PENDING if self.pending else "n/a"
         return f"{self.mean:.3f}" + (f" ± {self.std:.3f}" if self.seeds > 1 else "")
 
 
@@ -154,6 +155,9 @@ def paired_differences(frame: pd.DataFrame, method_order: list[str], alpha: floa
     return out
 
 
+PENDING = "not run yet"
+
+
 def mark_best(cells: list) -> None:
     """Bold the best mean among ``cells`` when there are several, every cell that prints it (three decimals): two
     cells a reader sees as equal are both the best."""
@@ -184,6 +188,8 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
                 cell.mean, cell.seeds = float(s["mean"]), int(s["count"])
                 cell.std = float(s["std"]) if s["count"] > 1 else None
             cell.diff = paired.get((name, dataset, bits))
+            cell.pending = int(((frame["method"] == name) & (frame["dataset"] == dataset) & (frame["bits"] == bits)
+                                & (frame["missing"] == PENDING)).sum()) if "missing" in frame else 0
             row.cells[(dataset, bits)] = cell
         rows.append(row)
     columns = [c for c in all_columns if any(r.cells[c].mean is not None for r in rows)]
@@ -196,8 +202,10 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
                 and "not run yet" not in reasons:
             skipped[row.label] = sorted(reasons)[0]
     rows = [r for r in rows if r.label not in skipped]
+    incomplete = [c for c in columns if any(r.cells[c].pending for r in rows)]
     for column in columns:  # bold: the best mean among the cells of the column's own protocol, when several
-        mark_best([r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger])
+        if column not in incomplete:  # a best of the cells run so far may not be the column's best
+            mark_best([r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger])
     published, context = _published(spec, rows, column_protocol)
     notes = []
     backbones = {f"{r['label']} [{r['backbone'].split(',')[0]}]": r["backbone"] for r in spec.get("references", [])}
@@ -212,6 +220,14 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
                      "no difference is taken")
     dropped = sorted({d for d, _ in all_columns} - {d for d, _ in columns}, key=[x for x, _ in all_columns].index)
     labels = {d["name"]: dataset_label(d) for d in spec["datasets"]}
+    for dataset in [d for d in labels if d not in dropped]:
+        waiting = [b for d, b in all_columns if d == dataset and (d, b) not in columns]
+        if waiting:
+            notes.append(f"{labels[dataset]} at {_bits_text(waiting)}: no cell yet; left out")
+    for dataset, bits in incomplete:
+        filled = sum(r.cells[(dataset, bits)].mean is not None for r in rows)
+        notes.append(f"{labels[dataset]} at {bits} bits: {filled} of {len(rows)} rows so far, some seeds "
+                     f"{PENDING}; no best is marked in it until they are in")
     for dataset in dropped:
         reasons = frame[(frame["dataset"] == dataset) & (frame["missing"] != "")]["missing"].unique()
         notes.append(f"{labels[dataset]}: no cell yet ({reasons[0] if len(reasons) else 'not run yet'}); its columns "
@@ -225,6 +241,10 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
                              f"protocol ({get_protocol(protocol).in_words}), so it takes no bold from the others")
     return Layout(spec["name"], kind, columns, labels, rows, published, context, notes,
                   _caption(frame, spec, profile, labels, columns, paired), _provenance(frame, profile))
+
+
+def _bits_text(bits: list) -> str:
+    return (", ".join(map(str, bits[:-1])) + f" and {bits[-1]}" if len(bits) > 1 else str(bits[0])) + " bits"
 
 
 def _published(spec: dict, rows: list[Row], column_protocol: dict) -> tuple[list, list]:

@@ -105,10 +105,11 @@ def _deferral(method: str, deferred: dict) -> str:
 
 
 def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None,
-              reports_dir: str | Path = REPORTS_DIR) -> list[Work]:
+              reports_dir: str | Path = REPORTS_DIR, left_out: dict | None = None) -> list[Work]:
     """Every cell the plan names, once, in the order it runs: stage by stage, deferred methods last. Inside a
     stage, the cells of methods still to be tuned come after the others, so that a stage's closed-form
-    and tuned cells (minutes) fill the table while a tuning (hours) waits its turn."""
+    and tuned cells (minutes) fill the table while a tuning (hours) waits its turn. ``left_out``, when given,
+    gathers the cells of the stages' tables that the plan's data sets leave out: their labels by (table, data set)."""
     from hashlab.runs.tuning import tuned
     untuned = {m for m in tuned_methods(plan) if not tuned(m, reports_dir)}
     profile = plan.get("profile")
@@ -130,6 +131,8 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
                     continue
                 datasets = stage.get("datasets") or plan.get("datasets")
                 if datasets and cell.dataset not in datasets:
+                    if left_out is not None:  # a cell two stages name is counted once
+                        left_out.setdefault((spec["name"], cell.dataset), set()).add(cell.label)
                     continue
                 work = Work(cell, stage["name"], [spec["name"]], _deferral(cell.method, plan.get("deferred")))
                 stage_of.setdefault(work.key, position)
@@ -306,7 +309,8 @@ def tuning_seconds(method: str, reports_dir) -> float | None:
 
 def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = None,
            reports_dir: str | Path = REPORTS_DIR) -> str:
-    work = plan_work(plan, runs_dir, data_root, reports_dir)
+    left_out: dict = {}
+    work = plan_work(plan, runs_dir, data_root, reports_dir, left_out)
     minutes = estimates(work)
     lines = ["table                              done  pending  missing data  time left"]
     tables: dict[str, dict] = {}
@@ -324,6 +328,9 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     for table, entry in tables.items():
         lines.append(f"{table:<34} {entry['done']:>4}  {entry['pending']:>7}  {entry['missing']:>12}  "
                      f"{duration_text(entry['minutes']):>9}")
+    for (table, dataset), labels in left_out.items():  # so that a table done here is not taken for complete
+        lines.append(f"{table}: its {len(labels)} {dataset} cells are not in this plan (its data sets: "
+                     f"{', '.join(plan.get('datasets') or ['by stage'])})")
     pending = [w for w in work if not w.cell.missing and not w.cell.done]
     total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned
