@@ -158,13 +158,24 @@ def paired_differences(frame: pd.DataFrame, method_order: list[str], alpha: floa
 PENDING = "not run yet"
 
 
-def mark_best(cells: list) -> None:
+def mark_best(cells: list, noise: tuple[float, float] | None = None) -> None:
     """Bold the best mean among ``cells`` when there are several, every cell that prints it (three decimals): two
-    cells a reader sees as equal are both the best."""
+    cells a reader sees as equal are both the best. With ``noise`` (pooled seed std, t quantile) every cell whose
+    gap to the best is inside the 95 % band of a difference of their means (std * sqrt(1/n1 + 1/n2)) as well: a
+    reader is not shown a winner that a change of seed could make."""
     if len(cells) > 1:
-        best = max(round(c.mean, 3) for c in cells)
+        top = max(cells, key=lambda c: c.mean)
         for cell in cells:
-            cell.bold = round(cell.mean, 3) == best
+            cell.bold = round(cell.mean, 3) == round(top.mean, 3) or (
+                noise is not None and top.mean - cell.mean < noise[1] * noise[0] * (1 / cell.seeds + 1 / top.seeds) ** 0.5)
+
+
+def seed_noise(done: pd.DataFrame) -> tuple[float, float] | None:
+    """(pooled seed std, two-sided 95 % t quantile on its degrees of freedom) over the table's cells with several
+    seeds; None before any has."""
+    from scipy import stats
+    pooled, dof, _ = pooled_seed_std(done.groupby(["method", "dataset", "bits"])["value"].agg(list))
+    return (pooled, float(stats.t.ppf(0.975, dof))) if dof else None
 
 
 def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
@@ -203,9 +214,12 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
             skipped[row.label] = sorted(reasons)[0]
     rows = [r for r in rows if r.label not in skipped]
     incomplete = [c for c in columns if any(r.cells[c].pending for r in rows)]
+    # an ablation's rows are read by their paired differences (Δ, with its own test): its bold stays the best alone
+    noise = seed_noise(done) if kind != "ablation" else None
     for column in columns:  # bold: the best mean among the cells of the column's own protocol, when several
         if column not in incomplete:  # a best of the cells run so far may not be the column's best
-            mark_best([r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger])
+            mark_best([r.cells[column] for r in rows if r.cells[column].mean is not None and not r.cells[column].dagger],
+                      noise)
     published, context = _published(spec, rows, column_protocol)
     notes = []
     backbones = {f"{r['label']} [{r['backbone'].split(',')[0]}]": r["backbone"] for r in spec.get("references", [])}
@@ -239,6 +253,9 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
             if any(d == dataset for d, _ in columns):
                 notes.append(f"{DAGGER} {display_name(name, entry)} on {labels[dataset]} runs on its own paper's "
                              f"protocol ({get_protocol(protocol).in_words}), so it takes no bold from the others")
+    if noise is not None and any(c.bold for r in rows for c in r.cells.values()):
+        notes.insert(0, "Bold: the best mean of a column, and every mean within seed noise of it (inside the 95 % "
+                        f"band of a difference that the pooled seed std, {noise[0]:.3f}, gives)")
     return Layout(spec["name"], kind, columns, labels, rows, published, context, notes,
                   _caption(frame, spec, profile, labels, columns, paired), _provenance(frame, profile))
 
