@@ -26,26 +26,27 @@ def atomic_path(path: str | Path, kept: str | None = None) -> Iterator[Path]:
         yield tmp
         flush_to_disk(tmp)
         tmp.replace(path)
-        flush_to_disk(path.parent)
     except OSError as error:
         tmp.unlink(missing_ok=True)
         raise storage_error(path, error, kept or (f"the previous {path.name}" if path.exists() else "no file")) \
             from error
     finally:
         tmp.unlink(missing_ok=True)
+    flush_to_disk(path.parent)  # after the write is done: a folder that cannot be synced fails nothing
 
 
 def flush_to_disk(path: Path) -> None:
     """fsync a file or a folder (a folder's entry list holds its renames). A file system that cannot sync a folder
     (some network mounts refuse) keeps the rename in its own time: nothing more can be done there."""
-    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         if not path.is_dir():
             raise
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> Path:

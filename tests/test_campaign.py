@@ -297,6 +297,10 @@ def test_status_names_the_cells_its_plan_leaves_out(tmp_path):
                        {"name": "again", "tables": ["table2"], "bits": [12], "seeds": [0]}]}
     text = status(plan, tmp_path / "runs", data_root=str(data), reports_dir=tmp_path)
     assert "table2: its 16 flickr25k cells are not in this plan (its data sets: cifar10)" in text, text
+    by_stage = {"profile": "cpu", "stages": [{"name": "a", "tables": ["table2"], "bits": [12], "datasets": ["cifar10"]},
+                                             {"name": "b", "tables": ["table2"], "bits": [12], "datasets": ["flickr25k"]}]}
+    text = status(by_stage, tmp_path / "runs", data_root=str(data), reports_dir=tmp_path)
+    assert "not in this plan" not in text, text  # each stage runs what the other leaves out
 
 
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():

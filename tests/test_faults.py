@@ -324,6 +324,32 @@ def test_a_written_file_reaches_the_disk_before_its_rename_and_the_rename_after(
     (data, listing_then), (folder, listing_after) = synced
     assert data == str(tmp) and "codes.npz" not in listing_then
     assert folder == str(tmp_path) and listing_after == ["codes.npz"]
+    real_open = os.open
+
+    def no_folder(path, flags, *args):  # a mount that will not open a folder for reading (some FUSE ones)
+        if Path(path).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(hashlab.io.os, "open", no_folder)
+    hashlab.io.write_json_atomic(tmp_path / "record.json", {"status": "finished"})  # written, not an error
+    assert json.loads((tmp_path / "record.json").read_text()) == {"status": "finished"}
+
+
+def test_a_resume_takes_a_best_checkpoint_only_when_written_after_last(tmp_path):
+    """The kill window leaves a best written after last.ckpt and a step ahead of it; a best from before (a run
+    rerun with --force that kept an old run's best-epoch=12) is not resumed, however far it went."""
+    import torch
+
+    from hashlab.runs.fit import resume_checkpoint
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, step, age in (("best-epoch=12.ckpt", 1200, 100), ("last.ckpt", 300, 10)):
+        torch.save({"global_step": step}, folder / name)
+        os.utime(folder / name, (time.time() - age, time.time() - age))
+    assert resume_checkpoint(tmp_path) == str(folder / "last.ckpt")
+    torch.save({"global_step": 400}, folder / "best-epoch=3.ckpt")  # written now: after last.ckpt
+    assert resume_checkpoint(tmp_path) == str(folder / "best-epoch=3.ckpt")
 
 
 @pytest.fixture
@@ -501,6 +527,7 @@ def test_a_last_checkpoint_naming_a_missing_best_file_says_so_and_how_to_rerun(t
         main(["fit", *args])
     second = read_record(run_fit([*args, "--force=true"]))
     assert second["metrics"]["map"] == first["metrics"]["map"]
+    assert (resolve_run_dir(args) / "checkpoints.replaced").is_dir()  # the old run's, not resumed by a later try
 
 
 class KilledBetweenCheckpointWrites(BaseException):

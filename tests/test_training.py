@@ -263,9 +263,11 @@ def test_a_callback_that_can_change_the_run_gives_it_a_cell_of_its_own():
     base = ["--config", "experiments/methods/dpsh_googlenet.yaml", "--profile", "demo"]
     plain = config_hash(resolve_config(base))
     watched = config_hash(resolve_config([*base, "--trainer.callbacks+=LearningRateMonitor"]))
+    by_module = config_hash(resolve_config([*base, "--trainer.callbacks+=lightning.pytorch.callbacks.lr_monitor."
+                                                   "LearningRateMonitor"]))
     stopped = config_hash(resolve_config([*base, "--trainer.callbacks+=EarlyStopping",
                                           "--trainer.callbacks.monitor=val/map", "--trainer.callbacks.mode=max"]))
-    assert plain == watched != stopped
+    assert plain == watched == by_module != stopped
     assert config_hash({"trainer": {"callbacks": None}}) == config_hash({"trainer": {}})
 
 

@@ -31,9 +31,8 @@ NOT_IN_HASH = {
 # trainer.callbacks is hashed apart: the callbacks that only watch or show a run leave its hash alone, any other
 # (EarlyStopping, StochasticWeightAveraging, a user's own) can change what it computes, so its run is a cell of its
 # own rather than the plain cell's folder and record
-WATCHING_CALLBACKS = {f"lightning.pytorch.callbacks.{name}" for name in (
-    "LearningRateMonitor", "DeviceStatsMonitor", "ModelSummary", "RichModelSummary", "TQDMProgressBar",
-    "RichProgressBar")}
+WATCHING_CALLBACKS = {"LearningRateMonitor", "DeviceStatsMonitor", "ModelSummary", "RichModelSummary",
+                      "TQDMProgressBar", "RichProgressBar"}  # of lightning.pytorch.callbacks, by any module path
 # options added after cells were run, with the value that does what the code did before they existed: a
 # config at that value hashes as it did before the option was added, so finished records stay valid. Add
 # an entry with every new option whose default keeps the old behaviour; a changed default is a new cell.
@@ -84,8 +83,11 @@ def config_hash(config: dict, data_fingerprint: str | None = None) -> str:
 def result_changing_callbacks(config: dict) -> list:
     """The config's trainer callbacks other than the WATCHING_CALLBACKS (one callback may be given bare)."""
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
-    return [callback for callback in (callbacks if isinstance(callbacks, list) else [callbacks])
-            if not (isinstance(callback, dict) and callback.get("class_path") in WATCHING_CALLBACKS)]
+    def watching(callback) -> bool:
+        path = str(callback.get("class_path", "")) if isinstance(callback, dict) else ""
+        module, _, name = path.rpartition(".")
+        return name in WATCHING_CALLBACKS and module.split(".")[0] in ("lightning", "pytorch_lightning")
+    return [callback for callback in (callbacks if isinstance(callbacks, list) else [callbacks]) if not watching(callback)]
 
 
 def code_changes(root: str | Path | None = None) -> list[str] | None:

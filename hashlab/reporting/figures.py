@@ -151,6 +151,7 @@ def _map_vs_bits(frame, spec, layout, out_dir, label) -> list[Path]:
             if not stats.empty:  # error bars only where there are seeds
                 drawn.append((stats.index, stats["mean"], stats["std"].where(stats["count"] > 1),
                               {"markersize": 3.5, **styles[method]}, names[method]))
+        ours = len(drawn)
         for item in [*layout.published, *layout.context]:
             points = sorted((b, v) for (d, b), v in item.values.items() if d == dataset)
             if points:
@@ -158,7 +159,7 @@ def _map_vs_bits(frame, spec, layout, out_dir, label) -> list[Path]:
                 drawn.append((xs, ys, None, reference_style(item.method, styles),
                               f"{item.label.split(' (')[0]}, published" + ("" if item.method else " (context)")))
         panels.append((dataset, None, drawn))
-        band = dense_band([y for line in drawn[:len(drawn)] for y in line[1]])
+        band = dense_band([y for line in drawn[:ours] for y in line[1]])  # published figures may lie outside it
         if band is not None:
             pad = max(0.005, 0.06 * (band[1] - band[0]))
             panels.append((dataset, (band[0] - pad, band[1] + pad), drawn))

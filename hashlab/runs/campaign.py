@@ -144,6 +144,12 @@ def plan_work(plan: dict, runs_dir: str | Path = "runs", data_root: str | None =
                         ordered[work.key].tables.append(spec["name"])
                     continue
                 ordered[work.key] = work
+    if left_out is not None:  # a cell one stage leaves out and another runs is in the plan
+        named = {(table, w.cell.label) for w in ordered.values() for table in w.tables}
+        for key in list(left_out):
+            left_out[key] = {label for label in left_out[key] if (key[0], label) not in named}
+            if not left_out[key]:
+                del left_out[key]
     items = sorted(ordered.values(),  # stable: the tables' own order inside each group
                    key=lambda w: (stage_of[w.key], _base(w.cell.method) in untuned))
     return [w for w in items if not w.deferred] + [w for w in items if w.deferred]
@@ -330,7 +336,7 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
                      f"{duration_text(entry['minutes']):>9}")
     for (table, dataset), labels in left_out.items():  # so that a table done here is not taken for complete
         lines.append(f"{table}: its {len(labels)} {dataset} cells are not in this plan (its data sets: "
-                     f"{', '.join(plan.get('datasets') or ['by stage'])})")
+                     f"{', '.join(plan.get('datasets') or ['set by stage'])})")
     pending = [w for w in work if not w.cell.missing and not w.cell.done]
     total = sum(minutes[w.key] for w in pending)
     from hashlab.runs.tuning import tuned

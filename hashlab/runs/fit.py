@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import sys
 import threading
 import time
@@ -119,14 +120,17 @@ def cell_lock(run_dir: Path):
 
 
 def resume_checkpoint(run_dir: Path) -> str | None:
-    """The checkpoint to resume from: the one that went furthest (global step) of last.ckpt and the best ones,
-    last.ckpt on a tie. A best checkpoint is ahead of last.ckpt after a kill between Lightning's two writes of an
-    epoch (it saves the new best, deletes the old one, then writes last.ckpt, which until then names the deleted
-    file). A checkpoint cut short (a kill or a full disk while Lightning wrote it) is set aside with a warning
-    naming it; with none that loads the run starts again."""
+    """The checkpoint to resume from: the one that went furthest (global step) of last.ckpt and the best ones
+    written after it, last.ckpt on a tie. A best checkpoint is ahead of last.ckpt after a kill between Lightning's
+    two writes of an epoch (it saves the new best, deletes the old one, then writes last.ckpt, which until then
+    names the deleted file). A checkpoint cut short (a kill or a full disk while Lightning wrote it) is set aside
+    with a warning naming it; with none that loads the run starts again."""
     import torch
     folder = run_dir / "checkpoints"
-    candidates = [folder / "last.ckpt", *sorted(folder.glob("best-*.ckpt"))] if folder.is_dir() else []
+    last = folder / "last.ckpt"
+    newer = last.stat().st_mtime_ns if last.exists() else -1
+    candidates = [last, *sorted(p for p in folder.glob("best-*.ckpt") if p.stat().st_mtime_ns > newer)] \
+        if folder.is_dir() else []
     steps = {}
     for path in candidates:
         if not path.exists():
@@ -323,6 +327,11 @@ def _run_fit(args: list[str], callbacks, first_epochs: int | None) -> Path:
             # aside before the new codes replace the old: a rerun stopped between its codes and its record would
             # leave the old record beside the new codes, taken for a finished cell
             record_path.replace(record_path.with_name(REPLACED_RECORD_NAME))
+        if cli.config.force and (cli.run_dir / "checkpoints").is_dir():
+            # and the old checkpoints: a rerun stopped before its own would resume the old run's
+            aside = cli.run_dir / "checkpoints.replaced"
+            shutil.rmtree(aside, ignore_errors=True)
+            (cli.run_dir / "checkpoints").rename(aside)
         return _fit_and_record(cli, record_path)
 
 
