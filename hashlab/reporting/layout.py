@@ -188,6 +188,7 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
     stats = done.groupby(["method", "dataset", "bits"])["value"].agg(["mean", "std", "count"])
     kind = spec.get("kind") or ""
     paired = paired_differences(frame, list(entries)) if kind == "ablation" else {}
+    pending = frame[frame["missing"] == PENDING].groupby(["method", "dataset", "bits"]).size()  # seeds not run yet
     rows = []
     for name, entry in entries.items():
         row = Row(name, display_name(name, entry), groups[name])
@@ -199,8 +200,7 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
                 cell.mean, cell.seeds = float(s["mean"]), int(s["count"])
                 cell.std = float(s["std"]) if s["count"] > 1 else None
             cell.diff = paired.get((name, dataset, bits))
-            cell.pending = int(((frame["method"] == name) & (frame["dataset"] == dataset) & (frame["bits"] == bits)
-                                & (frame["missing"] == PENDING)).sum()) if "missing" in frame else 0
+            cell.pending = int(pending.get((name, dataset, bits), 0))
             row.cells[(dataset, bits)] = cell
         rows.append(row)
     columns = [c for c in all_columns if any(r.cells[c].mean is not None for r in rows)]
