@@ -340,6 +340,53 @@ def test_a_router_follows_its_shards_when_the_index_is_split_again(tmp_path):
         assert all(url not in body.decode() for url in shards)  # the shards' addresses are for the router's log
 
 
+def test_a_router_started_while_its_shards_are_split_again_waits_for_the_split(tmp_path):
+    """A router started while `hashlab index split` moves its shards' servers to a new split one by one saw shards
+    of two splits and stopped with a traceback. It now looks again for a few seconds; shards that stay mixed, and
+    a shard that does not answer, stop it with one line that says what to do."""
+    import socket
+    import sys
+    import threading
+    from contextlib import ExitStack
+
+    from hashlab.errors import ConfigError
+    from hashlab.search.shards import ShardedIndex, split_index
+    from hashlab.search.storage import _swap
+    images, index = tmp_path / "images", tmp_path / "index"
+    write_digits(images, 60)
+    build_index(images, index, UnsupervisedEncoder("crow", 32, image_size=SIZE), progress=False)
+    split_index(index, tmp_path / "old", 2)
+    split_index(index, tmp_path / "new", 2)  # another split of the same index: its own id
+
+    def move(shard: int) -> None:  # what the split does to a served shard folder: a new build, then `current`
+        new = tmp_path / "new" / f"shard-{shard}"
+        build = (new / "current").readlink().name
+        shutil.copytree(new / build, tmp_path / "old" / f"shard-{shard}" / build)
+        _swap(tmp_path / "old" / f"shard-{shard}", tmp_path / "old" / f"shard-{shard}" / build)
+
+    with ExitStack() as stack:
+        shards = [stack.enter_context(serving(tmp_path / "old" / f"shard-{k}")) for k in (0, 1)]
+        old_split = json.loads(get(shards[1] + "/api/meta")[1])["split"]
+        move(0)  # half-way: shard 0 serves the new split, shard 1 the old one
+        assert json.loads(get(shards[0] + "/api/meta")[1])["split"] != old_split
+        with pytest.raises(ConfigError, match=r"different splits .*after 5 s of looking: give --shards the URLs"):
+            ShardedIndex(shards)  # the split never ends
+        rest = threading.Timer(1.5, move, args=(1,))  # the split ends while the router looks
+        rest.start()
+        router = ShardedIndex(shards)
+        rest.join()
+        new_split = json.loads(get(shards[1] + "/api/meta")[1])["split"]
+        assert new_split != old_split and router.view.split == new_split and len(router) == 60
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    stopped = subprocess.run([sys.executable, "-m", "hashlab.cli", "serve", "--shards", down], capture_output=True,
+                             text=True, timeout=120)
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr, stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1].startswith(f"error: shard URL 1 of 1 ({down}) did not answer")
+    assert "Start each shard's server first" in stopped.stderr
+
+
 def test_the_upload_pixel_limit_leaves_the_collections_own_large_images_alone(tmp_path):
     """--max-pixels refuses uploads; an indexed image bigger than it (twice, where Pillow's own bomb check would
     fire) is still shown."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hashlab.errors import ConfigError
 from hashlab.search.index import SearchIndex
 from hashlab.search.query import SHORTLIST, Candidates, answer_queries, encode_images, merge_candidates
 from hashlab.search.storage import binary_index, new_build, write_catalog
@@ -51,6 +52,11 @@ class ShardsChanged(RuntimeError):
 
 class StaleView(RuntimeError):
     """A shard answered from another split than the router's view of them: the router looks again."""
+
+
+class MixedSplits(ConfigError):
+    """The shard URLs serve shards of different splits: for a moment while an index is split again (the shards'
+    servers move to the new split one by one), for good when the URLs are another split's."""
 
 
 def split_fingerprint(meta: dict) -> str:
@@ -127,7 +133,26 @@ class ShardedIndex:
                         for url in urls}
         self.pool = ThreadPoolExecutor(max_workers=len(self.clients), thread_name_prefix="hashlab-shard")
         self._looking = threading.Lock()
-        self.view = self._look()  # a ValueError here says why these URLs are not one split's shards
+        self.view = self._first_look()
+
+    def _first_look(self, looks: int = 10, pause: float = 0.5) -> ShardView:
+        """The look at start-up. A shard that does not answer, or URLs that are not one split's shards, is the
+        user's to fix: one line (ConfigError), no traceback. Shards of two splits, or an encoder that changed
+        while it was read, can be a split being written: looked at again for up to ``looks * pause`` seconds."""
+        for _ in range(looks):
+            try:
+                return self._look()
+            except ShardUnavailable as error:
+                raise ConfigError(f"{error}. Start each shard's server first (`hashlab serve --index OUT/shard-K`, "
+                                  "one per folder `hashlab index split` wrote) and check the --shards URLs") \
+                    from error
+            except (MixedSplits, StaleView) as error:
+                last = error
+                log.info("%s: looking at the shards again in %.1f s", error, pause)
+                time.sleep(pause)
+        raise ConfigError(f"{last}, after {looks * pause:.0f} s of looking: give --shards the URLs of one split's "
+                          "shards (if the index is being split again, start the router when it is written)") \
+            from last
 
     def _look(self) -> ShardView:
         urls = list(self.clients)
@@ -195,18 +220,20 @@ class ShardedIndex:
 
 
 def check_shards(urls: list[str], metas: list[dict]) -> None:
-    """ValueError unless the servers at ``urls`` serve every shard of one split, once each."""
+    """ConfigError unless the servers at ``urls`` serve every shard of one split, once each (MixedSplits: shards
+    of more than one split or encoder)."""
     for url, meta in zip(urls, metas, strict=True):
         meta["url"] = url
         if "shard" not in meta:
-            raise ValueError(f"{url} serves a whole index, not a shard: split it with `hashlab index split`")
+            raise ConfigError(f"{url} serves a whole index, not a shard: split it with `hashlab index split`")
     if {m["encoder_sha256"] for m in metas} != {metas[0]["encoder_sha256"]} or \
             {m["split"] for m in metas} != {metas[0]["split"]}:
-        raise ValueError("the shards come from different splits or encoders: "
+        raise MixedSplits("the shards come from different splits or encoders: "
                          + ", ".join(f"{m['url']} (shard {m['shard']} of split {m['split']})" for m in metas))
     found = sorted(m["shard"] for m in metas)
     if found != list(range(metas[0]["shards"])):
-        raise ValueError(f"the index was split into {metas[0]['shards']} shards; the URLs serve shards {found}")
+        raise ConfigError(f"the index was split into {metas[0]['shards']} shards; the URLs serve shards {found}: "
+                          "give --shards one URL for each")
 
 
 class ShardView:
