@@ -318,12 +318,14 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     left_out: dict = {}
     work = plan_work(plan, runs_dir, data_root, reports_dir, left_out)
     minutes = estimates(work)
-    lines = ["table                              done  pending  missing data  time left"]
+    lines = ["table                              done  pending  missing data  n/a  time left"]
     tables: dict[str, dict] = {}
     for item in work:
         for table in item.tables:
-            entry = tables.setdefault(table, {"done": 0, "pending": 0, "missing": 0, "minutes": 0.0})
-            if item.cell.missing:
+            entry = tables.setdefault(table, {"done": 0, "pending": 0, "missing": 0, "n/a": 0, "minutes": 0.0})
+            if item.cell.not_applicable:  # a row its spec leaves out on this data set: never to run here
+                entry["n/a"] += 1
+            elif item.cell.missing:
                 entry["missing"] += 1
             elif item.cell.done:
                 entry["done"] += 1
@@ -333,7 +335,7 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
                     entry["minutes"] += minutes[item.key]
     for table, entry in tables.items():
         lines.append(f"{table:<34} {entry['done']:>4}  {entry['pending']:>7}  {entry['missing']:>12}  "
-                     f"{duration_text(entry['minutes']):>9}")
+                     f"{entry['n/a']:>3}  {duration_text(entry['minutes']):>9}")
     for (table, dataset), labels in left_out.items():  # so that a table done here is not taken for complete
         lines.append(f"{table}: its {len(labels)} {dataset} cells are not in this plan (its data sets: "
                      f"{', '.join(plan.get('datasets') or ['set by stage'])})")
@@ -593,7 +595,8 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
                 failed.add(item.key)
         pending = [w for w in work if not w.cell.missing and not w.cell.done and w.key not in failed | skipped]
         if not pending:
-            done, missing = sum(w.cell.done for w in work), sum(bool(w.cell.missing) for w in work)
+            done = sum(w.cell.done for w in work)
+            missing = sum(bool(w.cell.missing) and not w.cell.not_applicable for w in work)
             log(f"no cell left to run: {done} done" + (f", {missing} waiting for their data (--status names the tables)"
                                                         if missing else "")
                 + (f", {len(failed | skipped)} failed or busy" if failed | skipped else ""))

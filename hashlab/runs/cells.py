@@ -39,6 +39,7 @@ class Cell:
     seed: int
     args: list[str]
     missing: str = ""          # why the cell cannot run here (no data), empty when it can
+    not_applicable: bool = False  # left out by its table's spec (skip_datasets), not for want of data
     runs_dir: Path = Path("runs")
     reports_dir: Path = REPORTS_DIR  # where its committed record would be
     estimate_min: float = DEFAULT_ESTIMATE_MIN
@@ -215,7 +216,8 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
                              f"--data.init_args.protocol={protocol}", f"--model.init_args.bits={bits}",
                              f"--seed_everything={seed}", f"--runs_dir={runs_dir}"]
                     out.append(Cell(method["name"], dataset["name"], protocol, bits, seed, args,
-                                    missing=missing, estimate_min=float(estimate), runs_dir=Path(runs_dir),
+                                    missing=missing, not_applicable=bool(skip), estimate_min=float(estimate),
+                                    runs_dir=Path(runs_dir),
                                     reports_dir=Path(reports_dir)))
     return out
 

@@ -174,15 +174,17 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
     all_cells = cells(spec, runs_dir, profile, data_root, list(range(seeds)) if seeds else None, reports_dir)
     chosen = [c for c in all_cells if (not datasets or c.dataset in datasets) and (not methods or c.method in methods)]
     todo = [c for c in chosen if not c.missing and not c.done]
-    missing = [c for c in chosen if c.missing]
+    missing = [c for c in chosen if c.missing and not c.not_applicable]
+    left_out = [c for c in chosen if c.not_applicable]
     minutes = estimates(all_cells)
     left = sum(minutes[c.method] for c in todo)
     print(f"table {spec['name']} (profile {profile or default_profile(spec)}): {len(chosen)} cells, "
           f"{sum(c.done for c in chosen)} done, {len(todo)} to run (about {duration_text(left)}), "
-          f"{len(missing)} missing data")
+          f"{len(missing)} missing data" + (f", {len(left_out)} left out by the spec (n/a on their data)"
+                                            if left_out else ""))
     if dry_run:
         for cell in chosen:
-            state = "missing" if cell.missing else "done" if cell.done else f"todo ~{duration_text(minutes[cell.method])}"
+            state = "n/a" if cell.not_applicable else "missing" if cell.missing else "done" if cell.done else f"todo ~{duration_text(minutes[cell.method])}"
             where = cell.missing or str(cell.record if cell.record.exists() or not cell.committed else cell.committed)
             print(f"  {state:<14} {cell.label:<40} {where}")
         return todo
