@@ -240,8 +240,10 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
             notes.append(f"{labels[dataset]} at {_bits_text(waiting)}: no cell yet; left out")
     for dataset, bits in incomplete:
         filled = sum(r.cells[(dataset, bits)].mean is not None for r in rows)
-        notes.append(f"{labels[dataset]} at {bits} bits: {filled} of {len(rows)} rows so far, some seeds "
-                     f"{PENDING}; no best is marked in it until they are in")
+        partial = sum(r.cells[(dataset, bits)].mean is not None and r.cells[(dataset, bits)].pending > 0 for r in rows)
+        some = f", {partial} of them with some seeds {PENDING}" if partial else ""
+        notes.append(f"{labels[dataset]} at {bits} bits: {filled} of {len(rows)} rows so far{some}; no best is marked "
+                     "in it until every seed is in")
     for dataset in dropped:
         reasons = frame[(frame["dataset"] == dataset) & (frame["missing"] != "")]["missing"].unique()
         notes.append(f"{labels[dataset]}: no cell yet ({reasons[0] if len(reasons) else 'not run yet'}); its columns "
