@@ -377,11 +377,14 @@ def test_a_router_started_while_its_shards_are_split_again_waits_for_the_split(t
         rest.join()
         new_split = json.loads(get(shards[1] + "/api/meta")[1])["split"]
         assert new_split != old_split and router.view.split == new_split and len(router) == 60
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    stopped = subprocess.run([sys.executable, "-m", "hashlab.cli", "serve", "--shards", down], capture_output=True,
-                             text=True, timeout=120)
+    free = []
+    for _ in range(2):  # a port nobody listens on, for the shard, and one for the router
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free.append(probe.getsockname()[1])
+    down = f"http://127.0.0.1:{free[0]}"
+    stopped = subprocess.run([sys.executable, "-m", "hashlab.cli", "serve", "--shards", down, "--port", str(free[1])],
+                             capture_output=True, text=True, timeout=120)
     assert stopped.returncode == 1 and "Traceback" not in stopped.stderr, stopped.stderr
     assert stopped.stderr.strip().splitlines()[-1].startswith(f"error: shard URL 1 of 1 ({down}) did not answer")
     assert "Start each shard's server first" in stopped.stderr

@@ -139,20 +139,29 @@ class ShardedIndex:
         """The look at start-up. A shard that does not answer, or URLs that are not one split's shards, is the
         user's to fix: one line (ConfigError), no traceback. Shards of two splits, or an encoder that changed
         while it was read, can be a split being written: looked at again for up to ``looks * pause`` seconds."""
-        for _ in range(looks):
+        for look in range(1, looks + 1):
             try:
                 return self._look()
             except ShardUnavailable as error:
+                self.close()
                 raise ConfigError(f"{error}. Start each shard's server first (`hashlab serve --index OUT/shard-K`, "
                                   "one per folder `hashlab index split` wrote) and check the --shards URLs") \
                     from error
             except (MixedSplits, StaleView) as error:
-                last = error
+                if look == looks:
+                    self.close()
+                    raise ConfigError(f"{error}, after {looks * pause:.0f} s of looking: give --shards the URLs of "
+                                      "one split's shards (if the index is being split again, start the router when "
+                                      "it is written)") from error
                 log.info("%s: looking at the shards again in %.1f s", error, pause)
                 time.sleep(pause)
-        raise ConfigError(f"{last}, after {looks * pause:.0f} s of looking: give --shards the URLs of one split's "
-                          "shards (if the index is being split again, start the router when it is written)") \
-            from last
+        raise AssertionError("a look returns or raises")
+
+    def close(self) -> None:
+        """Close the connections to the shards and their thread pool."""
+        for client in self.clients.values():
+            client.close()
+        self.pool.shutdown(wait=False)
 
     def _look(self) -> ShardView:
         urls = list(self.clients)
