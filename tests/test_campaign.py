@@ -314,6 +314,11 @@ def test_status_counts_a_row_its_spec_leaves_out_apart_from_missing_data(tmp_pat
     row = next(line for line in status(plan, tmp_path / "runs", data_root=str(tmp_path / "data"),
                                        reports_dir=tmp_path).splitlines() if line.startswith("ablation-dfch "))
     assert row.split()[1:5] == ["0", "0", "3", "1"], row  # done, pending, missing data, n/a
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump({**plan, "tune": []}))
+    said = []
+    assert run_campaign(tmp_path / "plan.yaml", tmp_path / "runs", data_root=str(tmp_path / "data"),
+                        reports_dir=tmp_path, nice=0, log=said.append, allow_dirty=True) == []
+    assert said[-1] == "no cell left to run: 0 done, 3 waiting for their data (--status names the tables)", said
 
 
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
