@@ -47,19 +47,23 @@ def test_every_table_cell_resolves_to_the_config_it_had_before_the_configs_were_
 
 
 def test_method_and_profile_configs_say_each_thing_once():
-    """At most 35 % of the non-comment lines of the method and profile configs repeat in another of them
-    (experiments/tuned.yaml, written by `hashlab tune`, is not counted: its lines are mostly unique)."""
+    """At most 25 % of the settings in the method and profile configs repeat in another of them (20 % on
+    2026-12-05). Section lines (`cpu:`, `demo: {}`) are not counted: every method file has its profiles' sections,
+    so a new method's file would raise the share without repeating a setting (experiments/tuned.yaml, written by
+    `hashlab tune`, is not counted either: its lines are mostly unique)."""
+    import re
+    section = re.compile(r"^[\w.-]+:\s*(\{\})?$")
     files = [*sorted((ROOT / "experiments" / "methods").glob("*.yaml")),
              *sorted((ROOT / "experiments" / "profiles").glob("*.yaml"))]
     where, lines = defaultdict(set), []
     for path in files:
         for line in path.read_text().splitlines():
             text = line.strip()
-            if text and not text.startswith("#"):
+            if text and not text.startswith("#") and not section.match(text):
                 where[text].add(path)
                 lines.append(text)
     repeated = sum(len(where[text]) > 1 for text in lines)
-    assert repeated / len(lines) <= 0.35, f"{repeated} of {len(lines)} lines repeat in another config"
+    assert repeated / len(lines) <= 0.25, f"{repeated} of {len(lines)} settings repeat in another config"
 
 
 def test_a_value_comes_from_its_layer_with_its_label(monkeypatch):
