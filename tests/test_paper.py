@@ -123,6 +123,34 @@ def test_a_column_still_filling_marks_no_best_and_says_what_is_not_run_yet(pdfla
     assert_compiles(tmp_path / "t")
 
 
+def test_a_filling_column_counts_only_the_rows_that_apply_to_its_data(tmp_path):
+    """ablation-dfch with Flickr25K: its 0/1-similarity row stays (it has Flickr25K cells) but is n/a on CIFAR-10,
+    so a CIFAR-10 column still filling has 3 rows to come, not 4."""
+    spec, frame = full_frame("ablation-dfch")
+    flickr = (frame["dataset"] == "flickr25k") & (frame["missing"] == "no data here")
+    frame.loc[flickr, ["value", "map", "missing"]] = [0.8, 0.8, ""]
+    waiting = (frame["dataset"] == "cifar10") & (frame["bits"] == 48) & (frame["seed"] == 2) \
+        & (frame["method"] == "dfch without quantization")
+    frame.loc[waiting, ["value", "map", "missing"]] = [float("nan"), float("nan"), "not run yet"]
+    layout = render_frame(frame, spec, "cpu", tmp_path / "t")["layout"]
+    assert len(layout.rows) == 4
+    assert "CIFAR-10 at 48 bits: 3 of 3 rows so far, 1 of them with some seeds not run yet" in \
+        (tmp_path / "t" / "table.md").read_text()
+
+
+def test_a_data_set_left_out_is_said_for_its_own_reason_not_a_rows(tmp_path):
+    """ablation-dfch without CIFAR-10 data: the caption says the data is absent, even where the first row the frame
+    holds is the 0/1-similarity row, which is left out of CIFAR-10 for a reason of its own."""
+    spec, frame = full_frame("ablation-dfch")
+    frame.loc[frame["dataset"] == "flickr25k", ["value", "map", "missing"]] = [0.8, 0.8, ""]
+    cifar = (frame["dataset"] == "cifar10") & (frame["missing"] == "")
+    frame.loc[cifar, ["value", "map", "missing"]] = [float("nan"), float("nan"), "no cifar10 data here"]
+    frame = frame.sort_values("method", key=lambda m: ~m.str.contains("0/1"), kind="stable")  # the 0/1 row first
+    render_frame(frame, spec, "cpu", tmp_path / "t")
+    assert "CIFAR-10: no cell yet (no cifar10 data here); its columns are left out" in \
+        (tmp_path / "t" / "table.md").read_text()
+
+
 def test_bold_takes_every_mean_a_change_of_seed_could_make_the_best(tmp_path):
     """One-seed cells 0.005 below the best are within seed noise (pooled std about 0.005 over the 3-seed cells at
     48 bits): bold, with the caption saying what bold means; 0.03 below is not."""

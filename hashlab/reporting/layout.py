@@ -239,13 +239,18 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
         if waiting:
             notes.append(f"{labels[dataset]} at {_bits_text(waiting)}: no cell yet; left out")
     for dataset, bits in incomplete:
-        filled = sum(r.cells[(dataset, bits)].mean is not None for r in rows)
-        partial = sum(r.cells[(dataset, bits)].mean is not None and r.cells[(dataset, bits)].pending > 0 for r in rows)
+        cells = [r.cells[(dataset, bits)] for r in rows]
+        filled = sum(c.mean is not None for c in cells)
+        expected = sum(c.mean is not None or c.pending > 0 for c in cells)  # not the rows n/a on this data set
+        partial = sum(c.mean is not None and c.pending > 0 for c in cells)
         some = f", {partial} of them with some seeds {PENDING}" if partial else ""
-        notes.append(f"{labels[dataset]} at {bits} bits: {filled} of {len(rows)} rows so far{some}; no best is marked "
+        notes.append(f"{labels[dataset]} at {bits} bits: {filled} of {expected} rows so far{some}; no best is marked "
                      "in it until every seed is in")
     for dataset in dropped:
-        reasons = frame[(frame["dataset"] == dataset) & (frame["missing"] != "")]["missing"].unique()
+        # why the data set has no cell: not a row's own reason to be left out of it (skip_datasets)
+        own = {(m.get("skip_datasets") or {}).get(dataset) for m in spec["methods"]}
+        reasons = [r for r in frame[(frame["dataset"] == dataset) & (frame["missing"] != "")]["missing"].unique()
+                   if r not in own]
         notes.append(f"{labels[dataset]}: no cell yet ({reasons[0] if len(reasons) else 'not run yet'}); its columns "
                      "are left out")
     for label, reason in skipped.items():
