@@ -494,3 +494,19 @@ def test_ablation_marks_are_holm_corrected_over_the_table_and_never_below_what_i
     assert not any(d["outside"] for d in four.values())
     tiny = table({"a": [0.0002, 0.00021, 0.00022]})[("a", "c", 48)]
     assert tiny["p"] < 0.05 and not tiny["outside"] and tiny["text"] == "+0.000 ± 0.000"
+
+
+def test_a_method_with_no_config_for_the_profile_is_not_applicable_not_missing_data(tmp_path):
+    """Its cells never run in that profile, whatever data arrives: n/a, so that a campaign does not say they wait
+    for their data."""
+    import copy
+
+    from hashlab.runs.cells import cells
+    spec = copy.deepcopy(load_spec("table2"))
+    spec["profiles"]["smoke"] = "the smoke profile (only the seed methods have it)"
+    by_method = {}
+    for cell in cells(spec, profile="smoke", data_root=str(tmp_path)):
+        by_method.setdefault(cell.method, set()).add(cell.not_applicable)
+    assert by_method["dsh"] == {True} and "no config for profile smoke" in \
+        next(c.missing for c in cells(spec, profile="smoke", data_root=str(tmp_path)) if c.method == "dsh")
+    assert by_method["dpsh_googlenet"] == {False}  # it has one: its cells wait for the data

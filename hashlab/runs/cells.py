@@ -39,7 +39,8 @@ class Cell:
     seed: int
     args: list[str]
     missing: str = ""          # why the cell cannot run here (no data), empty when it can
-    not_applicable: bool = False  # left out by its table's spec (skip_datasets), not for want of data
+    not_applicable: bool = False  # left out by its table's spec (skip_datasets) or by the profile (no config of
+    # the method for it): never to run here, whatever data arrives
     runs_dir: Path = Path("runs")
     reports_dir: Path = REPORTS_DIR  # where its committed record would be
     estimate_min: float = DEFAULT_ESTIMATE_MIN
@@ -195,7 +196,8 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
             estimate = estimate.get(profile, DEFAULT_ESTIMATE_MIN)
         for dataset in spec["datasets"]:
             folder, missing = _data_location(dataset, data_root)
-            if config is None or not _has_profile(config, profile):
+            no_profile = config is None or not _has_profile(config, profile)
+            if no_profile:
                 missing = f"method {method['name']} has no config for profile {profile}"
             # a row that means nothing on a data set (an ablation of multi-label similarity on single-label data)
             skip = (method.get("skip_datasets") or {}).get(dataset["name"])
@@ -216,7 +218,7 @@ def cells(spec: dict, runs_dir: str | Path = "runs", profile: str | None = None,
                              f"--data.init_args.protocol={protocol}", f"--model.init_args.bits={bits}",
                              f"--seed_everything={seed}", f"--runs_dir={runs_dir}"]
                     out.append(Cell(method["name"], dataset["name"], protocol, bits, seed, args,
-                                    missing=missing, not_applicable=bool(skip), estimate_min=float(estimate),
+                                    missing=missing, not_applicable=bool(skip) or no_profile, estimate_min=float(estimate),
                                     runs_dir=Path(runs_dir),
                                     reports_dir=Path(reports_dir)))
     return out
