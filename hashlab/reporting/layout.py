@@ -245,7 +245,7 @@ def build_layout(frame: pd.DataFrame, spec: dict, profile: str) -> Layout:
         partial = sum(c.mean is not None and c.pending > 0 for c in cells)
         some = f", {partial} of them with some seeds {PENDING}" if partial else ""
         notes.append(f"{labels[dataset]} at {bits} bits: {filled} of {expected} rows so far{some}; no best is marked "
-                     "in it until every seed is in")
+                     "in it until the column is complete")
     for dataset in dropped:
         # why the data set has no cell: not a row's own reason to be left out of it (skip_datasets)
         own = {(m.get("skip_datasets") or {}).get(dataset) for m in spec["methods"]}
