@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hashlab.reporting.layout import Layout, display_name, method_groups
+from hashlab.reporting.layout import SIGNIFICANT, Layout, display_name, method_groups
 
 COLUMN_IN, PAGE_IN = 3.3, 7.0
 PAPER = {"pdf.fonttype": 42, "ps.fonttype": 42, "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8,
@@ -183,15 +183,15 @@ def _map_vs_bits(frame, spec, layout, out_dir, label) -> list[Path]:
 
 def _map_by_method(frame, spec, layout, out_dir, label) -> list[Path]:
     """One bar per row (mean over seeds; ± std only where there are seeds), the first row's value as a dashed
-    line, on an axis zoomed to the values, so that a difference of 0.01 shows."""
+    line, on an axis zoomed to the values, so that a difference of 0.01 shows; each row's figure (and an ablation
+    row's paired difference, * where the table marks it) under its name."""
     import matplotlib.pyplot as plt
-    from matplotlib.transforms import blended_transform_factory
     datasets = _datasets(layout)
     if not datasets:
         return []
     styles = method_styles(spec)
     rows = layout.rows
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(COLUMN_IN, 0.55 + 0.24 * len(rows) * len(datasets)),
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(COLUMN_IN, 0.55 + 0.36 * len(rows) * len(datasets)),
                              squeeze=False)
     for ax, dataset in zip(axes[:, 0], datasets, strict=True):
         column = (dataset, spec["bits"][0])
@@ -200,7 +200,7 @@ def _map_by_method(frame, spec, layout, out_dir, label) -> list[Path]:
         stds = np.array([c.std if c.std is not None else 0.0 for c in cells])
         shown = ~np.isnan(means)
         low = float(np.nanmin(means - stds)) - 0.02
-        high = float(np.nanmax(means + stds)) + 0.05
+        high = float(np.nanmax(means + stds)) + 0.006
         y = np.arange(len(rows))
         ax.barh(y[shown], means[shown] - low, left=low, color=[styles[r.method]["color"] for r, s in
                                                                  zip(rows, shown, strict=True) if s], height=0.65)
@@ -210,12 +210,13 @@ def _map_by_method(frame, spec, layout, out_dir, label) -> list[Path]:
                         elinewidth=0.8)
         if shown[0]:
             ax.axvline(means[0], ls="--", color="0.3", linewidth=0.8)
-        values = blended_transform_factory(ax.transAxes, ax.transData)
-        for row, cell in zip(y, cells, strict=True):  # at the right edge: clear of the bars and the line
-            ax.text(0.99, row, cell.text.replace(" ± ", "±") if cell.mean is not None else "n/a", ha="right",
-                    va="center", fontsize=6.5, transform=values)
         ax.set_xlim(low, high)
-        ax.set_yticks(y, [r.label for r in rows])
+        # each row's figure under its name, clear of the bars, the error bars and the line; an ablation row's
+        # paired difference to the full method beside it, as the table prints it
+        figures = [(c.text if c.mean is not None else "n/a")
+                   + (f", Δ {c.diff['mean']:+.3f}{SIGNIFICANT if c.diff['outside'] else ''}" if c.diff else "")
+                   for c in cells]
+        ax.set_yticks(y, [f"{r.label}\n{text}" for r, text in zip(rows, figures, strict=True)])
         ax.invert_yaxis()
         ax.set_xlabel(f"{label}, {layout.dataset_labels[dataset]}, {spec['bits'][0]} bits")
         ax.grid(axis="x", alpha=0.3, linewidth=0.5)
