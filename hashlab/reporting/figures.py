@@ -107,7 +107,10 @@ def _legend(fig, axes, order: list[str]) -> None:
     if not entries:
         return
     if len(entries) <= 6 and len(axes) == 1 and fig.get_figwidth() <= COLUMN_IN:
-        axes[0].legend(list(entries.values()), list(entries), frameon=False, fontsize=6)
+        # under the axes: inside them, no place is sure to be free of the curves (it hid part of one, or lines
+        # crossed its text)
+        axes[0].legend(list(entries.values()), list(entries), fontsize=6, frameon=False, loc="upper center",
+                       bbox_to_anchor=(0.5, -0.22), ncol=2, handlelength=1.8, columnspacing=1.0)
         return
     fig.legend(list(entries.values()), list(entries), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
                ncol=1 if len(entries) <= 12 else 2, handlelength=1.8, columnspacing=1.0)
