@@ -180,6 +180,8 @@ def _add_campaign_parser(commands) -> None:
     campaign = commands.add_parser("campaign", help="fill the committed tables cell by cell (experiments/campaign.yaml), "
                                    "niced and resumable")
     campaign.add_argument("--status", action="store_true", help="per table: cells done, pending, time left")
+    campaign.add_argument("--stop", action="store_true", help="ask the campaign running on --runs-dir to stop once "
+                          "its current cell is delivered (the moment to pull or land code), and return at once")
     campaign.add_argument("--plan", default="experiments/campaign.yaml")
     campaign.add_argument("--runs-dir", default="runs")
     campaign.add_argument("--reports-dir", default="reports")
@@ -346,8 +348,11 @@ def _tune(args, parser) -> None:
 
 
 def _campaign(args, parser) -> None:
-    from hashlab.runs.campaign import load_plan, run_campaign, status
-    if args.status:
+    from hashlab.runs.campaign import load_plan, request_stop, run_campaign, status
+    if args.stop:
+        print(f"asked ({request_stop(args.runs_dir)}): the running campaign stops once its current cell is delivered "
+              "and says so in its log; a campaign started later removes the request first")
+    elif args.status:
         print(status(load_plan(args.plan), args.runs_dir, args.data_root, args.reports_dir))
     else:
         run_campaign(args.plan, args.runs_dir, args.data_root, args.reports_dir, args.nice, args.max_cells,

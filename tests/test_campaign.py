@@ -321,6 +321,32 @@ def test_status_counts_a_row_its_spec_leaves_out_apart_from_missing_data(tmp_pat
     assert said[-1] == "no cell left to run: 0 done, 3 waiting for their data (--status names the tables)", said
 
 
+def test_a_campaign_asked_to_stop_stops_after_its_current_cell(tmp_path):
+    """`hashlab campaign --stop`: the running campaign delivers the cell it is on and stops before the next, so code
+    can be pulled or landed with no cell killed half-way or run across two commits. A request left from before a
+    campaign started is not for it."""
+    from hashlab.cli import main
+    from hashlab.runs.campaign import STOP_REQUEST, request_stop
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    main(["campaign", "--stop", "--runs-dir", str(runs)])  # no campaign running: a stale request
+    assert (runs / STOP_REQUEST).exists()
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"profile": "demo", "stages": [{"name": "demo", "tables": ["demo"]}], "tune": []}))
+    logged = []
+
+    def log(line: str) -> None:
+        logged.append(line)
+        if line.startswith("  done in "):  # asked while the first cell is being delivered
+            request_stop(runs)
+
+    finished = run_campaign(plan, runs, reports_dir=reports, nice=0, log=log, allow_dirty=True)
+    assert any(line.startswith("an earlier stop request") for line in logged), logged
+    assert len(finished) == 1 and finished[0].exists()  # of the demo table's 3 cells
+    assert logged[-1].startswith("stopping, as asked"), logged[-3:]
+    assert not (runs / STOP_REQUEST).exists()  # answered: the next start runs
+    assert (reports / "demo" / "table.md").exists()  # the finished cell was delivered before it stopped
+
+
 def test_retrieval_examples_rank_by_distance_with_ties_in_the_given_order():
     """The figure's top 10: by Hamming distance; ties (collapsed codes are common) in a given order."""
     import numpy as np

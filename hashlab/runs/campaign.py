@@ -557,6 +557,27 @@ def _stop_if_asked(error: BaseException) -> None:
         raise SystemExit(128 + 15) from error  # the shell's code for a process ended by SIGTERM
 
 
+STOP_REQUEST = "campaign.stop"  # in the runs folder: `hashlab campaign --stop` asks the running campaign to stop
+
+
+def request_stop(runs_dir: str | Path = "runs") -> Path:
+    """Ask the campaign running on ``runs_dir`` to stop once its current cell is delivered (and committed): the
+    clean moment to pull or land code, since a record must come from one commit. A kill mid-cell loses the
+    cell's work since its last checkpoint, and code that moves under a running cell makes its record dirty."""
+    path = Path(runs_dir) / STOP_REQUEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"asked {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    return path
+
+
+def _stop_asked(runs_dir) -> bool:
+    path = Path(runs_dir) / STOP_REQUEST
+    if not path.exists():
+        return False
+    path.unlink(missing_ok=True)  # answered: the next start runs
+    return True
+
+
 def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "runs", data_root: str | None = None,
                  reports_dir: str | Path = REPORTS_DIR, nice: int = 10, max_cells: int | None = None,
                  log=None, commit: bool = False, allow_dirty: bool = False) -> list[Path]:
@@ -577,9 +598,15 @@ def run_campaign(plan_path: str | Path = CAMPAIGN_FILE, runs_dir: str | Path = "
     if nice:
         os.nice(nice)  # the campaign is background work: interactive work on the machine comes first
     plan = load_plan(plan_path)
-    log(f"campaign: pid {os.getpid()} (pause with kill -STOP, go on with kill -CONT)")
+    if _stop_asked(runs_dir):  # asked of a campaign that had ended already: not of this one
+        log(f"an earlier stop request ({Path(runs_dir) / STOP_REQUEST}) had no campaign to stop: removed")
+    log(f"campaign: pid {os.getpid()} (pause with kill -STOP, go on with kill -CONT; `hashlab campaign --stop` stops "
+        "it after its current cell)")
     finished, failed, skipped = [], set(), set()
     while max_cells is None or len(finished) < max_cells:
+        if _stop_asked(runs_dir):
+            log("stopping, as asked (hashlab campaign --stop): every finished cell is delivered")
+            break
         try:
             work = plan_work(plan, runs_dir, data_root, reports_dir)
         except (Exception, SystemExit) as error:  # noqa: BLE001 - a spec or config being edited (the CLI's parser
