@@ -323,7 +323,7 @@ def status(plan: dict, runs_dir: str | Path = "runs", data_root: str | None = No
     for item in work:
         for table in item.tables:
             entry = tables.setdefault(table, {"done": 0, "pending": 0, "missing": 0, "n/a": 0, "minutes": 0.0})
-            if item.cell.not_applicable:  # a row its spec leaves out on this data set: never to run here
+            if item.cell.not_applicable:  # left out by its spec or its profile: never to run here
                 entry["n/a"] += 1
             elif item.cell.missing:
                 entry["missing"] += 1

@@ -180,7 +180,7 @@ def reproduce_table(table: str, runs_dir: str | Path = "runs", profile: str | No
     left = sum(minutes[c.method] for c in todo)
     print(f"table {spec['name']} (profile {profile or default_profile(spec)}): {len(chosen)} cells, "
           f"{sum(c.done for c in chosen)} done, {len(todo)} to run (about {duration_text(left)}), "
-          f"{len(missing)} missing data" + (f", {len(left_out)} left out by the spec (n/a on their data)"
+          f"{len(missing)} missing data" + (f", {len(left_out)} n/a (left out by the spec on their data, or no config for the profile)"
                                             if left_out else ""))
     if dry_run:
         for cell in chosen:
