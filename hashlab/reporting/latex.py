@@ -3,8 +3,9 @@ their own `table` or `table*`, and caption.tex the caption text beside it, to ta
 
 Widths are measured in the units LaTeX prints them in: a two-column page is 469 pt wide, a column 241 pt
 (the article class at 10 pt). A table that fits a column says "table"; one that needs the page says "table*";
-one wider than the page is split by data set, one tabular under the other. A test compiles every committed
-table.tex inside an author's float with pdflatex and fails on an overfull box.
+one wider than the page is split by data set, one tabular under the other (a table of one data set says how
+to scale it instead). A test compiles every committed table.tex inside an author's float with pdflatex and
+fails on an overfull box.
 """
 
 from __future__ import annotations
@@ -81,10 +82,14 @@ def latex(layout: Layout) -> tuple[str, str]:
         body, float_kind, note = whole[0], "table", f"fits a column ({width:.0f} pt estimated)"
     elif width <= PAGE_PT:
         body, float_kind, note = whole[0], "table*", f"needs the page width ({width:.0f} pt estimated)"
-    else:  # one tabular per data set, one under the other
+    elif len(parts) > 1:  # one tabular per data set, one under the other
         body = "\n\\par\\medskip\n".join(p[0] for p in parts)
         float_kind = "table*" if max(p[1] for p in parts) > COLUMN_PT else "table"
         note = f"split by data set: {width:.0f} pt would not fit a page"
+    else:  # one data set has nothing to split by; the estimate runs high, the compile test holds the real width
+        body, float_kind = whole[0], "table*"
+        note = (f"{width:.0f} pt estimated, over the page's {PAGE_PT:.0f}: should pdflatex report an overfull box, "
+                r"wrap it in \resizebox{\textwidth}{!}{...}")
     header = [f"% {layout.name}: \\input this tabular inside your own {float_kind} float ({note}); "
               r"it needs \usepackage{booktabs}.",
               "% The caption text is in caption.tex beside it. " + layout.provenance, ""]
