@@ -111,7 +111,9 @@ def test_the_checkpoint_is_chosen_on_validation_never_on_queries(tmp_path, monke
     chosen, history = record["evaluated_checkpoint"], record["val_map_by_epoch"]
     assert chosen["selection"].startswith("best validation mAP") and len(history) == 3
     assert chosen["val_map"] == max(history) and history[chosen["epoch"]] == max(history)
-    assert (resolve_run_dir(args) / chosen["checkpoint"]).is_file()
+    # the file Lightning tested is the one the record names: saved at that epoch, right after that validation
+    tested = torch.load(resolve_run_dir(args) / chosen["checkpoint"], weights_only=False)
+    assert tested["epoch"] == chosen["epoch"] and tuple(tested["val_history"][-1]) == (chosen["epoch"], max(history))
     assert record["split"]["validation"] == 149 and record["split"]["split_file"].endswith(".json")
     # without a validation set there is nothing to select on: the last epoch is evaluated, and says so
     record = json.loads(run_fit([*args, "--data.init_args.val_fraction=0"]).read_text())
@@ -201,7 +203,9 @@ def test_validation_every_k_epochs_and_always_after_the_last(tmp_path):
     epochs = [epoch for epoch, _ in torch.load(resolve_run_dir(args) / "checkpoints" / "last.ckpt",
                                                 weights_only=False)["val_history"]]
     assert epochs == [2, 5, 6] and len(record["val_map_by_epoch"]) == 3
-    assert record["evaluated_checkpoint"]["epoch"] in epochs
+    chosen = record["evaluated_checkpoint"]
+    assert chosen["epoch"] in epochs
+    assert torch.load(resolve_run_dir(args) / chosen["checkpoint"], weights_only=False)["epoch"] == chosen["epoch"]
 
 
 @pytest.mark.parametrize(("name", "kind"), [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
