@@ -234,4 +234,6 @@ def test_local_agent_array_runs_every_cell_exactly_once(slurm_cluster, tmp_path)
     assert len(records) == 3  # (each W&B offline run folder holds a copy of its record too)
     claims = sorted((runs / ".claims").iterdir())
     owners = [c.read_text().split("\n", 1)[0] for c in claims]
-    assert len(claims) == 3 and len(set(owners)) >= 1  # each cell claimed once, by one task
+    assert len(claims) == 3 and all(owners)  # each cell claimed once, by one task
+    attempts = sorted(len(p.read_text().splitlines()) for p in runs.rglob("attempts.log"))
+    assert attempts == [1, 1, 1], attempts  # each cell fitted once: a second fit would add a line to its log
