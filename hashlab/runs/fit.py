@@ -180,6 +180,8 @@ def build_cli(args: list[str], cli_class: type[HashlabCLI] = HashlabCLI) -> Hash
     warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
     # a closed-form method (lsh, itq, sdh, ...) fits in setup and has no optimizer, on purpose
     warnings.filterwarnings("ignore", message=r".*configure_optimizers` returned `None`")
+    # a protocol without a validation set (dfch-source, table 3) returns no validation loaders, on purpose
+    warnings.filterwarnings("ignore", message=r"Total length of `list` across ranks is zero")
     from jsonargparse import ArgumentError
 
     from hashlab.configs import expand_args, set_in
